@@ -1,0 +1,75 @@
+# thinproxy: thinproxyd (host daemon), thinproxy (client), nbdkit-thinproxy-plugin.so.
+#
+#   make                 build everything into $(BUILD) (default build/)
+#   make check           unit tests (Check), then the guest integration tests (tests/vm)
+#   make check SANITIZE=1  the same, built with ASan+UBSan into build/san
+#   make demo            the main job, narrated (in the test guest where the host lacks dm-thin)
+#   make deps            install missing Debian packages (run by demo and check)
+#   make format          apply .clang-format to every C file
+
+BUILD    ?= build
+SANITIZE ?= 0
+ifeq ($(SANITIZE),1)
+BUILD    := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+
+ifeq ($(origin CC),default)
+CC       := gcc
+endif
+CFLAGS   ?= -O2 -g
+WARNINGS := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes \
+            -Wmissing-prototypes -Wno-missing-field-initializers -Wvla
+CPPFLAGS += -D_GNU_SOURCE -Iinclude
+ALL_CFLAGS = -std=gnu11 $(WARNINGS) $(CFLAGS) $(SANFLAGS) -fstack-protector-strong -MMD -MP
+ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
+
+CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
+
+# Unit tests: tests/unit/test-NAME.c, each linked with the objects it tests.
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test-*.c))
+# Guest tests: tests/vm/test-*.sh, each in a fresh guest.
+VM_TESTS   := $(sort $(wildcard tests/vm/test-*.sh))
+
+C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] nbdkit-plugin/*.[ch] \
+                tests/unit/*.[ch] bench/*.[ch])
+
+.PHONY: all check check-unit check-vm check-format format deps demo clean install
+all: $(UNIT_TESTS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS_test-$*)
+
+deps:
+	@.ci/deps
+
+check: deps
+	@$(MAKE) --no-print-directory all
+	@TP_BUILD=$(abspath $(BUILD)) tests/check $(UNIT_TESTS) $(VM_TESTS)
+
+check-unit: all
+	@TP_BUILD=$(abspath $(BUILD)) tests/check $(UNIT_TESTS)
+
+check-vm: all
+	@TP_BUILD=$(abspath $(BUILD)) tests/check $(VM_TESTS)
+
+check-format:
+	@clang-format --dry-run -Werror $(C_SOURCES)
+
+format:
+	clang-format -i $(C_SOURCES)
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@TP_BUILD=$(abspath $(BUILD)) tests/vm/run tests/vm/test-guest-dm-thin-nbd.sh
+
+clean:
+	rm -rf build
+
+.SECONDARY:
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

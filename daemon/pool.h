@@ -1,0 +1,92 @@
+/* The thin pool: the only module that talks to device-mapper (libdevmapper). Every
+ * function returns 0 (or a positive count) on success and -errno on failure; output
+ * parameters are written only on success.
+ *
+ * Thin devices are addressed by their 24-bit thin id. When activated, a thin device is
+ * a dm device named "<prefix>-<pool>-<id>" whose UUID starts with "THINPROXY-": names
+ * never contain tenant input, and no suspend, remove or reload touches a device that
+ * does not carry the prefix. */
+#ifndef TP_POOL_H
+#define TP_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define POOL_UUID_PREFIX "THINPROXY-"
+#define POOL_THIN_ID_MAX ((UINT32_C(1) << 24) - 1)
+
+struct pool;
+
+struct pool_config {
+	/* Attach to this existing thin-pool dm device (not ours: never suspended or removed). */
+	const char *existing;
+	/* Or create our own pool, "thinproxy-pool" unless dm_name says otherwise, from these
+	 * two devices (or reattach to it if it is already active). */
+	const char *data_dev;
+	const char *metadata_dev;
+	/* Or, with neither of the above, the embedded default: sparse files
+	 * state_dir/pool/data.img (loop_size bytes) and metadata.img on loop devices. */
+	const char *state_dir;
+	uint64_t loop_size;
+	/* Our pool's dm name (default "thinproxy-pool"); thin device names derive from it. */
+	const char *dm_name;
+	/* New pools: data block size in 512-byte sectors (default 128 = 64 KiB). */
+	uint32_t block_sectors;
+};
+
+struct pool_status {
+	uint64_t transaction_id;
+	uint64_t data_used, data_total; /* data blocks */
+	uint64_t meta_used, meta_total; /* 4 KiB metadata blocks */
+	uint32_t block_sectors;
+	bool read_only;		/* pool fell back to read-only mode */
+	bool out_of_data_space; /* writes fail with ENOSPC */
+	bool needs_check;
+	bool error_if_no_space;
+};
+
+struct thin_status {
+	bool active;
+	uint32_t open_count;
+	uint64_t size;	       /* table length in bytes; 0 if inactive */
+	uint64_t mapped_bytes; /* from the thin target's status; 0 if inactive */
+	dev_t devnum;	       /* 0 if inactive */
+};
+
+/* Check libdevmapper and the thin-pool target versions, then attach to, reattach to or
+ * create the pool described by CFG. */
+int pool_open(const struct pool_config *cfg, struct pool **ret_pool);
+/* Forget POOL (NULL is fine). Leaves the dm pool and thin devices active. */
+void pool_close(struct pool *pool);
+/* The pool's dm name. */
+const char *pool_name(const struct pool *pool);
+/* Data block size in bytes. */
+uint64_t pool_block_size(const struct pool *pool);
+
+int pool_get_status(struct pool *pool, struct pool_status *ret_status);
+/* set_transaction_id OLD NEW; -EINVAL-free: fails with -ESTALE if the pool's id is not OLD. */
+int pool_set_transaction_id(struct pool *pool, uint64_t old_id, uint64_t new_id);
+
+/* Pool messages. create_thin and create_snap fail with -EEXIST if ID is taken; delete
+ * fails with -ENOENT if ID does not exist, -EBUSY if ID is active. create_snap suspends an
+ * active origin around the message and resumes it on every path. */
+int pool_create_thin(struct pool *pool, uint32_t id);
+int pool_create_snap(struct pool *pool, uint32_t id, uint32_t origin_id);
+int pool_delete_thin(struct pool *pool, uint32_t id);
+
+/* Activate thin ID with SIZE bytes (a multiple of 512), read-only if READ_ONLY.
+ * Already active with the same table is success. */
+int pool_activate_thin(struct pool *pool, uint32_t id, uint64_t size, bool read_only);
+/* Remove thin ID's dm device: 0 if it was not active, -EBUSY if it is open. */
+int pool_deactivate_thin(struct pool *pool, uint32_t id);
+/* Reload an active thin ID with a new SIZE (suspend, load, resume); 0 if inactive. */
+int pool_resize_thin(struct pool *pool, uint32_t id, uint64_t size);
+int pool_thin_status(struct pool *pool, uint32_t id, struct thin_status *ret_status);
+/* Open the active thin device ID with FLAGS (O_RDONLY or O_RDWR; O_CLOEXEC is added),
+ * making its device node if needed. Returns the fd. */
+int pool_open_thin(struct pool *pool, uint32_t id, int flags);
+/* Call FN for every active thin device of this pool (our UUID prefix only). */
+int pool_for_each_active(struct pool *pool, int (*fn)(uint32_t id, void *opaque), void *opaque);
+
+#endif

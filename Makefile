@@ -24,7 +24,24 @@ CPPFLAGS += -D_GNU_SOURCE -Iinclude
 ALL_CFLAGS = -std=gnu11 $(WARNINGS) $(CFLAGS) $(SANFLAGS) -fstack-protector-strong -MMD -MP
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 
-CHECK_LIBS := $(shell pkg-config --libs check 2>/dev/null)
+pc = $(shell pkg-config $(1) $(2) 2>/dev/null)
+CHECK_LIBS := $(call pc,--libs,check)
+
+# Programs: every .c of a program's directory is part of it.
+DAEMON      := $(BUILD)/thinproxyd
+DAEMON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard daemon/*.c))
+DAEMON_PKGS := devmapper sqlite3 libmicrohttpd json-c
+CLIENT      := $(BUILD)/thinproxy
+CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c))
+CLIENT_PKGS := libcurl json-c libnl-genl-3.0
+PLUGIN      := $(BUILD)/nbdkit-thinproxy-plugin.so
+PLUGIN_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard nbdkit-plugin/*.c))
+PROGRAMS    := $(if $(DAEMON_OBJS),$(DAEMON)) $(if $(CLIENT_OBJS),$(CLIENT)) \
+               $(if $(PLUGIN_OBJS),$(PLUGIN))
+CPPFLAGS    += $(call pc,--cflags,$(DAEMON_PKGS) $(CLIENT_PKGS) nbdkit)
+
+# Guest test programs: tests/vm/NAME.c, linked with OBJS_NAME and LIBS_NAME.
+VM_PROGRAMS := $(patsubst tests/vm/%.c,$(BUILD)/tests/vm/%,$(wildcard tests/vm/*.c))
 
 # Unit tests: tests/unit/test-NAME.c, each linked with the objects it tests.
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test-*.c))
@@ -35,13 +52,32 @@ C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] nbdkit-plugin/*
                 tests/unit/*.[ch] bench/*.[ch])
 
 .PHONY: all check check-unit check-vm check-format format deps demo clean install
-all: $(UNIT_TESTS)
+all: $(PROGRAMS) $(UNIT_TESTS) $(VM_PROGRAMS)
+
+$(DAEMON): $(DAEMON_OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(DAEMON_PKGS)) -lpthread
+
+$(CLIENT): $(CLIENT_OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(CLIENT_PKGS))
+
+$(BUILD)/nbdkit-plugin/%.o: nbdkit-plugin/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -fPIC -c -o $@ $<
+
+$(PLUGIN): $(PLUGIN_OBJS)
+	$(CC) $(ALL_LDFLAGS) -shared -o $@ $^
+
+$(BUILD)/tests/vm/%: $(BUILD)/tests/vm/%.o $$(OBJS_$$*)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS_$*)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
 
-$(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o
+# What a unit test or guest test program links beyond itself: OBJS_NAME and LIBS_NAME,
+# e.g. OBJS_test-store := $(BUILD)/daemon/store.o, LIBS_test-store := -lsqlite3.
+.SECONDEXPANSION:
+$(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o $$(OBJS_test-$$*)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS_test-$*)
 
 deps:

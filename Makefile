@@ -7,6 +7,7 @@
 #   make deps            install missing Debian packages (run by demo and check)
 #   make format          apply .clang-format to every C file
 
+.SECONDEXPANSION:
 BUILD    ?= build
 SANITIZE ?= 0
 ifeq ($(SANITIZE),1)
@@ -76,7 +77,6 @@ $(BUILD)/%.o: %.c
 
 # What a unit test or guest test program links beyond itself: OBJS_NAME and LIBS_NAME,
 # e.g. OBJS_test-store := $(BUILD)/daemon/store.o, LIBS_test-store := -lsqlite3.
-.SECONDEXPANSION:
 $(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o $$(OBJS_test-$$*)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS_test-$*)
 

@@ -44,3 +44,120 @@ int ops_open_export(const struct principal *p, const char *ref, bool want_write,
 int ops_list_exports(const struct principal *p, struct export_info **ret_exports, size_t *ret_n);
 
 #endif
+
+/* The rest: the REST API (daemon/api.c) and the daemon's start (daemon/main.c). */
+
+struct store;
+struct pool;
+struct tenant;
+
+struct ops_config {
+	uint64_t min_free;	   /* bytes: volume creation refused below this much free data */
+	unsigned min_free_percent; /* or this percentage of the pool, whichever is larger */
+	unsigned low_water_percent; /* log once when free data or metadata drops below */
+	uint32_t nbd_uid_base;	   /* tenants' nbdkit uids are allocated from here up */
+	/* Called (under the lock) when a tenant comes and goes, to start and stop its
+	 * sockets and its nbdkit. A failing tenant_up makes the tenant add fail. */
+	int (*tenant_up)(const struct tenant *t);
+	void (*tenant_down)(const char *name);
+	/* "running"/"stopped" for a tenant's nbdkit. */
+	const char *(*tenant_nbd_state)(const char *name);
+};
+
+/* What the API shows of a volume, as PRINCIPAL sees it. */
+struct volume_view {
+	char name[TP_REF_MAX + 1];
+	char owner[TP_NAME_MAX + 1]; /* "" for images */
+	char parent[TP_REF_MAX + 1]; /* "" for none */
+	uint64_t size, used;
+	const char *state;
+	int64_t created;
+	bool writable;
+	uint32_t thin_id;
+};
+
+struct tenant_view {
+	char name[TP_NAME_MAX + 1];
+	uint32_t uid, gid, nbd_uid;
+	uint64_t max_volumes, max_size, max_used; /* 0 = unlimited */
+	uint64_t volumes, size, used;
+	const char *nbd;
+	int64_t created;
+};
+
+/* A tenant to add or change; has_* say which fields were given. */
+struct tenant_spec {
+	const char *name;
+	bool has_uid, has_gid, has_max_volumes, has_max_size, has_max_used;
+	uint32_t uid, gid;
+	uint64_t max_volumes, max_size, max_used;
+};
+
+struct pool_view {
+	char name[128];
+	uint64_t transaction_id, block_size;
+	uint64_t data_used, data_total, meta_used, meta_total; /* bytes */
+	const char *mode;
+	bool needs_check;
+	uint64_t min_free, volumes;
+};
+
+struct image_view {
+	struct volume_view volume;
+	bool published_all;
+	size_t n_published;
+	char (*published)[TP_NAME_MAX + 1]; /* malloc'ed */
+};
+
+struct grant_view {
+	char owner[TP_NAME_MAX + 1], volume[TP_NAME_MAX + 1], to[TP_NAME_MAX + 1];
+	bool write;
+};
+
+/* The message that goes with the last error this thread's ops call returned. */
+const char *ops_error_message(void);
+
+/* Take over STORE and POOL, reconcile them (see docs/architecture.md) and bring every
+ * tenant up. Fails if the store and the pool disagree in a way that cannot be repaired. */
+int ops_init(struct store *store, struct pool *pool, const struct ops_config *cfg);
+void ops_shutdown(void);
+/* Periodic: refresh used bytes of active volumes, log low-water crossings. */
+void ops_monitor(void);
+
+/* The principal for tenant NAME as the admin acts on it. */
+int ops_principal_for_tenant(const char *name, struct principal *ret_principal);
+
+int ops_volume_list(const struct principal *p, struct volume_view **ret_views, size_t *ret_n);
+int ops_volume_info(const struct principal *p, const char *name, struct volume_view *ret_view);
+int ops_volume_create(const struct principal *p, const char *name, uint64_t size,
+		      struct volume_view *ret_view);
+/* A snapshot of PARENT (a reference); SIZE 0 = the parent's size, else at least it. */
+int ops_volume_snapshot(const struct principal *p, const char *name, const char *parent,
+			uint64_t size, struct volume_view *ret_view);
+int ops_volume_commit(const struct principal *p, const char *name, struct volume_view *ret_view);
+int ops_volume_resize(const struct principal *p, const char *name, uint64_t size,
+		      struct volume_view *ret_view);
+int ops_volume_remove(const struct principal *p, const char *name);
+int ops_usage(const struct principal *p, struct tenant_view *ret_view);
+
+int ops_tenant_add(const struct tenant_spec *spec, struct tenant_view *ret_view);
+int ops_tenant_get(const char *name, struct tenant_view *ret_view);
+int ops_tenant_list(struct tenant_view **ret_views, size_t *ret_n);
+int ops_tenant_update(const struct tenant_spec *spec, struct tenant_view *ret_view);
+int ops_tenant_remove(const char *name, bool force);
+
+int ops_pool_status(struct pool_view *ret_view);
+
+int ops_image_import(const char *name, const char *path, struct image_view *ret_view);
+int ops_image_publish(const char *name, const char *tenant /* NULL = all */,
+		      struct image_view *ret_view);
+int ops_image_list(struct image_view **ret_views, size_t *ret_n);
+void ops_image_views_free(struct image_view *views, size_t n);
+int ops_image_remove(const char *name);
+
+int ops_grant(const struct grant_view *g);
+int ops_revoke(const struct grant_view *g);
+int ops_grant_list(struct grant_view **ret_views, size_t *ret_n);
+
+/* Prometheus text format; *RET_TEXT malloc'ed. */
+int ops_metrics(char **ret_text);

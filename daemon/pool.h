@@ -86,6 +86,9 @@ int pool_thin_status(struct pool *pool, uint32_t id, struct thin_status *ret_sta
 /* Open the active thin device ID with FLAGS (O_RDONLY or O_RDWR; O_CLOEXEC is added),
  * making its device node if needed. Returns the fd. */
 int pool_open_thin(struct pool *pool, uint32_t id, int flags);
+/* Resume every thin device of this pool left suspended (by a daemon killed between the
+ * suspend and the resume around create_snap). Returns how many it resumed. */
+int pool_resume_suspended(struct pool *pool);
 /* Call FN for every active thin device of this pool (our UUID prefix only). */
 int pool_for_each_active(struct pool *pool, int (*fn)(uint32_t id, void *opaque), void *opaque);
 

@@ -1,0 +1,1440 @@
+/* The operations of thinproxyd. Every change to the pool follows one protocol, so that
+ * a daemon killed at any instant can be restarted and reconciled (ops_init):
+ *
+ *   1. record the intent in the store: the row in state creating/deleting, with the
+ *      pool transaction id T it starts from (one committed SQLite transaction);
+ *   2. send the pool message (create_thin, create_snap or delete);
+ *   3. set_transaction_id T -> T+1 and read it back;
+ *   4. one SQLite transaction marks the row ready (or removes it) and records T+1.
+ *
+ * On start, with S the store's transaction id and P the pool's: P == S means step 3
+ * never happened, so pending creates are rolled back and pending removes rolled
+ * forward (both by a delete that tolerates a missing thin id, because step 2 may or may
+ * not have happened); P == S+1 means only step 4 is missing, so it is replayed; any
+ * other difference is refused, as it means the store and the pool are not each other's.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "ops.h"
+#include "pool.h"
+#include "store.h"
+#include "tp-cleanup.h"
+
+static struct {
+	pthread_mutex_t lock;
+	struct store *store;
+	struct pool *pool;
+	struct ops_config cfg;
+	bool low_data, low_meta; /* below the low-water mark, already logged */
+} ops = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static __thread char ops_errmsg[512];
+
+const char *ops_error_message(void)
+{
+	return ops_errmsg;
+}
+
+/* Set this thread's error message and return R. */
+static int __attribute__((format(printf, 2, 3))) fail(int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(ops_errmsg, sizeof ops_errmsg, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* An internal failure: logged here, once, and reported to the caller as such. */
+static int internal(int r, const char *what)
+{
+	log_errno(LOG_ERR, r, "%s: %m", what);
+	return fail(r, "%s failed: %s", what, strerror(-r));
+}
+
+static void unlock(pthread_mutex_t **m)
+{
+	if (*m)
+		pthread_mutex_unlock(*m);
+}
+#define LOCKED                                                                                     \
+	__attribute__((cleanup(unlock))) pthread_mutex_t *_locked = &ops.lock;                     \
+	pthread_mutex_lock(_locked)
+
+/* Fault injection for the crash tests: THINPROXY_FAULT=STEP kills the daemon at STEP
+ * the way kill -9 would, with no chance to clean up. */
+static void fault_point(const char *step)
+{
+	const char *want = getenv("THINPROXY_FAULT");
+
+	if (want != NULL && strcmp(want, step) == 0) {
+		log_warning("fault injection: killing the daemon at %s", step);
+		kill(getpid(), SIGKILL);
+	}
+}
+
+/* References and views */
+
+static int tenant_name(int64_t id, char *buf, size_t len)
+{
+	struct tenant t;
+	int r = store_tenant_get_by_id(ops.store, id, &t);
+
+	if (r < 0)
+		return r;
+	snprintf(buf, len, "%s", t.name);
+	return 0;
+}
+
+/* How principal P writes a reference to V. */
+static void volume_ref(const struct principal *p, const struct volume *v, char *buf, size_t len)
+{
+	char owner[TP_NAME_MAX + 1] = "";
+
+	if (v->tenant_id == 0)
+		snprintf(buf, len, "images/%s", v->name);
+	else if (v->tenant_id == p->tenant_id)
+		snprintf(buf, len, "%s", v->name);
+	else if (tenant_name(v->tenant_id, owner, sizeof owner) == 0)
+		snprintf(buf, len, "%s/%s", owner, v->name);
+	else
+		snprintf(buf, len, "%s", v->name);
+}
+
+static bool volume_writable(const struct principal *p, const struct volume *v)
+{
+	struct grant g;
+
+	if (v->state != VOLUME_READY || v->tenant_id == 0)
+		return false;
+	if (v->tenant_id == p->tenant_id)
+		return true;
+	return store_grant_get(ops.store, v->id, p->tenant_id, &g) == 0 && g.write;
+}
+
+static void make_view(const struct principal *p, const struct volume *v, struct volume_view *view)
+{
+	struct volume parent;
+
+	memset(view, 0, sizeof *view);
+	volume_ref(p, v, view->name, sizeof view->name);
+	if (v->tenant_id)
+		tenant_name(v->tenant_id, view->owner, sizeof view->owner);
+	if (v->parent_id && store_volume_get_by_id(ops.store, v->parent_id, &parent) == 0)
+		volume_ref(p, &parent, view->parent, sizeof view->parent);
+	view->size = v->size;
+	view->used = v->used;
+	view->state = v->tenant_id == 0 && v->state == VOLUME_COMMITTED ? "image"
+									: volume_state_name(v->state);
+	view->created = v->created;
+	view->writable = volume_writable(p, v);
+	view->thin_id = v->thin_id;
+}
+
+/* P's own volume NAME, settled (not creating or deleting). */
+static int own_volume(const struct principal *p, const char *name, struct volume *ret)
+{
+	int r;
+
+	if (!tp_name_valid(name))
+		return fail(-EINVAL, "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+				     "starting with a letter or digit",
+			    name);
+	r = store_volume_get(ops.store, p->tenant_id, name, ret);
+	if (r == -ENOENT || (r == 0 && ret->pending))
+		return fail(-ENOENT, "no such volume: %s", name);
+	if (r < 0)
+		return internal(r, "read volume");
+	return 0;
+}
+
+/* Resolve a reference REF for P: its own volume, a published image or a granted volume.
+ * Anything else, existing or not, is -ENOENT with the same message. */
+static int resolve_ref(const struct principal *p, const char *ref, struct volume *ret)
+{
+	char owner[TP_NAME_MAX + 1];
+	const char *slash = strchr(ref, '/');
+	struct tenant t;
+	struct grant g;
+	bool published;
+	int r;
+
+	if (slash == NULL)
+		return own_volume(p, ref, ret);
+	if ((size_t)(slash - ref) >= sizeof owner || !tp_name_valid(slash + 1))
+		return fail(-ENOENT, "no such volume: %.130s", ref);
+	memcpy(owner, ref, (size_t)(slash - ref));
+	owner[slash - ref] = '\0';
+	if (strcmp(owner, "images") == 0) {
+		r = store_volume_get(ops.store, 0, slash + 1, ret);
+		if (r == 0 && ret->state == VOLUME_COMMITTED) {
+			if (p->admin && p->tenant_id == 0)
+				return 0;
+			r = store_is_published(ops.store, ret->id, p->tenant_id, &published);
+			if (r == 0 && published)
+				return 0;
+		}
+	} else if (tp_name_valid(owner) && store_tenant_get(ops.store, owner, &t) == 0) {
+		r = store_volume_get(ops.store, t.id, slash + 1, ret);
+		if (r == 0 && !ret->pending &&
+		    (t.id == p->tenant_id || store_grant_get(ops.store, ret->id, p->tenant_id, &g) == 0))
+			return 0;
+	}
+	return fail(-ENOENT, "no such volume: %s", ref);
+}
+
+/* Quotas and pool space */
+
+static int check_pool_space(void)
+{
+	struct pool_status st;
+	uint64_t bs = pool_block_size(ops.pool), free_bytes, floor;
+	int r = pool_get_status(ops.pool, &st);
+
+	if (r < 0)
+		return internal(r, "read pool status");
+	if (st.read_only || st.needs_check)
+		return fail(-ENOSPC, "pool %s is read-only or needs a check", pool_name(ops.pool));
+	free_bytes = (st.data_total - st.data_used) * bs;
+	floor = ops.cfg.min_free;
+	if (st.data_total * bs / 100 * ops.cfg.min_free_percent > floor)
+		floor = st.data_total * bs / 100 * ops.cfg.min_free_percent;
+	if (free_bytes < floor || st.out_of_data_space || st.meta_used * 20 > st.meta_total * 19)
+		return fail(-ENOSPC, "pool full: %" PRIu64 " MiB free, at least %" PRIu64
+				     " MiB required to create volumes",
+			    free_bytes >> 20, floor >> 20);
+	return 0;
+}
+
+static int check_quota(const struct principal *p, uint64_t add_size)
+{
+	struct tenant t;
+	struct usage u;
+	int r;
+
+	if (p->tenant_id == 0)
+		return 0;
+	r = store_tenant_get_by_id(ops.store, p->tenant_id, &t);
+	if (r == 0)
+		r = store_tenant_usage(ops.store, p->tenant_id, &u);
+	if (r < 0)
+		return internal(r, "read tenant usage");
+	if (t.max_volumes && u.volumes + 1 > t.max_volumes)
+		return fail(-EDQUOT, "quota exceeded: tenant %s may own at most %" PRIu64 " volumes",
+			    t.name, t.max_volumes);
+	if (t.max_size && (add_size > t.max_size || u.size > t.max_size - add_size))
+		return fail(-EDQUOT,
+			    "quota exceeded: tenant %s may own at most %" PRIu64
+			    " bytes of volumes (%" PRIu64 " in use, %" PRIu64 " asked)",
+			    t.name, t.max_size, u.size, add_size);
+	if (t.max_used && u.used >= t.max_used)
+		return fail(-EDQUOT,
+			    "quota exceeded: tenant %s's volumes map %" PRIu64
+			    " bytes, its limit is %" PRIu64,
+			    t.name, u.used, t.max_used);
+	return 0;
+}
+
+static int check_size(uint64_t size)
+{
+	if (size < TP_SIZE_MIN || size > TP_SIZE_MAX || size % 512)
+		return fail(-EINVAL,
+			    "invalid size %" PRIu64 ": a multiple of 512 bytes from 64 KiB to 16 PiB",
+			    size);
+	return 0;
+}
+
+/* The pool change protocol */
+
+/* Steps 3 and 4 after a successful message: bump the transaction id, then commit. */
+static int finish_change(struct volume *v, uint64_t tid, const char *op, bool remove)
+{
+	uint64_t now;
+	int r;
+
+	r = pool_set_transaction_id(ops.pool, tid, tid + 1);
+	if (r < 0)
+		return internal(r, "set_transaction_id");
+	fault_point(remove ? "after-remove-tid" : strcmp(op, "create") == 0 ? "after-create-tid"
+									     : "after-snapshot-tid");
+	r = store_begin(ops.store);
+	if (r == 0) {
+		if (remove) {
+			r = store_volume_remove(ops.store, v->id);
+		} else {
+			v->state = VOLUME_READY;
+			v->pending = false;
+			r = store_volume_update(ops.store, v);
+		}
+	}
+	if (r == 0)
+		r = store_set_pool_tid(ops.store, tid + 1);
+	if (r == 0)
+		r = store_commit(ops.store);
+	if (r < 0) {
+		store_rollback(ops.store);
+		return internal(r, "commit volume change");
+	}
+	if (store_get_pool_tid(ops.store, &now) == 0 && now != tid + 1)
+		log_warning("store transaction id %" PRIu64 " after %s, expected %" PRIu64, now, op,
+			    tid + 1);
+	return 0;
+}
+
+/* Step 1: record V (state creating or deleting) with the current transaction id. */
+static int record_intent(struct volume *v, bool insert, uint64_t *ret_tid)
+{
+	uint64_t tid;
+	int r = store_begin(ops.store);
+
+	if (r == 0)
+		r = store_get_pool_tid(ops.store, &tid);
+	if (r == 0) {
+		v->pending = true;
+		v->pending_tid = tid;
+		r = insert ? store_volume_add(ops.store, v) : store_volume_update(ops.store, v);
+	}
+	if (r == 0)
+		r = store_commit(ops.store);
+	if (r < 0) {
+		store_rollback(ops.store);
+		if (r == -EEXIST)
+			return fail(-EEXIST, "volume %s exists", v->name);
+		return internal(r, "record volume intent");
+	}
+	*ret_tid = tid;
+	return 0;
+}
+
+/* Undo an intent whose message failed: the thin id was never created. */
+static void drop_intent(struct volume *v)
+{
+	if (store_volume_remove(ops.store, v->id) < 0)
+		log_error("dropping the record of failed volume %s, ignoring", v->name);
+}
+
+/* Create NAME for P as a new thin device or as a snapshot of ORIGIN (NULL: new). */
+static int create_volume(const struct principal *p, const char *name, uint64_t size,
+			 const struct volume *origin, struct volume_view *ret_view)
+{
+	const char *op = origin ? "snapshot" : "create";
+	struct volume v = {0}, existing;
+	uint64_t tid;
+	int r;
+
+	if (!tp_name_valid(name))
+		return fail(-EINVAL, "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+				     "starting with a letter or digit",
+			    name);
+	r = store_volume_get(ops.store, p->tenant_id, name, &existing);
+	if (r == 0)
+		return fail(-EEXIST, "volume %s exists", name);
+	if (r != -ENOENT)
+		return internal(r, "read volume");
+	if ((r = check_size(size)) < 0 || (r = check_quota(p, size)) < 0 ||
+	    (r = check_pool_space()) < 0)
+		return r;
+
+	snprintf(v.name, sizeof v.name, "%s", name);
+	v.tenant_id = p->tenant_id;
+	v.size = size;
+	v.state = VOLUME_CREATING;
+	if (origin) {
+		v.parent_id = origin->id;
+		v.used = origin->used;
+	}
+	r = store_free_thin_id(ops.store, POOL_THIN_ID_MAX, &v.thin_id);
+	if (r == -ENOSPC)
+		return fail(-ENOSPC, "pool full: no free thin device id");
+	if (r < 0)
+		return internal(r, "allocate thin id");
+	r = record_intent(&v, true, &tid);
+	if (r < 0)
+		return r;
+	fault_point(origin ? "after-snapshot-intent" : "after-create-intent");
+
+	r = origin ? pool_create_snap(ops.pool, v.thin_id, origin->thin_id)
+		   : pool_create_thin(ops.pool, v.thin_id);
+	if (r < 0) {
+		drop_intent(&v);
+		if (r == -ENOSPC)
+			return fail(r, "pool full: cannot %s %s", op, name);
+		return internal(r, origin ? "create_snap" : "create_thin");
+	}
+	fault_point(origin ? "after-create-snap" : "after-create-thin");
+	r = finish_change(&v, tid, op, false);
+	if (r < 0)
+		return r;
+	fault_point(origin ? "after-snapshot-done" : "after-create-done");
+	log_info("%s %s%s%s: thin %" PRIu32 ", %" PRIu64 " bytes", op, p->tenant,
+		 *p->tenant ? "/" : "", name, v.thin_id, size);
+	make_view(p, &v, ret_view);
+	return 0;
+}
+
+/* Remove V through the protocol. The caller checked it may. */
+static int remove_volume(struct volume *v)
+{
+	struct thin_status ts;
+	uint64_t tid, children;
+	int r;
+
+	r = store_volume_count_children(ops.store, v->id, &children);
+	if (r < 0)
+		return internal(r, "count snapshots");
+	if (children)
+		return fail(-EBUSY, "volume %s is busy: it is the parent of %" PRIu64 " snapshot%s",
+			    v->name, children, children == 1 ? "" : "s");
+	if (pool_thin_status(ops.pool, v->thin_id, &ts) == 0 && ts.active && ts.open_count)
+		return fail(-EBUSY, "volume %s is busy: it is open (attached or being served)",
+			    v->name);
+	r = pool_deactivate_thin(ops.pool, v->thin_id);
+	if (r == -EBUSY)
+		return fail(-EBUSY, "volume %s is busy: it is open (attached or being served)",
+			    v->name);
+	if (r < 0)
+		return internal(r, "deactivate thin device");
+
+	v->state = VOLUME_DELETING;
+	r = record_intent(v, false, &tid);
+	if (r < 0)
+		return r;
+	fault_point("after-remove-intent");
+	r = pool_delete_thin(ops.pool, v->thin_id);
+	if (r < 0 && r != -ENOENT)
+		return internal(r, "delete thin device");
+	fault_point("after-delete-thin");
+	r = finish_change(v, tid, "remove", true);
+	if (r == 0)
+		log_info("removed volume %s (thin %" PRIu32 ")", v->name, v->thin_id);
+	return r;
+}
+
+/* Reconciliation */
+
+static int reconcile(void)
+{
+	CLEANUP_FREE struct volume *pending = NULL;
+	struct pool_status st;
+	uint64_t stid;
+	size_t n, i;
+	int r;
+
+	r = pool_get_status(ops.pool, &st);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "read status of pool %s: %m", pool_name(ops.pool));
+	r = store_get_pool_tid(ops.store, &stid);
+	if (r == 0)
+		r = store_volume_list_pending(ops.store, &pending, &n);
+	if (r < 0)
+		return r;
+	if (st.transaction_id != stid && st.transaction_id != stid + 1) {
+		log_error("pool %s has transaction id %" PRIu64 " but the store expects %" PRIu64
+			  ": they do not belong together (another store, or a pool changed "
+			  "behind thinproxyd's back); refusing to start",
+			  pool_name(ops.pool), st.transaction_id, stid);
+		return -ESTALE;
+	}
+	for (i = 0; i < n; i++) {
+		struct volume *v = &pending[i];
+		bool done = st.transaction_id == stid + 1 && v->pending_tid == stid;
+
+		if (done) {
+			/* Step 4 is all that is missing: replay it. */
+			r = store_begin(ops.store);
+			if (r == 0) {
+				if (v->state == VOLUME_DELETING) {
+					r = store_volume_remove(ops.store, v->id);
+				} else {
+					v->state = VOLUME_READY;
+					v->pending = false;
+					r = store_volume_update(ops.store, v);
+				}
+			}
+			if (r == 0)
+				r = store_set_pool_tid(ops.store, st.transaction_id);
+			if (r == 0)
+				r = store_commit(ops.store);
+			if (r < 0) {
+				store_rollback(ops.store);
+				return r;
+			}
+			stid = st.transaction_id;
+			log_notice("reconcile: completed the interrupted %s of volume %s (thin %" PRIu32
+				   ")",
+				   v->state == VOLUME_DELETING ? "removal" : "creation", v->name,
+				   v->thin_id);
+			continue;
+		}
+		/* The transaction id never moved: the message may or may not have reached the
+		 * pool. Pending creates are rolled back, pending removes rolled forward; both
+		 * mean the thin id must not exist. */
+		pool_deactivate_thin(ops.pool, v->thin_id);
+		r = pool_delete_thin(ops.pool, v->thin_id);
+		if (r < 0 && r != -ENOENT)
+			return log_errno(LOG_ERR, r, "reconcile: delete thin %" PRIu32 ": %m",
+					 v->thin_id);
+		r = store_volume_remove(ops.store, v->id);
+		if (r < 0)
+			return r;
+		log_notice("reconcile: %s volume %s (thin %" PRIu32 ")",
+			   v->state == VOLUME_DELETING ? "finished removing" : "rolled back creation of",
+			   v->name, v->thin_id);
+	}
+	if (st.transaction_id == stid + 1) {
+		/* No pending row matched, yet the pool moved: only possible if the store lost a
+		 * committed row, which WAL with synchronous=FULL rules out. */
+		log_error("pool %s is one transaction ahead of the store with nothing pending; "
+			  "refusing to start",
+			  pool_name(ops.pool));
+		return -ESTALE;
+	}
+	return 0;
+}
+
+int ops_init(struct store *store, struct pool *pool, const struct ops_config *cfg)
+{
+	CLEANUP_FREE struct tenant *tenants = NULL;
+	size_t n, i;
+	int r;
+
+	ops.store = store;
+	ops.pool = pool;
+	ops.cfg = *cfg;
+	LOCKED;
+	r = pool_resume_suspended(pool);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "resume suspended thin devices: %m");
+	r = reconcile();
+	if (r < 0)
+		return r;
+	r = store_tenant_list(store, &tenants, &n);
+	if (r < 0)
+		return r;
+	for (i = 0; i < n; i++) {
+		if (ops.cfg.tenant_up && (r = ops.cfg.tenant_up(&tenants[i])) < 0)
+			log_errno(LOG_ERR, r, "bring up tenant %s: %m, ignoring", tenants[i].name);
+	}
+	return 0;
+}
+
+void ops_shutdown(void)
+{
+	LOCKED;
+	ops.store = NULL;
+	ops.pool = NULL;
+}
+
+static void refresh_used(struct volume *v)
+{
+	struct thin_status ts;
+
+	if (pool_thin_status(ops.pool, v->thin_id, &ts) == 0 && ts.active &&
+	    ts.mapped_bytes != v->used) {
+		v->used = ts.mapped_bytes;
+		store_volume_update(ops.store, v);
+	}
+}
+
+void ops_monitor(void)
+{
+	struct pool_status st;
+	uint64_t data_free_pct, meta_free_pct;
+	CLEANUP_FREE struct tenant *tenants = NULL;
+	size_t n = 0, i, j;
+
+	LOCKED;
+	if (ops.pool == NULL || pool_get_status(ops.pool, &st) < 0)
+		return;
+	data_free_pct = st.data_total ? (st.data_total - st.data_used) * 100 / st.data_total : 0;
+	meta_free_pct = st.meta_total ? (st.meta_total - st.meta_used) * 100 / st.meta_total : 0;
+	if ((data_free_pct < ops.cfg.low_water_percent) != ops.low_data) {
+		ops.low_data = !ops.low_data;
+		log_msg(ops.low_data ? LOG_WARNING : LOG_NOTICE,
+			"pool %s: %" PRIu64 "%% of data space free, %s the low-water mark of %u%%",
+			pool_name(ops.pool), data_free_pct, ops.low_data ? "below" : "back above",
+			ops.cfg.low_water_percent);
+	}
+	if ((meta_free_pct < ops.cfg.low_water_percent) != ops.low_meta) {
+		ops.low_meta = !ops.low_meta;
+		log_msg(ops.low_meta ? LOG_WARNING : LOG_NOTICE,
+			"pool %s: %" PRIu64 "%% of metadata space free, %s the low-water mark of %u%%",
+			pool_name(ops.pool), meta_free_pct, ops.low_meta ? "below" : "back above",
+			ops.cfg.low_water_percent);
+	}
+	if (store_tenant_list(ops.store, &tenants, &n) < 0)
+		return;
+	for (i = 0; i < n; i++) {
+		CLEANUP_FREE struct volume *vols = NULL;
+		size_t nv = 0;
+
+		if (store_volume_list(ops.store, tenants[i].id, &vols, &nv) < 0)
+			continue;
+		for (j = 0; j < nv; j++)
+			refresh_used(&vols[j]);
+	}
+}
+
+/* Tenant-side operations */
+
+int ops_principal_for_tenant(const char *name, struct principal *ret_principal)
+{
+	struct tenant t;
+	int r;
+
+	if (!tp_name_valid(name))
+		return fail(-ENOENT, "no such tenant: %.80s", name);
+	LOCKED;
+	r = store_tenant_get(ops.store, name, &t);
+	if (r == -ENOENT)
+		return fail(r, "no such tenant: %s", name);
+	if (r < 0)
+		return internal(r, "read tenant");
+	memset(ret_principal, 0, sizeof *ret_principal);
+	ret_principal->admin = true;
+	ret_principal->tenant_id = t.id;
+	snprintf(ret_principal->tenant, sizeof ret_principal->tenant, "%s", t.name);
+	return 0;
+}
+
+int ops_principal_for_nbd_uid(uid_t uid, struct principal *ret_principal)
+{
+	struct tenant t;
+	int r;
+
+	LOCKED;
+	r = store_tenant_get_by_nbd_uid(ops.store, (uint32_t)uid, &t);
+	if (r < 0)
+		return r;
+	memset(ret_principal, 0, sizeof *ret_principal);
+	ret_principal->tenant_id = t.id;
+	snprintf(ret_principal->tenant, sizeof ret_principal->tenant, "%s", t.name);
+	return 0;
+}
+
+/* Append the views of VOLS to *VIEWS. */
+static int append_views(const struct principal *p, const struct volume *vols, size_t n,
+			struct volume_view **views, size_t *nviews)
+{
+	struct volume_view *nv;
+	size_t i;
+
+	nv = realloc(*views, (*nviews + n + 1) * sizeof *nv);
+	if (nv == NULL)
+		return -ENOMEM;
+	*views = nv;
+	for (i = 0; i < n; i++) {
+		if (vols[i].pending)
+			continue;
+		make_view(p, &vols[i], &nv[(*nviews)++]);
+	}
+	return 0;
+}
+
+int ops_volume_list(const struct principal *p, struct volume_view **ret_views, size_t *ret_n)
+{
+	CLEANUP_FREE struct volume *own = NULL, *images = NULL, *granted = NULL;
+	CLEANUP_FREE struct grant *grants = NULL;
+	CLEANUP_FREE struct volume_view *views = NULL;
+	size_t n_own = 0, n_images = 0, n_granted = 0, n = 0;
+	int r;
+
+	LOCKED;
+	r = store_volume_list(ops.store, p->tenant_id, &own, &n_own);
+	if (r == 0 && p->tenant_id)
+		r = store_images_visible(ops.store, p->tenant_id, &images, &n_images);
+	if (r == 0 && p->tenant_id)
+		r = store_granted_to(ops.store, p->tenant_id, &granted, &grants, &n_granted);
+	if (r < 0)
+		return internal(r, "list volumes");
+	if ((r = append_views(p, own, n_own, &views, &n)) < 0 ||
+	    (r = append_views(p, images, n_images, &views, &n)) < 0 ||
+	    (r = append_views(p, granted, n_granted, &views, &n)) < 0)
+		return internal(r, "list volumes");
+	*ret_views = TAKE_PTR(views);
+	*ret_n = n;
+	return 0;
+}
+
+int ops_volume_info(const struct principal *p, const char *name, struct volume_view *ret_view)
+{
+	struct volume v;
+	int r;
+
+	LOCKED;
+	r = own_volume(p, name, &v);
+	if (r < 0)
+		return r;
+	refresh_used(&v);
+	make_view(p, &v, ret_view);
+	return 0;
+}
+
+int ops_volume_create(const struct principal *p, const char *name, uint64_t size,
+		      struct volume_view *ret_view)
+{
+	LOCKED;
+	return create_volume(p, name, size, NULL, ret_view);
+}
+
+int ops_volume_snapshot(const struct principal *p, const char *name, const char *parent,
+			uint64_t size, struct volume_view *ret_view)
+{
+	struct volume origin;
+	int r;
+
+	LOCKED;
+	r = resolve_ref(p, parent, &origin);
+	if (r < 0)
+		return r;
+	refresh_used(&origin);
+	if (size == 0)
+		size = origin.size;
+	if (size < origin.size)
+		return fail(-EINVAL,
+			    "invalid size %" PRIu64 ": a snapshot of %s needs at least %" PRIu64
+			    " bytes",
+			    size, parent, origin.size);
+	return create_volume(p, name, size, &origin, ret_view);
+}
+
+int ops_volume_commit(const struct principal *p, const char *name, struct volume_view *ret_view)
+{
+	struct volume v;
+	int r;
+
+	LOCKED;
+	r = own_volume(p, name, &v);
+	if (r < 0)
+		return r;
+	if (v.state == VOLUME_COMMITTED) {
+		make_view(p, &v, ret_view);
+		return 0;
+	}
+	/* Committed volumes are activated read-only: close the read-write table first, so
+	 * nothing can write to a volume that others may now snapshot. */
+	refresh_used(&v);
+	r = pool_deactivate_thin(ops.pool, v.thin_id);
+	if (r == -EBUSY)
+		return fail(r, "volume %s is busy: detach it before committing", name);
+	if (r < 0)
+		return internal(r, "deactivate thin device");
+	v.state = VOLUME_COMMITTED;
+	r = store_volume_update(ops.store, &v);
+	if (r < 0)
+		return internal(r, "commit volume");
+	log_info("committed volume %s/%s", p->tenant, name);
+	make_view(p, &v, ret_view);
+	return 0;
+}
+
+int ops_volume_resize(const struct principal *p, const char *name, uint64_t size,
+		      struct volume_view *ret_view)
+{
+	struct volume v;
+	int r;
+
+	LOCKED;
+	r = own_volume(p, name, &v);
+	if (r < 0 || (r = check_size(size)) < 0)
+		return r;
+	if (v.state != VOLUME_READY)
+		return fail(-EROFS, "volume %s is read-only (committed)", name);
+	if (size < v.size)
+		return fail(-EINVAL, "invalid size %" PRIu64 ": volumes only grow (%s is %" PRIu64
+				     " bytes)",
+			    size, name, v.size);
+	if (size == v.size) {
+		make_view(p, &v, ret_view);
+		return 0;
+	}
+	r = check_quota(p, size - v.size);
+	if (r < 0)
+		return r;
+	/* The store first: if reloading the table fails, the next activation uses the new
+	 * size anyway, and a larger thin table over the same id loses nothing. */
+	v.size = size;
+	r = store_volume_update(ops.store, &v);
+	if (r < 0)
+		return internal(r, "resize volume");
+	r = pool_resize_thin(ops.pool, v.thin_id, size);
+	if (r < 0)
+		log_errno(LOG_WARNING, r,
+			  "reload of thin %" PRIu32 " at its new size: %m, ignoring until reactivation",
+			  v.thin_id);
+	make_view(p, &v, ret_view);
+	return 0;
+}
+
+int ops_volume_remove(const struct principal *p, const char *name)
+{
+	struct volume v;
+	int r;
+
+	LOCKED;
+	r = own_volume(p, name, &v);
+	if (r < 0)
+		return r;
+	return remove_volume(&v);
+}
+
+static int tenant_view(const struct tenant *t, struct tenant_view *view)
+{
+	struct usage u;
+	int r = store_tenant_usage(ops.store, t->id, &u);
+
+	if (r < 0)
+		return r;
+	memset(view, 0, sizeof *view);
+	snprintf(view->name, sizeof view->name, "%s", t->name);
+	view->uid = t->uid;
+	view->gid = t->gid;
+	view->nbd_uid = t->nbd_uid;
+	view->max_volumes = t->max_volumes;
+	view->max_size = t->max_size;
+	view->max_used = t->max_used;
+	view->volumes = u.volumes;
+	view->size = u.size;
+	view->used = u.used;
+	view->created = t->created;
+	view->nbd = ops.cfg.tenant_nbd_state ? ops.cfg.tenant_nbd_state(t->name) : "unknown";
+	return 0;
+}
+
+int ops_usage(const struct principal *p, struct tenant_view *ret_view)
+{
+	struct tenant t;
+	int r;
+
+	LOCKED;
+	r = store_tenant_get_by_id(ops.store, p->tenant_id, &t);
+	if (r == 0)
+		r = tenant_view(&t, ret_view);
+	return r < 0 ? internal(r, "read usage") : 0;
+}
+
+/* Broker */
+
+int ops_open_export(const struct principal *p, const char *ref, bool want_write,
+		    struct export_info *ret_info)
+{
+	struct volume v;
+	bool writable;
+	int r, fd;
+
+	LOCKED;
+	r = resolve_ref(p, ref, &v);
+	if (r < 0)
+		return -ENOENT;
+	writable = volume_writable(p, &v);
+	if (want_write && !writable)
+		return fail(-EROFS, "volume %s is read-only", ref);
+	r = pool_activate_thin(ops.pool, v.thin_id, v.size, v.state != VOLUME_READY);
+	if (r < 0)
+		return internal(r, "activate thin device");
+	fd = pool_open_thin(ops.pool, v.thin_id, want_write ? O_RDWR : O_RDONLY);
+	if (fd < 0)
+		return internal(fd, "open thin device");
+	memset(ret_info, 0, sizeof *ret_info);
+	volume_ref(p, &v, ret_info->name, sizeof ret_info->name);
+	ret_info->size = v.size;
+	ret_info->writable = writable;
+	ret_info->state = v.tenant_id == 0 ? "image" : volume_state_name(v.state);
+	return fd;
+}
+
+int ops_list_exports(const struct principal *p, struct export_info **ret_exports, size_t *ret_n)
+{
+	CLEANUP_FREE struct volume_view *views = NULL;
+	CLEANUP_FREE struct export_info *ex = NULL;
+	size_t n, i;
+	int r;
+
+	r = ops_volume_list(p, &views, &n);
+	if (r < 0)
+		return r;
+	ex = calloc(n ? n : 1, sizeof *ex);
+	if (ex == NULL)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		snprintf(ex[i].name, sizeof ex[i].name, "%s", views[i].name);
+		ex[i].size = views[i].size;
+		ex[i].writable = views[i].writable;
+		ex[i].state = views[i].state;
+	}
+	*ret_exports = TAKE_PTR(ex);
+	*ret_n = n;
+	return 0;
+}
+
+/* Admin: tenants */
+
+static int tenant_by_name(const char *name, struct tenant *ret)
+{
+	int r;
+
+	if (!tp_name_valid(name))
+		return fail(-EINVAL, "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+				     "starting with a letter or digit",
+			    name);
+	r = store_tenant_get(ops.store, name, ret);
+	if (r == -ENOENT)
+		return fail(r, "no such tenant: %s", name);
+	if (r < 0)
+		return internal(r, "read tenant");
+	return 0;
+}
+
+static void apply_spec(const struct tenant_spec *s, struct tenant *t)
+{
+	if (s->has_uid)
+		t->uid = s->uid;
+	if (s->has_gid)
+		t->gid = s->gid;
+	if (s->has_max_volumes)
+		t->max_volumes = s->max_volumes;
+	if (s->has_max_size)
+		t->max_size = s->max_size;
+	if (s->has_max_used)
+		t->max_used = s->max_used;
+}
+
+int ops_tenant_add(const struct tenant_spec *spec, struct tenant_view *ret_view)
+{
+	struct tenant t = {0};
+	int r;
+
+	if (!tp_name_valid(spec->name))
+		return fail(-EINVAL, "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+				     "starting with a letter or digit",
+			    spec->name);
+	if (strcmp(spec->name, "images") == 0)
+		return fail(-EINVAL, "invalid tenant name \"images\": reserved for images");
+	LOCKED;
+	snprintf(t.name, sizeof t.name, "%s", spec->name);
+	apply_spec(spec, &t);
+	r = store_begin(ops.store);
+	if (r == 0)
+		r = store_tenant_free_nbd_uid(ops.store, ops.cfg.nbd_uid_base, &t.nbd_uid);
+	if (r == 0)
+		r = store_tenant_add(ops.store, &t);
+	if (r == 0 && ops.cfg.tenant_up)
+		r = ops.cfg.tenant_up(&t);
+	if (r == 0)
+		r = store_commit(ops.store);
+	if (r < 0) {
+		store_rollback(ops.store);
+		if (r == -EEXIST)
+			return fail(r, "tenant %s exists", spec->name);
+		return internal(r, "add tenant");
+	}
+	log_info("added tenant %s (uid %" PRIu32 ", gid %" PRIu32 ", nbdkit uid %" PRIu32 ")",
+		 t.name, t.uid, t.gid, t.nbd_uid);
+	r = tenant_view(&t, ret_view);
+	return r < 0 ? internal(r, "read tenant") : 0;
+}
+
+int ops_tenant_get(const char *name, struct tenant_view *ret_view)
+{
+	struct tenant t;
+	int r;
+
+	LOCKED;
+	r = tenant_by_name(name, &t);
+	if (r < 0)
+		return r;
+	r = tenant_view(&t, ret_view);
+	return r < 0 ? internal(r, "read tenant") : 0;
+}
+
+int ops_tenant_list(struct tenant_view **ret_views, size_t *ret_n)
+{
+	CLEANUP_FREE struct tenant *tenants = NULL;
+	CLEANUP_FREE struct tenant_view *views = NULL;
+	size_t n, i;
+	int r;
+
+	LOCKED;
+	r = store_tenant_list(ops.store, &tenants, &n);
+	if (r < 0)
+		return internal(r, "list tenants");
+	views = calloc(n ? n : 1, sizeof *views);
+	if (views == NULL)
+		return -ENOMEM;
+	for (i = 0; i < n; i++)
+		if ((r = tenant_view(&tenants[i], &views[i])) < 0)
+			return internal(r, "read tenant");
+	*ret_views = TAKE_PTR(views);
+	*ret_n = n;
+	return 0;
+}
+
+int ops_tenant_update(const struct tenant_spec *spec, struct tenant_view *ret_view)
+{
+	struct tenant t;
+	bool owner_changed;
+	int r;
+
+	LOCKED;
+	r = tenant_by_name(spec->name, &t);
+	if (r < 0)
+		return r;
+	owner_changed = (spec->has_uid && spec->uid != t.uid) || (spec->has_gid && spec->gid != t.gid);
+	apply_spec(spec, &t);
+	r = store_tenant_update(ops.store, &t);
+	if (r < 0)
+		return internal(r, "update tenant");
+	/* New owners for the sockets: bring the tenant's sockets up again. */
+	if (owner_changed && ops.cfg.tenant_up && (r = ops.cfg.tenant_up(&t)) < 0)
+		log_errno(LOG_ERR, r, "re-own sockets of tenant %s: %m, ignoring", t.name);
+	r = tenant_view(&t, ret_view);
+	return r < 0 ? internal(r, "read tenant") : 0;
+}
+
+int ops_tenant_remove(const char *name, bool force)
+{
+	CLEANUP_FREE struct volume *vols = NULL;
+	struct tenant t;
+	size_t n, i, left;
+	int r;
+
+	LOCKED;
+	r = tenant_by_name(name, &t);
+	if (r < 0)
+		return r;
+	r = store_volume_list(ops.store, t.id, &vols, &n);
+	if (r < 0)
+		return internal(r, "list volumes");
+	if (n && !force)
+		return fail(-EBUSY, "tenant %s is busy: it owns %zu volume%s (use force to remove them)",
+			    name, n, n == 1 ? "" : "s");
+	/* Children before parents: repeat passes until nothing more can go. */
+	for (left = n; left;) {
+		size_t before = left;
+
+		for (i = 0; i < n; i++) {
+			if (vols[i].id == 0)
+				continue;
+			r = remove_volume(&vols[i]);
+			if (r == 0) {
+				vols[i].id = 0;
+				left--;
+			} else if (r != -EBUSY) {
+				return r;
+			}
+		}
+		if (left == before)
+			return fail(-EBUSY, "tenant %s is busy: %zu of its volumes are open", name,
+				    left);
+	}
+	if (ops.cfg.tenant_down)
+		ops.cfg.tenant_down(t.name);
+	r = store_tenant_remove(ops.store, t.id);
+	if (r < 0)
+		return internal(r, "remove tenant");
+	log_info("removed tenant %s", name);
+	return 0;
+}
+
+/* Admin: pool */
+
+int ops_pool_status(struct pool_view *ret_view)
+{
+	struct pool_status st;
+	uint64_t bs, count;
+	int r;
+
+	LOCKED;
+	r = pool_get_status(ops.pool, &st);
+	if (r == 0)
+		r = store_volume_count(ops.store, &count);
+	if (r < 0)
+		return internal(r, "read pool status");
+	bs = pool_block_size(ops.pool);
+	memset(ret_view, 0, sizeof *ret_view);
+	snprintf(ret_view->name, sizeof ret_view->name, "%s", pool_name(ops.pool));
+	ret_view->transaction_id = st.transaction_id;
+	ret_view->block_size = bs;
+	ret_view->data_used = st.data_used * bs;
+	ret_view->data_total = st.data_total * bs;
+	ret_view->meta_used = st.meta_used * 4096;
+	ret_view->meta_total = st.meta_total * 4096;
+	ret_view->mode = st.read_only ? "ro" : st.out_of_data_space ? "out_of_data_space" : "rw";
+	ret_view->needs_check = st.needs_check;
+	ret_view->min_free = ops.cfg.min_free;
+	if (ret_view->data_total / 100 * ops.cfg.min_free_percent > ret_view->min_free)
+		ret_view->min_free = ret_view->data_total / 100 * ops.cfg.min_free_percent;
+	ret_view->volumes = count;
+	return 0;
+}
+
+/* Admin: images */
+
+static const struct principal host = {.admin = true};
+
+static int image_view(const struct volume *v, struct image_view *view)
+{
+	memset(view, 0, sizeof *view);
+	make_view(&host, v, &view->volume);
+	return store_publications(ops.store, v->id, &view->published_all, &view->published,
+				  &view->n_published);
+}
+
+void ops_image_views_free(struct image_view *views, size_t n)
+{
+	for (size_t i = 0; views && i < n; i++)
+		free(views[i].published);
+	free(views);
+}
+
+static bool all_zero(const char *buf, size_t len)
+{
+	return len == 0 || (buf[0] == 0 && memcmp(buf, buf + 1, len - 1) == 0);
+}
+
+/* Copy SRC into the thin device behind FD, leaving all-zero blocks unmapped. */
+static int copy_image(int src, int dst, uint64_t size, uint64_t block)
+{
+	CLEANUP_FREE char *buf = NULL;
+	size_t chunk = 1 << 20;
+	uint64_t off;
+
+	if (block > chunk || chunk % block)
+		block = 4096;
+	buf = malloc(chunk);
+	if (buf == NULL)
+		return -ENOMEM;
+	for (off = 0; off < size;) {
+		size_t want = size - off < chunk ? (size_t)(size - off) : chunk, got = 0, b;
+
+		while (got < want) {
+			ssize_t n = pread(src, buf + got, want - got, (off_t)(off + got));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				return -errno;
+			if (n == 0) { /* the source shrank: the rest reads as zeros */
+				memset(buf + got, 0, want - got);
+				break;
+			}
+			got += (size_t)n;
+		}
+		for (b = 0; b < want; b += block) {
+			size_t len = want - b < block ? want - b : block;
+
+			if (all_zero(buf + b, len))
+				continue;
+			for (size_t done = 0; done < len;) {
+				ssize_t n = pwrite(dst, buf + b + done, len - done,
+						   (off_t)(off + b + done));
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n < 0)
+					return -errno;
+				done += (size_t)n;
+			}
+		}
+		off += want;
+	}
+	return fsync(dst) < 0 ? -errno : 0;
+}
+
+int ops_image_import(const char *name, const char *path, struct image_view *ret_view)
+{
+	CLEANUP_CLOSE int src = -1;
+	CLEANUP_CLOSE int dst = -1;
+	struct volume_view vv;
+	struct volume v;
+	struct stat st;
+	uint64_t size;
+	int r;
+
+	if (path == NULL || path[0] != '/')
+		return fail(-EINVAL, "invalid image source: an absolute path on the host");
+	src = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (src < 0 || fstat(src, &st) < 0)
+		return fail(errno == ENOENT ? -ENOENT : -EINVAL, "cannot read %s: %m", path);
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(src, BLKGETSIZE64, &size) < 0)
+			return fail(-EINVAL, "cannot size %s: %m", path);
+	} else if (S_ISREG(st.st_mode)) {
+		size = (uint64_t)st.st_size;
+	} else {
+		return fail(-EINVAL, "invalid image source %s: not a file or block device", path);
+	}
+	size = (size + 511) & ~UINT64_C(511);
+	if (size < TP_SIZE_MIN)
+		size = TP_SIZE_MIN;
+
+	LOCKED;
+	r = create_volume(&host, name, size, NULL, &vv);
+	if (r < 0)
+		return r;
+	r = store_volume_get(ops.store, 0, name, &v);
+	if (r < 0)
+		return internal(r, "read image");
+	/* The copy holds the lock: imports are rare, admin-only and must not race a
+	 * publish of a half-filled image. */
+	r = pool_activate_thin(ops.pool, v.thin_id, v.size, false);
+	if (r == 0)
+		r = dst = pool_open_thin(ops.pool, v.thin_id, O_RDWR);
+	if (r >= 0)
+		r = copy_image(src, dst, (uint64_t)(S_ISREG(st.st_mode) ? st.st_size : (off_t)size),
+			       pool_block_size(ops.pool));
+	if (r < 0) {
+		log_errno(LOG_ERR, r, "import of image %s from %s: %m", name, path);
+		fail(r, "import of image %s from %s failed: %s", name, path, strerror(-r));
+		close(TAKE_FD(dst));
+		if (remove_volume(&v) < 0)
+			log_error("removing the half-imported image %s failed, ignoring", name);
+		return r;
+	}
+	close(TAKE_FD(dst));
+	refresh_used(&v);
+	pool_deactivate_thin(ops.pool, v.thin_id);
+	v.state = VOLUME_COMMITTED;
+	r = store_volume_update(ops.store, &v);
+	if (r < 0)
+		return internal(r, "commit image");
+	log_info("imported image %s from %s (%" PRIu64 " bytes, %" PRIu64 " mapped)", name, path,
+		 v.size, v.used);
+	r = image_view(&v, ret_view);
+	return r < 0 ? internal(r, "read image") : 0;
+}
+
+static int image_by_name(const char *name, struct volume *ret)
+{
+	int r;
+
+	if (!tp_name_valid(name))
+		return fail(-EINVAL, "invalid image name \"%.80s\"", name);
+	r = store_volume_get(ops.store, 0, name, ret);
+	if (r == -ENOENT || (r == 0 && ret->state != VOLUME_COMMITTED))
+		return fail(-ENOENT, "no such image: %s", name);
+	return r < 0 ? internal(r, "read image") : 0;
+}
+
+int ops_image_publish(const char *name, const char *tenant, struct image_view *ret_view)
+{
+	struct volume v;
+	struct tenant t = {0};
+	int r;
+
+	LOCKED;
+	r = image_by_name(name, &v);
+	if (r < 0)
+		return r;
+	if (tenant && (r = tenant_by_name(tenant, &t)) < 0)
+		return r;
+	r = store_publish(ops.store, v.id, t.id);
+	if (r < 0)
+		return internal(r, "publish image");
+	log_info("published image %s to %s", name, tenant ? tenant : "all tenants");
+	r = image_view(&v, ret_view);
+	return r < 0 ? internal(r, "read image") : 0;
+}
+
+int ops_image_list(struct image_view **ret_views, size_t *ret_n)
+{
+	CLEANUP_FREE struct volume *vols = NULL;
+	struct image_view *views;
+	size_t n, i, k = 0;
+	int r;
+
+	LOCKED;
+	r = store_volume_list(ops.store, 0, &vols, &n);
+	if (r < 0)
+		return internal(r, "list images");
+	views = calloc(n ? n : 1, sizeof *views);
+	if (views == NULL)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		if (vols[i].state != VOLUME_COMMITTED)
+			continue;
+		if ((r = image_view(&vols[i], &views[k++])) < 0) {
+			ops_image_views_free(views, k);
+			return internal(r, "read image");
+		}
+	}
+	*ret_views = views;
+	*ret_n = k;
+	return 0;
+}
+
+int ops_image_remove(const char *name)
+{
+	struct volume v;
+	int r;
+
+	LOCKED;
+	r = image_by_name(name, &v);
+	return r < 0 ? r : remove_volume(&v);
+}
+
+/* Admin: grants */
+
+static int grant_target(const struct grant_view *g, struct volume *ret_volume,
+			struct tenant *ret_to)
+{
+	struct tenant owner;
+	int r;
+
+	if ((r = tenant_by_name(g->owner, &owner)) < 0 || (r = tenant_by_name(g->to, ret_to)) < 0)
+		return r;
+	if (owner.id == ret_to->id)
+		return fail(-EINVAL, "invalid grant: %s already owns %s", g->to, g->volume);
+	if (!tp_name_valid(g->volume))
+		return fail(-EINVAL, "invalid volume name \"%.80s\"", g->volume);
+	r = store_volume_get(ops.store, owner.id, g->volume, ret_volume);
+	if (r == -ENOENT || (r == 0 && ret_volume->pending))
+		return fail(-ENOENT, "no such volume: %s/%s", g->owner, g->volume);
+	return r < 0 ? internal(r, "read volume") : 0;
+}
+
+int ops_grant(const struct grant_view *g)
+{
+	struct volume v;
+	struct tenant to;
+	struct grant gr;
+	int r;
+
+	LOCKED;
+	r = grant_target(g, &v, &to);
+	if (r < 0)
+		return r;
+	gr.volume_id = v.id;
+	gr.tenant_id = to.id;
+	gr.write = g->write;
+	r = store_grant_set(ops.store, &gr);
+	if (r < 0)
+		return internal(r, "grant");
+	log_info("granted %s/%s to %s (%s)", g->owner, g->volume, g->to,
+		 g->write ? "read-write" : "read-only");
+	return 0;
+}
+
+int ops_revoke(const struct grant_view *g)
+{
+	struct volume v;
+	struct tenant to;
+	int r;
+
+	LOCKED;
+	r = grant_target(g, &v, &to);
+	if (r < 0)
+		return r;
+	r = store_grant_remove(ops.store, v.id, to.id);
+	if (r == -ENOENT)
+		return fail(r, "no such grant: %s/%s to %s", g->owner, g->volume, g->to);
+	if (r < 0)
+		return internal(r, "revoke");
+	log_info("revoked %s/%s from %s", g->owner, g->volume, g->to);
+	return 0;
+}
+
+int ops_grant_list(struct grant_view **ret_views, size_t *ret_n)
+{
+	CLEANUP_FREE struct grant *grants = NULL;
+	CLEANUP_FREE struct grant_view *views = NULL;
+	struct volume v;
+	size_t n, i;
+	int r;
+
+	LOCKED;
+	r = store_grant_list(ops.store, &grants, &n);
+	if (r < 0)
+		return internal(r, "list grants");
+	views = calloc(n ? n : 1, sizeof *views);
+	if (views == NULL)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		if ((r = store_volume_get_by_id(ops.store, grants[i].volume_id, &v)) < 0 ||
+		    (r = tenant_name(v.tenant_id, views[i].owner, sizeof views[i].owner)) < 0 ||
+		    (r = tenant_name(grants[i].tenant_id, views[i].to, sizeof views[i].to)) < 0)
+			return internal(r, "read grant");
+		snprintf(views[i].volume, sizeof views[i].volume, "%s", v.name);
+		views[i].write = grants[i].write;
+	}
+	*ret_views = TAKE_PTR(views);
+	*ret_n = n;
+	return 0;
+}
+
+/* Metrics */
+
+int ops_metrics(char **ret_text)
+{
+	CLEANUP_FREE struct tenant *tenants = NULL;
+	struct pool_status st;
+	uint64_t bs;
+	size_t n = 0, i, len = 0;
+	char *text = NULL;
+	FILE *f;
+	int r;
+
+	LOCKED;
+	r = pool_get_status(ops.pool, &st);
+	if (r == 0)
+		r = store_tenant_list(ops.store, &tenants, &n);
+	if (r < 0)
+		return internal(r, "read metrics");
+	bs = pool_block_size(ops.pool);
+	f = open_memstream(&text, &len);
+	if (f == NULL)
+		return -ENOMEM;
+	fprintf(f,
+		"# HELP thinproxy_pool_data_bytes Data space of the thin pool.\n"
+		"# TYPE thinproxy_pool_data_bytes gauge\n"
+		"thinproxy_pool_data_bytes{state=\"used\"} %" PRIu64 "\n"
+		"thinproxy_pool_data_bytes{state=\"total\"} %" PRIu64 "\n"
+		"# HELP thinproxy_pool_metadata_bytes Metadata space of the thin pool.\n"
+		"# TYPE thinproxy_pool_metadata_bytes gauge\n"
+		"thinproxy_pool_metadata_bytes{state=\"used\"} %" PRIu64 "\n"
+		"thinproxy_pool_metadata_bytes{state=\"total\"} %" PRIu64 "\n"
+		"# HELP thinproxy_pool_transaction_id The pool's transaction id.\n"
+		"# TYPE thinproxy_pool_transaction_id counter\n"
+		"thinproxy_pool_transaction_id %" PRIu64 "\n"
+		"# HELP thinproxy_pool_out_of_space 1 when writers get ENOSPC.\n"
+		"# TYPE thinproxy_pool_out_of_space gauge\n"
+		"thinproxy_pool_out_of_space %d\n",
+		st.data_used * bs, st.data_total * bs, st.meta_used * 4096, st.meta_total * 4096,
+		st.transaction_id, st.out_of_data_space ? 1 : 0);
+	fprintf(f, "# HELP thinproxy_tenant_volumes Volumes a tenant owns.\n"
+		   "# TYPE thinproxy_tenant_volumes gauge\n"
+		   "# HELP thinproxy_tenant_size_bytes Virtual size of a tenant's volumes.\n"
+		   "# TYPE thinproxy_tenant_size_bytes gauge\n"
+		   "# HELP thinproxy_tenant_used_bytes Mapped bytes of a tenant's volumes.\n"
+		   "# TYPE thinproxy_tenant_used_bytes gauge\n");
+	for (i = 0; i < n; i++) {
+		struct usage u;
+
+		if (store_tenant_usage(ops.store, tenants[i].id, &u) < 0)
+			continue;
+		fprintf(f,
+			"thinproxy_tenant_volumes{tenant=\"%s\"} %" PRIu64 "\n"
+			"thinproxy_tenant_size_bytes{tenant=\"%s\"} %" PRIu64 "\n"
+			"thinproxy_tenant_used_bytes{tenant=\"%s\"} %" PRIu64 "\n",
+			tenants[i].name, u.volumes, tenants[i].name, u.size, tenants[i].name,
+			u.used);
+	}
+	if (fclose(f) != 0) {
+		free(text);
+		return -ENOMEM;
+	}
+	*ret_text = text;
+	return 0;
+}

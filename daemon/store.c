@@ -1,0 +1,769 @@
+/* The store: thinproxyd's metadata in SQLite. One connection, used under the daemon
+ * lock; every change the daemon makes is a transaction (store_begin/store_commit). */
+#include <errno.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "store.h"
+#include "tp-cleanup.h"
+
+struct store {
+	sqlite3 *db;
+};
+
+static const char schema[] =
+	"PRAGMA foreign_keys = ON;"
+	"CREATE TABLE IF NOT EXISTS meta ("
+	"  key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+	"INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('pool_tid', 0);"
+	"CREATE TABLE IF NOT EXISTS tenants ("
+	"  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+	"  uid INTEGER NOT NULL, gid INTEGER NOT NULL, nbd_uid INTEGER NOT NULL UNIQUE,"
+	"  max_volumes INTEGER NOT NULL, max_size INTEGER NOT NULL,"
+	"  max_used INTEGER NOT NULL, created INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS volumes ("
+	"  id INTEGER PRIMARY KEY,"
+	"  tenant_id INTEGER REFERENCES tenants(id),"
+	"  name TEXT NOT NULL, thin_id INTEGER NOT NULL UNIQUE, size INTEGER NOT NULL,"
+	"  parent_id INTEGER REFERENCES volumes(id), state INTEGER NOT NULL,"
+	"  used INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL,"
+	"  pending_tid INTEGER);"
+	"CREATE UNIQUE INDEX IF NOT EXISTS volumes_by_name ON volumes(ifnull(tenant_id, 0), name);"
+	"CREATE INDEX IF NOT EXISTS volumes_by_parent ON volumes(parent_id);"
+	"CREATE TABLE IF NOT EXISTS publications ("
+	"  image_id INTEGER NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,"
+	"  tenant_id INTEGER NOT NULL," /* 0 = every tenant */
+	"  PRIMARY KEY (image_id, tenant_id));"
+	"CREATE TABLE IF NOT EXISTS grants ("
+	"  volume_id INTEGER NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,"
+	"  tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+	"  write INTEGER NOT NULL, PRIMARY KEY (volume_id, tenant_id));";
+
+static int store_error(struct store *store, const char *what)
+{
+	int code = sqlite3_extended_errcode(store->db);
+
+	if (code == SQLITE_CONSTRAINT_UNIQUE || code == SQLITE_CONSTRAINT_PRIMARYKEY)
+		return -EEXIST;
+	log_error("store: %s: %s", what, sqlite3_errmsg(store->db));
+	return -EIO;
+}
+
+static void cleanup_stmt(sqlite3_stmt **stmt)
+{
+	sqlite3_finalize(*stmt);
+}
+#define CLEANUP_STMT __attribute__((cleanup(cleanup_stmt)))
+
+/* Prepare SQL and bind the int64 arguments that follow (N of them). */
+static int prepare(struct store *store, sqlite3_stmt **ret_stmt, const char *sql, int n, ...)
+{
+	sqlite3_stmt *stmt;
+	va_list ap;
+
+	if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK)
+		return store_error(store, sql);
+	va_start(ap, n);
+	for (int i = 1; i <= n; i++)
+		sqlite3_bind_int64(stmt, i, va_arg(ap, int64_t));
+	va_end(ap);
+	*ret_stmt = stmt;
+	return 0;
+}
+
+/* Run a statement that returns no rows. */
+static int exec_stmt(struct store *store, sqlite3_stmt *stmt, const char *what)
+{
+	if (sqlite3_step(stmt) != SQLITE_DONE)
+		return store_error(store, what);
+	return 0;
+}
+
+int store_open(const char *path, struct store **ret_store)
+{
+	struct store *store;
+	char *err = NULL;
+
+	store = calloc(1, sizeof *store);
+	if (store == NULL)
+		return -ENOMEM;
+	if (sqlite3_open_v2(path, &store->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+	    SQLITE_OK) {
+		log_error("store: cannot open %s: %s", path,
+			  store->db ? sqlite3_errmsg(store->db) : "out of memory");
+		store_close(store);
+		return -EIO;
+	}
+	sqlite3_busy_timeout(store->db, 5000);
+	/* WAL with synchronous=FULL: a committed change survives a crash of the daemon and
+	 * of the machine, which the reconciliation against the pool relies on. */
+	if (sqlite3_exec(store->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;", NULL,
+			 NULL, &err) != SQLITE_OK ||
+	    sqlite3_exec(store->db, schema, NULL, NULL, &err) != SQLITE_OK) {
+		log_error("store: cannot initialise %s: %s", path, err ? err : "unknown error");
+		sqlite3_free(err);
+		store_close(store);
+		return -EIO;
+	}
+	*ret_store = store;
+	return 0;
+}
+
+void store_close(struct store *store)
+{
+	if (store == NULL)
+		return;
+	sqlite3_close(store->db);
+	free(store);
+}
+
+static int exec_sql(struct store *store, const char *sql)
+{
+	if (sqlite3_exec(store->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return store_error(store, sql);
+	return 0;
+}
+
+int store_begin(struct store *store)
+{
+	return exec_sql(store, "BEGIN IMMEDIATE");
+}
+
+int store_commit(struct store *store)
+{
+	return exec_sql(store, "COMMIT");
+}
+
+void store_rollback(struct store *store)
+{
+	if (!sqlite3_get_autocommit(store->db))
+		sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* Read one int64 from a query returning one row. */
+static int query_int(struct store *store, sqlite3_stmt *stmt, int64_t *ret)
+{
+	int rc = sqlite3_step(stmt);
+
+	if (rc == SQLITE_ROW) {
+		*ret = sqlite3_column_int64(stmt, 0);
+		return 0;
+	}
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	return store_error(store, sqlite3_sql(stmt));
+}
+
+int store_get_pool_tid(struct store *store, uint64_t *ret_tid)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int64_t v;
+	int r;
+
+	r = prepare(store, &stmt, "SELECT value FROM meta WHERE key = 'pool_tid'", 0);
+	if (r < 0)
+		return r;
+	r = query_int(store, stmt, &v);
+	if (r < 0)
+		return r;
+	*ret_tid = (uint64_t)v;
+	return 0;
+}
+
+int store_set_pool_tid(struct store *store, uint64_t tid)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "UPDATE meta SET value = ?1 WHERE key = 'pool_tid'", 1,
+			(int64_t)tid);
+
+	return r < 0 ? r : exec_stmt(store, stmt, "set pool transaction id");
+}
+
+/* Tenants */
+
+#define TENANT_COLUMNS "id, name, uid, gid, nbd_uid, max_volumes, max_size, max_used, created"
+
+static void read_tenant(sqlite3_stmt *stmt, struct tenant *t)
+{
+	memset(t, 0, sizeof *t);
+	t->id = sqlite3_column_int64(stmt, 0);
+	snprintf(t->name, sizeof t->name, "%s", (const char *)sqlite3_column_text(stmt, 1));
+	t->uid = (uint32_t)sqlite3_column_int64(stmt, 2);
+	t->gid = (uint32_t)sqlite3_column_int64(stmt, 3);
+	t->nbd_uid = (uint32_t)sqlite3_column_int64(stmt, 4);
+	t->max_volumes = (uint64_t)sqlite3_column_int64(stmt, 5);
+	t->max_size = (uint64_t)sqlite3_column_int64(stmt, 6);
+	t->max_used = (uint64_t)sqlite3_column_int64(stmt, 7);
+	t->created = sqlite3_column_int64(stmt, 8);
+}
+
+static int query_tenant(struct store *store, sqlite3_stmt *stmt, struct tenant *ret_tenant)
+{
+	int rc = sqlite3_step(stmt);
+
+	if (rc == SQLITE_ROW) {
+		read_tenant(stmt, ret_tenant);
+		return 0;
+	}
+	return rc == SQLITE_DONE ? -ENOENT : store_error(store, "read tenant");
+}
+
+int store_tenant_add(struct store *store, struct tenant *t)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r;
+
+	if (t->created == 0)
+		t->created = time(NULL);
+	r = prepare(store, &stmt,
+		    "INSERT INTO tenants (name, uid, gid, nbd_uid, max_volumes, max_size,"
+		    " max_used, created) VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+		    7, (int64_t)t->uid, (int64_t)t->gid, (int64_t)t->nbd_uid,
+		    (int64_t)t->max_volumes, (int64_t)t->max_size, (int64_t)t->max_used,
+		    t->created);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(stmt, 8, t->name, -1, SQLITE_STATIC);
+	r = exec_stmt(store, stmt, "add tenant");
+	if (r < 0)
+		return r;
+	t->id = sqlite3_last_insert_rowid(store->db);
+	return 0;
+}
+
+int store_tenant_get(struct store *store, const char *name, struct tenant *ret_tenant)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "SELECT " TENANT_COLUMNS " FROM tenants WHERE name = ?1", 0);
+
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC);
+	return query_tenant(store, stmt, ret_tenant);
+}
+
+int store_tenant_get_by_id(struct store *store, int64_t id, struct tenant *ret_tenant)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "SELECT " TENANT_COLUMNS " FROM tenants WHERE id = ?1", 1, id);
+
+	return r < 0 ? r : query_tenant(store, stmt, ret_tenant);
+}
+
+int store_tenant_get_by_nbd_uid(struct store *store, uint32_t nbd_uid, struct tenant *ret_tenant)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "SELECT " TENANT_COLUMNS " FROM tenants WHERE nbd_uid = ?1",
+			1, (int64_t)nbd_uid);
+
+	return r < 0 ? r : query_tenant(store, stmt, ret_tenant);
+}
+
+int store_tenant_update(struct store *store, const struct tenant *t)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt,
+			"UPDATE tenants SET uid = ?2, gid = ?3, max_volumes = ?4, max_size = ?5,"
+			" max_used = ?6 WHERE id = ?1",
+			6, t->id, (int64_t)t->uid, (int64_t)t->gid, (int64_t)t->max_volumes,
+			(int64_t)t->max_size, (int64_t)t->max_used);
+
+	if (r < 0)
+		return r;
+	r = exec_stmt(store, stmt, "update tenant");
+	if (r == 0 && sqlite3_changes(store->db) == 0)
+		return -ENOENT;
+	return r;
+}
+
+int store_tenant_remove(struct store *store, int64_t id)
+{
+	CLEANUP_STMT sqlite3_stmt *pubs = NULL;
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r;
+
+	r = prepare(store, &pubs, "DELETE FROM publications WHERE tenant_id = ?1", 1, id);
+	if (r < 0 || (r = exec_stmt(store, pubs, "remove publications")) < 0)
+		return r;
+	r = prepare(store, &stmt, "DELETE FROM tenants WHERE id = ?1", 1, id);
+	if (r < 0 || (r = exec_stmt(store, stmt, "remove tenant")) < 0)
+		return r;
+	return sqlite3_changes(store->db) ? 0 : -ENOENT;
+}
+
+/* Collect every row of STMT into a malloc'ed array of SIZE-byte elements filled by READ. */
+static int collect(struct store *store, sqlite3_stmt *stmt, size_t size,
+		   void (*read)(sqlite3_stmt *, void *), void **ret_array, size_t *ret_n)
+{
+	CLEANUP_FREE char *array = NULL;
+	size_t n = 0, cap = 0;
+	int rc;
+
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			char *p = realloc(array, ncap * size);
+
+			if (p == NULL)
+				return -ENOMEM;
+			array = p;
+			cap = ncap;
+		}
+		read(stmt, array + n * size);
+		n++;
+	}
+	if (rc != SQLITE_DONE)
+		return store_error(store, sqlite3_sql(stmt));
+	*ret_array = TAKE_PTR(array);
+	*ret_n = n;
+	return 0;
+}
+
+static void read_tenant_any(sqlite3_stmt *stmt, void *t)
+{
+	read_tenant(stmt, t);
+}
+
+int store_tenant_list(struct store *store, struct tenant **ret_tenants, size_t *ret_n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "SELECT " TENANT_COLUMNS " FROM tenants ORDER BY name", 0);
+
+	return r < 0 ? r
+		     : collect(store, stmt, sizeof(struct tenant), read_tenant_any,
+			       (void **)ret_tenants, ret_n);
+}
+
+int store_tenant_free_nbd_uid(struct store *store, uint32_t base, uint32_t *ret_uid)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int64_t v;
+	int r;
+
+	/* The lowest uid >= base that is free: base itself, or one above a taken uid. */
+	r = prepare(store, &stmt,
+		    "SELECT c FROM (SELECT ?1 AS c UNION SELECT nbd_uid + 1 FROM tenants"
+		    " WHERE nbd_uid >= ?1) WHERE c NOT IN (SELECT nbd_uid FROM tenants)"
+		    " ORDER BY c LIMIT 1",
+		    1, (int64_t)base);
+	if (r < 0)
+		return r;
+	r = query_int(store, stmt, &v);
+	if (r < 0)
+		return r;
+	if (v > UINT32_MAX - 1)
+		return -ENOSPC;
+	*ret_uid = (uint32_t)v;
+	return 0;
+}
+
+int store_tenant_usage(struct store *store, int64_t tenant_id, struct usage *ret_usage)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt,
+			"SELECT count(*), ifnull(sum(size), 0), ifnull(sum(used), 0) FROM volumes"
+			" WHERE tenant_id = ?1",
+			1, tenant_id);
+
+	if (r < 0)
+		return r;
+	if (sqlite3_step(stmt) != SQLITE_ROW)
+		return store_error(store, "tenant usage");
+	ret_usage->volumes = (uint64_t)sqlite3_column_int64(stmt, 0);
+	ret_usage->size = (uint64_t)sqlite3_column_int64(stmt, 1);
+	ret_usage->used = (uint64_t)sqlite3_column_int64(stmt, 2);
+	return 0;
+}
+
+/* Volumes */
+
+#define VOLUME_COLUMNS                                                                             \
+	"v.id, ifnull(v.tenant_id, 0), v.name, v.thin_id, v.size, ifnull(v.parent_id, 0), "       \
+	"v.state, v.used, v.created, v.pending_tid"
+
+static void read_volume(sqlite3_stmt *stmt, void *ptr)
+{
+	struct volume *v = ptr;
+
+	memset(v, 0, sizeof *v);
+	v->id = sqlite3_column_int64(stmt, 0);
+	v->tenant_id = sqlite3_column_int64(stmt, 1);
+	snprintf(v->name, sizeof v->name, "%s", (const char *)sqlite3_column_text(stmt, 2));
+	v->thin_id = (uint32_t)sqlite3_column_int64(stmt, 3);
+	v->size = (uint64_t)sqlite3_column_int64(stmt, 4);
+	v->parent_id = sqlite3_column_int64(stmt, 5);
+	v->state = (enum volume_state)sqlite3_column_int(stmt, 6);
+	v->used = (uint64_t)sqlite3_column_int64(stmt, 7);
+	v->created = sqlite3_column_int64(stmt, 8);
+	v->pending = sqlite3_column_type(stmt, 9) != SQLITE_NULL;
+	v->pending_tid = (uint64_t)sqlite3_column_int64(stmt, 9);
+}
+
+static int query_volume(struct store *store, sqlite3_stmt *stmt, struct volume *ret_volume)
+{
+	int rc = sqlite3_step(stmt);
+
+	if (rc == SQLITE_ROW) {
+		read_volume(stmt, ret_volume);
+		return 0;
+	}
+	return rc == SQLITE_DONE ? -ENOENT : store_error(store, "read volume");
+}
+
+static void bind_nullable(sqlite3_stmt *stmt, int i, int64_t v)
+{
+	if (v)
+		sqlite3_bind_int64(stmt, i, v);
+	else
+		sqlite3_bind_null(stmt, i);
+}
+
+int store_volume_add(struct store *store, struct volume *v)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r;
+
+	if (v->created == 0)
+		v->created = time(NULL);
+	r = prepare(store, &stmt,
+		    "INSERT INTO volumes (tenant_id, name, thin_id, size, parent_id, state, used,"
+		    " created, pending_tid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+		    0);
+	if (r < 0)
+		return r;
+	bind_nullable(stmt, 1, v->tenant_id);
+	sqlite3_bind_text(stmt, 2, v->name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(stmt, 3, v->thin_id);
+	sqlite3_bind_int64(stmt, 4, (int64_t)v->size);
+	bind_nullable(stmt, 5, v->parent_id);
+	sqlite3_bind_int(stmt, 6, v->state);
+	sqlite3_bind_int64(stmt, 7, (int64_t)v->used);
+	sqlite3_bind_int64(stmt, 8, v->created);
+	if (v->pending)
+		sqlite3_bind_int64(stmt, 9, (int64_t)v->pending_tid);
+	else
+		sqlite3_bind_null(stmt, 9);
+	r = exec_stmt(store, stmt, "add volume");
+	if (r < 0)
+		return r;
+	v->id = sqlite3_last_insert_rowid(store->db);
+	return 0;
+}
+
+int store_volume_get(struct store *store, int64_t tenant_id, const char *name, struct volume *ret_volume)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt,
+			"SELECT " VOLUME_COLUMNS " FROM volumes v"
+			" WHERE ifnull(v.tenant_id, 0) = ?1 AND v.name = ?2",
+			1, tenant_id);
+
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(stmt, 2, name, -1, SQLITE_STATIC);
+	return query_volume(store, stmt, ret_volume);
+}
+
+int store_volume_get_by_id(struct store *store, int64_t id, struct volume *ret_volume)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "SELECT " VOLUME_COLUMNS " FROM volumes v WHERE v.id = ?1",
+			1, id);
+
+	return r < 0 ? r : query_volume(store, stmt, ret_volume);
+}
+
+int store_volume_update(struct store *store, const struct volume *v)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt,
+			"UPDATE volumes SET size = ?2, state = ?3, used = ?4, pending_tid = ?5"
+			" WHERE id = ?1",
+			4, v->id, (int64_t)v->size, (int64_t)v->state, (int64_t)v->used);
+
+	if (r < 0)
+		return r;
+	if (v->pending)
+		sqlite3_bind_int64(stmt, 5, (int64_t)v->pending_tid);
+	else
+		sqlite3_bind_null(stmt, 5);
+	r = exec_stmt(store, stmt, "update volume");
+	if (r == 0 && sqlite3_changes(store->db) == 0)
+		return -ENOENT;
+	return r;
+}
+
+int store_volume_remove(struct store *store, int64_t id)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "DELETE FROM volumes WHERE id = ?1", 1, id);
+
+	if (r < 0 || (r = exec_stmt(store, stmt, "remove volume")) < 0)
+		return r;
+	return sqlite3_changes(store->db) ? 0 : -ENOENT;
+}
+
+int store_volume_list(struct store *store, int64_t tenant_id, struct volume **ret_volumes, size_t *ret_n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt,
+			"SELECT " VOLUME_COLUMNS " FROM volumes v"
+			" WHERE ifnull(v.tenant_id, 0) = ?1 ORDER BY v.name",
+			1, tenant_id);
+
+	return r < 0 ? r
+		     : collect(store, stmt, sizeof(struct volume), read_volume, (void **)ret_volumes,
+			       ret_n);
+}
+
+int store_volume_list_pending(struct store *store, struct volume **ret_volumes, size_t *ret_n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt,
+			"SELECT " VOLUME_COLUMNS " FROM volumes v WHERE v.state IN (?1, ?2)"
+			" ORDER BY v.id",
+			2, (int64_t)VOLUME_CREATING, (int64_t)VOLUME_DELETING);
+
+	return r < 0 ? r
+		     : collect(store, stmt, sizeof(struct volume), read_volume, (void **)ret_volumes,
+			       ret_n);
+}
+
+int store_volume_count_children(struct store *store, int64_t id, uint64_t *ret_n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int64_t v;
+	int r = prepare(store, &stmt, "SELECT count(*) FROM volumes WHERE parent_id = ?1", 1, id);
+
+	if (r < 0 || (r = query_int(store, stmt, &v)) < 0)
+		return r;
+	*ret_n = (uint64_t)v;
+	return 0;
+}
+
+int store_volume_count(struct store *store, uint64_t *ret_n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int64_t v;
+	int r = prepare(store, &stmt, "SELECT count(*) FROM volumes", 0);
+
+	if (r < 0 || (r = query_int(store, stmt, &v)) < 0)
+		return r;
+	*ret_n = (uint64_t)v;
+	return 0;
+}
+
+int store_free_thin_id(struct store *store, uint32_t max, uint32_t *ret_id)
+{
+	CLEANUP_STMT sqlite3_stmt *top = NULL;
+	CLEANUP_STMT sqlite3_stmt *gap = NULL;
+	int64_t v;
+	int r;
+
+	r = prepare(store, &top, "SELECT ifnull(max(thin_id), 0) + 1 FROM volumes", 0);
+	if (r < 0 || (r = query_int(store, top, &v)) < 0)
+		return r;
+	if (v <= (int64_t)max) {
+		*ret_id = (uint32_t)v;
+		return 0;
+	}
+	r = prepare(store, &gap,
+		    "SELECT c FROM (SELECT 1 AS c UNION SELECT thin_id + 1 FROM volumes)"
+		    " WHERE c NOT IN (SELECT thin_id FROM volumes) ORDER BY c LIMIT 1",
+		    0);
+	if (r < 0 || (r = query_int(store, gap, &v)) < 0)
+		return r;
+	if (v > (int64_t)max)
+		return -ENOSPC;
+	*ret_id = (uint32_t)v;
+	return 0;
+}
+
+/* Images and publications */
+
+int store_publish(struct store *store, int64_t image_id, int64_t tenant_id)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "INSERT OR IGNORE INTO publications VALUES (?1, ?2)", 2,
+			image_id, tenant_id);
+
+	return r < 0 ? r : exec_stmt(store, stmt, "publish image");
+}
+
+int store_is_published(struct store *store, int64_t image_id, int64_t tenant_id, bool *ret)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int64_t v;
+	int r = prepare(store, &stmt,
+			"SELECT count(*) FROM publications WHERE image_id = ?1"
+			" AND tenant_id IN (0, ?2)",
+			2, image_id, tenant_id);
+
+	if (r < 0 || (r = query_int(store, stmt, &v)) < 0)
+		return r;
+	*ret = v > 0;
+	return 0;
+}
+
+int store_publications(struct store *store, int64_t image_id, bool *ret_all,
+		       char (**ret_names)[TP_NAME_MAX + 1], size_t *ret_n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	CLEANUP_FREE char(*names)[TP_NAME_MAX + 1] = NULL;
+	size_t n = 0;
+	bool all = false;
+	int rc, r;
+
+	r = prepare(store, &stmt,
+		    "SELECT p.tenant_id, ifnull(t.name, '') FROM publications p LEFT JOIN"
+		    " tenants t ON t.id = p.tenant_id WHERE p.image_id = ?1 ORDER BY t.name",
+		    1, image_id);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		if (sqlite3_column_int64(stmt, 0) == 0) {
+			all = true;
+			continue;
+		}
+		void *p = realloc(names, (n + 1) * sizeof *names);
+		if (p == NULL)
+			return -ENOMEM;
+		names = p;
+		snprintf(names[n++], sizeof *names, "%s", (const char *)sqlite3_column_text(stmt, 1));
+	}
+	if (rc != SQLITE_DONE)
+		return store_error(store, "list publications");
+	*ret_all = all;
+	*ret_names = TAKE_PTR(names);
+	*ret_n = n;
+	return 0;
+}
+
+int store_images_visible(struct store *store, int64_t tenant_id, struct volume **ret_volumes, size_t *ret_n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt,
+			"SELECT " VOLUME_COLUMNS " FROM volumes v WHERE v.tenant_id IS NULL"
+			" AND v.state = ?2 AND EXISTS (SELECT 1 FROM publications p"
+			" WHERE p.image_id = v.id AND p.tenant_id IN (0, ?1)) ORDER BY v.name",
+			2, tenant_id, (int64_t)VOLUME_COMMITTED);
+
+	return r < 0 ? r
+		     : collect(store, stmt, sizeof(struct volume), read_volume, (void **)ret_volumes,
+			       ret_n);
+}
+
+/* Grants */
+
+int store_grant_set(struct store *store, const struct grant *g)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "INSERT OR REPLACE INTO grants VALUES (?1, ?2, ?3)", 3,
+			g->volume_id, g->tenant_id, (int64_t)g->write);
+
+	return r < 0 ? r : exec_stmt(store, stmt, "set grant");
+}
+
+int store_grant_remove(struct store *store, int64_t volume_id, int64_t tenant_id)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "DELETE FROM grants WHERE volume_id = ?1 AND tenant_id = ?2",
+			2, volume_id, tenant_id);
+
+	if (r < 0 || (r = exec_stmt(store, stmt, "remove grant")) < 0)
+		return r;
+	return sqlite3_changes(store->db) ? 0 : -ENOENT;
+}
+
+static void read_grant(sqlite3_stmt *stmt, void *ptr)
+{
+	struct grant *g = ptr;
+
+	g->volume_id = sqlite3_column_int64(stmt, 0);
+	g->tenant_id = sqlite3_column_int64(stmt, 1);
+	g->write = sqlite3_column_int(stmt, 2) != 0;
+}
+
+int store_grant_get(struct store *store, int64_t volume_id, int64_t tenant_id, struct grant *ret_grant)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int rc, r = prepare(store, &stmt,
+			    "SELECT volume_id, tenant_id, write FROM grants"
+			    " WHERE volume_id = ?1 AND tenant_id = ?2",
+			    2, volume_id, tenant_id);
+
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		read_grant(stmt, ret_grant);
+		return 0;
+	}
+	return rc == SQLITE_DONE ? -ENOENT : store_error(store, "read grant");
+}
+
+int store_grant_list(struct store *store, struct grant **ret_grants, size_t *ret_n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt,
+			"SELECT volume_id, tenant_id, write FROM grants ORDER BY volume_id, tenant_id",
+			0);
+
+	return r < 0 ? r
+		     : collect(store, stmt, sizeof(struct grant), read_grant, (void **)ret_grants,
+			       ret_n);
+}
+
+int store_granted_to(struct store *store, int64_t tenant_id, struct volume **ret_volumes,
+		     struct grant **ret_grants, size_t *ret_n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	CLEANUP_FREE struct volume *vols = NULL;
+	CLEANUP_FREE struct grant *grants = NULL;
+	size_t n = 0, i;
+	int r;
+
+	r = prepare(store, &stmt,
+		    "SELECT " VOLUME_COLUMNS " FROM volumes v JOIN grants g ON g.volume_id = v.id"
+		    " JOIN tenants t ON t.id = v.tenant_id WHERE g.tenant_id = ?1"
+		    " AND v.state IN (?2, ?3) ORDER BY t.name, v.name",
+		    3, tenant_id, (int64_t)VOLUME_READY, (int64_t)VOLUME_COMMITTED);
+	if (r < 0)
+		return r;
+	r = collect(store, stmt, sizeof(struct volume), read_volume, (void **)&vols, &n);
+	if (r < 0)
+		return r;
+	grants = calloc(n ? n : 1, sizeof *grants);
+	if (grants == NULL)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		r = store_grant_get(store, vols[i].id, tenant_id, &grants[i]);
+		if (r < 0)
+			return r;
+	}
+	*ret_volumes = TAKE_PTR(vols);
+	*ret_grants = TAKE_PTR(grants);
+	*ret_n = n;
+	return 0;
+}
+
+const char *volume_state_name(enum volume_state s)
+{
+	switch (s) {
+	case VOLUME_CREATING:
+		return "creating";
+	case VOLUME_READY:
+		return "ready";
+	case VOLUME_COMMITTED:
+		return "committed";
+	case VOLUME_DELETING:
+		return "deleting";
+	}
+	return "unknown";
+}

@@ -1,0 +1,951 @@
+/* The REST API: HTTP and JSON, request validation, and the mapping of ops' -errno to
+ * statuses. Nothing here touches the store or the pool except through daemon/ops.h. */
+#include <errno.h>
+#include <inttypes.h>
+#include <json.h>
+#include <microhttpd.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "log.h"
+#include "tp-cleanup.h"
+
+#define BODY_MAX (64 * 1024)
+#define SEGMENTS_MAX 8
+
+struct api_server {
+	struct MHD_Daemon *mhd;
+	struct principal principal;
+	char *path;
+	int fd;
+};
+
+/* One request's state across the handler's calls. */
+struct request {
+	char *body;
+	size_t len;
+	bool too_large;
+};
+
+struct reply {
+	unsigned status;
+	json_object *json; /* owned */
+	char *text;	   /* or plain text, owned */
+};
+
+static void cleanup_json(json_object **j)
+{
+	json_object_put(*j);
+}
+#define CLEANUP_JSON __attribute__((cleanup(cleanup_json)))
+
+/* Replies */
+
+static void reply_error(struct reply *rep, unsigned status, const char *code, const char *fmt,
+			...) __attribute__((format(printf, 4, 5)));
+static void reply_error(struct reply *rep, unsigned status, const char *code, const char *fmt, ...)
+{
+	char msg[512];
+	json_object *err = json_object_new_object(), *top = json_object_new_object();
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	json_object_object_add(err, "code", json_object_new_string(code));
+	json_object_object_add(err, "message", json_object_new_string(msg));
+	json_object_object_add(top, "error", err);
+	json_object_put(rep->json);
+	rep->json = top;
+	rep->status = status;
+}
+
+/* Turn an ops result into an error reply. */
+static void reply_ops_error(struct reply *rep, int r)
+{
+	const char *msg = ops_error_message();
+
+	if (*msg == '\0')
+		msg = strerror(-r);
+	switch (r) {
+	case -EINVAL:
+		if (strncmp(msg, "invalid size", 12) == 0)
+			reply_error(rep, 400, "invalid_size", "%s", msg);
+		else if (strncmp(msg, "invalid", 7) == 0 && strstr(msg, " name ") != NULL)
+			reply_error(rep, 400, "invalid_name", "%s", msg);
+		else
+			reply_error(rep, 400, "invalid_request", "%s", msg);
+		break;
+	case -ENOENT:
+		reply_error(rep, 404, "not_found", "%s", msg);
+		break;
+	case -EEXIST:
+		reply_error(rep, 409, "exists", "%s", msg);
+		break;
+	case -EBUSY:
+		reply_error(rep, 409, "busy", "%s", msg);
+		break;
+	case -EROFS:
+		reply_error(rep, 409, "read_only", "%s", msg);
+		break;
+	case -EDQUOT:
+		reply_error(rep, 507, "quota_exceeded", "%s", msg);
+		break;
+	case -ENOSPC:
+		reply_error(rep, 507, "pool_full", "%s", msg);
+		break;
+	default:
+		reply_error(rep, 500, "internal", "%s", msg);
+		break;
+	}
+}
+
+static json_object *json_size(uint64_t v)
+{
+	return json_object_new_int64(v > INT64_MAX ? INT64_MAX : (int64_t)v);
+}
+
+static json_object *json_quota(uint64_t v)
+{
+	return v ? json_size(v) : NULL;
+}
+
+static json_object *json_time(int64_t t)
+{
+	char buf[32];
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&tt, &tm);
+	strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return json_object_new_string(buf);
+}
+
+static json_object *volume_json(const struct principal *p, const struct volume_view *v)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "name", json_object_new_string(v->name));
+	json_object_object_add(o, "owner", *v->owner ? json_object_new_string(v->owner) : NULL);
+	json_object_object_add(o, "size", json_size(v->size));
+	json_object_object_add(o, "used", json_size(v->used));
+	json_object_object_add(o, "state", json_object_new_string(v->state));
+	json_object_object_add(o, "parent", *v->parent ? json_object_new_string(v->parent) : NULL);
+	json_object_object_add(o, "created", json_time(v->created));
+	json_object_object_add(o, "writable", json_object_new_boolean(v->writable));
+	if (p->admin)
+		json_object_object_add(o, "thin_id", json_object_new_int64(v->thin_id));
+	return o;
+}
+
+static json_object *tenant_json(const struct tenant_view *t)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "name", json_object_new_string(t->name));
+	json_object_object_add(o, "uid", json_object_new_int64(t->uid));
+	json_object_object_add(o, "gid", json_object_new_int64(t->gid));
+	json_object_object_add(o, "nbd_uid", json_object_new_int64(t->nbd_uid));
+	json_object_object_add(o, "max_volumes", json_quota(t->max_volumes));
+	json_object_object_add(o, "max_size", json_quota(t->max_size));
+	json_object_object_add(o, "max_used", json_quota(t->max_used));
+	json_object_object_add(o, "volumes", json_size(t->volumes));
+	json_object_object_add(o, "size", json_size(t->size));
+	json_object_object_add(o, "used", json_size(t->used));
+	json_object_object_add(o, "nbd", json_object_new_string(t->nbd));
+	json_object_object_add(o, "created", json_time(t->created));
+	return o;
+}
+
+static json_object *usage_json(const struct tenant_view *t)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "tenant", json_object_new_string(t->name));
+	json_object_object_add(o, "volumes", json_size(t->volumes));
+	json_object_object_add(o, "max_volumes", json_quota(t->max_volumes));
+	json_object_object_add(o, "size", json_size(t->size));
+	json_object_object_add(o, "max_size", json_quota(t->max_size));
+	json_object_object_add(o, "used", json_size(t->used));
+	json_object_object_add(o, "max_used", json_quota(t->max_used));
+	return o;
+}
+
+static json_object *image_json(const struct image_view *im)
+{
+	static const struct principal host = {.admin = true};
+	json_object *o = volume_json(&host, &im->volume), *pub;
+
+	if (im->published_all) {
+		pub = json_object_new_string("all");
+	} else {
+		pub = json_object_new_array();
+		for (size_t i = 0; i < im->n_published; i++)
+			json_object_array_add(pub, json_object_new_string(im->published[i]));
+	}
+	json_object_object_add(o, "published", pub);
+	return o;
+}
+
+/* Request bodies */
+
+/* Parse the body as a JSON object whose keys are all in ALLOWED (NULL-terminated). */
+static int parse_body(struct request *req, struct reply *rep, const char *const *allowed,
+		      json_object **ret_obj)
+{
+	CLEANUP_JSON json_object *obj = NULL;
+	json_tokener *tok;
+	enum json_tokener_error jerr;
+
+	if (req->len == 0) {
+		reply_error(rep, 400, "invalid_request", "a JSON object body is required");
+		return -EINVAL;
+	}
+	tok = json_tokener_new_ex(8);
+	if (tok == NULL)
+		return -ENOMEM;
+	obj = json_tokener_parse_ex(tok, req->body, (int)req->len);
+	jerr = json_tokener_get_error(tok);
+	if (jerr == json_tokener_success && json_tokener_get_parse_end(tok) < req->len) {
+		size_t end = json_tokener_get_parse_end(tok);
+
+		while (end < req->len && strchr(" \t\r\n", req->body[end]))
+			end++;
+		if (end < req->len)
+			jerr = json_tokener_error_parse_unexpected;
+	}
+	json_tokener_free(tok);
+	if (jerr != json_tokener_success || obj == NULL) {
+		reply_error(rep, 400, "invalid_request", "malformed JSON body: %s",
+			    jerr != json_tokener_success ? json_tokener_error_desc(jerr)
+							 : "null is not an object");
+		return -EINVAL;
+	}
+	if (!json_object_is_type(obj, json_type_object)) {
+		reply_error(rep, 400, "invalid_request", "the body must be a JSON object");
+		return -EINVAL;
+	}
+	json_object_object_foreach(obj, key, val)
+	{
+		size_t i;
+
+		(void)val;
+		for (i = 0; allowed[i] && strcmp(allowed[i], key) != 0; i++)
+			;
+		if (allowed[i] == NULL) {
+			reply_error(rep, 400, "invalid_request", "unknown field \"%.64s\"", key);
+			return -EINVAL;
+		}
+	}
+	*ret_obj = TAKE_PTR(obj);
+	return 0;
+}
+
+/* Field KEY of O as a string; *RET NULL if absent. */
+static int get_string(json_object *o, const char *key, bool required, struct reply *rep,
+		      const char **ret)
+{
+	json_object *v;
+
+	*ret = NULL;
+	if (!json_object_object_get_ex(o, key, &v) || v == NULL) {
+		if (!required)
+			return 0;
+		reply_error(rep, 400, "invalid_request", "missing field \"%s\"", key);
+		return -EINVAL;
+	}
+	if (!json_object_is_type(v, json_type_string)) {
+		reply_error(rep, 400, "invalid_request", "field \"%s\" must be a string", key);
+		return -EINVAL;
+	}
+	*ret = json_object_get_string(v);
+	if (strlen(*ret) != (size_t)json_object_get_string_len(v)) {
+		reply_error(rep, 400, "invalid_request", "field \"%s\" contains a NUL byte", key);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Field KEY of O as a non-negative integer; null means 0 (unlimited) where NULLABLE. */
+static int get_uint(json_object *o, const char *key, uint64_t max, bool nullable, bool *ret_has,
+		    uint64_t *ret, struct reply *rep)
+{
+	json_object *v;
+	int64_t i;
+
+	*ret_has = false;
+	if (!json_object_object_get_ex(o, key, &v))
+		return 0;
+	if (v == NULL && nullable) {
+		*ret_has = true;
+		*ret = 0;
+		return 0;
+	}
+	if (v == NULL || !json_object_is_type(v, json_type_int)) {
+		reply_error(rep, 400, strstr(key, "size") ? "invalid_size" : "invalid_request",
+			    "field \"%s\" must be a non-negative integer", key);
+		return -EINVAL;
+	}
+	errno = 0;
+	i = json_object_get_int64(v);
+	if (i < 0 || errno == ERANGE || (uint64_t)i > max) {
+		reply_error(rep, 400, strstr(key, "size") ? "invalid_size" : "invalid_request",
+			    "field \"%s\" is out of range (0 to %" PRIu64 ")", key, max);
+		return -EINVAL;
+	}
+	*ret_has = true;
+	*ret = (uint64_t)i;
+	return 0;
+}
+
+/* Routes */
+
+struct route {
+	const char *method;
+	const char *seg[SEGMENTS_MAX];
+	size_t n;
+	struct request *req;
+	struct reply *rep;
+	struct MHD_Connection *conn;
+};
+
+static bool is(const struct route *rt, const char *method)
+{
+	return strcmp(rt->method, method) == 0;
+}
+
+static void method_not_allowed(struct reply *rep, const char *allowed)
+{
+	reply_error(rep, 405, "method_not_allowed", "method not allowed here; use %s", allowed);
+}
+
+static void volume_reply(struct reply *rep, const struct principal *p, unsigned status, int r,
+			 const struct volume_view *v)
+{
+	if (r < 0) {
+		reply_ops_error(rep, r);
+		return;
+	}
+	rep->status = status;
+	rep->json = volume_json(p, v);
+}
+
+/* /v1/volumes... and /v1/usage for principal P; SEG starts after the tenant prefix. */
+static void route_tenant(const struct principal *p, struct route *rt, const char **seg, size_t n)
+{
+	struct reply *rep = rt->rep;
+	struct volume_view v;
+	int r;
+
+	if (n == 1 && strcmp(seg[0], "usage") == 0) {
+		struct tenant_view t;
+
+		if (!is(rt, "GET"))
+			return method_not_allowed(rep, "GET");
+		r = ops_usage(p, &t);
+		if (r < 0)
+			return reply_ops_error(rep, r);
+		rep->status = 200;
+		rep->json = usage_json(&t);
+		return;
+	}
+	if (n == 0 || strcmp(seg[0], "volumes") != 0)
+		return reply_error(rep, 404, "not_found", "no such resource");
+	if (n == 1 && is(rt, "GET")) {
+		CLEANUP_FREE struct volume_view *views = NULL;
+		size_t nv, i;
+		json_object *arr;
+
+		r = ops_volume_list(p, &views, &nv);
+		if (r < 0)
+			return reply_ops_error(rep, r);
+		arr = json_object_new_array_ext((int)nv);
+		for (i = 0; i < nv; i++)
+			json_object_array_add(arr, volume_json(p, &views[i]));
+		rep->status = 200;
+		rep->json = json_object_new_object();
+		json_object_object_add(rep->json, "volumes", arr);
+		return;
+	}
+	if (n == 1 && is(rt, "POST")) {
+		static const char *const keys[] = {"name", "size", "parent", NULL};
+		CLEANUP_JSON json_object *body = NULL;
+		const char *name, *parent;
+		uint64_t size = 0;
+		bool has_size;
+
+		if (parse_body(rt->req, rep, keys, &body) < 0 ||
+		    get_string(body, "name", true, rep, &name) < 0 ||
+		    get_string(body, "parent", false, rep, &parent) < 0 ||
+		    get_uint(body, "size", UINT64_MAX >> 1, false, &has_size, &size, rep) < 0)
+			return;
+		if (parent == NULL && !has_size)
+			return reply_error(rep, 400, "invalid_request",
+					   "give \"size\" for a new volume or \"parent\" for a "
+					   "snapshot");
+		if (parent)
+			r = ops_volume_snapshot(p, name, parent, size, &v);
+		else
+			r = ops_volume_create(p, name, size, &v);
+		return volume_reply(rep, p, 201, r, &v);
+	}
+	if (n == 1)
+		return method_not_allowed(rep, "GET or POST");
+	if (n == 2) {
+		if (is(rt, "GET"))
+			return volume_reply(rep, p, 200, ops_volume_info(p, seg[1], &v), &v);
+		if (is(rt, "DELETE")) {
+			r = ops_volume_remove(p, seg[1]);
+			if (r < 0)
+				return reply_ops_error(rep, r);
+			rep->status = 204;
+			return;
+		}
+		return method_not_allowed(rep, "GET or DELETE");
+	}
+	if (n == 3 && strcmp(seg[2], "commit") == 0) {
+		if (!is(rt, "POST"))
+			return method_not_allowed(rep, "POST");
+		return volume_reply(rep, p, 200, ops_volume_commit(p, seg[1], &v), &v);
+	}
+	if (n == 3 && strcmp(seg[2], "resize") == 0) {
+		static const char *const keys[] = {"size", NULL};
+		CLEANUP_JSON json_object *body = NULL;
+		uint64_t size;
+		bool has_size;
+
+		if (!is(rt, "POST"))
+			return method_not_allowed(rep, "POST");
+		if (parse_body(rt->req, rep, keys, &body) < 0 ||
+		    get_uint(body, "size", UINT64_MAX >> 1, false, &has_size, &size, rep) < 0)
+			return;
+		if (!has_size)
+			return reply_error(rep, 400, "invalid_request", "missing field \"size\"");
+		return volume_reply(rep, p, 200, ops_volume_resize(p, seg[1], size, &v), &v);
+	}
+	reply_error(rep, 404, "not_found", "no such resource");
+}
+
+static int tenant_spec_from(struct route *rt, struct tenant_spec *spec, bool need_name,
+			    json_object **ret_body)
+{
+	static const char *const keys[] = {"name",     "uid",	   "gid",
+					   "max_volumes", "max_size", "max_used", NULL};
+	struct reply *rep = rt->rep;
+	json_object *body;
+	uint64_t v;
+	bool has;
+
+	if (parse_body(rt->req, rep, need_name ? keys : keys + 1, &body) < 0)
+		return -EINVAL;
+	*ret_body = body;
+	if (need_name && get_string(body, "name", true, rep, &spec->name) < 0)
+		return -EINVAL;
+	if (get_uint(body, "uid", UINT32_MAX - 1, false, &spec->has_uid, &v, rep) < 0)
+		return -EINVAL;
+	spec->uid = (uint32_t)v;
+	if (get_uint(body, "gid", UINT32_MAX - 1, false, &spec->has_gid, &v, rep) < 0)
+		return -EINVAL;
+	spec->gid = (uint32_t)v;
+	if (get_uint(body, "max_volumes", UINT32_MAX, true, &has, &spec->max_volumes, rep) < 0)
+		return -EINVAL;
+	spec->has_max_volumes = has;
+	if (get_uint(body, "max_size", UINT64_MAX >> 1, true, &has, &spec->max_size, rep) < 0)
+		return -EINVAL;
+	spec->has_max_size = has;
+	if (get_uint(body, "max_used", UINT64_MAX >> 1, true, &has, &spec->max_used, rep) < 0)
+		return -EINVAL;
+	spec->has_max_used = has;
+	return 0;
+}
+
+static void tenant_reply(struct reply *rep, unsigned status, int r, const struct tenant_view *t)
+{
+	if (r < 0)
+		return reply_ops_error(rep, r);
+	rep->status = status;
+	rep->json = tenant_json(t);
+}
+
+static void image_reply(struct reply *rep, unsigned status, int r, struct image_view *im)
+{
+	if (r < 0)
+		return reply_ops_error(rep, r);
+	rep->status = status;
+	rep->json = image_json(im);
+	free(im->published);
+}
+
+static void route_tenants(struct route *rt)
+{
+	struct reply *rep = rt->rep;
+	struct tenant_view t;
+	int r;
+
+	if (rt->n == 2) {
+		if (is(rt, "GET")) {
+			CLEANUP_FREE struct tenant_view *views = NULL;
+			size_t n, i;
+			json_object *arr;
+
+			r = ops_tenant_list(&views, &n);
+			if (r < 0)
+				return reply_ops_error(rep, r);
+			arr = json_object_new_array();
+			for (i = 0; i < n; i++)
+				json_object_array_add(arr, tenant_json(&views[i]));
+			rep->status = 200;
+			rep->json = json_object_new_object();
+			json_object_object_add(rep->json, "tenants", arr);
+			return;
+		}
+		if (is(rt, "POST")) {
+			CLEANUP_JSON json_object *body = NULL;
+			struct tenant_spec spec = {0};
+
+			if (tenant_spec_from(rt, &spec, true, &body) < 0)
+				return;
+			return tenant_reply(rep, 201, ops_tenant_add(&spec, &t), &t);
+		}
+		return method_not_allowed(rep, "GET or POST");
+	}
+	if (rt->n == 3) {
+		if (is(rt, "GET"))
+			return tenant_reply(rep, 200, ops_tenant_get(rt->seg[2], &t), &t);
+		if (is(rt, "PATCH")) {
+			CLEANUP_JSON json_object *body = NULL;
+			struct tenant_spec spec = {.name = rt->seg[2]};
+
+			if (tenant_spec_from(rt, &spec, false, &body) < 0)
+				return;
+			return tenant_reply(rep, 200, ops_tenant_update(&spec, &t), &t);
+		}
+		if (is(rt, "DELETE")) {
+			const char *force =
+				MHD_lookup_connection_value(rt->conn, MHD_GET_ARGUMENT_KIND, "force");
+			bool f = force && (strcmp(force, "1") == 0 || strcmp(force, "true") == 0);
+
+			r = ops_tenant_remove(rt->seg[2], f);
+			if (r < 0)
+				return reply_ops_error(rep, r);
+			rep->status = 204;
+			return;
+		}
+		return method_not_allowed(rep, "GET, PATCH or DELETE");
+	}
+	/* /v1/tenants/T/volumes... as the admin acting for T */
+	{
+		struct principal p;
+
+		r = ops_principal_for_tenant(rt->seg[2], &p);
+		if (r < 0)
+			return reply_ops_error(rep, r);
+		route_tenant(&p, rt, rt->seg + 3, rt->n - 3);
+	}
+}
+
+static void route_images(struct route *rt)
+{
+	struct reply *rep = rt->rep;
+	struct image_view im;
+	int r;
+
+	if (rt->n == 2 && is(rt, "GET")) {
+		struct image_view *views = NULL;
+		size_t n, i;
+		json_object *arr;
+
+		r = ops_image_list(&views, &n);
+		if (r < 0)
+			return reply_ops_error(rep, r);
+		arr = json_object_new_array();
+		for (i = 0; i < n; i++)
+			json_object_array_add(arr, image_json(&views[i]));
+		ops_image_views_free(views, n);
+		rep->status = 200;
+		rep->json = json_object_new_object();
+		json_object_object_add(rep->json, "images", arr);
+		return;
+	}
+	if (rt->n == 2 && is(rt, "POST")) {
+		static const char *const keys[] = {"name", "from", NULL};
+		CLEANUP_JSON json_object *body = NULL;
+		const char *name, *from;
+
+		if (parse_body(rt->req, rep, keys, &body) < 0 ||
+		    get_string(body, "name", true, rep, &name) < 0 ||
+		    get_string(body, "from", true, rep, &from) < 0)
+			return;
+		return image_reply(rep, 201, ops_image_import(name, from, &im), &im);
+	}
+	if (rt->n == 2)
+		return method_not_allowed(rep, "GET or POST");
+	if (rt->n == 3) {
+		if (!is(rt, "DELETE"))
+			return method_not_allowed(rep, "DELETE");
+		r = ops_image_remove(rt->seg[2]);
+		if (r < 0)
+			return reply_ops_error(rep, r);
+		rep->status = 204;
+		return;
+	}
+	if (rt->n == 4 && strcmp(rt->seg[3], "publish") == 0) {
+		static const char *const keys[] = {"tenant", "all", NULL};
+		CLEANUP_JSON json_object *body = NULL;
+		const char *tenant;
+		json_object *all;
+		bool to_all;
+
+		if (!is(rt, "POST"))
+			return method_not_allowed(rep, "POST");
+		if (parse_body(rt->req, rep, keys, &body) < 0 ||
+		    get_string(body, "tenant", false, rep, &tenant) < 0)
+			return;
+		to_all = json_object_object_get_ex(body, "all", &all) &&
+			 json_object_is_type(all, json_type_boolean) && json_object_get_boolean(all);
+		if ((tenant == NULL) == !to_all)
+			return reply_error(rep, 400, "invalid_request",
+					   "give either \"tenant\" or \"all\": true");
+		return image_reply(rep, 200, ops_image_publish(rt->seg[2], tenant, &im), &im);
+	}
+	reply_error(rep, 404, "not_found", "no such resource");
+}
+
+static void route_grants(struct route *rt)
+{
+	struct reply *rep = rt->rep;
+	int r;
+
+	if (rt->n != 2)
+		return reply_error(rep, 404, "not_found", "no such resource");
+	if (is(rt, "GET")) {
+		CLEANUP_FREE struct grant_view *views = NULL;
+		size_t n, i;
+		json_object *arr;
+
+		r = ops_grant_list(&views, &n);
+		if (r < 0)
+			return reply_ops_error(rep, r);
+		arr = json_object_new_array();
+		for (i = 0; i < n; i++) {
+			json_object *o = json_object_new_object();
+
+			json_object_object_add(o, "owner", json_object_new_string(views[i].owner));
+			json_object_object_add(o, "volume", json_object_new_string(views[i].volume));
+			json_object_object_add(o, "to", json_object_new_string(views[i].to));
+			json_object_object_add(o, "write", json_object_new_boolean(views[i].write));
+			json_object_array_add(arr, o);
+		}
+		rep->status = 200;
+		rep->json = json_object_new_object();
+		json_object_object_add(rep->json, "grants", arr);
+		return;
+	}
+	if (is(rt, "POST") || is(rt, "DELETE")) {
+		static const char *const keys[] = {"owner", "volume", "to", "write", NULL};
+		CLEANUP_JSON json_object *body = NULL;
+		const char *owner, *volume, *to;
+		struct grant_view g = {0};
+		json_object *w;
+
+		if (parse_body(rt->req, rep, keys, &body) < 0 ||
+		    get_string(body, "owner", true, rep, &owner) < 0 ||
+		    get_string(body, "volume", true, rep, &volume) < 0 ||
+		    get_string(body, "to", true, rep, &to) < 0)
+			return;
+		if (json_object_object_get_ex(body, "write", &w)) {
+			if (!json_object_is_type(w, json_type_boolean))
+				return reply_error(rep, 400, "invalid_request",
+						   "field \"write\" must be true or false");
+			g.write = json_object_get_boolean(w);
+		}
+		if (strlen(owner) > TP_NAME_MAX || strlen(volume) > TP_NAME_MAX ||
+		    strlen(to) > TP_NAME_MAX)
+			return reply_error(rep, 400, "invalid_name", "names are at most %d bytes",
+					   TP_NAME_MAX);
+		snprintf(g.owner, sizeof g.owner, "%s", owner);
+		snprintf(g.volume, sizeof g.volume, "%s", volume);
+		snprintf(g.to, sizeof g.to, "%s", to);
+		r = is(rt, "POST") ? ops_grant(&g) : ops_revoke(&g);
+		if (r < 0)
+			return reply_ops_error(rep, r);
+		if (is(rt, "DELETE")) {
+			rep->status = 204;
+			return;
+		}
+		rep->status = 201;
+		rep->json = json_object_new_object();
+		json_object_object_add(rep->json, "owner", json_object_new_string(g.owner));
+		json_object_object_add(rep->json, "volume", json_object_new_string(g.volume));
+		json_object_object_add(rep->json, "to", json_object_new_string(g.to));
+		json_object_object_add(rep->json, "write", json_object_new_boolean(g.write));
+		return;
+	}
+	method_not_allowed(rep, "GET, POST or DELETE");
+}
+
+static void route_admin(struct route *rt)
+{
+	struct reply *rep = rt->rep;
+
+	if (rt->n == 1 && strcmp(rt->seg[0], "metrics") == 0) {
+		if (!is(rt, "GET"))
+			return method_not_allowed(rep, "GET");
+		int r = ops_metrics(&rep->text);
+		if (r < 0)
+			return reply_ops_error(rep, r);
+		rep->status = 200;
+		return;
+	}
+	if (rt->n < 2 || strcmp(rt->seg[0], "v1") != 0)
+		return reply_error(rep, 404, "not_found", "no such resource");
+	if (strcmp(rt->seg[1], "pool") == 0 && rt->n == 2) {
+		struct pool_view pv;
+		json_object *o, *d, *m;
+		int r;
+
+		if (!is(rt, "GET"))
+			return method_not_allowed(rep, "GET");
+		r = ops_pool_status(&pv);
+		if (r < 0)
+			return reply_ops_error(rep, r);
+		o = json_object_new_object();
+		d = json_object_new_object();
+		m = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(pv.name));
+		json_object_object_add(o, "transaction_id", json_size(pv.transaction_id));
+		json_object_object_add(o, "block_size", json_size(pv.block_size));
+		json_object_object_add(d, "used", json_size(pv.data_used));
+		json_object_object_add(d, "total", json_size(pv.data_total));
+		json_object_object_add(o, "data", d);
+		json_object_object_add(m, "used", json_size(pv.meta_used));
+		json_object_object_add(m, "total", json_size(pv.meta_total));
+		json_object_object_add(o, "metadata", m);
+		json_object_object_add(o, "mode", json_object_new_string(pv.mode));
+		json_object_object_add(o, "needs_check", json_object_new_boolean(pv.needs_check));
+		json_object_object_add(o, "min_free", json_size(pv.min_free));
+		json_object_object_add(o, "volumes", json_size(pv.volumes));
+		rep->status = 200;
+		rep->json = o;
+		return;
+	}
+	if (strcmp(rt->seg[1], "tenants") == 0)
+		return route_tenants(rt);
+	if (strcmp(rt->seg[1], "images") == 0)
+		return route_images(rt);
+	if (strcmp(rt->seg[1], "grants") == 0)
+		return route_grants(rt);
+	reply_error(rep, 404, "not_found", "no such resource");
+}
+
+/* Split URL into at most SEGMENTS_MAX non-empty segments, in place. */
+static int split_url(char *url, const char **seg, size_t *ret_n)
+{
+	size_t n = 0;
+	char *save = NULL, *s;
+
+	if (url[0] != '/')
+		return -EINVAL;
+	for (s = strtok_r(url, "/", &save); s; s = strtok_r(NULL, "/", &save)) {
+		if (n == SEGMENTS_MAX)
+			return -EINVAL;
+		seg[n++] = s;
+	}
+	*ret_n = n;
+	return 0;
+}
+
+static void dispatch(struct api_server *srv, struct route *rt, const char *url)
+{
+	CLEANUP_FREE char *copy = NULL;
+	const char *ctype;
+
+	if (strlen(url) > 1024 || (copy = strdup(url)) == NULL || split_url(copy, rt->seg, &rt->n) < 0)
+		return reply_error(rt->rep, 404, "not_found", "no such resource");
+	if (rt->req->too_large)
+		return reply_error(rt->rep, 413, "too_large", "request body over %d bytes",
+				   BODY_MAX);
+	ctype = MHD_lookup_connection_value(rt->conn, MHD_HEADER_KIND, "Content-Type");
+	if (rt->req->len > 0 &&
+	    (ctype == NULL || (strncasecmp(ctype, "application/json", 16) != 0 ||
+			       (ctype[16] != '\0' && ctype[16] != ';'))))
+		return reply_error(rt->rep, 415, "unsupported_media_type",
+				   "request bodies must be application/json");
+	if (srv->principal.admin)
+		return route_admin(rt);
+	if (rt->n >= 1 && strcmp(rt->seg[0], "v1") == 0)
+		return route_tenant(&srv->principal, rt, rt->seg + 1, rt->n - 1);
+	reply_error(rt->rep, 404, "not_found", "no such resource");
+}
+
+static enum MHD_Result send_reply(struct MHD_Connection *conn, struct reply *rep)
+{
+	struct MHD_Response *resp;
+	const char *ctype = "application/json";
+	enum MHD_Result ret;
+	char *buf;
+	size_t len;
+
+	if (rep->text) {
+		buf = TAKE_PTR(rep->text);
+		len = strlen(buf);
+		ctype = "text/plain; version=0.0.4";
+	} else if (rep->json) {
+		const char *s = json_object_to_json_string_ext(rep->json, JSON_C_TO_STRING_PLAIN);
+
+		len = strlen(s);
+		buf = malloc(len + 2);
+		if (buf == NULL)
+			return MHD_NO;
+		memcpy(buf, s, len);
+		buf[len++] = '\n';
+		buf[len] = '\0';
+	} else {
+		buf = NULL;
+		len = 0;
+	}
+	resp = MHD_create_response_from_buffer(len, buf, buf ? MHD_RESPMEM_MUST_FREE
+							     : MHD_RESPMEM_PERSISTENT);
+	if (resp == NULL) {
+		free(buf);
+		return MHD_NO;
+	}
+	if (len)
+		MHD_add_response_header(resp, "Content-Type", ctype);
+	ret = MHD_queue_response(conn, rep->status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
+			      const char *method, const char *version, const char *upload_data,
+			      size_t *upload_data_size, void **con_cls)
+{
+	struct api_server *srv = cls;
+	struct request *req = *con_cls;
+	struct reply rep = {.status = 500};
+	struct route rt = {.method = method, .req = NULL, .rep = &rep, .conn = conn};
+	enum MHD_Result ret;
+
+	(void)version;
+	if (req == NULL) {
+		req = calloc(1, sizeof *req);
+		if (req == NULL)
+			return MHD_NO;
+		*con_cls = req;
+		return MHD_YES;
+	}
+	if (*upload_data_size) {
+		/* Bodies are bounded; past the bound, drain and answer 413 at the end. */
+		if (!req->too_large && req->len + *upload_data_size <= BODY_MAX) {
+			char *nb = realloc(req->body, req->len + *upload_data_size + 1);
+
+			if (nb == NULL)
+				return MHD_NO;
+			req->body = nb;
+			memcpy(req->body + req->len, upload_data, *upload_data_size);
+			req->len += *upload_data_size;
+			req->body[req->len] = '\0';
+		} else {
+			req->too_large = true;
+		}
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	rt.req = req;
+	dispatch(srv, &rt, url);
+	ret = send_reply(conn, &rep);
+	json_object_put(rep.json);
+	free(rep.text);
+	return ret;
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+		      enum MHD_RequestTerminationCode toe)
+{
+	struct request *req = *con_cls;
+
+	(void)cls;
+	(void)conn;
+	(void)toe;
+	if (req) {
+		free(req->body);
+		free(req);
+		*con_cls = NULL;
+	}
+}
+
+int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct principal *p,
+	       struct api_server **ret_server)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	CLEANUP_CLOSE int fd = -1;
+	struct api_server *srv;
+	mode_t old;
+	int r;
+
+	if (strlen(path) >= sizeof sa.sun_path)
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	/* Bind with nothing allowed, then widen to exactly MODE for UID:GID: no window in
+	 * which the socket is reachable by anyone else. */
+	old = umask(0777);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+	umask(old);
+	if (r < 0)
+		return -errno;
+	if (chown(path, uid, gid) < 0 || chmod(path, mode) < 0 || listen(fd, 128) < 0) {
+		r = -errno;
+		unlink(path);
+		return r;
+	}
+	srv = calloc(1, sizeof *srv);
+	if (srv == NULL || (srv->path = strdup(path)) == NULL) {
+		free(srv);
+		unlink(path);
+		return -ENOMEM;
+	}
+	srv->principal = *p;
+	srv->fd = fd;
+	/* One polling thread per socket; requests on it are handled one at a time and ops
+	 * serialise across sockets. Connection count, memory and idle time are bounded so
+	 * that a tenant flooding its own socket cannot exhaust the daemon. */
+	srv->mhd = MHD_start_daemon(
+		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC, 0, NULL, NULL, handle,
+		srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+		p->admin ? 256u : 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
+		MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_THREAD_STACK_SIZE,
+		(size_t)(256 * 1024), MHD_OPTION_END);
+	if (srv->mhd == NULL) {
+		unlink(path);
+		free(srv->path);
+		free(srv);
+		return -EIO;
+	}
+	TAKE_FD(fd); /* MHD closes it on stop */
+	*ret_server = srv;
+	return 0;
+}
+
+void api_stop(struct api_server *srv)
+{
+	if (srv == NULL)
+		return;
+	if (srv->mhd)
+		MHD_stop_daemon(srv->mhd);
+	unlink(srv->path);
+	free(srv->path);
+	free(srv);
+}

@@ -1,0 +1,360 @@
+/* thinproxyd's settings: defaults, then the config file, then command-line flags. Every
+ * option of the file is also a flag of the same name (see thinproxyd.conf(5)). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "tp-cleanup.h"
+#include "tp-rules.h"
+
+#define DEFAULT_CONFIG "/etc/thinproxy/thinproxyd.conf"
+
+enum {
+	OPT_CONFIG = 256,
+	OPT_STATE_DIR,
+	OPT_RUN_DIR,
+	OPT_POOL,
+	OPT_DATA,
+	OPT_METADATA,
+	OPT_POOL_NAME,
+	OPT_LOOP_SIZE,
+	OPT_BLOCK_SIZE,
+	OPT_MIN_FREE,
+	OPT_LOW_WATER,
+	OPT_NBDKIT,
+	OPT_PLUGIN,
+	OPT_NBD_UID_BASE,
+	OPT_LOG_LEVEL,
+	OPT_SYSLOG,
+	OPT_FOREGROUND,
+	OPT_HELP,
+	OPT_VERSION,
+};
+
+static const struct option options[] = {
+	{"config", required_argument, NULL, OPT_CONFIG},
+	{"state-dir", required_argument, NULL, OPT_STATE_DIR},
+	{"run-dir", required_argument, NULL, OPT_RUN_DIR},
+	{"pool", required_argument, NULL, OPT_POOL},
+	{"data", required_argument, NULL, OPT_DATA},
+	{"metadata", required_argument, NULL, OPT_METADATA},
+	{"pool-name", required_argument, NULL, OPT_POOL_NAME},
+	{"loop-size", required_argument, NULL, OPT_LOOP_SIZE},
+	{"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
+	{"min-free", required_argument, NULL, OPT_MIN_FREE},
+	{"low-water", required_argument, NULL, OPT_LOW_WATER},
+	{"nbdkit", required_argument, NULL, OPT_NBDKIT},
+	{"plugin", required_argument, NULL, OPT_PLUGIN},
+	{"nbd-uid-base", required_argument, NULL, OPT_NBD_UID_BASE},
+	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"syslog", no_argument, NULL, OPT_SYSLOG},
+	{"foreground", no_argument, NULL, OPT_FOREGROUND},
+	{"help", no_argument, NULL, OPT_HELP},
+	{"version", no_argument, NULL, OPT_VERSION},
+	{NULL, 0, NULL, 0},
+};
+
+static const char usage_text[] =
+	"Usage: thinproxyd [OPTION]...\n"
+	"Lend thin volumes of a device-mapper thin pool to tenants over NBD.\n"
+	"\n"
+	"  --config FILE        settings file (default " DEFAULT_CONFIG ")\n"
+	"  --state-dir DIR      store and embedded pool (default /var/lib/thinproxy)\n"
+	"  --run-dir DIR        sockets (default /run/thinproxy)\n"
+	"  --pool NAME          use the existing thin-pool dm device NAME\n"
+	"  --data DEV           create (or reattach) our pool on data device DEV ...\n"
+	"  --metadata DEV       ... and metadata device DEV\n"
+	"  --pool-name NAME     dm name of our own pool (default thinproxy-pool)\n"
+	"  --loop-size SIZE     embedded pool's data size (default 10G)\n"
+	"  --block-size SIZE    new pools' block size, 64K to 1G (default 64K)\n"
+	"  --min-free SIZE|N%   refuse new volumes below this free space (default 5%)\n"
+	"  --low-water N%       warn when free data or metadata drops below (default 20%)\n"
+	"  --nbdkit PATH        nbdkit binary (default nbdkit)\n"
+	"  --plugin PATH        thinproxy plugin for nbdkit (default: nbdkit's plugin dir)\n"
+	"  --nbd-uid-base UID   first uid for tenants' nbdkit processes (default 2000000000)\n"
+	"  --log-level LEVEL    error, warning, notice, info (default) or debug\n"
+	"  --syslog             log to syslog instead of stderr\n"
+	"  --foreground         do not detach\n"
+	"  --help               show this help\n"
+	"  --version            show the version\n";
+
+static int set_string(char **dst, const char *v)
+{
+	char *s = strdup(v);
+
+	if (s == NULL)
+		return -ENOMEM;
+	free(*dst);
+	*dst = s;
+	return 0;
+}
+
+static int parse_uint(const char *v, uint64_t max, uint64_t *ret)
+{
+	char *end;
+	unsigned long long n;
+
+	if (*v < '0' || *v > '9')
+		return -EINVAL;
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno || *end || n > max)
+		return -EINVAL;
+	*ret = n;
+	return 0;
+}
+
+static int parse_percent(const char *v, unsigned *ret)
+{
+	size_t len = strlen(v);
+	CLEANUP_FREE char *num = NULL;
+	uint64_t n;
+
+	if (len < 2 || v[len - 1] != '%' || (num = strndup(v, len - 1)) == NULL ||
+	    parse_uint(num, 99, &n) < 0)
+		return -EINVAL;
+	*ret = (unsigned)n;
+	return 0;
+}
+
+/* Apply one option; NAME is its long name, for messages. */
+static int apply(struct config *cfg, int opt, const char *name, const char *v)
+{
+	uint64_t n;
+	int r = 0;
+
+	switch (opt) {
+	case OPT_CONFIG:
+		return set_string(&cfg->config_file, v);
+	case OPT_STATE_DIR:
+		return set_string(&cfg->state_dir, v);
+	case OPT_RUN_DIR:
+		return set_string(&cfg->run_dir, v);
+	case OPT_POOL:
+		return set_string(&cfg->pool, v);
+	case OPT_DATA:
+		return set_string(&cfg->data, v);
+	case OPT_METADATA:
+		return set_string(&cfg->metadata, v);
+	case OPT_POOL_NAME:
+		if (!tp_name_valid(v) || strlen(v) > 48)
+			r = -EINVAL;
+		else
+			r = set_string(&cfg->pool_name, v);
+		break;
+	case OPT_NBDKIT:
+		return set_string(&cfg->nbdkit, v);
+	case OPT_PLUGIN:
+		return set_string(&cfg->plugin, v);
+	case OPT_LOOP_SIZE:
+		r = tp_parse_size(v, &cfg->loop_size);
+		if (r == 0 && (cfg->loop_size < (UINT64_C(64) << 20) || cfg->loop_size % 512))
+			r = -EINVAL;
+		break;
+	case OPT_BLOCK_SIZE:
+		r = tp_parse_size(v, &n);
+		/* dm-thin: a multiple of 64 KiB between 64 KiB and 1 GiB. */
+		if (r == 0 && (n < (64 << 10) || n > (UINT64_C(1) << 30) || n % (64 << 10)))
+			r = -EINVAL;
+		if (r == 0)
+			cfg->block_size = n;
+		break;
+	case OPT_MIN_FREE:
+		if (strchr(v, '%')) {
+			r = parse_percent(v, &cfg->min_free_percent);
+			cfg->min_free = 0;
+		} else {
+			r = tp_parse_size(v, &cfg->min_free);
+			cfg->min_free_percent = 0;
+		}
+		break;
+	case OPT_LOW_WATER:
+		r = parse_percent(v, &cfg->low_water_percent);
+		break;
+	case OPT_NBD_UID_BASE:
+		r = parse_uint(v, UINT32_MAX - 65536, &n);
+		if (r == 0 && n < 1000)
+			r = -EINVAL;
+		cfg->nbd_uid_base = (uint32_t)n;
+		break;
+	case OPT_LOG_LEVEL:
+		r = log_level_from_string(v);
+		if (r >= 0) {
+			cfg->log_level = r;
+			r = 0;
+		}
+		break;
+	case OPT_SYSLOG:
+		cfg->syslog = true;
+		break;
+	case OPT_FOREGROUND:
+		cfg->foreground = true;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (r < 0)
+		fprintf(stderr, "thinproxyd: invalid value for %s: \"%s\"\n", name, v ? v : "");
+	return r;
+}
+
+static int option_by_name(const char *name)
+{
+	for (size_t i = 0; options[i].name; i++)
+		if (strcmp(options[i].name, name) == 0)
+			return options[i].val;
+	return -1;
+}
+
+/* Read "key = value" lines; '#' starts a comment. Keys are the long flag names. */
+static int read_file(struct config *cfg, const char *path, bool must_exist)
+{
+	CLEANUP_FCLOSE FILE *f = fopen(path, "re");
+	CLEANUP_FREE char *line = NULL;
+	size_t cap = 0;
+	unsigned lineno = 0;
+	ssize_t len;
+
+	if (f == NULL) {
+		if (errno == ENOENT && !must_exist)
+			return 0;
+		fprintf(stderr, "thinproxyd: cannot read %s: %m\n", path);
+		return -errno;
+	}
+	while ((len = getline(&line, &cap, f)) >= 0) {
+		char *p = line, *key, *val, *end;
+		int opt;
+
+		lineno++;
+		if ((end = strchr(p, '#')))
+			*end = '\0';
+		while (*p == ' ' || *p == '\t')
+			p++;
+		for (end = p + strlen(p); end > p && strchr(" \t\r\n", end[-1]); end--)
+			;
+		*end = '\0';
+		if (*p == '\0')
+			continue;
+		key = p;
+		val = strchr(p, '=');
+		if (val) {
+			char *k = val;
+
+			*val++ = '\0';
+			while (k > key && (k[-1] == ' ' || k[-1] == '\t'))
+				*--k = '\0';
+			while (*val == ' ' || *val == '\t')
+				val++;
+		}
+		opt = option_by_name(key);
+		if (opt < 0 || opt == OPT_CONFIG || opt == OPT_HELP || opt == OPT_VERSION) {
+			fprintf(stderr, "thinproxyd: %s:%u: unknown setting \"%s\"\n", path, lineno,
+				key);
+			return -EINVAL;
+		}
+		if (opt == OPT_SYSLOG || opt == OPT_FOREGROUND) {
+			if (val && strcmp(val, "true") != 0 && strcmp(val, "yes") != 0) {
+				if (strcmp(val, "false") == 0 || strcmp(val, "no") == 0)
+					continue;
+				fprintf(stderr, "thinproxyd: %s:%u: %s takes true or false\n", path,
+					lineno, key);
+				return -EINVAL;
+			}
+		} else if (val == NULL || *val == '\0') {
+			fprintf(stderr, "thinproxyd: %s:%u: %s needs a value\n", path, lineno, key);
+			return -EINVAL;
+		}
+		if (apply(cfg, opt, key, val) < 0) {
+			fprintf(stderr, "thinproxyd: in %s:%u\n", path, lineno);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int config_parse(struct config *cfg, int argc, char **argv)
+{
+	int opt, r;
+
+	memset(cfg, 0, sizeof *cfg);
+	cfg->loop_size = UINT64_C(10) << 30;
+	cfg->block_size = 64 << 10;
+	cfg->min_free_percent = 5;
+	cfg->low_water_percent = 20;
+	cfg->nbd_uid_base = 2000000000u;
+	cfg->log_level = LOG_INFO;
+	if (set_string(&cfg->state_dir, "/var/lib/thinproxy") < 0 ||
+	    set_string(&cfg->run_dir, "/run/thinproxy") < 0 || set_string(&cfg->nbdkit, "nbdkit") < 0)
+		return -ENOMEM;
+
+	/* First pass: only --config, --help and --version, so flags can override the file. */
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+		if (opt == OPT_HELP) {
+			fputs(usage_text, stdout);
+			return 1;
+		}
+		if (opt == OPT_VERSION) {
+			puts("thinproxyd " TP_VERSION);
+			return 1;
+		}
+		if (opt == OPT_CONFIG && set_string(&cfg->config_file, optarg) < 0)
+			return -ENOMEM;
+	}
+	r = read_file(cfg, cfg->config_file ? cfg->config_file : DEFAULT_CONFIG,
+		      cfg->config_file != NULL);
+	if (r < 0)
+		return r;
+
+	optind = 0;
+	opterr = 1;
+	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+		const char *name = NULL;
+
+		if (opt == '?')
+			goto usage;
+		for (size_t i = 0; options[i].name; i++)
+			if (options[i].val == opt)
+				name = options[i].name;
+		if (apply(cfg, opt, name, optarg) < 0)
+			return -EINVAL;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "thinproxyd: unexpected argument \"%s\"\n", argv[optind]);
+		goto usage;
+	}
+	if (cfg->pool && (cfg->data || cfg->metadata)) {
+		fprintf(stderr, "thinproxyd: --pool and --data/--metadata exclude each other\n");
+		goto usage;
+	}
+	if (!cfg->data != !cfg->metadata) {
+		fprintf(stderr, "thinproxyd: --data and --metadata go together\n");
+		goto usage;
+	}
+	if (cfg->state_dir[0] != '/' || cfg->run_dir[0] != '/') {
+		fprintf(stderr, "thinproxyd: --state-dir and --run-dir must be absolute paths\n");
+		goto usage;
+	}
+	return 0;
+usage:
+	fprintf(stderr, "Try 'thinproxyd --help' for more information.\n");
+	return -EINVAL;
+}
+
+void config_free(struct config *cfg)
+{
+	free(cfg->config_file);
+	free(cfg->state_dir);
+	free(cfg->run_dir);
+	free(cfg->pool);
+	free(cfg->data);
+	free(cfg->metadata);
+	free(cfg->pool_name);
+	free(cfg->nbdkit);
+	free(cfg->plugin);
+}

@@ -1,0 +1,27 @@
+/* thinproxyd's settings: defaults, then the config file, then command-line flags. */
+#ifndef TP_CONFIG_H
+#define TP_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct config {
+	char *config_file;
+	char *state_dir, *run_dir;
+	char *pool, *data, *metadata, *pool_name;
+	uint64_t loop_size, block_size;
+	uint64_t min_free;
+	unsigned min_free_percent, low_water_percent;
+	char *nbdkit, *plugin;
+	uint32_t nbd_uid_base;
+	int log_level;
+	bool syslog, foreground;
+};
+
+/* Fill CFG from ARGV (and the config file it names, or the default one if it exists).
+ * Returns 0, 1 if the program should exit successfully (--help, --version), or -EINVAL
+ * after printing why to stderr. */
+int config_parse(struct config *cfg, int argc, char **argv);
+void config_free(struct config *cfg);
+
+#endif

@@ -21,7 +21,7 @@ endif
 CFLAGS   ?= -O2 -g
 WARNINGS := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes \
             -Wmissing-prototypes -Wno-missing-field-initializers -Wvla
-CPPFLAGS += -D_GNU_SOURCE -Iinclude
+CPPFLAGS += -D_GNU_SOURCE -Iinclude -DTP_VERSION=\"0.1\"
 ALL_CFLAGS = -std=gnu11 $(WARNINGS) $(CFLAGS) $(SANFLAGS) -fstack-protector-strong -MMD -MP
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 

@@ -61,3 +61,64 @@ wait_for_socket() {
 	done
 	fail "socket $1 never appeared"
 }
+
+# The daemon under test, with its state in /run (a tmpfs in the guest).
+run_dir=/run/thinproxy
+state_dir=$scratch/state
+daemon_log=$scratch/daemon.log
+daemon_pid=
+
+# start_daemon [FLAG...]: start thinproxyd in the foreground (in the background of the
+# test) on the embedded loop pool, and wait until its admin socket answers.
+start_daemon() {
+	local i
+	"$TP_BUILD/thinproxyd" --foreground --state-dir "$state_dir" --run-dir "$run_dir" \
+		--loop-size "${TP_TEST_LOOP_SIZE:-2G}" --plugin "$TP_BUILD/nbdkit-thinproxy-plugin.so" \
+		--log-level debug "$@" >>"$daemon_log" 2>&1 &
+	daemon_pid=$!
+	for ((i = 0; i < 400; i++)); do
+		[ -S "$run_dir/admin.sock" ] && grep -q "ready" "$daemon_log" && return 0
+		kill -0 "$daemon_pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	cat "$daemon_log" >&2
+	fail "thinproxyd did not start"
+}
+
+# stop_daemon: SIGTERM and wait; fails the test if the daemon exits non-zero.
+stop_daemon() {
+	[ -n "$daemon_pid" ] || return 0
+	kill -TERM "$daemon_pid" 2>/dev/null
+	local rc=0
+	wait "$daemon_pid" || rc=$?
+	daemon_pid=
+	[ $rc = 0 ] || { tail -20 "$daemon_log" >&2; fail "thinproxyd exited $rc"; }
+}
+
+# wait_daemon_dead: the daemon killed itself (fault injection); reap it.
+wait_daemon_dead() {
+	wait "$daemon_pid" 2>/dev/null || true
+	daemon_pid=
+}
+
+# api SOCKET METHOD PATH [JSON]: one REST call. Sets $status and $body.
+api() {
+	local sock=$1 method=$2 path=$3 data=${4-} out
+	local args=(-sS --max-time 60 --unix-socket "$sock" -X "$method" -o "$scratch/body" -w '%{http_code}')
+	[ -n "$data" ] && args+=(-H 'Content-Type: application/json' --data-binary "$data")
+	status=$(curl "${args[@]}" "http://localhost$path") || status=000
+	body=$(cat "$scratch/body" 2>/dev/null || true)
+}
+admin_api() { api "$run_dir/admin.sock" "$@"; }
+tenant_api() { local t=$1; shift; api "$run_dir/tenants/$t/control.sock" "$@"; }
+
+# expect STATUS [CODE]: the last call answered STATUS (and error code CODE).
+expect() {
+	[ "$status" = "$1" ] || fail "expected HTTP $1${2:+ ($2)}, got $status: $body"
+	if [ -n "${2-}" ]; then
+		[ "$(jq -r .error.code <<<"$body")" = "$2" ] || fail "expected error $2, got: $body"
+	fi
+}
+
+# field EXPR: jq EXPR applied to the last body.
+field() { jq -r "$1" <<<"$body"; }

@@ -420,6 +420,8 @@ static int remove_volume(struct volume *v)
 	fault_point("after-delete-thin");
 	r = finish_change(v, tid, "remove", true);
 	if (r == 0)
+		fault_point("after-remove-done");
+	if (r == 0)
 		log_info("removed volume %s (thin %" PRIu32 ")", v->name, v->thin_id);
 	return r;
 }

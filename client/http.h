@@ -1,0 +1,42 @@
+/* The daemon's REST API over its unix socket, with libcurl: one request at a time, JSON in
+ * and out. A failed request prints one line on stderr, naming what was being done and the
+ * daemon's reason, and returns -errno. */
+#ifndef TP_CLIENT_HTTP_H
+#define TP_CLIENT_HTTP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+struct http;
+
+static inline void cleanup_json(struct json_object **o)
+{
+	json_object_put(*o);
+}
+#define CLEANUP_JSON __attribute__((cleanup(cleanup_json)))
+
+/* A handle for requests to the daemon on SOCKET_PATH (copied). Nothing connects yet. */
+int http_open(const char *socket_path, struct http **ret_http);
+/* Free H; NULL is fine. */
+void http_close(struct http *h);
+
+/* Send METHOD PATH (e.g. "/v1/volumes") with BODY as JSON, or no body if BODY is NULL.
+ * On a 2xx answer, hand its parsed JSON to the caller in *RET_ANSWER (NULL when the
+ * answer has no body, as for 204); RET_ANSWER may be NULL to ignore it. Otherwise print
+ * "thinproxy: WHAT: reason" and return -errno. */
+int http_json(struct http *h, const char *what, const char *method, const char *path,
+              struct json_object *body, struct json_object **ret_answer);
+
+/* GET PATH and hand the answer's body, NUL-terminated, to the caller in *RET_TEXT. */
+int http_text(struct http *h, const char *what, const char *path, char **ret_text);
+
+/* Add KEY to the JSON object O; 0 or -ENOMEM. VALUE NULL adds null (json_add_value). */
+int json_add_string(struct json_object *o, const char *key, const char *value);
+int json_add_int(struct json_object *o, const char *key, int64_t value);
+int json_add_bool(struct json_object *o, const char *key, bool value);
+/* Hands VALUE (which may be NULL, for null) over to O, also on failure. */
+int json_add_value(struct json_object *o, const char *key, struct json_object *value);
+
+#endif

@@ -1,0 +1,205 @@
+/* The volume commands: create, snapshot, commit, rm, ls, info, resize, usage. On a
+ * tenant's socket they act on that tenant's volumes; on the admin socket, with --tenant T,
+ * on T's, through /v1/tenants/T/.... */
+#include <errno.h>
+#include <string.h>
+
+#include "client.h"
+#include "output.h"
+
+#define WHAT_MAX 160
+#define PATH_LEN 256
+
+/* The API path "PREFIX/COLLECTION[/NAME[/ACTION]]" into BUF: PREFIX is "/v1" on a tenant's
+ * socket and "/v1/tenants/T" on the admin socket. NAME has been checked, so nothing needs
+ * escaping. */
+static int api_path(const struct ctx *c, const char *collection, const char *name,
+                    const char *action, char *buf, size_t len)
+{
+	int n;
+
+	n = snprintf(buf, len, "%s%s/%s%s%s%s%s", c->admin ? "/v1/tenants/" : "/v1",
+	             c->admin ? c->tenant : "", collection, name ? "/" : "", name ? name : "",
+	             action ? "/" : "", action ? action : "");
+	if (n < 0 || (size_t)n >= len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* Print the volume the daemon answered with, as a table row or as JSON. */
+static int show_volume(const struct ctx *c, struct json_object *answer)
+{
+	return c->json ? print_json(stdout, answer) : print_volumes(stdout, answer, false);
+}
+
+/* Send METHOD with BODY to volumes[/NAME[/ACTION]], and show the volume in the answer. */
+static int volume_request(struct ctx *c, const char *what, const char *method,
+                          struct json_object *body, const char *name, const char *action)
+{
+	CLEANUP_JSON struct json_object *answer = NULL;
+	char path[PATH_LEN];
+	int r;
+
+	r = api_path(c, "volumes", name, action, path, sizeof path);
+	if (r < 0)
+		return error_line(r, what, "request path too long");
+	r = http_json(c->http, what, method, path, body, &answer);
+	if (r < 0)
+		return r;
+	return show_volume(c, answer);
+}
+
+int cmd_create(struct ctx *c, const struct args *a)
+{
+	CLEANUP_JSON struct json_object *body = NULL;
+	const char *name = a->operand[0];
+	char what[WHAT_MAX];
+	uint64_t size;
+	int r;
+
+	snprintf(what, sizeof what, "create %s", name);
+	r = check_name(what, "volume", name);
+	if (r < 0)
+		return r;
+	r = parse_volume_size(what, a->size, &size);
+	if (r < 0)
+		return r;
+	body = json_object_new_object();
+	if (body == NULL || json_add_string(body, "name", name) < 0 ||
+	    json_add_int(body, "size", (int64_t)size) < 0)
+		return error_line(-ENOMEM, what, "%s", strerror(ENOMEM));
+	return volume_request(c, what, "POST", body, NULL, NULL);
+}
+
+int cmd_snapshot(struct ctx *c, const struct args *a)
+{
+	CLEANUP_JSON struct json_object *body = NULL;
+	const char *name = a->operand[0];
+	char what[WHAT_MAX];
+	uint64_t size = 0;
+	int r;
+
+	snprintf(what, sizeof what, "snapshot %s", name);
+	r = check_name(what, "volume", name);
+	if (r < 0)
+		return r;
+	r = check_ref(what, a->from);
+	if (r < 0)
+		return r;
+	if (a->size != NULL) {
+		r = parse_volume_size(what, a->size, &size);
+		if (r < 0)
+			return r;
+	}
+	body = json_object_new_object();
+	if (body == NULL || json_add_string(body, "name", name) < 0 ||
+	    json_add_string(body, "parent", a->from) < 0 ||
+	    (a->size != NULL && json_add_int(body, "size", (int64_t)size) < 0))
+		return error_line(-ENOMEM, what, "%s", strerror(ENOMEM));
+	return volume_request(c, what, "POST", body, NULL, NULL);
+}
+
+int cmd_commit(struct ctx *c, const struct args *a)
+{
+	const char *name = a->operand[0];
+	char what[WHAT_MAX];
+	int r;
+
+	snprintf(what, sizeof what, "commit %s", name);
+	r = check_name(what, "volume", name);
+	if (r < 0)
+		return r;
+	return volume_request(c, what, "POST", NULL, name, "commit");
+}
+
+int cmd_resize(struct ctx *c, const struct args *a)
+{
+	CLEANUP_JSON struct json_object *body = NULL;
+	const char *name = a->operand[0];
+	char what[WHAT_MAX];
+	uint64_t size;
+	int r;
+
+	snprintf(what, sizeof what, "resize %s", name);
+	r = check_name(what, "volume", name);
+	if (r < 0)
+		return r;
+	r = parse_volume_size(what, a->size, &size);
+	if (r < 0)
+		return r;
+	body = json_object_new_object();
+	if (body == NULL || json_add_int(body, "size", (int64_t)size) < 0)
+		return error_line(-ENOMEM, what, "%s", strerror(ENOMEM));
+	return volume_request(c, what, "POST", body, name, "resize");
+}
+
+int cmd_rm(struct ctx *c, const struct args *a)
+{
+	const char *name = a->operand[0];
+	char what[WHAT_MAX];
+	int r;
+
+	snprintf(what, sizeof what, "rm %s", name);
+	r = check_name(what, "volume", name);
+	if (r < 0)
+		return r;
+	/* 204: nothing to show. */
+	return volume_request(c, what, "DELETE", NULL, name, NULL);
+}
+
+int cmd_info(struct ctx *c, const struct args *a)
+{
+	CLEANUP_JSON struct json_object *answer = NULL;
+	const char *name = a->operand[0];
+	char what[WHAT_MAX], path[PATH_LEN];
+	int r;
+
+	snprintf(what, sizeof what, "info %s", name);
+	r = check_name(what, "volume", name);
+	if (r < 0)
+		return r;
+	r = api_path(c, "volumes", name, NULL, path, sizeof path);
+	if (r < 0)
+		return error_line(r, what, "request path too long");
+	r = http_json(c->http, what, "GET", path, NULL, &answer);
+	if (r < 0)
+		return r;
+	return c->json ? print_json(stdout, answer) : print_volume_details(stdout, answer);
+}
+
+int cmd_ls(struct ctx *c, const struct args *a)
+{
+	CLEANUP_JSON struct json_object *answer = NULL;
+	struct json_object *list;
+	char path[PATH_LEN];
+	int r;
+
+	r = api_path(c, "volumes", NULL, NULL, path, sizeof path);
+	if (r < 0)
+		return error_line(r, "ls", "request path too long");
+	r = http_json(c->http, "ls", "GET", path, NULL, &answer);
+	if (r < 0)
+		return r;
+	if (c->json)
+		return print_json(stdout, answer);
+	r = answer_list("ls", answer, "volumes", &list);
+	if (r < 0)
+		return r;
+	return print_volumes(stdout, list, a->quiet);
+}
+
+int cmd_usage(struct ctx *c, const struct args *a)
+{
+	CLEANUP_JSON struct json_object *answer = NULL;
+	char path[PATH_LEN];
+	int r;
+
+	(void)a;
+	r = api_path(c, "usage", NULL, NULL, path, sizeof path);
+	if (r < 0)
+		return error_line(r, "usage", "request path too long");
+	r = http_json(c->http, "usage", "GET", path, NULL, &answer);
+	if (r < 0)
+		return r;
+	return c->json ? print_json(stdout, answer) : print_usage(stdout, answer);
+}

@@ -77,6 +77,8 @@ $(BUILD)/%.o: %.c
 
 # What a unit test or guest test program links beyond itself: OBJS_NAME and LIBS_NAME,
 # e.g. OBJS_test-store := $(BUILD)/daemon/store.o, LIBS_test-store := -lsqlite3.
+OBJS_test-store := $(BUILD)/daemon/store.o $(BUILD)/daemon/log.o
+LIBS_test-store := $(call pc,--libs,sqlite3)
 $(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o $$(OBJS_test-$$*)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS_test-$*)
 

@@ -16,7 +16,7 @@
 #include "log.h"
 #include "tp-cleanup.h"
 
-#define BODY_MAX (64 * 1024)
+#define BODY_MAX     (64 * 1024)
 #define SEGMENTS_MAX 8
 
 struct api_server {
@@ -36,7 +36,7 @@ struct request {
 struct reply {
 	unsigned status;
 	json_object *json; /* owned */
-	char *text;	   /* or plain text, owned */
+	char *text;        /* or plain text, owned */
 };
 
 static void cleanup_json(json_object **j)
@@ -47,8 +47,8 @@ static void cleanup_json(json_object **j)
 
 /* Replies */
 
-static void reply_error(struct reply *rep, unsigned status, const char *code, const char *fmt,
-			...) __attribute__((format(printf, 4, 5)));
+static void reply_error(struct reply *rep, unsigned status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static void reply_error(struct reply *rep, unsigned status, const char *code, const char *fmt, ...)
 {
 	char msg[512];
@@ -197,7 +197,7 @@ static json_object *image_json(const struct image_view *im)
 
 /* Parse the body as a JSON object whose keys are all in ALLOWED (NULL-terminated). */
 static int parse_body(struct request *req, struct reply *rep, const char *const *allowed,
-		      json_object **ret_obj)
+                      json_object **ret_obj)
 {
 	CLEANUP_JSON json_object *obj = NULL;
 	json_tokener *tok;
@@ -223,16 +223,15 @@ static int parse_body(struct request *req, struct reply *rep, const char *const 
 	json_tokener_free(tok);
 	if (jerr != json_tokener_success || obj == NULL) {
 		reply_error(rep, 400, "invalid_request", "malformed JSON body: %s",
-			    jerr != json_tokener_success ? json_tokener_error_desc(jerr)
-							 : "null is not an object");
+		            jerr != json_tokener_success ? json_tokener_error_desc(jerr)
+		                                         : "null is not an object");
 		return -EINVAL;
 	}
 	if (!json_object_is_type(obj, json_type_object)) {
 		reply_error(rep, 400, "invalid_request", "the body must be a JSON object");
 		return -EINVAL;
 	}
-	json_object_object_foreach(obj, key, val)
-	{
+	json_object_object_foreach (obj, key, val) {
 		size_t i;
 
 		(void)val;
@@ -249,7 +248,7 @@ static int parse_body(struct request *req, struct reply *rep, const char *const 
 
 /* Field KEY of O as a string; *RET NULL if absent. */
 static int get_string(json_object *o, const char *key, bool required, struct reply *rep,
-		      const char **ret)
+                      const char **ret)
 {
 	json_object *v;
 
@@ -274,7 +273,7 @@ static int get_string(json_object *o, const char *key, bool required, struct rep
 
 /* Field KEY of O as a non-negative integer; null means 0 (unlimited) where NULLABLE. */
 static int get_uint(json_object *o, const char *key, uint64_t max, bool nullable, bool *ret_has,
-		    uint64_t *ret, struct reply *rep)
+                    uint64_t *ret, struct reply *rep)
 {
 	json_object *v;
 	int64_t i;
@@ -289,14 +288,14 @@ static int get_uint(json_object *o, const char *key, uint64_t max, bool nullable
 	}
 	if (v == NULL || !json_object_is_type(v, json_type_int)) {
 		reply_error(rep, 400, strstr(key, "size") ? "invalid_size" : "invalid_request",
-			    "field \"%s\" must be a non-negative integer", key);
+		            "field \"%s\" must be a non-negative integer", key);
 		return -EINVAL;
 	}
 	errno = 0;
 	i = json_object_get_int64(v);
 	if (i < 0 || errno == ERANGE || (uint64_t)i > max) {
 		reply_error(rep, 400, strstr(key, "size") ? "invalid_size" : "invalid_request",
-			    "field \"%s\" is out of range (0 to %" PRIu64 ")", key, max);
+		            "field \"%s\" is out of range (0 to %" PRIu64 ")", key, max);
 		return -EINVAL;
 	}
 	*ret_has = true;
@@ -326,7 +325,7 @@ static void method_not_allowed(struct reply *rep, const char *allowed)
 }
 
 static void volume_reply(struct reply *rep, const struct principal *p, unsigned status, int r,
-			 const struct volume_view *v)
+                         const struct volume_view *v)
 {
 	if (r < 0) {
 		reply_ops_error(rep, r);
@@ -387,8 +386,8 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 			return;
 		if (parent == NULL && !has_size)
 			return reply_error(rep, 400, "invalid_request",
-					   "give \"size\" for a new volume or \"parent\" for a "
-					   "snapshot");
+			                   "give \"size\" for a new volume or \"parent\" for a "
+			                   "snapshot");
 		if (parent)
 			r = ops_volume_snapshot(p, name, parent, size, &v);
 		else
@@ -433,10 +432,10 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 }
 
 static int tenant_spec_from(struct route *rt, struct tenant_spec *spec, bool need_name,
-			    json_object **ret_body)
+                            json_object **ret_body)
 {
-	static const char *const keys[] = {"name",     "uid",	   "gid",
-					   "max_volumes", "max_size", "max_used", NULL};
+	static const char *const keys[] = {"name",     "uid",      "gid", "max_volumes",
+	                                   "max_size", "max_used", NULL};
 	struct reply *rep = rt->rep;
 	json_object *body;
 	uint64_t v;
@@ -528,7 +527,7 @@ static void route_tenants(struct route *rt)
 		}
 		if (is(rt, "DELETE")) {
 			const char *force =
-				MHD_lookup_connection_value(rt->conn, MHD_GET_ARGUMENT_KIND, "force");
+			    MHD_lookup_connection_value(rt->conn, MHD_GET_ARGUMENT_KIND, "force");
 			bool f = force && (strcmp(force, "1") == 0 || strcmp(force, "true") == 0);
 
 			r = ops_tenant_remove(rt->seg[2], f);
@@ -608,10 +607,11 @@ static void route_images(struct route *rt)
 		    get_string(body, "tenant", false, rep, &tenant) < 0)
 			return;
 		to_all = json_object_object_get_ex(body, "all", &all) &&
-			 json_object_is_type(all, json_type_boolean) && json_object_get_boolean(all);
+		         json_object_is_type(all, json_type_boolean) &&
+		         json_object_get_boolean(all);
 		if ((tenant == NULL) == !to_all)
 			return reply_error(rep, 400, "invalid_request",
-					   "give either \"tenant\" or \"all\": true");
+			                   "give either \"tenant\" or \"all\": true");
 		return image_reply(rep, 200, ops_image_publish(rt->seg[2], tenant, &im), &im);
 	}
 	reply_error(rep, 404, "not_found", "no such resource");
@@ -637,7 +637,8 @@ static void route_grants(struct route *rt)
 			json_object *o = json_object_new_object();
 
 			json_object_object_add(o, "owner", json_object_new_string(views[i].owner));
-			json_object_object_add(o, "volume", json_object_new_string(views[i].volume));
+			json_object_object_add(o, "volume",
+			                       json_object_new_string(views[i].volume));
 			json_object_object_add(o, "to", json_object_new_string(views[i].to));
 			json_object_object_add(o, "write", json_object_new_boolean(views[i].write));
 			json_object_array_add(arr, o);
@@ -662,13 +663,13 @@ static void route_grants(struct route *rt)
 		if (json_object_object_get_ex(body, "write", &w)) {
 			if (!json_object_is_type(w, json_type_boolean))
 				return reply_error(rep, 400, "invalid_request",
-						   "field \"write\" must be true or false");
+				                   "field \"write\" must be true or false");
 			g.write = json_object_get_boolean(w);
 		}
 		if (strlen(owner) > TP_NAME_MAX || strlen(volume) > TP_NAME_MAX ||
 		    strlen(to) > TP_NAME_MAX)
 			return reply_error(rep, 400, "invalid_name", "names are at most %d bytes",
-					   TP_NAME_MAX);
+			                   TP_NAME_MAX);
 		snprintf(g.owner, sizeof g.owner, "%s", owner);
 		snprintf(g.volume, sizeof g.volume, "%s", volume);
 		snprintf(g.to, sizeof g.to, "%s", to);
@@ -766,17 +767,18 @@ static void dispatch(struct api_server *srv, struct route *rt, const char *url)
 	CLEANUP_FREE char *copy = NULL;
 	const char *ctype;
 
-	if (strlen(url) > 1024 || (copy = strdup(url)) == NULL || split_url(copy, rt->seg, &rt->n) < 0)
+	if (strlen(url) > 1024 || (copy = strdup(url)) == NULL ||
+	    split_url(copy, rt->seg, &rt->n) < 0)
 		return reply_error(rt->rep, 404, "not_found", "no such resource");
 	if (rt->req->too_large)
 		return reply_error(rt->rep, 413, "too_large", "request body over %d bytes",
-				   BODY_MAX);
+		                   BODY_MAX);
 	ctype = MHD_lookup_connection_value(rt->conn, MHD_HEADER_KIND, "Content-Type");
 	if (rt->req->len > 0 &&
 	    (ctype == NULL || (strncasecmp(ctype, "application/json", 16) != 0 ||
-			       (ctype[16] != '\0' && ctype[16] != ';'))))
+	                       (ctype[16] != '\0' && ctype[16] != ';'))))
 		return reply_error(rt->rep, 415, "unsupported_media_type",
-				   "request bodies must be application/json");
+		                   "request bodies must be application/json");
 	if (srv->principal.admin)
 		return route_admin(rt);
 	if (rt->n >= 1 && strcmp(rt->seg[0], "v1") == 0)
@@ -810,8 +812,8 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, struct reply *rep
 		buf = NULL;
 		len = 0;
 	}
-	resp = MHD_create_response_from_buffer(len, buf, buf ? MHD_RESPMEM_MUST_FREE
-							     : MHD_RESPMEM_PERSISTENT);
+	resp = MHD_create_response_from_buffer(
+	    len, buf, buf ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
 	if (resp == NULL) {
 		free(buf);
 		return MHD_NO;
@@ -824,8 +826,8 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, struct reply *rep
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
-			      const char *method, const char *version, const char *upload_data,
-			      size_t *upload_data_size, void **con_cls)
+                              const char *method, const char *version, const char *upload_data,
+                              size_t *upload_data_size, void **con_cls)
 {
 	struct api_server *srv = cls;
 	struct request *req = *con_cls;
@@ -867,7 +869,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 }
 
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-		      enum MHD_RequestTerminationCode toe)
+                      enum MHD_RequestTerminationCode toe)
 {
 	struct request *req = *con_cls;
 
@@ -882,7 +884,7 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 }
 
 int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct principal *p,
-	       struct api_server **ret_server)
+               struct api_server **ret_server)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	CLEANUP_CLOSE int fd = -1;
@@ -922,12 +924,11 @@ int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct
 	 * serialise across sockets. Connection count, memory and idle time are bounded so
 	 * that a tenant flooding its own socket cannot exhaust the daemon. */
 	srv->mhd = MHD_start_daemon(
-		MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC, 0, NULL, NULL, handle,
-		srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
-		p->admin ? 256u : 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
-		MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_THREAD_STACK_SIZE,
-		(size_t)(256 * 1024), MHD_OPTION_END);
+	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC, 0, NULL, NULL, handle,
+	    srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, p->admin ? 256u : 64u,
+	    MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+	    (size_t)(32 * 1024), MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_END);
 	if (srv->mhd == NULL) {
 		unlink(path);
 		free(srv->path);

@@ -37,51 +37,51 @@ enum {
 };
 
 static const struct option options[] = {
-	{"config", required_argument, NULL, OPT_CONFIG},
-	{"state-dir", required_argument, NULL, OPT_STATE_DIR},
-	{"run-dir", required_argument, NULL, OPT_RUN_DIR},
-	{"pool", required_argument, NULL, OPT_POOL},
-	{"data", required_argument, NULL, OPT_DATA},
-	{"metadata", required_argument, NULL, OPT_METADATA},
-	{"pool-name", required_argument, NULL, OPT_POOL_NAME},
-	{"loop-size", required_argument, NULL, OPT_LOOP_SIZE},
-	{"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
-	{"min-free", required_argument, NULL, OPT_MIN_FREE},
-	{"low-water", required_argument, NULL, OPT_LOW_WATER},
-	{"nbdkit", required_argument, NULL, OPT_NBDKIT},
-	{"plugin", required_argument, NULL, OPT_PLUGIN},
-	{"nbd-uid-base", required_argument, NULL, OPT_NBD_UID_BASE},
-	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-	{"syslog", no_argument, NULL, OPT_SYSLOG},
-	{"foreground", no_argument, NULL, OPT_FOREGROUND},
-	{"help", no_argument, NULL, OPT_HELP},
-	{"version", no_argument, NULL, OPT_VERSION},
-	{NULL, 0, NULL, 0},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+    {"run-dir", required_argument, NULL, OPT_RUN_DIR},
+    {"pool", required_argument, NULL, OPT_POOL},
+    {"data", required_argument, NULL, OPT_DATA},
+    {"metadata", required_argument, NULL, OPT_METADATA},
+    {"pool-name", required_argument, NULL, OPT_POOL_NAME},
+    {"loop-size", required_argument, NULL, OPT_LOOP_SIZE},
+    {"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
+    {"min-free", required_argument, NULL, OPT_MIN_FREE},
+    {"low-water", required_argument, NULL, OPT_LOW_WATER},
+    {"nbdkit", required_argument, NULL, OPT_NBDKIT},
+    {"plugin", required_argument, NULL, OPT_PLUGIN},
+    {"nbd-uid-base", required_argument, NULL, OPT_NBD_UID_BASE},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"syslog", no_argument, NULL, OPT_SYSLOG},
+    {"foreground", no_argument, NULL, OPT_FOREGROUND},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
 };
 
 static const char usage_text[] =
-	"Usage: thinproxyd [OPTION]...\n"
-	"Lend thin volumes of a device-mapper thin pool to tenants over NBD.\n"
-	"\n"
-	"  --config FILE        settings file (default " DEFAULT_CONFIG ")\n"
-	"  --state-dir DIR      store and embedded pool (default /var/lib/thinproxy)\n"
-	"  --run-dir DIR        sockets (default /run/thinproxy)\n"
-	"  --pool NAME          use the existing thin-pool dm device NAME\n"
-	"  --data DEV           create (or reattach) our pool on data device DEV ...\n"
-	"  --metadata DEV       ... and metadata device DEV\n"
-	"  --pool-name NAME     dm name of our own pool (default thinproxy-pool)\n"
-	"  --loop-size SIZE     embedded pool's data size (default 10G)\n"
-	"  --block-size SIZE    new pools' block size, 64K to 1G (default 64K)\n"
-	"  --min-free SIZE|N%   refuse new volumes below this free space (default 5%)\n"
-	"  --low-water N%       warn when free data or metadata drops below (default 20%)\n"
-	"  --nbdkit PATH        nbdkit binary (default nbdkit)\n"
-	"  --plugin PATH        thinproxy plugin for nbdkit (default: nbdkit's plugin dir)\n"
-	"  --nbd-uid-base UID   first uid for tenants' nbdkit processes (default 2000000000)\n"
-	"  --log-level LEVEL    error, warning, notice, info (default) or debug\n"
-	"  --syslog             log to syslog instead of stderr\n"
-	"  --foreground         do not detach\n"
-	"  --help               show this help\n"
-	"  --version            show the version\n";
+    "Usage: thinproxyd [OPTION]...\n"
+    "Lend thin volumes of a device-mapper thin pool to tenants over NBD.\n"
+    "\n"
+    "  --config FILE        settings file (default " DEFAULT_CONFIG ")\n"
+    "  --state-dir DIR      store and embedded pool (default /var/lib/thinproxy)\n"
+    "  --run-dir DIR        sockets (default /run/thinproxy)\n"
+    "  --pool NAME          use the existing thin-pool dm device NAME\n"
+    "  --data DEV           create (or reattach) our pool on data device DEV ...\n"
+    "  --metadata DEV       ... and metadata device DEV\n"
+    "  --pool-name NAME     dm name of our own pool (default thinproxy-pool)\n"
+    "  --loop-size SIZE     embedded pool's data size (default 10G)\n"
+    "  --block-size SIZE    new pools' block size, 64K to 1G (default 64K)\n"
+    "  --min-free SIZE|N%   refuse new volumes below this free space (default 5%)\n"
+    "  --low-water N%       warn when free data or metadata drops below (default 20%)\n"
+    "  --nbdkit PATH        nbdkit binary (default nbdkit)\n"
+    "  --plugin PATH        thinproxy plugin for nbdkit (default: nbdkit's plugin dir)\n"
+    "  --nbd-uid-base UID   first uid for tenants' nbdkit processes (default 2000000000)\n"
+    "  --log-level LEVEL    error, warning, notice, info (default) or debug\n"
+    "  --syslog             log to syslog instead of stderr\n"
+    "  --foreground         do not detach\n"
+    "  --help               show this help\n"
+    "  --version            show the version\n";
 
 static int set_string(char **dst, const char *v)
 {
@@ -254,7 +254,7 @@ static int read_file(struct config *cfg, const char *path, bool must_exist)
 		opt = option_by_name(key);
 		if (opt < 0 || opt == OPT_CONFIG || opt == OPT_HELP || opt == OPT_VERSION) {
 			fprintf(stderr, "thinproxyd: %s:%u: unknown setting \"%s\"\n", path, lineno,
-				key);
+			        key);
 			return -EINVAL;
 		}
 		if (opt == OPT_SYSLOG || opt == OPT_FOREGROUND) {
@@ -262,7 +262,7 @@ static int read_file(struct config *cfg, const char *path, bool must_exist)
 				if (strcmp(val, "false") == 0 || strcmp(val, "no") == 0)
 					continue;
 				fprintf(stderr, "thinproxyd: %s:%u: %s takes true or false\n", path,
-					lineno, key);
+				        lineno, key);
 				return -EINVAL;
 			}
 		} else if (val == NULL || *val == '\0') {
@@ -289,7 +289,8 @@ int config_parse(struct config *cfg, int argc, char **argv)
 	cfg->nbd_uid_base = 2000000000u;
 	cfg->log_level = LOG_INFO;
 	if (set_string(&cfg->state_dir, "/var/lib/thinproxy") < 0 ||
-	    set_string(&cfg->run_dir, "/run/thinproxy") < 0 || set_string(&cfg->nbdkit, "nbdkit") < 0)
+	    set_string(&cfg->run_dir, "/run/thinproxy") < 0 ||
+	    set_string(&cfg->nbdkit, "nbdkit") < 0)
 		return -ENOMEM;
 
 	/* First pass: only --config, --help and --version, so flags can override the file. */
@@ -307,7 +308,7 @@ int config_parse(struct config *cfg, int argc, char **argv)
 			return -ENOMEM;
 	}
 	r = read_file(cfg, cfg->config_file ? cfg->config_file : DEFAULT_CONFIG,
-		      cfg->config_file != NULL);
+	              cfg->config_file != NULL);
 	if (r < 0)
 		return r;
 

@@ -31,8 +31,8 @@ int log_level_from_string(const char *s)
 		const char *name;
 		int level;
 	} levels[] = {
-		{"error", LOG_ERR},   {"warning", LOG_WARNING}, {"notice", LOG_NOTICE},
-		{"info", LOG_INFO},   {"debug", LOG_DEBUG},
+	    {"error", LOG_ERR}, {"warning", LOG_WARNING}, {"notice", LOG_NOTICE},
+	    {"info", LOG_INFO}, {"debug", LOG_DEBUG},
 	};
 	for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)
 		if (strcmp(s, levels[i].name) == 0)
@@ -42,8 +42,8 @@ int log_level_from_string(const char *s)
 
 static void log_vmsg(int level, const char *fmt, va_list ap)
 {
-	static const char *const names[] = {"emerg", "alert", "crit",	"error",
-					    "warning", "notice", "info", "debug"};
+	static const char *const names[] = {"emerg",   "alert",  "crit", "error",
+	                                    "warning", "notice", "info", "debug"};
 	int saved = errno;
 
 	if (level > log_max)

@@ -17,10 +17,10 @@ void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 /* Log with errno set to -R first, so that FMT may use %m. Returns R. */
 int log_errno(int level, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-#define log_error(...)	log_msg(LOG_ERR, __VA_ARGS__)
+#define log_error(...)   log_msg(LOG_ERR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_WARNING, __VA_ARGS__)
-#define log_notice(...) log_msg(LOG_NOTICE, __VA_ARGS__)
-#define log_info(...)	log_msg(LOG_INFO, __VA_ARGS__)
-#define log_debug(...)	log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_notice(...)  log_msg(LOG_NOTICE, __VA_ARGS__)
+#define log_info(...)    log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)   log_msg(LOG_DEBUG, __VA_ARGS__)
 
 #endif

@@ -192,8 +192,8 @@ static int lock_pidfile(const char *path)
 		close(fd);
 		if (r == -EWOULDBLOCK)
 			return log_errno(LOG_ERR, -EBUSY,
-					 "another thinproxyd runs with %s (locked %s)", cfg.run_dir,
-					 path);
+			                 "another thinproxyd runs with %s (locked %s)", cfg.run_dir,
+			                 path);
 		return log_errno(LOG_ERR, r, "lock %s: %m", path);
 	}
 	len = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
@@ -205,7 +205,7 @@ static int lock_pidfile(const char *path)
 static int run(void)
 {
 	CLEANUP_FREE char *db = NULL, *tenants_dir = NULL, *private_dir = NULL, *pidfile = NULL,
-			  *admin_path = NULL, *broker_path = NULL;
+	                  *admin_path = NULL, *broker_path = NULL;
 	CLEANUP_CLOSE int pid_fd = -1;
 	CLEANUP_CLOSE int ep = -1;
 	CLEANUP_CLOSE int sfd = -1;
@@ -219,7 +219,8 @@ static int run(void)
 	struct pool_config pc = {0};
 	struct supervise_config sc = {0};
 	struct ops_config oc = {0};
-	struct itimerspec its = {.it_interval = {MONITOR_SECONDS, 0}, .it_value = {MONITOR_SECONDS, 0}};
+	struct itimerspec its = {.it_interval = {MONITOR_SECONDS, 0},
+	                         .it_value = {MONITOR_SECONDS, 0}};
 	struct epoll_event ev;
 	sigset_t mask;
 	bool running = true;
@@ -317,7 +318,7 @@ static int run(void)
 	epoll_ctl(ep, EPOLL_CTL_ADD, broker_fd, &ev);
 
 	log_notice("thinproxyd %s ready: pool %s, store %s, sockets in %s", TP_VERSION,
-		   pool_name(pool), db, cfg.run_dir);
+	           pool_name(pool), db, cfg.run_dir);
 	report_ready(&ready_fd, 0);
 
 	while (running) {
@@ -342,7 +343,8 @@ static int run(void)
 					else if (si.ssi_signo == SIGHUP)
 						log_notice("SIGHUP: nothing to reload, ignoring");
 					else {
-						log_notice("signal %u: shutting down", si.ssi_signo);
+						log_notice("signal %u: shutting down",
+						           si.ssi_signo);
 						running = false;
 					}
 				}

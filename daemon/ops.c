@@ -71,8 +71,8 @@ static void unlock(pthread_mutex_t **m)
 	if (*m)
 		pthread_mutex_unlock(*m);
 }
-#define LOCKED                                                                                     \
-	__attribute__((cleanup(unlock))) pthread_mutex_t *_locked = &ops.lock;                     \
+#define LOCKED                                                                 \
+	__attribute__((cleanup(unlock))) pthread_mutex_t *_locked = &ops.lock; \
 	pthread_mutex_lock(_locked)
 
 /* Fault injection for the crash tests: THINPROXY_FAULT=STEP kills the daemon at STEP
@@ -138,8 +138,9 @@ static void make_view(const struct principal *p, const struct volume *v, struct 
 		volume_ref(p, &parent, view->parent, sizeof view->parent);
 	view->size = v->size;
 	view->used = v->used;
-	view->state = v->tenant_id == 0 && v->state == VOLUME_COMMITTED ? "image"
-									: volume_state_name(v->state);
+	view->state = v->tenant_id == 0 && v->state == VOLUME_COMMITTED
+	                  ? "image"
+	                  : volume_state_name(v->state);
 	view->created = v->created;
 	view->writable = volume_writable(p, v);
 	view->thin_id = v->thin_id;
@@ -151,9 +152,10 @@ static int own_volume(const struct principal *p, const char *name, struct volume
 	int r;
 
 	if (!tp_name_valid(name))
-		return fail(-EINVAL, "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-				     "starting with a letter or digit",
-			    name);
+		return fail(-EINVAL,
+		            "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+		            "starting with a letter or digit",
+		            name);
 	r = store_volume_get(ops.store, p->tenant_id, name, ret);
 	if (r == -ENOENT || (r == 0 && ret->pending))
 		return fail(-ENOENT, "no such volume: %s", name);
@@ -191,7 +193,8 @@ static int resolve_ref(const struct principal *p, const char *ref, struct volume
 	} else if (tp_name_valid(owner) && store_tenant_get(ops.store, owner, &t) == 0) {
 		r = store_volume_get(ops.store, t.id, slash + 1, ret);
 		if (r == 0 && !ret->pending &&
-		    (t.id == p->tenant_id || store_grant_get(ops.store, ret->id, p->tenant_id, &g) == 0))
+		    (t.id == p->tenant_id ||
+		     store_grant_get(ops.store, ret->id, p->tenant_id, &g) == 0))
 			return 0;
 	}
 	return fail(-ENOENT, "no such volume: %s", ref);
@@ -214,9 +217,10 @@ static int check_pool_space(void)
 	if (st.data_total * bs / 100 * ops.cfg.min_free_percent > floor)
 		floor = st.data_total * bs / 100 * ops.cfg.min_free_percent;
 	if (free_bytes < floor || st.out_of_data_space || st.meta_used * 20 > st.meta_total * 19)
-		return fail(-ENOSPC, "pool full: %" PRIu64 " MiB free, at least %" PRIu64
-				     " MiB required to create volumes",
-			    free_bytes >> 20, floor >> 20);
+		return fail(-ENOSPC,
+		            "pool full: %" PRIu64 " MiB free, at least %" PRIu64
+		            " MiB required to create volumes",
+		            free_bytes >> 20, floor >> 20);
 	return 0;
 }
 
@@ -234,18 +238,19 @@ static int check_quota(const struct principal *p, uint64_t add_size)
 	if (r < 0)
 		return internal(r, "read tenant usage");
 	if (t.max_volumes && u.volumes + 1 > t.max_volumes)
-		return fail(-EDQUOT, "quota exceeded: tenant %s may own at most %" PRIu64 " volumes",
-			    t.name, t.max_volumes);
+		return fail(-EDQUOT,
+		            "quota exceeded: tenant %s may own at most %" PRIu64 " volumes", t.name,
+		            t.max_volumes);
 	if (t.max_size && (add_size > t.max_size || u.size > t.max_size - add_size))
 		return fail(-EDQUOT,
-			    "quota exceeded: tenant %s may own at most %" PRIu64
-			    " bytes of volumes (%" PRIu64 " in use, %" PRIu64 " asked)",
-			    t.name, t.max_size, u.size, add_size);
+		            "quota exceeded: tenant %s may own at most %" PRIu64
+		            " bytes of volumes (%" PRIu64 " in use, %" PRIu64 " asked)",
+		            t.name, t.max_size, u.size, add_size);
 	if (t.max_used && u.used >= t.max_used)
 		return fail(-EDQUOT,
-			    "quota exceeded: tenant %s's volumes map %" PRIu64
-			    " bytes, its limit is %" PRIu64,
-			    t.name, u.used, t.max_used);
+		            "quota exceeded: tenant %s's volumes map %" PRIu64
+		            " bytes, its limit is %" PRIu64,
+		            t.name, u.used, t.max_used);
 	return 0;
 }
 
@@ -253,8 +258,9 @@ static int check_size(uint64_t size)
 {
 	if (size < TP_SIZE_MIN || size > TP_SIZE_MAX || size % 512)
 		return fail(-EINVAL,
-			    "invalid size %" PRIu64 ": a multiple of 512 bytes from 64 KiB to 16 PiB",
-			    size);
+		            "invalid size %" PRIu64
+		            ": a multiple of 512 bytes from 64 KiB to 16 PiB",
+		            size);
 	return 0;
 }
 
@@ -269,8 +275,9 @@ static int finish_change(struct volume *v, uint64_t tid, const char *op, bool re
 	r = pool_set_transaction_id(ops.pool, tid, tid + 1);
 	if (r < 0)
 		return internal(r, "set_transaction_id");
-	fault_point(remove ? "after-remove-tid" : strcmp(op, "create") == 0 ? "after-create-tid"
-									     : "after-snapshot-tid");
+	fault_point(remove                      ? "after-remove-tid"
+	            : strcmp(op, "create") == 0 ? "after-create-tid"
+	                                        : "after-snapshot-tid");
 	r = store_begin(ops.store);
 	if (r == 0) {
 		if (remove) {
@@ -291,7 +298,7 @@ static int finish_change(struct volume *v, uint64_t tid, const char *op, bool re
 	}
 	if (store_get_pool_tid(ops.store, &now) == 0 && now != tid + 1)
 		log_warning("store transaction id %" PRIu64 " after %s, expected %" PRIu64, now, op,
-			    tid + 1);
+		            tid + 1);
 	return 0;
 }
 
@@ -329,7 +336,7 @@ static void drop_intent(struct volume *v)
 
 /* Create NAME for P as a new thin device or as a snapshot of ORIGIN (NULL: new). */
 static int create_volume(const struct principal *p, const char *name, uint64_t size,
-			 const struct volume *origin, struct volume_view *ret_view)
+                         const struct volume *origin, struct volume_view *ret_view)
 {
 	const char *op = origin ? "snapshot" : "create";
 	struct volume v = {0}, existing;
@@ -337,9 +344,10 @@ static int create_volume(const struct principal *p, const char *name, uint64_t s
 	int r;
 
 	if (!tp_name_valid(name))
-		return fail(-EINVAL, "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-				     "starting with a letter or digit",
-			    name);
+		return fail(-EINVAL,
+		            "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+		            "starting with a letter or digit",
+		            name);
 	r = store_volume_get(ops.store, p->tenant_id, name, &existing);
 	if (r == 0)
 		return fail(-EEXIST, "volume %s exists", name);
@@ -368,7 +376,7 @@ static int create_volume(const struct principal *p, const char *name, uint64_t s
 	fault_point(origin ? "after-snapshot-intent" : "after-create-intent");
 
 	r = origin ? pool_create_snap(ops.pool, v.thin_id, origin->thin_id)
-		   : pool_create_thin(ops.pool, v.thin_id);
+	           : pool_create_thin(ops.pool, v.thin_id);
 	if (r < 0) {
 		drop_intent(&v);
 		if (r == -ENOSPC)
@@ -381,7 +389,7 @@ static int create_volume(const struct principal *p, const char *name, uint64_t s
 		return r;
 	fault_point(origin ? "after-snapshot-done" : "after-create-done");
 	log_info("%s %s%s%s: thin %" PRIu32 ", %" PRIu64 " bytes", op, p->tenant,
-		 *p->tenant ? "/" : "", name, v.thin_id, size);
+	         *p->tenant ? "/" : "", name, v.thin_id, size);
 	make_view(p, &v, ret_view);
 	return 0;
 }
@@ -398,14 +406,14 @@ static int remove_volume(struct volume *v)
 		return internal(r, "count snapshots");
 	if (children)
 		return fail(-EBUSY, "volume %s is busy: it is the parent of %" PRIu64 " snapshot%s",
-			    v->name, children, children == 1 ? "" : "s");
+		            v->name, children, children == 1 ? "" : "s");
 	if (pool_thin_status(ops.pool, v->thin_id, &ts) == 0 && ts.active && ts.open_count)
 		return fail(-EBUSY, "volume %s is busy: it is open (attached or being served)",
-			    v->name);
+		            v->name);
 	r = pool_deactivate_thin(ops.pool, v->thin_id);
 	if (r == -EBUSY)
 		return fail(-EBUSY, "volume %s is busy: it is open (attached or being served)",
-			    v->name);
+		            v->name);
 	if (r < 0)
 		return internal(r, "deactivate thin device");
 
@@ -446,9 +454,9 @@ static int reconcile(void)
 		return r;
 	if (st.transaction_id != stid && st.transaction_id != stid + 1) {
 		log_error("pool %s has transaction id %" PRIu64 " but the store expects %" PRIu64
-			  ": they do not belong together (another store, or a pool changed "
-			  "behind thinproxyd's back); refusing to start",
-			  pool_name(ops.pool), st.transaction_id, stid);
+		          ": they do not belong together (another store, or a pool changed "
+		          "behind thinproxyd's back); refusing to start",
+		          pool_name(ops.pool), st.transaction_id, stid);
 		return -ESTALE;
 	}
 	for (i = 0; i < n; i++) {
@@ -476,10 +484,11 @@ static int reconcile(void)
 				return r;
 			}
 			stid = st.transaction_id;
-			log_notice("reconcile: completed the interrupted %s of volume %s (thin %" PRIu32
-				   ")",
-				   v->state == VOLUME_DELETING ? "removal" : "creation", v->name,
-				   v->thin_id);
+			log_notice(
+			    "reconcile: completed the interrupted %s of volume %s (thin %" PRIu32
+			    ")",
+			    v->state == VOLUME_DELETING ? "removal" : "creation", v->name,
+			    v->thin_id);
 			continue;
 		}
 		/* The transaction id never moved: the message may or may not have reached the
@@ -489,20 +498,21 @@ static int reconcile(void)
 		r = pool_delete_thin(ops.pool, v->thin_id);
 		if (r < 0 && r != -ENOENT)
 			return log_errno(LOG_ERR, r, "reconcile: delete thin %" PRIu32 ": %m",
-					 v->thin_id);
+			                 v->thin_id);
 		r = store_volume_remove(ops.store, v->id);
 		if (r < 0)
 			return r;
 		log_notice("reconcile: %s volume %s (thin %" PRIu32 ")",
-			   v->state == VOLUME_DELETING ? "finished removing" : "rolled back creation of",
-			   v->name, v->thin_id);
+		           v->state == VOLUME_DELETING ? "finished removing"
+		                                       : "rolled back creation of",
+		           v->name, v->thin_id);
 	}
 	if (st.transaction_id == stid + 1) {
 		/* No pending row matched, yet the pool moved: only possible if the store lost a
 		 * committed row, which WAL with synchronous=FULL rules out. */
 		log_error("pool %s is one transaction ahead of the store with nothing pending; "
-			  "refusing to start",
-			  pool_name(ops.pool));
+		          "refusing to start",
+		          pool_name(ops.pool));
 		return -ESTALE;
 	}
 	return 0;
@@ -567,16 +577,17 @@ void ops_monitor(void)
 	if ((data_free_pct < ops.cfg.low_water_percent) != ops.low_data) {
 		ops.low_data = !ops.low_data;
 		log_msg(ops.low_data ? LOG_WARNING : LOG_NOTICE,
-			"pool %s: %" PRIu64 "%% of data space free, %s the low-water mark of %u%%",
-			pool_name(ops.pool), data_free_pct, ops.low_data ? "below" : "back above",
-			ops.cfg.low_water_percent);
+		        "pool %s: %" PRIu64 "%% of data space free, %s the low-water mark of %u%%",
+		        pool_name(ops.pool), data_free_pct, ops.low_data ? "below" : "back above",
+		        ops.cfg.low_water_percent);
 	}
 	if ((meta_free_pct < ops.cfg.low_water_percent) != ops.low_meta) {
 		ops.low_meta = !ops.low_meta;
 		log_msg(ops.low_meta ? LOG_WARNING : LOG_NOTICE,
-			"pool %s: %" PRIu64 "%% of metadata space free, %s the low-water mark of %u%%",
-			pool_name(ops.pool), meta_free_pct, ops.low_meta ? "below" : "back above",
-			ops.cfg.low_water_percent);
+		        "pool %s: %" PRIu64
+		        "%% of metadata space free, %s the low-water mark of %u%%",
+		        pool_name(ops.pool), meta_free_pct, ops.low_meta ? "below" : "back above",
+		        ops.cfg.low_water_percent);
 	}
 	if (store_tenant_list(ops.store, &tenants, &n) < 0)
 		return;
@@ -630,7 +641,7 @@ int ops_principal_for_nbd_uid(uid_t uid, struct principal *ret_principal)
 
 /* Append the views of VOLS to *VIEWS. */
 static int append_views(const struct principal *p, const struct volume *vols, size_t n,
-			struct volume_view **views, size_t *nviews)
+                        struct volume_view **views, size_t *nviews)
 {
 	struct volume_view *nv;
 	size_t i;
@@ -687,14 +698,14 @@ int ops_volume_info(const struct principal *p, const char *name, struct volume_v
 }
 
 int ops_volume_create(const struct principal *p, const char *name, uint64_t size,
-		      struct volume_view *ret_view)
+                      struct volume_view *ret_view)
 {
 	LOCKED;
 	return create_volume(p, name, size, NULL, ret_view);
 }
 
 int ops_volume_snapshot(const struct principal *p, const char *name, const char *parent,
-			uint64_t size, struct volume_view *ret_view)
+                        uint64_t size, struct volume_view *ret_view)
 {
 	struct volume origin;
 	int r;
@@ -708,9 +719,9 @@ int ops_volume_snapshot(const struct principal *p, const char *name, const char 
 		size = origin.size;
 	if (size < origin.size)
 		return fail(-EINVAL,
-			    "invalid size %" PRIu64 ": a snapshot of %s needs at least %" PRIu64
-			    " bytes",
-			    size, parent, origin.size);
+		            "invalid size %" PRIu64 ": a snapshot of %s needs at least %" PRIu64
+		            " bytes",
+		            size, parent, origin.size);
 	return create_volume(p, name, size, &origin, ret_view);
 }
 
@@ -745,7 +756,7 @@ int ops_volume_commit(const struct principal *p, const char *name, struct volume
 }
 
 int ops_volume_resize(const struct principal *p, const char *name, uint64_t size,
-		      struct volume_view *ret_view)
+                      struct volume_view *ret_view)
 {
 	struct volume v;
 	int r;
@@ -757,9 +768,9 @@ int ops_volume_resize(const struct principal *p, const char *name, uint64_t size
 	if (v.state != VOLUME_READY)
 		return fail(-EROFS, "volume %s is read-only (committed)", name);
 	if (size < v.size)
-		return fail(-EINVAL, "invalid size %" PRIu64 ": volumes only grow (%s is %" PRIu64
-				     " bytes)",
-			    size, name, v.size);
+		return fail(-EINVAL,
+		            "invalid size %" PRIu64 ": volumes only grow (%s is %" PRIu64 " bytes)",
+		            size, name, v.size);
 	if (size == v.size) {
 		make_view(p, &v, ret_view);
 		return 0;
@@ -776,8 +787,9 @@ int ops_volume_resize(const struct principal *p, const char *name, uint64_t size
 	r = pool_resize_thin(ops.pool, v.thin_id, size);
 	if (r < 0)
 		log_errno(LOG_WARNING, r,
-			  "reload of thin %" PRIu32 " at its new size: %m, ignoring until reactivation",
-			  v.thin_id);
+		          "reload of thin %" PRIu32
+		          " at its new size: %m, ignoring until reactivation",
+		          v.thin_id);
 	make_view(p, &v, ret_view);
 	return 0;
 }
@@ -832,7 +844,7 @@ int ops_usage(const struct principal *p, struct tenant_view *ret_view)
 /* Broker */
 
 int ops_open_export(const struct principal *p, const char *ref, bool want_write,
-		    struct export_info *ret_info)
+                    struct export_info *ret_info)
 {
 	struct volume v;
 	bool writable;
@@ -890,9 +902,10 @@ static int tenant_by_name(const char *name, struct tenant *ret)
 	int r;
 
 	if (!tp_name_valid(name))
-		return fail(-EINVAL, "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-				     "starting with a letter or digit",
-			    name);
+		return fail(-EINVAL,
+		            "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+		            "starting with a letter or digit",
+		            name);
 	r = store_tenant_get(ops.store, name, ret);
 	if (r == -ENOENT)
 		return fail(r, "no such tenant: %s", name);
@@ -921,9 +934,10 @@ int ops_tenant_add(const struct tenant_spec *spec, struct tenant_view *ret_view)
 	int r;
 
 	if (!tp_name_valid(spec->name))
-		return fail(-EINVAL, "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-				     "starting with a letter or digit",
-			    spec->name);
+		return fail(-EINVAL,
+		            "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+		            "starting with a letter or digit",
+		            spec->name);
 	if (strcmp(spec->name, "images") == 0)
 		return fail(-EINVAL, "invalid tenant name \"images\": reserved for images");
 	LOCKED;
@@ -945,7 +959,7 @@ int ops_tenant_add(const struct tenant_spec *spec, struct tenant_view *ret_view)
 		return internal(r, "add tenant");
 	}
 	log_info("added tenant %s (uid %" PRIu32 ", gid %" PRIu32 ", nbdkit uid %" PRIu32 ")",
-		 t.name, t.uid, t.gid, t.nbd_uid);
+	         t.name, t.uid, t.gid, t.nbd_uid);
 	r = tenant_view(&t, ret_view);
 	return r < 0 ? internal(r, "read tenant") : 0;
 }
@@ -995,7 +1009,8 @@ int ops_tenant_update(const struct tenant_spec *spec, struct tenant_view *ret_vi
 	r = tenant_by_name(spec->name, &t);
 	if (r < 0)
 		return r;
-	owner_changed = (spec->has_uid && spec->uid != t.uid) || (spec->has_gid && spec->gid != t.gid);
+	owner_changed =
+	    (spec->has_uid && spec->uid != t.uid) || (spec->has_gid && spec->gid != t.gid);
 	apply_spec(spec, &t);
 	r = store_tenant_update(ops.store, &t);
 	if (r < 0)
@@ -1022,8 +1037,9 @@ int ops_tenant_remove(const char *name, bool force)
 	if (r < 0)
 		return internal(r, "list volumes");
 	if (n && !force)
-		return fail(-EBUSY, "tenant %s is busy: it owns %zu volume%s (use force to remove them)",
-			    name, n, n == 1 ? "" : "s");
+		return fail(-EBUSY,
+		            "tenant %s is busy: it owns %zu volume%s (use force to remove them)",
+		            name, n, n == 1 ? "" : "s");
 	/* Children before parents: repeat passes until nothing more can go. */
 	for (left = n; left;) {
 		size_t before = left;
@@ -1041,7 +1057,7 @@ int ops_tenant_remove(const char *name, bool force)
 		}
 		if (left == before)
 			return fail(-EBUSY, "tenant %s is busy: %zu of its volumes are open", name,
-				    left);
+			            left);
 	}
 	if (ops.cfg.tenant_down)
 		ops.cfg.tenant_down(t.name);
@@ -1093,7 +1109,7 @@ static int image_view(const struct volume *v, struct image_view *view)
 	memset(view, 0, sizeof *view);
 	make_view(&host, v, &view->volume);
 	return store_publications(ops.store, v->id, &view->published_all, &view->published,
-				  &view->n_published);
+	                          &view->n_published);
 }
 
 void ops_image_views_free(struct image_view *views, size_t n)
@@ -1142,7 +1158,7 @@ static int copy_image(int src, int dst, uint64_t size, uint64_t block)
 				continue;
 			for (size_t done = 0; done < len;) {
 				ssize_t n = pwrite(dst, buf + b + done, len - done,
-						   (off_t)(off + b + done));
+				                   (off_t)(off + b + done));
 				if (n < 0 && errno == EINTR)
 					continue;
 				if (n < 0)
@@ -1196,7 +1212,7 @@ int ops_image_import(const char *name, const char *path, struct image_view *ret_
 		r = dst = pool_open_thin(ops.pool, v.thin_id, O_RDWR);
 	if (r >= 0)
 		r = copy_image(src, dst, (uint64_t)(S_ISREG(st.st_mode) ? st.st_size : (off_t)size),
-			       pool_block_size(ops.pool));
+		               pool_block_size(ops.pool));
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "import of image %s from %s: %m", name, path);
 		fail(r, "import of image %s from %s failed: %s", name, path, strerror(-r));
@@ -1213,7 +1229,7 @@ int ops_image_import(const char *name, const char *path, struct image_view *ret_
 	if (r < 0)
 		return internal(r, "commit image");
 	log_info("imported image %s from %s (%" PRIu64 " bytes, %" PRIu64 " mapped)", name, path,
-		 v.size, v.used);
+	         v.size, v.used);
 	r = image_view(&v, ret_view);
 	return r < 0 ? internal(r, "read image") : 0;
 }
@@ -1290,7 +1306,7 @@ int ops_image_remove(const char *name)
 /* Admin: grants */
 
 static int grant_target(const struct grant_view *g, struct volume *ret_volume,
-			struct tenant *ret_to)
+                        struct tenant *ret_to)
 {
 	struct tenant owner;
 	int r;
@@ -1325,7 +1341,7 @@ int ops_grant(const struct grant_view *g)
 	if (r < 0)
 		return internal(r, "grant");
 	log_info("granted %s/%s to %s (%s)", g->owner, g->volume, g->to,
-		 g->write ? "read-write" : "read-only");
+	         g->write ? "read-write" : "read-only");
 	return 0;
 }
 
@@ -1399,39 +1415,39 @@ int ops_metrics(char **ret_text)
 	if (f == NULL)
 		return -ENOMEM;
 	fprintf(f,
-		"# HELP thinproxy_pool_data_bytes Data space of the thin pool.\n"
-		"# TYPE thinproxy_pool_data_bytes gauge\n"
-		"thinproxy_pool_data_bytes{state=\"used\"} %" PRIu64 "\n"
-		"thinproxy_pool_data_bytes{state=\"total\"} %" PRIu64 "\n"
-		"# HELP thinproxy_pool_metadata_bytes Metadata space of the thin pool.\n"
-		"# TYPE thinproxy_pool_metadata_bytes gauge\n"
-		"thinproxy_pool_metadata_bytes{state=\"used\"} %" PRIu64 "\n"
-		"thinproxy_pool_metadata_bytes{state=\"total\"} %" PRIu64 "\n"
-		"# HELP thinproxy_pool_transaction_id The pool's transaction id.\n"
-		"# TYPE thinproxy_pool_transaction_id counter\n"
-		"thinproxy_pool_transaction_id %" PRIu64 "\n"
-		"# HELP thinproxy_pool_out_of_space 1 when writers get ENOSPC.\n"
-		"# TYPE thinproxy_pool_out_of_space gauge\n"
-		"thinproxy_pool_out_of_space %d\n",
-		st.data_used * bs, st.data_total * bs, st.meta_used * 4096, st.meta_total * 4096,
-		st.transaction_id, st.out_of_data_space ? 1 : 0);
+	        "# HELP thinproxy_pool_data_bytes Data space of the thin pool.\n"
+	        "# TYPE thinproxy_pool_data_bytes gauge\n"
+	        "thinproxy_pool_data_bytes{state=\"used\"} %" PRIu64 "\n"
+	        "thinproxy_pool_data_bytes{state=\"total\"} %" PRIu64 "\n"
+	        "# HELP thinproxy_pool_metadata_bytes Metadata space of the thin pool.\n"
+	        "# TYPE thinproxy_pool_metadata_bytes gauge\n"
+	        "thinproxy_pool_metadata_bytes{state=\"used\"} %" PRIu64 "\n"
+	        "thinproxy_pool_metadata_bytes{state=\"total\"} %" PRIu64 "\n"
+	        "# HELP thinproxy_pool_transaction_id The pool's transaction id.\n"
+	        "# TYPE thinproxy_pool_transaction_id counter\n"
+	        "thinproxy_pool_transaction_id %" PRIu64 "\n"
+	        "# HELP thinproxy_pool_out_of_space 1 when writers get ENOSPC.\n"
+	        "# TYPE thinproxy_pool_out_of_space gauge\n"
+	        "thinproxy_pool_out_of_space %d\n",
+	        st.data_used * bs, st.data_total * bs, st.meta_used * 4096, st.meta_total * 4096,
+	        st.transaction_id, st.out_of_data_space ? 1 : 0);
 	fprintf(f, "# HELP thinproxy_tenant_volumes Volumes a tenant owns.\n"
-		   "# TYPE thinproxy_tenant_volumes gauge\n"
-		   "# HELP thinproxy_tenant_size_bytes Virtual size of a tenant's volumes.\n"
-		   "# TYPE thinproxy_tenant_size_bytes gauge\n"
-		   "# HELP thinproxy_tenant_used_bytes Mapped bytes of a tenant's volumes.\n"
-		   "# TYPE thinproxy_tenant_used_bytes gauge\n");
+	           "# TYPE thinproxy_tenant_volumes gauge\n"
+	           "# HELP thinproxy_tenant_size_bytes Virtual size of a tenant's volumes.\n"
+	           "# TYPE thinproxy_tenant_size_bytes gauge\n"
+	           "# HELP thinproxy_tenant_used_bytes Mapped bytes of a tenant's volumes.\n"
+	           "# TYPE thinproxy_tenant_used_bytes gauge\n");
 	for (i = 0; i < n; i++) {
 		struct usage u;
 
 		if (store_tenant_usage(ops.store, tenants[i].id, &u) < 0)
 			continue;
 		fprintf(f,
-			"thinproxy_tenant_volumes{tenant=\"%s\"} %" PRIu64 "\n"
-			"thinproxy_tenant_size_bytes{tenant=\"%s\"} %" PRIu64 "\n"
-			"thinproxy_tenant_used_bytes{tenant=\"%s\"} %" PRIu64 "\n",
-			tenants[i].name, u.volumes, tenants[i].name, u.size, tenants[i].name,
-			u.used);
+		        "thinproxy_tenant_volumes{tenant=\"%s\"} %" PRIu64 "\n"
+		        "thinproxy_tenant_size_bytes{tenant=\"%s\"} %" PRIu64 "\n"
+		        "thinproxy_tenant_used_bytes{tenant=\"%s\"} %" PRIu64 "\n",
+		        tenants[i].name, u.volumes, tenants[i].name, u.size, tenants[i].name,
+		        u.used);
 	}
 	if (fclose(f) != 0) {
 		free(text);

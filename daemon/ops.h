@@ -28,7 +28,7 @@ struct principal {
 struct export_info {
 	char name[TP_REF_MAX + 1]; /* as the caller addresses it */
 	uint64_t size;
-	bool writable; /* the caller may open it read-write */
+	bool writable;     /* the caller may open it read-write */
 	const char *state; /* "ready", "committed", "image" */
 };
 
@@ -39,7 +39,7 @@ int ops_principal_for_nbd_uid(uid_t uid, struct principal *ret_principal);
 /* Activate the volume REF refers to for P and open it: O_RDWR only if WANT_WRITE and P
  * may write it, else -EROFS; O_RDONLY otherwise. Returns the fd. */
 int ops_open_export(const struct principal *p, const char *ref, bool want_write,
-		    struct export_info *ret_info);
+                    struct export_info *ret_info);
 /* Everything P may open, own volumes first. *RET_EXPORTS is malloc'ed. */
 int ops_list_exports(const struct principal *p, struct export_info **ret_exports, size_t *ret_n);
 
@@ -52,10 +52,10 @@ struct pool;
 struct tenant;
 
 struct ops_config {
-	uint64_t min_free;	   /* bytes: volume creation refused below this much free data */
-	unsigned min_free_percent; /* or this percentage of the pool, whichever is larger */
+	uint64_t min_free;          /* bytes: volume creation refused below this much free data */
+	unsigned min_free_percent;  /* or this percentage of the pool, whichever is larger */
 	unsigned low_water_percent; /* log once when free data or metadata drops below */
-	uint32_t nbd_uid_base;	   /* tenants' nbdkit uids are allocated from here up */
+	uint32_t nbd_uid_base;      /* tenants' nbdkit uids are allocated from here up */
 	/* Called (under the lock) when a tenant comes and goes, to start and stop its
 	 * sockets and its nbdkit. A failing tenant_up makes the tenant add fail. */
 	int (*tenant_up)(const struct tenant *t);
@@ -130,13 +130,13 @@ int ops_principal_for_tenant(const char *name, struct principal *ret_principal);
 int ops_volume_list(const struct principal *p, struct volume_view **ret_views, size_t *ret_n);
 int ops_volume_info(const struct principal *p, const char *name, struct volume_view *ret_view);
 int ops_volume_create(const struct principal *p, const char *name, uint64_t size,
-		      struct volume_view *ret_view);
+                      struct volume_view *ret_view);
 /* A snapshot of PARENT (a reference); SIZE 0 = the parent's size, else at least it. */
 int ops_volume_snapshot(const struct principal *p, const char *name, const char *parent,
-			uint64_t size, struct volume_view *ret_view);
+                        uint64_t size, struct volume_view *ret_view);
 int ops_volume_commit(const struct principal *p, const char *name, struct volume_view *ret_view);
 int ops_volume_resize(const struct principal *p, const char *name, uint64_t size,
-		      struct volume_view *ret_view);
+                      struct volume_view *ret_view);
 int ops_volume_remove(const struct principal *p, const char *name);
 int ops_usage(const struct principal *p, struct tenant_view *ret_view);
 
@@ -150,7 +150,7 @@ int ops_pool_status(struct pool_view *ret_view);
 
 int ops_image_import(const char *name, const char *path, struct image_view *ret_view);
 int ops_image_publish(const char *name, const char *tenant /* NULL = all */,
-		      struct image_view *ret_view);
+                      struct image_view *ret_view);
 int ops_image_list(struct image_view **ret_views, size_t *ret_n);
 void ops_image_views_free(struct image_view *views, size_t n);
 int ops_image_remove(const char *name);

@@ -17,32 +17,32 @@ struct store {
 };
 
 static const char schema[] =
-	"PRAGMA foreign_keys = ON;"
-	"CREATE TABLE IF NOT EXISTS meta ("
-	"  key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
-	"INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('pool_tid', 0);"
-	"CREATE TABLE IF NOT EXISTS tenants ("
-	"  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
-	"  uid INTEGER NOT NULL, gid INTEGER NOT NULL, nbd_uid INTEGER NOT NULL UNIQUE,"
-	"  max_volumes INTEGER NOT NULL, max_size INTEGER NOT NULL,"
-	"  max_used INTEGER NOT NULL, created INTEGER NOT NULL);"
-	"CREATE TABLE IF NOT EXISTS volumes ("
-	"  id INTEGER PRIMARY KEY,"
-	"  tenant_id INTEGER REFERENCES tenants(id),"
-	"  name TEXT NOT NULL, thin_id INTEGER NOT NULL UNIQUE, size INTEGER NOT NULL,"
-	"  parent_id INTEGER REFERENCES volumes(id), state INTEGER NOT NULL,"
-	"  used INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL,"
-	"  pending_tid INTEGER);"
-	"CREATE UNIQUE INDEX IF NOT EXISTS volumes_by_name ON volumes(ifnull(tenant_id, 0), name);"
-	"CREATE INDEX IF NOT EXISTS volumes_by_parent ON volumes(parent_id);"
-	"CREATE TABLE IF NOT EXISTS publications ("
-	"  image_id INTEGER NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,"
-	"  tenant_id INTEGER NOT NULL," /* 0 = every tenant */
-	"  PRIMARY KEY (image_id, tenant_id));"
-	"CREATE TABLE IF NOT EXISTS grants ("
-	"  volume_id INTEGER NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,"
-	"  tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
-	"  write INTEGER NOT NULL, PRIMARY KEY (volume_id, tenant_id));";
+    "PRAGMA foreign_keys = ON;"
+    "CREATE TABLE IF NOT EXISTS meta ("
+    "  key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('pool_tid', 0);"
+    "CREATE TABLE IF NOT EXISTS tenants ("
+    "  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+    "  uid INTEGER NOT NULL, gid INTEGER NOT NULL, nbd_uid INTEGER NOT NULL UNIQUE,"
+    "  max_volumes INTEGER NOT NULL, max_size INTEGER NOT NULL,"
+    "  max_used INTEGER NOT NULL, created INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS volumes ("
+    "  id INTEGER PRIMARY KEY,"
+    "  tenant_id INTEGER REFERENCES tenants(id),"
+    "  name TEXT NOT NULL, thin_id INTEGER NOT NULL UNIQUE, size INTEGER NOT NULL,"
+    "  parent_id INTEGER REFERENCES volumes(id), state INTEGER NOT NULL,"
+    "  used INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL,"
+    "  pending_tid INTEGER);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS volumes_by_name ON volumes(ifnull(tenant_id, 0), name);"
+    "CREATE INDEX IF NOT EXISTS volumes_by_parent ON volumes(parent_id);"
+    "CREATE TABLE IF NOT EXISTS publications ("
+    "  image_id INTEGER NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,"
+    "  tenant_id INTEGER NOT NULL," /* 0 = every tenant */
+    "  PRIMARY KEY (image_id, tenant_id));"
+    "CREATE TABLE IF NOT EXISTS grants ("
+    "  volume_id INTEGER NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,"
+    "  tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
+    "  write INTEGER NOT NULL, PRIMARY KEY (volume_id, tenant_id));";
 
 static int store_error(struct store *store, const char *what)
 {
@@ -93,10 +93,10 @@ int store_open(const char *path, struct store **ret_store)
 	if (store == NULL)
 		return -ENOMEM;
 	if (sqlite3_open_v2(path, &store->db,
-			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
-	    SQLITE_OK) {
+	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+	                    NULL) != SQLITE_OK) {
 		log_error("store: cannot open %s: %s", path,
-			  store->db ? sqlite3_errmsg(store->db) : "out of memory");
+		          store->db ? sqlite3_errmsg(store->db) : "out of memory");
 		store_close(store);
 		return -EIO;
 	}
@@ -104,7 +104,7 @@ int store_open(const char *path, struct store **ret_store)
 	/* WAL with synchronous=FULL: a committed change survives a crash of the daemon and
 	 * of the machine, which the reconciliation against the pool relies on. */
 	if (sqlite3_exec(store->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;", NULL,
-			 NULL, &err) != SQLITE_OK ||
+	                 NULL, &err) != SQLITE_OK ||
 	    sqlite3_exec(store->db, schema, NULL, NULL, &err) != SQLITE_OK) {
 		log_error("store: cannot initialise %s: %s", path, err ? err : "unknown error");
 		sqlite3_free(err);
@@ -180,7 +180,7 @@ int store_set_pool_tid(struct store *store, uint64_t tid)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt, "UPDATE meta SET value = ?1 WHERE key = 'pool_tid'", 1,
-			(int64_t)tid);
+	                (int64_t)tid);
 
 	return r < 0 ? r : exec_stmt(store, stmt, "set pool transaction id");
 }
@@ -222,11 +222,11 @@ int store_tenant_add(struct store *store, struct tenant *t)
 	if (t->created == 0)
 		t->created = time(NULL);
 	r = prepare(store, &stmt,
-		    "INSERT INTO tenants (name, uid, gid, nbd_uid, max_volumes, max_size,"
-		    " max_used, created) VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-		    7, (int64_t)t->uid, (int64_t)t->gid, (int64_t)t->nbd_uid,
-		    (int64_t)t->max_volumes, (int64_t)t->max_size, (int64_t)t->max_used,
-		    t->created);
+	            "INSERT INTO tenants (name, uid, gid, nbd_uid, max_volumes, max_size,"
+	            " max_used, created) VALUES (?8, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	            7, (int64_t)t->uid, (int64_t)t->gid, (int64_t)t->nbd_uid,
+	            (int64_t)t->max_volumes, (int64_t)t->max_size, (int64_t)t->max_used,
+	            t->created);
 	if (r < 0)
 		return r;
 	sqlite3_bind_text(stmt, 8, t->name, -1, SQLITE_STATIC);
@@ -251,7 +251,8 @@ int store_tenant_get(struct store *store, const char *name, struct tenant *ret_t
 int store_tenant_get_by_id(struct store *store, int64_t id, struct tenant *ret_tenant)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
-	int r = prepare(store, &stmt, "SELECT " TENANT_COLUMNS " FROM tenants WHERE id = ?1", 1, id);
+	int r =
+	    prepare(store, &stmt, "SELECT " TENANT_COLUMNS " FROM tenants WHERE id = ?1", 1, id);
 
 	return r < 0 ? r : query_tenant(store, stmt, ret_tenant);
 }
@@ -260,7 +261,7 @@ int store_tenant_get_by_nbd_uid(struct store *store, uint32_t nbd_uid, struct te
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt, "SELECT " TENANT_COLUMNS " FROM tenants WHERE nbd_uid = ?1",
-			1, (int64_t)nbd_uid);
+	                1, (int64_t)nbd_uid);
 
 	return r < 0 ? r : query_tenant(store, stmt, ret_tenant);
 }
@@ -269,10 +270,10 @@ int store_tenant_update(struct store *store, const struct tenant *t)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt,
-			"UPDATE tenants SET uid = ?2, gid = ?3, max_volumes = ?4, max_size = ?5,"
-			" max_used = ?6 WHERE id = ?1",
-			6, t->id, (int64_t)t->uid, (int64_t)t->gid, (int64_t)t->max_volumes,
-			(int64_t)t->max_size, (int64_t)t->max_used);
+	                "UPDATE tenants SET uid = ?2, gid = ?3, max_volumes = ?4, max_size = ?5,"
+	                " max_used = ?6 WHERE id = ?1",
+	                6, t->id, (int64_t)t->uid, (int64_t)t->gid, (int64_t)t->max_volumes,
+	                (int64_t)t->max_size, (int64_t)t->max_used);
 
 	if (r < 0)
 		return r;
@@ -299,7 +300,7 @@ int store_tenant_remove(struct store *store, int64_t id)
 
 /* Collect every row of STMT into a malloc'ed array of SIZE-byte elements filled by READ. */
 static int collect(struct store *store, sqlite3_stmt *stmt, size_t size,
-		   void (*read)(sqlite3_stmt *, void *), void **ret_array, size_t *ret_n)
+                   void (*read)(sqlite3_stmt *, void *), void **ret_array, size_t *ret_n)
 {
 	CLEANUP_FREE char *array = NULL;
 	size_t n = 0, cap = 0;
@@ -336,8 +337,8 @@ int store_tenant_list(struct store *store, struct tenant **ret_tenants, size_t *
 	int r = prepare(store, &stmt, "SELECT " TENANT_COLUMNS " FROM tenants ORDER BY name", 0);
 
 	return r < 0 ? r
-		     : collect(store, stmt, sizeof(struct tenant), read_tenant_any,
-			       (void **)ret_tenants, ret_n);
+	             : collect(store, stmt, sizeof(struct tenant), read_tenant_any,
+	                       (void **)ret_tenants, ret_n);
 }
 
 int store_tenant_free_nbd_uid(struct store *store, uint32_t base, uint32_t *ret_uid)
@@ -348,10 +349,10 @@ int store_tenant_free_nbd_uid(struct store *store, uint32_t base, uint32_t *ret_
 
 	/* The lowest uid >= base that is free: base itself, or one above a taken uid. */
 	r = prepare(store, &stmt,
-		    "SELECT c FROM (SELECT ?1 AS c UNION SELECT nbd_uid + 1 FROM tenants"
-		    " WHERE nbd_uid >= ?1) WHERE c NOT IN (SELECT nbd_uid FROM tenants)"
-		    " ORDER BY c LIMIT 1",
-		    1, (int64_t)base);
+	            "SELECT c FROM (SELECT ?1 AS c UNION SELECT nbd_uid + 1 FROM tenants"
+	            " WHERE nbd_uid >= ?1) WHERE c NOT IN (SELECT nbd_uid FROM tenants)"
+	            " ORDER BY c LIMIT 1",
+	            1, (int64_t)base);
 	if (r < 0)
 		return r;
 	r = query_int(store, stmt, &v);
@@ -367,9 +368,9 @@ int store_tenant_usage(struct store *store, int64_t tenant_id, struct usage *ret
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt,
-			"SELECT count(*), ifnull(sum(size), 0), ifnull(sum(used), 0) FROM volumes"
-			" WHERE tenant_id = ?1",
-			1, tenant_id);
+	                "SELECT count(*), ifnull(sum(size), 0), ifnull(sum(used), 0) FROM volumes"
+	                " WHERE tenant_id = ?1",
+	                1, tenant_id);
 
 	if (r < 0)
 		return r;
@@ -383,8 +384,8 @@ int store_tenant_usage(struct store *store, int64_t tenant_id, struct usage *ret
 
 /* Volumes */
 
-#define VOLUME_COLUMNS                                                                             \
-	"v.id, ifnull(v.tenant_id, 0), v.name, v.thin_id, v.size, ifnull(v.parent_id, 0), "       \
+#define VOLUME_COLUMNS                                                                      \
+	"v.id, ifnull(v.tenant_id, 0), v.name, v.thin_id, v.size, ifnull(v.parent_id, 0), " \
 	"v.state, v.used, v.created, v.pending_tid"
 
 static void read_volume(sqlite3_stmt *stmt, void *ptr)
@@ -432,9 +433,9 @@ int store_volume_add(struct store *store, struct volume *v)
 	if (v->created == 0)
 		v->created = time(NULL);
 	r = prepare(store, &stmt,
-		    "INSERT INTO volumes (tenant_id, name, thin_id, size, parent_id, state, used,"
-		    " created, pending_tid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-		    0);
+	            "INSERT INTO volumes (tenant_id, name, thin_id, size, parent_id, state, used,"
+	            " created, pending_tid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	            0);
 	if (r < 0)
 		return r;
 	bind_nullable(stmt, 1, v->tenant_id);
@@ -456,13 +457,14 @@ int store_volume_add(struct store *store, struct volume *v)
 	return 0;
 }
 
-int store_volume_get(struct store *store, int64_t tenant_id, const char *name, struct volume *ret_volume)
+int store_volume_get(struct store *store, int64_t tenant_id, const char *name,
+                     struct volume *ret_volume)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt,
-			"SELECT " VOLUME_COLUMNS " FROM volumes v"
-			" WHERE ifnull(v.tenant_id, 0) = ?1 AND v.name = ?2",
-			1, tenant_id);
+	                "SELECT " VOLUME_COLUMNS " FROM volumes v"
+	                " WHERE ifnull(v.tenant_id, 0) = ?1 AND v.name = ?2",
+	                1, tenant_id);
 
 	if (r < 0)
 		return r;
@@ -473,8 +475,8 @@ int store_volume_get(struct store *store, int64_t tenant_id, const char *name, s
 int store_volume_get_by_id(struct store *store, int64_t id, struct volume *ret_volume)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
-	int r = prepare(store, &stmt, "SELECT " VOLUME_COLUMNS " FROM volumes v WHERE v.id = ?1",
-			1, id);
+	int r = prepare(store, &stmt, "SELECT " VOLUME_COLUMNS " FROM volumes v WHERE v.id = ?1", 1,
+	                id);
 
 	return r < 0 ? r : query_volume(store, stmt, ret_volume);
 }
@@ -483,9 +485,9 @@ int store_volume_update(struct store *store, const struct volume *v)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt,
-			"UPDATE volumes SET size = ?2, state = ?3, used = ?4, pending_tid = ?5"
-			" WHERE id = ?1",
-			4, v->id, (int64_t)v->size, (int64_t)v->state, (int64_t)v->used);
+	                "UPDATE volumes SET size = ?2, state = ?3, used = ?4, pending_tid = ?5"
+	                " WHERE id = ?1",
+	                4, v->id, (int64_t)v->size, (int64_t)v->state, (int64_t)v->used);
 
 	if (r < 0)
 		return r;
@@ -509,30 +511,31 @@ int store_volume_remove(struct store *store, int64_t id)
 	return sqlite3_changes(store->db) ? 0 : -ENOENT;
 }
 
-int store_volume_list(struct store *store, int64_t tenant_id, struct volume **ret_volumes, size_t *ret_n)
+int store_volume_list(struct store *store, int64_t tenant_id, struct volume **ret_volumes,
+                      size_t *ret_n)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt,
-			"SELECT " VOLUME_COLUMNS " FROM volumes v"
-			" WHERE ifnull(v.tenant_id, 0) = ?1 ORDER BY v.name",
-			1, tenant_id);
+	                "SELECT " VOLUME_COLUMNS " FROM volumes v"
+	                " WHERE ifnull(v.tenant_id, 0) = ?1 ORDER BY v.name",
+	                1, tenant_id);
 
 	return r < 0 ? r
-		     : collect(store, stmt, sizeof(struct volume), read_volume, (void **)ret_volumes,
-			       ret_n);
+	             : collect(store, stmt, sizeof(struct volume), read_volume,
+	                       (void **)ret_volumes, ret_n);
 }
 
 int store_volume_list_pending(struct store *store, struct volume **ret_volumes, size_t *ret_n)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt,
-			"SELECT " VOLUME_COLUMNS " FROM volumes v WHERE v.state IN (?1, ?2)"
-			" ORDER BY v.id",
-			2, (int64_t)VOLUME_CREATING, (int64_t)VOLUME_DELETING);
+	                "SELECT " VOLUME_COLUMNS " FROM volumes v WHERE v.state IN (?1, ?2)"
+	                " ORDER BY v.id",
+	                2, (int64_t)VOLUME_CREATING, (int64_t)VOLUME_DELETING);
 
 	return r < 0 ? r
-		     : collect(store, stmt, sizeof(struct volume), read_volume, (void **)ret_volumes,
-			       ret_n);
+	             : collect(store, stmt, sizeof(struct volume), read_volume,
+	                       (void **)ret_volumes, ret_n);
 }
 
 int store_volume_count_children(struct store *store, int64_t id, uint64_t *ret_n)
@@ -574,9 +577,9 @@ int store_free_thin_id(struct store *store, uint32_t max, uint32_t *ret_id)
 		return 0;
 	}
 	r = prepare(store, &gap,
-		    "SELECT c FROM (SELECT 1 AS c UNION SELECT thin_id + 1 FROM volumes)"
-		    " WHERE c NOT IN (SELECT thin_id FROM volumes) ORDER BY c LIMIT 1",
-		    0);
+	            "SELECT c FROM (SELECT 1 AS c UNION SELECT thin_id + 1 FROM volumes)"
+	            " WHERE c NOT IN (SELECT thin_id FROM volumes) ORDER BY c LIMIT 1",
+	            0);
 	if (r < 0 || (r = query_int(store, gap, &v)) < 0)
 		return r;
 	if (v > (int64_t)max)
@@ -591,7 +594,7 @@ int store_publish(struct store *store, int64_t image_id, int64_t tenant_id)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt, "INSERT OR IGNORE INTO publications VALUES (?1, ?2)", 2,
-			image_id, tenant_id);
+	                image_id, tenant_id);
 
 	return r < 0 ? r : exec_stmt(store, stmt, "publish image");
 }
@@ -601,9 +604,9 @@ int store_is_published(struct store *store, int64_t image_id, int64_t tenant_id,
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int64_t v;
 	int r = prepare(store, &stmt,
-			"SELECT count(*) FROM publications WHERE image_id = ?1"
-			" AND tenant_id IN (0, ?2)",
-			2, image_id, tenant_id);
+	                "SELECT count(*) FROM publications WHERE image_id = ?1"
+	                " AND tenant_id IN (0, ?2)",
+	                2, image_id, tenant_id);
 
 	if (r < 0 || (r = query_int(store, stmt, &v)) < 0)
 		return r;
@@ -612,7 +615,7 @@ int store_is_published(struct store *store, int64_t image_id, int64_t tenant_id,
 }
 
 int store_publications(struct store *store, int64_t image_id, bool *ret_all,
-		       char (**ret_names)[TP_NAME_MAX + 1], size_t *ret_n)
+                       char (**ret_names)[TP_NAME_MAX + 1], size_t *ret_n)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	CLEANUP_FREE char(*names)[TP_NAME_MAX + 1] = NULL;
@@ -621,9 +624,9 @@ int store_publications(struct store *store, int64_t image_id, bool *ret_all,
 	int rc, r;
 
 	r = prepare(store, &stmt,
-		    "SELECT p.tenant_id, ifnull(t.name, '') FROM publications p LEFT JOIN"
-		    " tenants t ON t.id = p.tenant_id WHERE p.image_id = ?1 ORDER BY t.name",
-		    1, image_id);
+	            "SELECT p.tenant_id, ifnull(t.name, '') FROM publications p LEFT JOIN"
+	            " tenants t ON t.id = p.tenant_id WHERE p.image_id = ?1 ORDER BY t.name",
+	            1, image_id);
 	if (r < 0)
 		return r;
 	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
@@ -635,7 +638,8 @@ int store_publications(struct store *store, int64_t image_id, bool *ret_all,
 		if (p == NULL)
 			return -ENOMEM;
 		names = p;
-		snprintf(names[n++], sizeof *names, "%s", (const char *)sqlite3_column_text(stmt, 1));
+		snprintf(names[n++], sizeof *names, "%s",
+		         (const char *)sqlite3_column_text(stmt, 1));
 	}
 	if (rc != SQLITE_DONE)
 		return store_error(store, "list publications");
@@ -645,18 +649,19 @@ int store_publications(struct store *store, int64_t image_id, bool *ret_all,
 	return 0;
 }
 
-int store_images_visible(struct store *store, int64_t tenant_id, struct volume **ret_volumes, size_t *ret_n)
+int store_images_visible(struct store *store, int64_t tenant_id, struct volume **ret_volumes,
+                         size_t *ret_n)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt,
-			"SELECT " VOLUME_COLUMNS " FROM volumes v WHERE v.tenant_id IS NULL"
-			" AND v.state = ?2 AND EXISTS (SELECT 1 FROM publications p"
-			" WHERE p.image_id = v.id AND p.tenant_id IN (0, ?1)) ORDER BY v.name",
-			2, tenant_id, (int64_t)VOLUME_COMMITTED);
+	                "SELECT " VOLUME_COLUMNS " FROM volumes v WHERE v.tenant_id IS NULL"
+	                " AND v.state = ?2 AND EXISTS (SELECT 1 FROM publications p"
+	                " WHERE p.image_id = v.id AND p.tenant_id IN (0, ?1)) ORDER BY v.name",
+	                2, tenant_id, (int64_t)VOLUME_COMMITTED);
 
 	return r < 0 ? r
-		     : collect(store, stmt, sizeof(struct volume), read_volume, (void **)ret_volumes,
-			       ret_n);
+	             : collect(store, stmt, sizeof(struct volume), read_volume,
+	                       (void **)ret_volumes, ret_n);
 }
 
 /* Grants */
@@ -665,7 +670,7 @@ int store_grant_set(struct store *store, const struct grant *g)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt, "INSERT OR REPLACE INTO grants VALUES (?1, ?2, ?3)", 3,
-			g->volume_id, g->tenant_id, (int64_t)g->write);
+	                g->volume_id, g->tenant_id, (int64_t)g->write);
 
 	return r < 0 ? r : exec_stmt(store, stmt, "set grant");
 }
@@ -674,7 +679,7 @@ int store_grant_remove(struct store *store, int64_t volume_id, int64_t tenant_id
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt, "DELETE FROM grants WHERE volume_id = ?1 AND tenant_id = ?2",
-			2, volume_id, tenant_id);
+	                2, volume_id, tenant_id);
 
 	if (r < 0 || (r = exec_stmt(store, stmt, "remove grant")) < 0)
 		return r;
@@ -690,13 +695,14 @@ static void read_grant(sqlite3_stmt *stmt, void *ptr)
 	g->write = sqlite3_column_int(stmt, 2) != 0;
 }
 
-int store_grant_get(struct store *store, int64_t volume_id, int64_t tenant_id, struct grant *ret_grant)
+int store_grant_get(struct store *store, int64_t volume_id, int64_t tenant_id,
+                    struct grant *ret_grant)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int rc, r = prepare(store, &stmt,
-			    "SELECT volume_id, tenant_id, write FROM grants"
-			    " WHERE volume_id = ?1 AND tenant_id = ?2",
-			    2, volume_id, tenant_id);
+	                    "SELECT volume_id, tenant_id, write FROM grants"
+	                    " WHERE volume_id = ?1 AND tenant_id = ?2",
+	                    2, volume_id, tenant_id);
 
 	if (r < 0)
 		return r;
@@ -711,17 +717,17 @@ int store_grant_get(struct store *store, int64_t volume_id, int64_t tenant_id, s
 int store_grant_list(struct store *store, struct grant **ret_grants, size_t *ret_n)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
-	int r = prepare(store, &stmt,
-			"SELECT volume_id, tenant_id, write FROM grants ORDER BY volume_id, tenant_id",
-			0);
+	int r = prepare(
+	    store, &stmt,
+	    "SELECT volume_id, tenant_id, write FROM grants ORDER BY volume_id, tenant_id", 0);
 
 	return r < 0 ? r
-		     : collect(store, stmt, sizeof(struct grant), read_grant, (void **)ret_grants,
-			       ret_n);
+	             : collect(store, stmt, sizeof(struct grant), read_grant, (void **)ret_grants,
+	                       ret_n);
 }
 
 int store_granted_to(struct store *store, int64_t tenant_id, struct volume **ret_volumes,
-		     struct grant **ret_grants, size_t *ret_n)
+                     struct grant **ret_grants, size_t *ret_n)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	CLEANUP_FREE struct volume *vols = NULL;
@@ -730,10 +736,10 @@ int store_granted_to(struct store *store, int64_t tenant_id, struct volume **ret
 	int r;
 
 	r = prepare(store, &stmt,
-		    "SELECT " VOLUME_COLUMNS " FROM volumes v JOIN grants g ON g.volume_id = v.id"
-		    " JOIN tenants t ON t.id = v.tenant_id WHERE g.tenant_id = ?1"
-		    " AND v.state IN (?2, ?3) ORDER BY t.name, v.name",
-		    3, tenant_id, (int64_t)VOLUME_READY, (int64_t)VOLUME_COMMITTED);
+	            "SELECT " VOLUME_COLUMNS " FROM volumes v JOIN grants g ON g.volume_id = v.id"
+	            " JOIN tenants t ON t.id = v.tenant_id WHERE g.tenant_id = ?1"
+	            " AND v.state IN (?2, ?3) ORDER BY t.name, v.name",
+	            3, tenant_id, (int64_t)VOLUME_READY, (int64_t)VOLUME_COMMITTED);
 	if (r < 0)
 		return r;
 	r = collect(store, stmt, sizeof(struct volume), read_volume, (void **)&vols, &n);

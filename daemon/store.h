@@ -16,8 +16,8 @@ struct store;
 struct tenant {
 	int64_t id;
 	char name[TP_NAME_MAX + 1];
-	uint32_t uid, gid; /* may connect to the tenant's sockets */
-	uint32_t nbd_uid;  /* its nbdkit runs as nbd_uid:nbd_uid */
+	uint32_t uid, gid;                        /* may connect to the tenant's sockets */
+	uint32_t nbd_uid;                         /* its nbdkit runs as nbd_uid:nbd_uid */
 	uint64_t max_volumes, max_size, max_used; /* 0 = unlimited */
 	int64_t created;
 };
@@ -65,12 +65,14 @@ int store_tenant_free_nbd_uid(struct store *store, uint32_t base, uint32_t *ret_
 int store_tenant_usage(struct store *store, int64_t tenant_id, struct usage *ret_usage);
 
 int store_volume_add(struct store *store, struct volume *v); /* sets v->id */
-int store_volume_get(struct store *store, int64_t tenant_id, const char *name, struct volume *ret_volume);
+int store_volume_get(struct store *store, int64_t tenant_id, const char *name,
+                     struct volume *ret_volume);
 int store_volume_get_by_id(struct store *store, int64_t id, struct volume *ret_volume);
 int store_volume_update(struct store *store, const struct volume *v);
 int store_volume_remove(struct store *store, int64_t id);
 /* Volumes of TENANT_ID (0: images), ordered by name. */
-int store_volume_list(struct store *store, int64_t tenant_id, struct volume **ret_volumes, size_t *ret_n);
+int store_volume_list(struct store *store, int64_t tenant_id, struct volume **ret_volumes,
+                      size_t *ret_n);
 /* Every volume in state creating or deleting. */
 int store_volume_list_pending(struct store *store, struct volume **ret_volumes, size_t *ret_n);
 int store_volume_count_children(struct store *store, int64_t id, uint64_t *ret_n);
@@ -82,10 +84,11 @@ int store_free_thin_id(struct store *store, uint32_t max, uint32_t *ret_id);
 int store_publish(struct store *store, int64_t image_id, int64_t tenant_id /* 0 = all */);
 int store_is_published(struct store *store, int64_t image_id, int64_t tenant_id, bool *ret);
 /* Published-to list of an image: tenant names, or all = true. *RET_NAMES malloc'ed. */
-int store_publications(struct store *store, int64_t image_id, bool *ret_all, char (**ret_names)[TP_NAME_MAX + 1],
-		       size_t *ret_n);
+int store_publications(struct store *store, int64_t image_id, bool *ret_all,
+                       char (**ret_names)[TP_NAME_MAX + 1], size_t *ret_n);
 /* Images visible to TENANT_ID. */
-int store_images_visible(struct store *store, int64_t tenant_id, struct volume **ret_volumes, size_t *ret_n);
+int store_images_visible(struct store *store, int64_t tenant_id, struct volume **ret_volumes,
+                         size_t *ret_n);
 
 struct grant {
 	int64_t volume_id, tenant_id;
@@ -93,11 +96,12 @@ struct grant {
 };
 int store_grant_set(struct store *store, const struct grant *g);
 int store_grant_remove(struct store *store, int64_t volume_id, int64_t tenant_id);
-int store_grant_get(struct store *store, int64_t volume_id, int64_t tenant_id, struct grant *ret_grant);
+int store_grant_get(struct store *store, int64_t volume_id, int64_t tenant_id,
+                    struct grant *ret_grant);
 int store_grant_list(struct store *store, struct grant **ret_grants, size_t *ret_n);
 /* Volumes granted to TENANT_ID, with the grants. */
 int store_granted_to(struct store *store, int64_t tenant_id, struct volume **ret_volumes,
-		     struct grant **ret_grants, size_t *ret_n);
+                     struct grant **ret_grants, size_t *ret_n);
 
 const char *volume_state_name(enum volume_state s);
 

@@ -1,0 +1,248 @@
+/* Unit tests for daemon/store.c on a real SQLite database in a temporary directory. */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../daemon/store.h"
+
+static char dir[64];
+static struct store *st;
+
+static void setup(void)
+{
+	char path[128];
+
+	strcpy(dir, "/tmp/test-store.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/db", dir);
+	ck_assert_int_eq(store_open(path, &st), 0);
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	store_close(st);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static int64_t add_tenant(const char *name, uint32_t nbd_uid)
+{
+	struct tenant t = {.nbd_uid = nbd_uid};
+
+	snprintf(t.name, sizeof t.name, "%s", name);
+	ck_assert_int_eq(store_tenant_add(st, &t), 0);
+	return t.id;
+}
+
+static struct volume add_volume(int64_t tenant, const char *name, uint32_t thin, int64_t parent)
+{
+	struct volume v = {.tenant_id = tenant,
+	                   .thin_id = thin,
+	                   .size = 1 << 20,
+	                   .parent_id = parent,
+	                   .state = VOLUME_READY};
+
+	snprintf(v.name, sizeof v.name, "%s", name);
+	ck_assert_int_eq(store_volume_add(st, &v), 0);
+	return v;
+}
+
+START_TEST(starts_with_pool_transaction_id_zero_and_keeps_what_is_set)
+{
+	uint64_t tid = 99;
+
+	ck_assert_int_eq(store_get_pool_tid(st, &tid), 0);
+	ck_assert_uint_eq(tid, 0);
+	ck_assert_int_eq(store_set_pool_tid(st, 41), 0);
+	ck_assert_int_eq(store_get_pool_tid(st, &tid), 0);
+	ck_assert_uint_eq(tid, 41);
+}
+END_TEST
+
+START_TEST(same_volume_name_in_two_tenants_but_not_twice_in_one)
+{
+	int64_t a = add_tenant("alice", 2000), b = add_tenant("bob", 2001);
+	struct volume v = {.tenant_id = a, .thin_id = 3, .size = 1 << 20};
+	struct volume got;
+
+	add_volume(a, "layer1", 1, 0);
+	add_volume(b, "layer1", 2, 0);
+	snprintf(v.name, sizeof v.name, "layer1");
+	ck_assert_int_eq(store_volume_add(st, &v), -EEXIST);
+	ck_assert_int_eq(store_volume_get(st, b, "layer1", &got), 0);
+	ck_assert_uint_eq(got.thin_id, 2);
+	ck_assert_int_eq(store_volume_get(st, a, "nope", &got), -ENOENT);
+}
+END_TEST
+
+START_TEST(refuses_a_thin_id_twice)
+{
+	int64_t a = add_tenant("alice", 2000);
+	struct volume v = {.tenant_id = a, .thin_id = 7, .size = 1 << 20};
+
+	add_volume(a, "one", 7, 0);
+	snprintf(v.name, sizeof v.name, "two");
+	ck_assert_int_eq(store_volume_add(st, &v), -EEXIST);
+}
+END_TEST
+
+START_TEST(allocates_thin_ids_above_the_highest_then_from_gaps)
+{
+	int64_t a = add_tenant("alice", 2000);
+	uint32_t id;
+
+	ck_assert_int_eq(store_free_thin_id(st, 10, &id), 0);
+	ck_assert_uint_eq(id, 1);
+	add_volume(a, "v1", 1, 0);
+	add_volume(a, "v2", 2, 0);
+	add_volume(a, "v10", 10, 0);
+	ck_assert_int_eq(store_free_thin_id(st, 10, &id), 0);
+	ck_assert_uint_eq(id, 3);
+	ck_assert_int_eq(store_free_thin_id(st, 100, &id), 0);
+	ck_assert_uint_eq(id, 11);
+}
+END_TEST
+
+START_TEST(reports_no_free_thin_id_when_all_are_taken)
+{
+	int64_t a = add_tenant("alice", 2000);
+	uint32_t id;
+
+	add_volume(a, "v1", 1, 0);
+	add_volume(a, "v2", 2, 0);
+	ck_assert_int_eq(store_free_thin_id(st, 2, &id), -ENOSPC);
+}
+END_TEST
+
+START_TEST(allocates_the_lowest_free_nbd_uid)
+{
+	uint32_t uid;
+
+	ck_assert_int_eq(store_tenant_free_nbd_uid(st, 5000, &uid), 0);
+	ck_assert_uint_eq(uid, 5000);
+	add_tenant("a", 5000);
+	add_tenant("b", 5001);
+	add_tenant("c", 5003);
+	ck_assert_int_eq(store_tenant_free_nbd_uid(st, 5000, &uid), 0);
+	ck_assert_uint_eq(uid, 5002);
+}
+END_TEST
+
+START_TEST(lists_pending_volumes_with_their_transaction_id)
+{
+	int64_t a = add_tenant("alice", 2000);
+	struct volume v = add_volume(a, "v", 1, 0), *pending = NULL;
+	size_t n = 9;
+
+	ck_assert_int_eq(store_volume_list_pending(st, &pending, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	free(pending);
+	v.state = VOLUME_DELETING;
+	v.pending = true;
+	v.pending_tid = 12;
+	ck_assert_int_eq(store_volume_update(st, &v), 0);
+	ck_assert_int_eq(store_volume_list_pending(st, &pending, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert(pending[0].pending);
+	ck_assert_uint_eq(pending[0].pending_tid, 12);
+	free(pending);
+}
+END_TEST
+
+START_TEST(rolls_back_an_uncommitted_transaction)
+{
+	int64_t a = add_tenant("alice", 2000);
+	struct volume got;
+
+	ck_assert_int_eq(store_begin(st), 0);
+	add_volume(a, "temp", 1, 0);
+	store_rollback(st);
+	ck_assert_int_eq(store_volume_get(st, a, "temp", &got), -ENOENT);
+}
+END_TEST
+
+START_TEST(counts_usage_and_children)
+{
+	int64_t a = add_tenant("alice", 2000);
+	struct volume p = add_volume(a, "parent", 1, 0);
+	struct usage u;
+	uint64_t n;
+
+	add_volume(a, "child", 2, p.id);
+	ck_assert_int_eq(store_tenant_usage(st, a, &u), 0);
+	ck_assert_uint_eq(u.volumes, 2);
+	ck_assert_uint_eq(u.size, 2 << 20);
+	ck_assert_int_eq(store_volume_count_children(st, p.id, &n), 0);
+	ck_assert_uint_eq(n, 1);
+}
+END_TEST
+
+START_TEST(shows_images_only_where_published)
+{
+	int64_t a = add_tenant("alice", 2000), b = add_tenant("bob", 2001);
+	struct volume img = add_volume(0, "base", 1, 0), *vis = NULL;
+	size_t n;
+
+	img.state = VOLUME_COMMITTED;
+	ck_assert_int_eq(store_volume_update(st, &img), 0);
+	ck_assert_int_eq(store_images_visible(st, a, &vis, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	free(vis);
+	ck_assert_int_eq(store_publish(st, img.id, b), 0);
+	ck_assert_int_eq(store_images_visible(st, a, &vis, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	free(vis);
+	ck_assert_int_eq(store_images_visible(st, b, &vis, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	free(vis);
+	ck_assert_int_eq(store_publish(st, img.id, 0), 0);
+	ck_assert_int_eq(store_images_visible(st, a, &vis, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(vis[0].name, "base");
+	free(vis);
+}
+END_TEST
+
+START_TEST(removing_a_tenant_removes_its_grants)
+{
+	int64_t a = add_tenant("alice", 2000), b = add_tenant("bob", 2001);
+	struct volume v = add_volume(a, "v", 1, 0);
+	struct grant g = {.volume_id = v.id, .tenant_id = b, .write = true}, got;
+
+	ck_assert_int_eq(store_grant_set(st, &g), 0);
+	ck_assert_int_eq(store_grant_get(st, v.id, b, &got), 0);
+	ck_assert(got.write);
+	ck_assert_int_eq(store_tenant_remove(st, b), 0);
+	ck_assert_int_eq(store_grant_get(st, v.id, b, &got), -ENOENT);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("store");
+	TCase *tc = tcase_create("store");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, starts_with_pool_transaction_id_zero_and_keeps_what_is_set);
+	tcase_add_test(tc, same_volume_name_in_two_tenants_but_not_twice_in_one);
+	tcase_add_test(tc, refuses_a_thin_id_twice);
+	tcase_add_test(tc, allocates_thin_ids_above_the_highest_then_from_gaps);
+	tcase_add_test(tc, reports_no_free_thin_id_when_all_are_taken);
+	tcase_add_test(tc, allocates_the_lowest_free_nbd_uid);
+	tcase_add_test(tc, lists_pending_volumes_with_their_transaction_id);
+	tcase_add_test(tc, rolls_back_an_uncommitted_transaction);
+	tcase_add_test(tc, counts_usage_and_children);
+	tcase_add_test(tc, shows_images_only_where_published);
+	tcase_add_test(tc, removing_a_tenant_removes_its_grants);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

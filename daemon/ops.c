@@ -528,9 +528,7 @@ int ops_init(struct store *store, struct pool *pool, const struct ops_config *cf
 	ops.pool = pool;
 	ops.cfg = *cfg;
 	LOCKED;
-	r = pool_resume_suspended(pool);
-	if (r < 0)
-		return log_errno(LOG_ERR, r, "resume suspended thin devices: %m");
+	/* pool_open already resumed thin devices a crash left suspended. */
 	r = reconcile();
 	if (r < 0)
 		return r;

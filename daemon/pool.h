@@ -1,11 +1,14 @@
 /* The thin pool: the only module that talks to device-mapper (libdevmapper). Every
  * function returns 0 (or a positive count) on success and -errno on failure; output
- * parameters are written only on success.
+ * parameters are written only on success. Not thread-safe (libdevmapper keeps global
+ * state): callers serialise all pool_* calls.
  *
  * Thin devices are addressed by their 24-bit thin id. When activated, a thin device is
- * a dm device named "<prefix>-<pool>-<id>" whose UUID starts with "THINPROXY-": names
- * never contain tenant input, and no suspend, remove or reload touches a device that
- * does not carry the prefix. */
+ * a dm device named "<pool>-<id>" (e.g. "thinproxy-pool-17") whose UUID is
+ * "THINPROXY-<pool>-<id>"; our own pool's UUID is "THINPROXY-POOL-<pool>". Names never
+ * contain tenant input, and no suspend, remove, reload or message touches a device that
+ * does not carry the prefix: a device in a thin device's name without our UUID makes
+ * every call about that id fail with -EPERM (pool_activate_thin: -EEXIST). */
 #ifndef TP_POOL_H
 #define TP_POOL_H
 
@@ -19,19 +22,23 @@
 struct pool;
 
 struct pool_config {
-	/* Attach to this existing thin-pool dm device (not ours: never suspended or removed). */
+	/* Attach to this existing thin-pool dm device (not ours: never suspended or removed).
+	 * Its thin devices are named after dm_name if set, else after this name. */
 	const char *existing;
 	/* Or create our own pool, "thinproxy-pool" unless dm_name says otherwise, from these
 	 * two devices (or reattach to it if it is already active). */
 	const char *data_dev;
 	const char *metadata_dev;
 	/* Or, with neither of the above, the embedded default: sparse files
-	 * state_dir/pool/data.img (loop_size bytes) and metadata.img on loop devices. */
+	 * state_dir/pool/data.img (loop_size bytes, default 10 GiB) and metadata.img on loop
+	 * devices that go away with the pool. Files only ever grow. */
 	const char *state_dir;
 	uint64_t loop_size;
-	/* Our pool's dm name (default "thinproxy-pool"); thin device names derive from it. */
+	/* Our pool's dm name (default "thinproxy-pool"); thin device names derive from it.
+	 * At most 96 characters from [A-Za-z0-9#+.:=@_-]. */
 	const char *dm_name;
-	/* New pools: data block size in 512-byte sectors (default 128 = 64 KiB). */
+	/* New pools: data block size in 512-byte sectors (default 128 = 64 KiB); a multiple
+	 * of 128 up to 2097152. */
 	uint32_t block_sectors;
 };
 
@@ -40,7 +47,7 @@ struct pool_status {
 	uint64_t data_used, data_total; /* data blocks */
 	uint64_t meta_used, meta_total; /* 4 KiB metadata blocks */
 	uint32_t block_sectors;
-	bool read_only;		/* pool fell back to read-only mode */
+	bool read_only;         /* pool fell back to read-only mode */
 	bool out_of_data_space; /* writes fail with ENOSPC */
 	bool needs_check;
 	bool error_if_no_space;
@@ -48,14 +55,19 @@ struct pool_status {
 
 struct thin_status {
 	bool active;
+	bool read_only; /* the active table is read-only */
 	uint32_t open_count;
-	uint64_t size;	       /* table length in bytes; 0 if inactive */
+	uint64_t size;         /* table length in bytes; 0 if inactive */
 	uint64_t mapped_bytes; /* from the thin target's status; 0 if inactive */
-	dev_t devnum;	       /* 0 if inactive */
+	dev_t devnum;          /* 0 if inactive */
 };
 
 /* Check libdevmapper and the thin-pool target versions, then attach to, reattach to or
- * create the pool described by CFG. */
+ * create the pool described by CFG. Resumes any of this pool's thin devices that an
+ * earlier run left suspended (a crash inside create_snap or resize). Logs why it failed:
+ * -EEXIST if CFG's dm name belongs to a device that is not ours, -ENOENT if the existing
+ * pool is missing, -EINVAL for a bad config or a device that is not a thin-pool,
+ * -EOPNOTSUPP if the kernel lacks dm-thin, -EIO if the pool has failed. */
 int pool_open(const struct pool_config *cfg, struct pool **ret_pool);
 /* Forget POOL (NULL is fine). Leaves the dm pool and thin devices active. */
 void pool_close(struct pool *pool);
@@ -64,32 +76,35 @@ const char *pool_name(const struct pool *pool);
 /* Data block size in bytes. */
 uint64_t pool_block_size(const struct pool *pool);
 
+/* -EIO if the pool has failed ("Fail" status). */
 int pool_get_status(struct pool *pool, struct pool_status *ret_status);
 /* set_transaction_id OLD NEW; -EINVAL-free: fails with -ESTALE if the pool's id is not OLD. */
 int pool_set_transaction_id(struct pool *pool, uint64_t old_id, uint64_t new_id);
 
 /* Pool messages. create_thin and create_snap fail with -EEXIST if ID is taken; delete
- * fails with -ENOENT if ID does not exist, -EBUSY if ID is active. create_snap suspends an
- * active origin around the message and resumes it on every path. */
+ * fails with -ENOENT if ID does not exist, -EBUSY if ID is active; create_snap fails with
+ * -ENOENT if ORIGIN_ID does not exist. create_snap suspends an active origin around the
+ * message and resumes it on every path; if that resume fails, it returns the resume's
+ * error (the snapshot may exist) and logs that the origin is left suspended. */
 int pool_create_thin(struct pool *pool, uint32_t id);
 int pool_create_snap(struct pool *pool, uint32_t id, uint32_t origin_id);
 int pool_delete_thin(struct pool *pool, uint32_t id);
 
 /* Activate thin ID with SIZE bytes (a multiple of 512), read-only if READ_ONLY.
- * Already active with the same table is success. */
+ * Already active with the same table is success; active with another size or mode is
+ * -EEXIST; -ENOENT if ID does not exist in the pool. */
 int pool_activate_thin(struct pool *pool, uint32_t id, uint64_t size, bool read_only);
 /* Remove thin ID's dm device: 0 if it was not active, -EBUSY if it is open. */
 int pool_deactivate_thin(struct pool *pool, uint32_t id);
 /* Reload an active thin ID with a new SIZE (suspend, load, resume); 0 if inactive. */
 int pool_resize_thin(struct pool *pool, uint32_t id, uint64_t size);
 int pool_thin_status(struct pool *pool, uint32_t id, struct thin_status *ret_status);
-/* Open the active thin device ID with FLAGS (O_RDONLY or O_RDWR; O_CLOEXEC is added),
- * making its device node if needed. Returns the fd. */
+/* Open the active thin device ID with FLAGS (O_RDONLY or O_RDWR, optionally O_DIRECT,
+ * O_EXCL, O_NONBLOCK; O_CLOEXEC is added), making its device node if needed, and check
+ * that the node is that device. Returns the fd; -ENXIO if ID is not active. */
 int pool_open_thin(struct pool *pool, uint32_t id, int flags);
-/* Resume every thin device of this pool left suspended (by a daemon killed between the
- * suspend and the resume around create_snap). Returns how many it resumed. */
-int pool_resume_suspended(struct pool *pool);
-/* Call FN for every active thin device of this pool (our UUID prefix only). */
+/* Call FN for every active thin device of this pool (our UUID prefix only); a negative
+ * return from FN stops the walk and is returned. Returns the number of devices. */
 int pool_for_each_active(struct pool *pool, int (*fn)(uint32_t id, void *opaque), void *opaque);
 
 #endif

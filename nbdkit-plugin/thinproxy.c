@@ -1,0 +1,717 @@
+/* nbdkit-thinproxy-plugin: serves one tenant's thin volumes over NBD.
+ *
+ * The plugin never opens a device path. For every connection it asks thinproxyd's broker
+ * (include/tp-broker.h) for the export the client named and serves the open fd the
+ * broker hands back; what the broker does not hand over, it cannot serve. Listing asks
+ * the broker too, and shows exactly what it answers. There is no default export.
+ *
+ * The data path is the block device's: pread/pwrite, fdatasync for flush and FUA,
+ * BLKDISCARD for trim (so that dm-thin returns the space to the pool) and BLKZEROOUT for
+ * zero. dm-thin unmaps whole pool blocks only, so zero uses a discard only for the
+ * block-aligned part of a range that may be trimmed, and fast zero succeeds only where
+ * that covers the whole range. A regular file instead of a device (which the daemon
+ * never sends, the unit tests do) gets the fallocate equivalents. */
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "tp-broker.h"
+#include "tp-cleanup.h"
+#include "tp-rules.h"
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+
+/* How long to wait for the broker's answer: the daemon answers from a single-threaded
+ * loop that may be busy for a while. */
+#define BROKER_TIMEOUT_SEC 30
+/* Block size hints: the device takes any 512-byte-aligned request; NBD requests beyond
+ * 32 MiB are split by clients anyway. */
+#define MIN_BLOCK_SIZE    512
+#define MAX_BLOCK_SIZE    (32 * 1024 * 1024)
+#define DEFAULT_PREFERRED 4096
+
+/* -D thinproxy.broker=1: log every broker exchange. */
+NBDKIT_DLL_PUBLIC int thinproxy_debug_broker;
+/* -D thinproxy.zero=1: log how each zero and trim request is carried out. */
+NBDKIT_DLL_PUBLIC int thinproxy_debug_zero;
+
+static const char *tenant;
+static const char *broker_path = TP_BROKER_PATH_DEFAULT;
+
+/* One client connection: the export the broker opened for it. */
+struct handle {
+	int fd;
+	bool read_only;
+	bool is_device; /* else a regular file */
+	uint64_t size;
+	uint32_t block_size; /* the pool's block size; 0 if the broker did not say */
+	char state[TP_BROKER_STATE_SIZE];
+};
+
+static int thinproxy_config(const char *key, const char *value)
+{
+	if (strcmp(key, "tenant") == 0) {
+		if (!tp_name_valid(value)) {
+			nbdkit_error("tenant=%s: not a valid tenant name", value);
+			return -1;
+		}
+		tenant = value;
+	} else if (strcmp(key, "broker") == 0) {
+		if (value[0] != '/' || strlen(value) >= sizeof((struct sockaddr_un *)0)->sun_path) {
+			nbdkit_error("broker=%s: not an absolute socket path of at most %zu bytes",
+			             value, sizeof((struct sockaddr_un *)0)->sun_path - 1);
+			return -1;
+		}
+		broker_path = value;
+	} else {
+		nbdkit_error("unknown parameter '%s'", key);
+		return -1;
+	}
+	return 0;
+}
+
+static int thinproxy_config_complete(void)
+{
+	if (tenant == NULL) {
+		nbdkit_error("tenant=NAME is required");
+		return -1;
+	}
+	return 0;
+}
+
+#define thinproxy_config_help                                                         \
+	"tenant=NAME       (required) The tenant whose exports this nbdkit serves.\n" \
+	"broker=SOCKET     thinproxyd's broker socket (default " TP_BROKER_PATH_DEFAULT ")."
+
+/* Connect to the broker and send REQ. Returns the socket, or -1 with errno set. */
+static int broker_send(const struct tp_broker_request *req)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct timeval tv = {.tv_sec = BROKER_TIMEOUT_SEC};
+	CLEANUP_CLOSE int sock = -1;
+	ssize_t n;
+
+	memcpy(sa.sun_path, broker_path, strlen(broker_path) + 1);
+	sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+		return -1;
+	if (setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
+	    setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0)
+		return -1;
+	if (connect(sock, (struct sockaddr *)&sa, sizeof sa) < 0)
+		return -1;
+	n = send(sock, req, sizeof *req, MSG_NOSIGNAL);
+	if (n < 0)
+		return -1;
+	if ((size_t)n != sizeof *req) {
+		errno = EIO;
+		return -1;
+	}
+	return TAKE_FD(sock);
+}
+
+/* Receive one packet from the broker into BUF, which has room for one byte more than
+ * the largest packet expected, and the fd it may carry into *RET_FD (-1 if none; NULL:
+ * none allowed). Returns the packet's length, or -1 with errno set. */
+static ssize_t broker_receive(int sock, void *buf, size_t size, int *ret_fd)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+	} control;
+	struct iovec iov = {.iov_base = buf, .iov_len = size};
+	struct msghdr msg = {.msg_iov = &iov,
+	                     .msg_iovlen = 1,
+	                     .msg_control = control.buf,
+	                     .msg_controllen = sizeof control.buf};
+	int fds[4], nfds = 0, i;
+	struct cmsghdr *c;
+	ssize_t n;
+
+	do
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			errno = ETIMEDOUT;
+		return -1;
+	}
+	for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+		size_t k;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int) && nfds < 4; k++)
+			memcpy(&fds[nfds++], CMSG_DATA(c) + k * sizeof(int), sizeof(int));
+	}
+	if (n == 0 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || nfds > 1 ||
+	    (nfds == 1 && ret_fd == NULL)) {
+		for (i = 0; i < nfds; i++)
+			close(fds[i]);
+		errno = n == 0 ? ECONNRESET : EBADMSG;
+		return -1;
+	}
+	if (ret_fd != NULL)
+		*ret_fd = nfds == 1 ? fds[0] : -1;
+	return n;
+}
+
+/* Ask the broker to open REF. Returns 0 with the answer in *RET_REPLY (a refusal if its
+ * error is set, else the device in *RET_FD), or -1 with errno set if there was no
+ * well-formed answer. */
+static int broker_open(const char *ref, bool want_write, struct tp_broker_reply *ret_reply,
+                       int *ret_fd)
+{
+	char buf[sizeof(struct tp_broker_reply) + 1];
+	struct tp_broker_request req;
+	CLEANUP_CLOSE int sock = -1;
+	CLEANUP_CLOSE int fd = -1;
+	ssize_t n;
+	int r;
+
+	r = tp_broker_encode_open(ref, want_write, &req);
+	if (r < 0) {
+		errno = -r;
+		return -1;
+	}
+	sock = broker_send(&req);
+	if (sock < 0)
+		return -1;
+	n = broker_receive(sock, buf, sizeof buf, &fd);
+	if (n < 0)
+		return -1;
+	r = tp_broker_decode_reply(buf, (size_t)n, TP_BROKER_OPENED, ret_reply);
+	if (r < 0) {
+		errno = -r;
+		return -1;
+	}
+	if ((ret_reply->error == 0) != (fd >= 0)) {
+		errno = EBADMSG;
+		return -1;
+	}
+	if (thinproxy_debug_broker)
+		nbdkit_debug("broker: open %s %s: error %" PRIu32 ", fd %d, size %" PRIu64
+		             ", block size %" PRIu32 ", flags %#" PRIx32 ", state %s",
+		             ref, want_write ? "rw" : "ro", ret_reply->error, fd, ret_reply->size,
+		             ret_reply->block_size, ret_reply->flags, ret_reply->state);
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+/* NAME (client input) as a log line may show it, in BUF. */
+static const char *printable(const char *name, char *buf, size_t size)
+{
+	size_t i;
+
+	for (i = 0; name[i] != '\0' && i + 4 < size; i++)
+		buf[i] = name[i] >= ' ' && name[i] <= '~' ? name[i] : '?';
+	if (name[i] != '\0' && i >= 3)
+		memcpy(buf + i - 3, "...", 3);
+	buf[i] = '\0';
+	return buf;
+}
+
+/* Fail the open of NAME the way a name that does not exist fails, whatever the reason
+ * was (invalid, not the tenant's, refused): a tenant learns nothing about what lies
+ * beyond its reach. */
+static void *no_such_export(const char *name)
+{
+	char buf[80];
+
+	nbdkit_error("export \"%s\": no such export", printable(name, buf, sizeof buf));
+	errno = ENOENT;
+	return NULL;
+}
+
+/* A description of an export for NBD clients: state, size and access. */
+static const char *describe(const char *state, uint64_t size, bool read_only)
+{
+	char human[32];
+
+	return nbdkit_printf_intern("%s, %s (%" PRIu64 " bytes), %s", state,
+	                            tp_format_size(size, human, sizeof human), size,
+	                            read_only ? "read-only" : "read-write");
+}
+
+static int thinproxy_list_exports(int readonly, int is_tls, struct nbdkit_exports *exports)
+{
+	char buf[sizeof(struct tp_broker_entry) + 1];
+	struct tp_broker_request req;
+	struct tp_broker_reply rep;
+	CLEANUP_CLOSE int sock = -1;
+	ssize_t n;
+	uint32_t i;
+	int r;
+
+	(void)readonly;
+	(void)is_tls;
+	tp_broker_encode_list(&req);
+	sock = broker_send(&req);
+	if (sock < 0) {
+		nbdkit_error("list exports: thinproxyd's broker %s cannot be reached: %m",
+		             broker_path);
+		return -1;
+	}
+	n = broker_receive(sock, buf, sizeof buf, NULL);
+	if (n < 0) {
+		nbdkit_error("list exports: no answer from thinproxyd's broker: %m");
+		return -1;
+	}
+	r = tp_broker_decode_reply(buf, (size_t)n, TP_BROKER_LISTED, &rep);
+	if (r < 0 || rep.error != 0) {
+		errno = r < 0 ? -r : (int)rep.error;
+		nbdkit_error("list exports: thinproxyd's broker answered: %m");
+		return -1;
+	}
+	if (thinproxy_debug_broker)
+		nbdkit_debug("broker: list: %" PRIu32 " exports", rep.count);
+	for (i = 0; i < rep.count; i++) {
+		struct tp_broker_entry e;
+
+		n = broker_receive(sock, buf, sizeof buf, NULL);
+		if (n < 0) {
+			nbdkit_error("list exports: entry %" PRIu32 " of %" PRIu32 ": %m", i,
+			             rep.count);
+			return -1;
+		}
+		r = tp_broker_decode_entry(buf, (size_t)n, &e);
+		if (r < 0) {
+			errno = -r;
+			nbdkit_error("list exports: entry %" PRIu32 " of %" PRIu32 ": %m", i,
+			             rep.count);
+			return -1;
+		}
+		if (nbdkit_add_export(exports, e.ref,
+		                      describe(e.state, e.size, e.flags & TP_BROKER_READ_ONLY)) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* No default export: a client must name what it wants. nbdkit refuses "" when this
+ * returns NULL. */
+static const char *thinproxy_default_export(int readonly, int is_tls)
+{
+	(void)readonly;
+	(void)is_tls;
+	return NULL;
+}
+
+/* Check that the device FD the broker sent can serve SIZE bytes. */
+static int check_device(int fd, uint64_t size, bool *ret_is_device)
+{
+	struct stat st;
+	uint64_t actual;
+
+	if (fstat(fd, &st) < 0)
+		return -1;
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, &actual) < 0)
+			return -1;
+		*ret_is_device = true;
+	} else if (S_ISREG(st.st_mode)) {
+		actual = (uint64_t)st.st_size;
+		*ret_is_device = false;
+	} else {
+		errno = ENOTBLK;
+		return -1;
+	}
+	if (actual < size || size > INT64_MAX) {
+		errno = ERANGE;
+		return -1;
+	}
+	return 0;
+}
+
+static void *thinproxy_open(int readonly)
+{
+	const char *name = nbdkit_export_name();
+	struct tp_broker_reply rep;
+	CLEANUP_CLOSE int fd = -1;
+	struct handle *h;
+	bool is_device;
+	int acc;
+
+	if (name == NULL)
+		return NULL;
+	if (!tp_broker_ref_valid(name))
+		return no_such_export(name);
+	if (broker_open(name, !readonly, &rep, &fd) < 0)
+		goto no_answer;
+	/* Read-only to this tenant (committed, an image, a read grant): serve it read-only,
+	 * as NBD has no way for the client to ask for that itself. */
+	if (rep.error == EROFS && !readonly && broker_open(name, false, &rep, &fd) < 0)
+		goto no_answer;
+	if (rep.error != 0)
+		return no_such_export(name);
+
+	if (check_device(fd, rep.size, &is_device) < 0) {
+		nbdkit_error("export \"%s\": the broker's fd cannot serve %" PRIu64 " bytes: %m",
+		             name, rep.size);
+		return NULL;
+	}
+	acc = fcntl(fd, F_GETFL);
+	if (acc < 0) {
+		nbdkit_error("export \"%s\": fcntl: %m", name);
+		return NULL;
+	}
+	h = calloc(1, sizeof *h);
+	if (h == NULL) {
+		nbdkit_error("calloc: %m");
+		return NULL;
+	}
+	h->read_only = readonly || (rep.flags & TP_BROKER_READ_ONLY) || (acc & O_ACCMODE) != O_RDWR;
+	h->is_device = is_device;
+	h->size = rep.size;
+	h->block_size = rep.block_size;
+	memcpy(h->state, rep.state, sizeof h->state);
+	h->fd = TAKE_FD(fd);
+	return h;
+
+no_answer:
+	nbdkit_error("export \"%s\": thinproxyd's broker %s did not answer (is thinproxyd "
+	             "running?): %m",
+	             name, broker_path);
+	return NULL;
+}
+
+static void thinproxy_close(void *handle)
+{
+	struct handle *h = handle;
+
+	close(h->fd);
+	free(h);
+}
+
+static const char *thinproxy_export_description(void *handle)
+{
+	struct handle *h = handle;
+
+	return describe(h->state, h->size, h->read_only);
+}
+
+static int64_t thinproxy_get_size(void *handle)
+{
+	struct handle *h = handle;
+
+	return (int64_t)h->size;
+}
+
+/* The largest power of two that divides N, at most MAX_BLOCK_SIZE. */
+static uint32_t pow2_divisor(uint32_t n)
+{
+	uint32_t p = n & -n;
+
+	return p > MAX_BLOCK_SIZE ? MAX_BLOCK_SIZE : p;
+}
+
+static int thinproxy_block_size(void *handle, uint32_t *minimum, uint32_t *preferred,
+                                uint32_t *maximum)
+{
+	struct handle *h = handle;
+	uint32_t p = h->block_size ? pow2_divisor(h->block_size) : DEFAULT_PREFERRED;
+
+	*minimum = MIN_BLOCK_SIZE;
+	*preferred = p < MIN_BLOCK_SIZE ? DEFAULT_PREFERRED : p;
+	*maximum = MAX_BLOCK_SIZE;
+	return 0;
+}
+
+static int thinproxy_can_write(void *handle)
+{
+	struct handle *h = handle;
+
+	return !h->read_only;
+}
+
+static int thinproxy_can_flush(void *handle)
+{
+	(void)handle;
+	return 1;
+}
+
+static int thinproxy_can_fua(void *handle)
+{
+	(void)handle;
+	return NBDKIT_FUA_NATIVE;
+}
+
+static int thinproxy_can_trim(void *handle)
+{
+	struct handle *h = handle;
+
+	return !h->read_only;
+}
+
+static int thinproxy_can_zero(void *handle)
+{
+	struct handle *h = handle;
+
+	return !h->read_only;
+}
+
+/* Fast zero is a whole-block discard, so it needs the pool's block size. */
+static int thinproxy_can_fast_zero(void *handle)
+{
+	struct handle *h = handle;
+
+	return !h->read_only && h->block_size != 0;
+}
+
+/* Every connection to a volume shares the kernel's one page cache of its device, and a
+ * flush (fdatasync) writes it all back: what one connection flushed, every other sees. */
+static int thinproxy_can_multi_conn(void *handle)
+{
+	(void)handle;
+	return 1;
+}
+
+static int thinproxy_can_cache(void *handle)
+{
+	(void)handle;
+	return NBDKIT_CACHE_NATIVE;
+}
+
+static int thinproxy_pread(void *handle, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+	struct handle *h = handle;
+	char *p = buf;
+
+	(void)flags;
+	while (count > 0) {
+		ssize_t n = pread(h->fd, p, count, (off_t)offset);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			nbdkit_error("pread: %m");
+			return -1;
+		}
+		if (n == 0) {
+			errno = EIO;
+			nbdkit_error("pread: unexpected end of device at %" PRIu64, offset);
+			return -1;
+		}
+		p += n;
+		count -= (uint32_t)n;
+		offset += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int flush_if_fua(struct handle *h, uint32_t flags)
+{
+	if ((flags & NBDKIT_FLAG_FUA) && fdatasync(h->fd) < 0) {
+		nbdkit_error("fdatasync: %m");
+		return -1;
+	}
+	return 0;
+}
+
+static int thinproxy_pwrite(void *handle, const void *buf, uint32_t count, uint64_t offset,
+                            uint32_t flags)
+{
+	struct handle *h = handle;
+	const char *p = buf;
+
+	while (count > 0) {
+		ssize_t n = pwrite(h->fd, p, count, (off_t)offset);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			nbdkit_error("pwrite: %m");
+			return -1;
+		}
+		if (n == 0) {
+			errno = ENOSPC;
+			nbdkit_error("pwrite: unexpected end of device at %" PRIu64, offset);
+			return -1;
+		}
+		p += n;
+		count -= (uint32_t)n;
+		offset += (uint64_t)n;
+	}
+	return flush_if_fua(h, flags);
+}
+
+static int thinproxy_flush(void *handle, uint32_t flags)
+{
+	struct handle *h = handle;
+
+	(void)flags;
+	if (fdatasync(h->fd) < 0) {
+		nbdkit_error("fdatasync: %m");
+		return -1;
+	}
+	return 0;
+}
+
+/* Unmap [OFFSET, OFFSET+LEN) (512-byte aligned): BLKDISCARD on the device, which dm-thin
+ * turns into unmapped blocks that read as zeroes; a hole in a regular file. Returns 0 or
+ * -1 with errno set, EOPNOTSUPP if the device cannot discard. */
+static int discard(struct handle *h, uint64_t offset, uint64_t len)
+{
+	uint64_t range[2] = {offset, len};
+
+	if (len == 0)
+		return 0;
+	if (thinproxy_debug_zero)
+		nbdkit_debug("discard %" PRIu64 "+%" PRIu64, offset, len);
+	if (h->is_device)
+		return ioctl(h->fd, BLKDISCARD, range);
+	return fallocate(h->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+	                 (off_t)len);
+}
+
+/* Write zeroes over [OFFSET, OFFSET+LEN) (512-byte aligned). Returns 0 or -1 with errno
+ * set. */
+static int zero_out(struct handle *h, uint64_t offset, uint64_t len)
+{
+	uint64_t range[2] = {offset, len};
+
+	if (len == 0)
+		return 0;
+	if (thinproxy_debug_zero)
+		nbdkit_debug("zeroout %" PRIu64 "+%" PRIu64, offset, len);
+	if (h->is_device)
+		return ioctl(h->fd, BLKZEROOUT, range);
+	return fallocate(h->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
+	                 (off_t)len);
+}
+
+static int thinproxy_trim(void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+	struct handle *h = handle;
+	uint64_t start = (offset + 511) & ~UINT64_C(511);
+	uint64_t end = (offset + count) & ~UINT64_C(511);
+
+	/* A trim is advisory: the sub-sector edges, or a device that cannot discard at all,
+	 * keep their data. dm-thin itself unmaps whole pool blocks only. */
+	if (start < end && discard(h, start, end - start) < 0) {
+		if (errno != EOPNOTSUPP) {
+			nbdkit_error("trim %" PRIu64 "+%" PRIu32 ": %m", offset, count);
+			return -1;
+		}
+		if (thinproxy_debug_zero)
+			nbdkit_debug("trim: the device cannot discard, ignoring");
+	}
+	return flush_if_fua(h, flags);
+}
+
+static int thinproxy_zero(void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+	struct handle *h = handle;
+	uint64_t end = offset + count, bs = h->block_size;
+	uint64_t first = bs ? (offset + bs - 1) / bs * bs : end;
+	uint64_t last = bs ? end / bs * bs : end;
+	bool fast = flags & NBDKIT_FLAG_FAST_ZERO;
+
+	/* Both ioctls take whole sectors only; nbdkit writes zeroes for the rest. */
+	if ((offset | count) & 511) {
+		errno = ENOTSUP;
+		return -1;
+	}
+	/* Unmapping the whole pool blocks inside the range leaves them reading as zeroes
+	 * and returns their space; the edges are written. Fast only if there are no
+	 * edges. */
+	if (!(flags & NBDKIT_FLAG_MAY_TRIM) || first >= last) {
+		first = last = end;
+	}
+	if (fast && (first != offset || last != end)) {
+		if (thinproxy_debug_zero)
+			nbdkit_debug("fast zero %" PRIu64 "+%" PRIu32
+			             ": not whole blocks, refusing",
+			             offset, count);
+		errno = ENOTSUP;
+		return -1;
+	}
+	if (zero_out(h, offset, first - offset) < 0 || zero_out(h, last, end - last) < 0)
+		goto fail;
+	if (discard(h, first, last - first) < 0) {
+		if (errno != EOPNOTSUPP || fast) {
+			if (fast)
+				errno = ENOTSUP;
+			goto fail;
+		}
+		if (zero_out(h, first, last - first) < 0)
+			goto fail;
+	}
+	return flush_if_fua(h, flags);
+
+fail:
+	/* ENOTSUP makes nbdkit write zeroes itself (or, for a fast zero, tell the client
+	 * it would not be fast): not worth an error line. */
+	if (errno != ENOTSUP && errno != EOPNOTSUPP)
+		nbdkit_error("zero %" PRIu64 "+%" PRIu32 ": %m", offset, count);
+	return -1;
+}
+
+static int thinproxy_cache(void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+	struct handle *h = handle;
+	int r;
+
+	if (flags != 0) {
+		errno = EINVAL;
+		nbdkit_error("cache: unknown flags %#" PRIx32 ": %m", flags);
+		return -1;
+	}
+	r = posix_fadvise(h->fd, (off_t)offset, count, POSIX_FADV_WILLNEED);
+	if (r != 0) {
+		errno = r;
+		nbdkit_error("cache: posix_fadvise: %m");
+		return -1;
+	}
+	return 0;
+}
+
+static struct nbdkit_plugin plugin = {
+    .name = "thinproxy",
+    .longname = "thinproxy: a tenant's thin volumes, brokered by thinproxyd",
+    .version = TP_VERSION,
+    .description = "Serve the thin volumes that thinproxyd's broker opens for one tenant.",
+    .config = thinproxy_config,
+    .config_complete = thinproxy_config_complete,
+    .config_help = thinproxy_config_help,
+    .list_exports = thinproxy_list_exports,
+    .default_export = thinproxy_default_export,
+    .open = thinproxy_open,
+    .close = thinproxy_close,
+    .export_description = thinproxy_export_description,
+    .get_size = thinproxy_get_size,
+    .block_size = thinproxy_block_size,
+    .can_write = thinproxy_can_write,
+    .can_flush = thinproxy_can_flush,
+    .can_fua = thinproxy_can_fua,
+    .can_trim = thinproxy_can_trim,
+    .can_zero = thinproxy_can_zero,
+    .can_fast_zero = thinproxy_can_fast_zero,
+    .can_multi_conn = thinproxy_can_multi_conn,
+    .can_cache = thinproxy_can_cache,
+    .pread = thinproxy_pread,
+    .pwrite = thinproxy_pwrite,
+    .flush = thinproxy_flush,
+    .trim = thinproxy_trim,
+    .zero = thinproxy_zero,
+    .cache = thinproxy_cache,
+    .errno_is_preserved = 1,
+};
+
+NBDKIT_REGISTER_PLUGIN(plugin)

@@ -161,6 +161,7 @@ int print_json(FILE *f, struct json_object *value)
 	if (value == NULL)
 		return 0;
 	text = json_object_to_json_string_ext(value, JSON_C_TO_STRING_PRETTY |
+	                                                 JSON_C_TO_STRING_SPACED |
 	                                                 JSON_C_TO_STRING_NOSLASHESCAPE);
 	if (text == NULL)
 		return -ENOMEM;

@@ -79,6 +79,10 @@ $(BUILD)/%.o: %.c
 # e.g. OBJS_test-store := $(BUILD)/daemon/store.o, LIBS_test-store := -lsqlite3.
 OBJS_test-store := $(BUILD)/daemon/store.o $(BUILD)/daemon/log.o
 LIBS_test-store := $(call pc,--libs,sqlite3)
+OBJS_test-client-output := $(BUILD)/client/output.o
+LIBS_test-client-output := $(call pc,--libs,json-c)
+# test-client-cli runs $(BUILD)/thinproxy itself, against throwaway canned-answer servers.
+$(BUILD)/tests/test-client-cli: | $(CLIENT)
 $(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o $$(OBJS_test-$$*)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS_test-$*)
 

@@ -81,6 +81,9 @@ OBJS_test-store := $(BUILD)/daemon/store.o $(BUILD)/daemon/log.o
 LIBS_test-store := $(call pc,--libs,sqlite3)
 OBJS_test-client-output := $(BUILD)/client/output.o
 LIBS_test-client-output := $(call pc,--libs,json-c)
+OBJS_test-plugin-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o
+LIBS_test-plugin-broker := $(call pc,--libs,libnbd) -lpthread
+$(BUILD)/tests/test-plugin-broker: | $(PLUGIN)
 # test-client-cli runs $(BUILD)/thinproxy itself, against throwaway canned-answer servers.
 $(BUILD)/tests/test-client-cli: | $(CLIENT)
 $(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o $$(OBJS_test-$$*)

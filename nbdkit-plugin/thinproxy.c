@@ -40,9 +40,11 @@
 /* How long to wait for the broker's answer: the daemon answers from a single-threaded
  * loop that may be busy for a while. */
 #define BROKER_TIMEOUT_SEC 30
-/* Block size hints: the device takes any 512-byte-aligned request; NBD requests beyond
- * 32 MiB are split by clients anyway. */
-#define MIN_BLOCK_SIZE    512
+/* Block size hints. Any byte range works (I/O goes through the device's page cache, and
+ * zero and trim handle sub-sector edges), so the minimum is 1; the preferred size is the
+ * pool's block, which dm-thin provisions and unmaps as a unit; NBD clients split
+ * requests beyond 32 MiB. */
+#define MIN_BLOCK_SIZE    1
 #define MAX_BLOCK_SIZE    (32 * 1024 * 1024)
 #define DEFAULT_PREFERRED 4096
 
@@ -428,7 +430,7 @@ static int thinproxy_block_size(void *handle, uint32_t *minimum, uint32_t *prefe
 	uint32_t p = h->block_size ? pow2_divisor(h->block_size) : DEFAULT_PREFERRED;
 
 	*minimum = MIN_BLOCK_SIZE;
-	*preferred = p < MIN_BLOCK_SIZE ? DEFAULT_PREFERRED : p;
+	*preferred = p < 512 ? DEFAULT_PREFERRED : p;
 	*maximum = MAX_BLOCK_SIZE;
 	return 0;
 }

@@ -1,0 +1,656 @@
+/* The broker (daemon/broker.c) and the nbdkit plugin together, on any host: a real nbdkit
+ * loads $TP_BUILD/nbdkit-thinproxy-plugin.so, which asks the real broker, which answers
+ * from the stand-in ops_* below and hands over regular files instead of thin devices.
+ * Clients are libnbd, as nbdinfo, nbdcopy and qemu are. */
+#include <check.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <libnbd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../../daemon/broker.h"
+#include "../../daemon/ops.h"
+#include "tp-broker.h"
+#include "tp-cleanup.h"
+
+#define KiB        (UINT64_C(1) << 10)
+#define MiB        (UINT64_C(1) << 20)
+#define BLOCK_SIZE (64 * KiB)
+
+/* The exports of tenant "alice", the only tenant: its nbdkit runs as our uid. */
+static const struct {
+	const char *ref, *file, *state;
+	uint64_t size;
+	bool writable;
+} exports[] = {
+    {"vol1", "vol1.img", "ready", 4 * MiB, true},
+    {"committed", "committed.img", "committed", 1 * MiB, false},
+    {"images/base", "base.img", "image", 2 * MiB, false},
+};
+
+static char dir[] = "/tmp/tp-plugin-broker.XXXXXX";
+static char broker_sock[128], nbd_sock[128];
+static int extra_exports; /* LIST answers this many more, "extra-N", unopenable */
+static pid_t nbdkit_pid = -1;
+
+/* The stand-in ops: what broker.c asks the daemon. */
+
+int ops_principal_for_nbd_uid(uid_t uid, struct principal *ret_principal)
+{
+	if (uid != getuid())
+		return -ENOENT;
+	memset(ret_principal, 0, sizeof *ret_principal);
+	ret_principal->tenant_id = 1;
+	strcpy(ret_principal->tenant, "alice");
+	return 0;
+}
+
+int ops_open_export(const struct principal *p, const char *ref, bool want_write,
+                    struct export_info *ret_info)
+{
+	char path[256];
+	int fd;
+
+	ck_assert_str_eq(p->tenant, "alice");
+	for (size_t i = 0; i < ARRAY_SIZE(exports); i++) {
+		if (strcmp(ref, exports[i].ref) != 0)
+			continue;
+		if (want_write && !exports[i].writable)
+			return -EROFS;
+		snprintf(path, sizeof path, "%s/%s", dir, exports[i].file);
+		fd = open(path, (want_write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+		if (fd < 0)
+			return -errno;
+		memset(ret_info, 0, sizeof *ret_info);
+		strcpy(ret_info->name, ref);
+		ret_info->size = exports[i].size;
+		ret_info->writable = exports[i].writable;
+		ret_info->state = exports[i].state;
+		return fd;
+	}
+	return -ENOENT;
+}
+
+int ops_list_exports(const struct principal *p, struct export_info **ret_exports, size_t *ret_n)
+{
+	size_t n = ARRAY_SIZE(exports) + (size_t)extra_exports, i;
+	struct export_info *ex = calloc(n, sizeof *ex);
+
+	(void)p;
+	ck_assert_ptr_nonnull(ex);
+	for (i = 0; i < n; i++) {
+		if (i < ARRAY_SIZE(exports)) {
+			strcpy(ex[i].name, exports[i].ref);
+			ex[i].size = exports[i].size;
+			ex[i].writable = exports[i].writable;
+			ex[i].state = exports[i].state;
+		} else {
+			snprintf(ex[i].name, sizeof ex[i].name, "extra-%zu", i);
+			ex[i].size = MiB;
+			ex[i].state = "ready";
+		}
+	}
+	*ret_exports = ex;
+	*ret_n = n;
+	return 0;
+}
+
+int ops_pool_status(struct pool_view *ret_view)
+{
+	memset(ret_view, 0, sizeof *ret_view);
+	ret_view->block_size = BLOCK_SIZE;
+	return 0;
+}
+
+/* The broker, served by a thread as the daemon's main loop would. */
+
+static int broker_fd = -1;
+static pthread_t broker_thread;
+static volatile bool broker_stop;
+
+static void *serve_broker(void *arg)
+{
+	struct pollfd pfd = {.fd = broker_fd, .events = POLLIN};
+
+	(void)arg;
+	while (!broker_stop)
+		if (poll(&pfd, 1, 50) > 0)
+			broker_accept(broker_fd);
+	return NULL;
+}
+
+static void start_broker(void)
+{
+	broker_fd = broker_listen(broker_sock);
+	ck_assert_int_ge(broker_fd, 0);
+	broker_stop = false;
+	ck_assert_int_eq(pthread_create(&broker_thread, NULL, serve_broker, NULL), 0);
+}
+
+/* Stop answering, as a killed daemon does: the socket stays, nobody listens on it. */
+static void stop_broker(void)
+{
+	broker_stop = true;
+	pthread_join(broker_thread, NULL);
+	close(broker_fd);
+	broker_fd = -1;
+}
+
+static void write_file(const char *name, uint64_t size, int fill)
+{
+	char path[256], *buf = malloc(size);
+	int fd;
+
+	ck_assert_ptr_nonnull(buf);
+	memset(buf, fill, size);
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, buf, size), (ssize_t)size);
+	close(fd);
+	free(buf);
+}
+
+static void setup(void)
+{
+	const char *build = getenv("TP_BUILD") ? getenv("TP_BUILD") : "build";
+	char plugin[512], broker_arg[160];
+	struct stat st;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	ck_assert_int_eq(chmod(dir, 0711), 0); /* reachable by a second uid */
+	snprintf(broker_sock, sizeof broker_sock, "%s/private/broker.sock", dir);
+	snprintf(nbd_sock, sizeof nbd_sock, "%s/nbd.sock", dir);
+	write_file("vol1.img", 4 * MiB, 0xa1);
+	write_file("committed.img", 1 * MiB, 0xc0);
+	write_file("base.img", 2 * MiB, 0xba);
+	start_broker();
+
+	snprintf(plugin, sizeof plugin, "%s/nbdkit-thinproxy-plugin.so", build);
+	snprintf(broker_arg, sizeof broker_arg, "broker=%s", broker_sock);
+	ck_assert_msg(access(plugin, R_OK) == 0, "%s is missing (make it first)", plugin);
+	nbdkit_pid = fork();
+	ck_assert_int_ge(nbdkit_pid, 0);
+	if (nbdkit_pid == 0) {
+		execlp("nbdkit", "nbdkit", "-f", "--exit-with-parent", "-U", nbd_sock, plugin,
+		       "tenant=alice", broker_arg, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 500 && stat(nbd_sock, &st) < 0; i++)
+		usleep(10000);
+	ck_assert_msg(stat(nbd_sock, &st) == 0, "nbdkit never made %s", nbd_sock);
+}
+
+static void teardown(void)
+{
+	char cmd[256];
+
+	if (nbdkit_pid > 0) {
+		kill(nbdkit_pid, SIGTERM);
+		waitpid(nbdkit_pid, NULL, 0);
+	}
+	if (broker_fd >= 0)
+		stop_broker();
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Clients. */
+
+static struct nbd_handle *connect_export(const char *name)
+{
+	struct nbd_handle *h = nbd_create();
+
+	ck_assert_ptr_nonnull(h);
+	ck_assert_int_eq(nbd_set_export_name(h, name), 0);
+	ck_assert_int_eq(nbd_set_full_info(h, true), 0);
+	ck_assert_msg(nbd_connect_unix(h, nbd_sock) == 0, "connect %s: %s", name, nbd_get_error());
+	return h;
+}
+
+/* Connecting to NAME must fail; returns the errno libnbd reports. */
+static int connect_fails(const char *name)
+{
+	struct nbd_handle *h = nbd_create();
+	int err;
+
+	ck_assert_ptr_nonnull(h);
+	ck_assert_int_eq(nbd_set_export_name(h, name), 0);
+	ck_assert_msg(nbd_connect_unix(h, nbd_sock) < 0, "connected to \"%s\"", name);
+	err = nbd_get_errno();
+	nbd_close(h);
+	return err;
+}
+
+struct listing {
+	int n;
+	char names[8][TP_BROKER_REF_SIZE];
+	char descriptions[8][128];
+};
+
+static int collect(void *opaque, const char *name, const char *description)
+{
+	struct listing *l = opaque;
+
+	if (l->n < 8) {
+		snprintf(l->names[l->n], sizeof l->names[0], "%s", name);
+		snprintf(l->descriptions[l->n], sizeof l->descriptions[0], "%s", description);
+	}
+	l->n++;
+	return 0;
+}
+
+/* The file behind export I, read directly. */
+static void read_backing(size_t i, void *buf, size_t count, uint64_t offset)
+{
+	char path[256];
+	int fd;
+
+	snprintf(path, sizeof path, "%s/%s", dir, exports[i].file);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, buf, count, (off_t)offset), (ssize_t)count);
+	close(fd);
+}
+
+/* Is [OFFSET, OFFSET+LEN) of vol1's file a hole (unmapped, as a discarded thin block)? */
+static bool is_hole(uint64_t offset, uint64_t len)
+{
+	char path[256];
+	off_t data;
+	int fd;
+
+	snprintf(path, sizeof path, "%s/vol1.img", dir);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	data = lseek(fd, (off_t)offset, SEEK_DATA);
+	close(fd);
+	return data < 0 || (uint64_t)data >= offset + len;
+}
+
+static bool all_bytes(const char *buf, size_t n, int c)
+{
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)buf[i] != (unsigned char)c)
+			return false;
+	return true;
+}
+
+START_TEST(lists_exactly_what_the_broker_answers)
+{
+	struct nbd_handle *h = nbd_create();
+	struct listing l = {0};
+
+	ck_assert_int_eq(nbd_set_opt_mode(h, true), 0);
+	ck_assert_int_eq(nbd_connect_unix(h, nbd_sock), 0);
+	ck_assert_int_eq(nbd_opt_list(h, (nbd_list_callback){.callback = collect, .user_data = &l}),
+	                 3);
+	ck_assert_int_eq(l.n, 3);
+	ck_assert_str_eq(l.names[0], "vol1");
+	ck_assert_str_eq(l.names[1], "committed");
+	ck_assert_str_eq(l.names[2], "images/base");
+	ck_assert_str_eq(l.descriptions[0], "ready, 4M (4194304 bytes), read-write");
+	ck_assert_str_eq(l.descriptions[1], "committed, 1M (1048576 bytes), read-only");
+	ck_assert_str_eq(l.descriptions[2], "image, 2M (2097152 bytes), read-only");
+	nbd_opt_abort(h);
+	nbd_close(h);
+}
+END_TEST
+
+START_TEST(bounds_a_long_listing)
+{
+	struct nbd_handle *h = nbd_create();
+	struct listing l = {0};
+
+	/* More packets than a socket buffer holds: the broker waits for the plugin to read,
+	 * and stops at TP_BROKER_LIST_MAX. */
+	extra_exports = TP_BROKER_LIST_MAX + 100;
+	ck_assert_int_eq(nbd_set_opt_mode(h, true), 0);
+	ck_assert_int_eq(nbd_connect_unix(h, nbd_sock), 0);
+	ck_assert_int_eq(nbd_opt_list(h, (nbd_list_callback){.callback = collect, .user_data = &l}),
+	                 TP_BROKER_LIST_MAX);
+	ck_assert_int_eq(l.n, TP_BROKER_LIST_MAX);
+	nbd_opt_abort(h);
+	nbd_close(h);
+}
+END_TEST
+
+START_TEST(has_no_default_export)
+{
+	ck_assert_int_eq(connect_fails(""), ENOENT);
+}
+END_TEST
+
+START_TEST(refuses_everything_else_like_a_missing_name)
+{
+	static const char *names[] = {"nope",  "bob/vol1", "../x", "a/b/c",  "VOL1",   "vol1/",
+	                              "/vol1", "images/",  "7",    "vol1\n", "extra-4"};
+	char *long_name = malloc(4097);
+
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+		ck_assert_msg(connect_fails(names[i]) == ENOENT, "%s", names[i]);
+	memset(long_name, 'a', 4096);
+	long_name[4096] = '\0';
+	ck_assert_int_eq(connect_fails(long_name), ENOENT);
+	free(long_name);
+}
+END_TEST
+
+START_TEST(reads_and_writes_through_the_brokered_fd)
+{
+	struct nbd_handle *h = connect_export("vol1");
+	char buf[8192], back[8192];
+	char *desc;
+
+	ck_assert_int_eq(nbd_get_size(h), 4 * MiB);
+	ck_assert_int_eq(nbd_is_read_only(h), 0);
+	ck_assert_int_eq(nbd_can_multi_conn(h), 1);
+	ck_assert_int_eq(nbd_can_fua(h), 1);
+	ck_assert_int_eq(nbd_can_flush(h), 1);
+	ck_assert_int_eq(nbd_can_trim(h), 1);
+	ck_assert_int_eq(nbd_can_zero(h), 1);
+	ck_assert_int_eq(nbd_can_fast_zero(h), 1);
+	ck_assert_int_eq(nbd_can_cache(h), 1);
+	ck_assert_int_eq(nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM), 1);
+	ck_assert_int_eq(nbd_get_block_size(h, LIBNBD_SIZE_PREFERRED), BLOCK_SIZE);
+	ck_assert_int_eq(nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM), 32 * MiB);
+	desc = nbd_get_export_description(h);
+	ck_assert_str_eq(desc, "ready, 4M (4194304 bytes), read-write");
+	free(desc);
+
+	for (size_t i = 0; i < sizeof buf; i++)
+		buf[i] = (char)(i * 7 + 3);
+	ck_assert_int_eq(nbd_pwrite(h, buf, sizeof buf, 100000, 0), 0);
+	ck_assert_int_eq(nbd_pwrite(h, buf, 4096, 4 * MiB - 4096, LIBNBD_CMD_FLAG_FUA), 0);
+	ck_assert_int_eq(nbd_flush(h, 0), 0);
+	ck_assert_int_eq(nbd_pread(h, back, sizeof back, 100000, 0), 0);
+	ck_assert_mem_eq(back, buf, sizeof buf);
+	read_backing(0, back, sizeof back, 100000);
+	ck_assert_mem_eq(back, buf, sizeof buf);
+	read_backing(0, back, 4096, 4 * MiB - 4096);
+	ck_assert_mem_eq(back, buf, 4096);
+	ck_assert_int_eq(nbd_cache(h, MiB, 0, 0), 0);
+	ck_assert_int_eq(nbd_shutdown(h, 0), 0);
+	nbd_close(h);
+}
+END_TEST
+
+START_TEST(serves_read_only_volumes_read_only)
+{
+	struct nbd_handle *h = connect_export("committed");
+	char buf[4096];
+	char *desc;
+
+	/* The broker refuses a read-write open (EROFS); the plugin then opens read-only. */
+	ck_assert_int_eq(nbd_is_read_only(h), 1);
+	ck_assert_int_eq(nbd_pread(h, buf, sizeof buf, 0, 0), 0);
+	ck_assert(all_bytes(buf, sizeof buf, 0xc0));
+	ck_assert_int_eq(nbd_pwrite(h, buf, sizeof buf, 0, 0), -1);
+	ck_assert_int_eq(nbd_get_errno(), EPERM);
+	desc = nbd_get_export_description(h);
+	ck_assert_str_eq(desc, "committed, 1M (1048576 bytes), read-only");
+	free(desc);
+	nbd_close(h);
+
+	h = connect_export("images/base");
+	ck_assert_int_eq(nbd_is_read_only(h), 1);
+	ck_assert_int_eq(nbd_pread(h, buf, sizeof buf, MiB, 0), 0);
+	ck_assert(all_bytes(buf, sizeof buf, 0xba));
+	nbd_close(h);
+}
+END_TEST
+
+START_TEST(zeroes_whole_blocks_by_unmapping_them)
+{
+	struct nbd_handle *h = connect_export("vol1");
+	char buf[512 * 1024];
+
+	/* [60K, 200K) may be trimmed: the blocks [64K, 192K) are unmapped, the edges
+	 * written. */
+	ck_assert_int_eq(nbd_zero(h, 140 * KiB, 60 * KiB, 0), 0);
+	ck_assert_int_eq(nbd_flush(h, 0), 0);
+	read_backing(0, buf, 256 * KiB, 0);
+	ck_assert(all_bytes(buf, 60 * KiB, 0xa1));
+	ck_assert(all_bytes(buf + 60 * KiB, 140 * KiB, 0));
+	ck_assert(all_bytes(buf + 200 * KiB, 56 * KiB, 0xa1));
+	ck_assert(is_hole(64 * KiB, 128 * KiB));
+
+	/* Without may-trim (NO_HOLE) the zeroes are written, never a hole. */
+	ck_assert_int_eq(nbd_zero(h, 64 * KiB, 256 * KiB, LIBNBD_CMD_FLAG_NO_HOLE), 0);
+	read_backing(0, buf, 64 * KiB, 256 * KiB);
+	ck_assert(all_bytes(buf, 64 * KiB, 0));
+
+	/* Unaligned to the sector: nbdkit falls back to writing zeroes. */
+	ck_assert_int_eq(nbd_zero(h, 1000, 1 * MiB + 100, 0), 0);
+	read_backing(0, buf, 2000, 1 * MiB);
+	ck_assert(all_bytes(buf, 100, 0xa1));
+	ck_assert(all_bytes(buf + 100, 1000, 0));
+	ck_assert(all_bytes(buf + 1100, 900, 0xa1));
+	nbd_close(h);
+}
+END_TEST
+
+START_TEST(fast_zero_only_for_whole_blocks)
+{
+	struct nbd_handle *h = connect_export("vol1");
+	char buf[128 * 1024];
+
+	/* Not whole blocks, or not allowed to trim: refused at once, nothing changed. */
+	ck_assert_int_eq(nbd_zero(h, 64 * KiB, 2 * MiB + 512, LIBNBD_CMD_FLAG_FAST_ZERO), -1);
+	ck_assert_int_eq(nbd_get_errno(), ENOTSUP);
+	ck_assert_int_eq(
+	    nbd_zero(h, 64 * KiB, 2 * MiB, LIBNBD_CMD_FLAG_FAST_ZERO | LIBNBD_CMD_FLAG_NO_HOLE),
+	    -1);
+	ck_assert_int_eq(nbd_get_errno(), ENOTSUP);
+	read_backing(0, buf, sizeof buf, 2 * MiB);
+	ck_assert(all_bytes(buf, sizeof buf, 0xa1));
+
+	ck_assert_int_eq(nbd_zero(h, 128 * KiB, 2 * MiB, LIBNBD_CMD_FLAG_FAST_ZERO), 0);
+	read_backing(0, buf, sizeof buf, 2 * MiB);
+	ck_assert(all_bytes(buf, sizeof buf, 0));
+	ck_assert(is_hole(2 * MiB, 128 * KiB));
+	nbd_close(h);
+}
+END_TEST
+
+START_TEST(trims_by_unmapping)
+{
+	struct nbd_handle *h = connect_export("vol1");
+
+	ck_assert(!is_hole(3 * MiB, 256 * KiB));
+	ck_assert_int_eq(nbd_trim(h, 256 * KiB, 3 * MiB, LIBNBD_CMD_FLAG_FUA), 0);
+	ck_assert(is_hole(3 * MiB, 256 * KiB));
+	/* Sub-sector edges are left alone, not refused. */
+	ck_assert_int_eq(nbd_trim(h, 1000, 100, 0), 0);
+	nbd_close(h);
+}
+END_TEST
+
+START_TEST(keeps_serving_open_connections_while_the_daemon_is_down)
+{
+	struct nbd_handle *h = connect_export("vol1");
+	char buf[4096] = {1, 2, 3}, back[4096];
+
+	stop_broker();
+	/* Open connections go on; new ones fail (like a missing name, to the client). */
+	ck_assert_int_eq(nbd_pwrite(h, buf, sizeof buf, 0, LIBNBD_CMD_FLAG_FUA), 0);
+	ck_assert_int_eq(nbd_pread(h, back, sizeof back, 0, 0), 0);
+	ck_assert_mem_eq(back, buf, sizeof buf);
+	ck_assert_int_eq(connect_fails("vol1"), ENOENT);
+
+	/* A restarted daemon replaces its stale socket; nbdkit needs no restart. */
+	start_broker();
+	nbd_close(h);
+	h = connect_export("vol1");
+	ck_assert_int_eq(nbd_pread(h, back, sizeof back, 0, 0), 0);
+	ck_assert_mem_eq(back, buf, sizeof buf);
+	nbd_close(h);
+}
+END_TEST
+
+/* Raw broker clients, as a compromised nbdkit could be. */
+
+static int broker_connect(void)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct timeval tv = {.tv_sec = 5};
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+	ck_assert_int_ge(fd, 0);
+	strcpy(sa.sun_path, broker_sock);
+	ck_assert_int_eq(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	return fd;
+}
+
+/* Send LEN bytes of BUF (with our stdin's fd attached if PASS_FD) and return what the
+ * broker answers: the first packet's length, 0 if it just closed. */
+static ssize_t ask_raw(const void *buf, size_t len, bool pass_fd)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} control = {0};
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	char reply[512];
+	int fd = broker_connect(), zero = 0;
+	ssize_t n;
+
+	if (pass_fd) {
+		struct cmsghdr *c;
+
+		msg.msg_control = control.buf;
+		msg.msg_controllen = sizeof control.buf;
+		c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &zero, sizeof zero);
+	}
+	ck_assert_int_eq(sendmsg(fd, &msg, MSG_NOSIGNAL), (ssize_t)len);
+	n = recv(fd, reply, sizeof reply, 0);
+	close(fd);
+	return n;
+}
+
+START_TEST(closes_the_connection_on_a_malformed_request)
+{
+	struct tp_broker_request req;
+	char big[sizeof req + 1] = {0};
+
+	tp_broker_encode_open("vol1", true, &req);
+	ck_assert_int_eq(ask_raw(&req, sizeof req, false), sizeof(struct tp_broker_reply));
+
+	ck_assert_int_eq(ask_raw(&req, 3, false), 0);
+	ck_assert_int_eq(ask_raw(&req, sizeof req - 1, false), 0);
+	memcpy(big, &req, sizeof req);
+	ck_assert_int_eq(ask_raw(big, sizeof big, false), 0);
+	ck_assert_int_eq(ask_raw(&req, sizeof req, true), 0);
+	req.h.type = TP_BROKER_OPENED;
+	ck_assert_int_eq(ask_raw(&req, sizeof req, false), 0);
+	tp_broker_encode_open("vol1", true, &req);
+	memcpy(req.ref, "../x", 5);
+	ck_assert_int_eq(ask_raw(&req, sizeof req, false), 0);
+	tp_broker_encode_open("vol1", true, &req);
+	req.flags = 0x80;
+	ck_assert_int_eq(ask_raw(&req, sizeof req, false), 0);
+}
+END_TEST
+
+START_TEST(closes_a_connection_that_sends_nothing)
+{
+	int fd = broker_connect();
+	char c;
+
+	/* Within the request timeout, without an answer. */
+	ck_assert_int_eq(recv(fd, &c, 1, 0), 0);
+	close(fd);
+}
+END_TEST
+
+START_TEST(refuses_a_peer_that_runs_no_tenants_nbdkit)
+{
+	struct tp_broker_request req;
+	pid_t pid;
+	int status;
+
+	if (getuid() != 0)
+		return; /* needs another uid to ask from */
+	tp_broker_encode_list(&req);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		char reply[512];
+		int fd;
+
+		/* The private directory lets any uid reach the socket by its name; the
+		 * broker then hangs up on a uid that is nobody's nbdkit, unanswered. */
+		if (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(2);
+		fd = broker_connect();
+		send(fd, &req, sizeof req, MSG_NOSIGNAL);
+		_exit(recv(fd, reply, sizeof reply, 0) <= 0 ? 0 : 1);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+}
+END_TEST
+
+START_TEST(makes_a_private_socket)
+{
+	struct stat st;
+	char path[160];
+
+	snprintf(path, sizeof path, "%s/private", dir);
+	ck_assert_int_eq(lstat(path, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0711);
+	ck_assert_int_eq(lstat(broker_sock, &st), 0);
+	ck_assert(S_ISSOCK(st.st_mode));
+	ck_assert_uint_eq(st.st_mode & 07777, 0666);
+	/* A second daemon must not steal a live broker's socket. */
+	ck_assert_int_eq(broker_listen(broker_sock), -EADDRINUSE);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("plugin-broker");
+	TCase *tc = tcase_create("plugin-broker");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, lists_exactly_what_the_broker_answers);
+	tcase_add_test(tc, bounds_a_long_listing);
+	tcase_add_test(tc, has_no_default_export);
+	tcase_add_test(tc, refuses_everything_else_like_a_missing_name);
+	tcase_add_test(tc, reads_and_writes_through_the_brokered_fd);
+	tcase_add_test(tc, serves_read_only_volumes_read_only);
+	tcase_add_test(tc, zeroes_whole_blocks_by_unmapping_them);
+	tcase_add_test(tc, fast_zero_only_for_whole_blocks);
+	tcase_add_test(tc, trims_by_unmapping);
+	tcase_add_test(tc, keeps_serving_open_connections_while_the_daemon_is_down);
+	tcase_add_test(tc, closes_the_connection_on_a_malformed_request);
+	tcase_add_test(tc, closes_a_connection_that_sends_nothing);
+	tcase_add_test(tc, refuses_a_peer_that_runs_no_tenants_nbdkit);
+	tcase_add_test(tc, makes_a_private_socket);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -79,6 +79,8 @@ $(BUILD)/%.o: %.c
 # e.g. OBJS_test-store := $(BUILD)/daemon/store.o, LIBS_test-store := -lsqlite3.
 OBJS_test-store := $(BUILD)/daemon/store.o $(BUILD)/daemon/log.o
 LIBS_test-store := $(call pc,--libs,sqlite3)
+OBJS_test-pool := $(BUILD)/daemon/pool.o $(BUILD)/daemon/log.o
+LIBS_test-pool := $(call pc,--libs,devmapper check)
 OBJS_test-client-output := $(BUILD)/client/output.o
 LIBS_test-client-output := $(call pc,--libs,json-c)
 OBJS_test-plugin-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o

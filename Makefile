@@ -114,6 +114,26 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@TP_BUILD=$(abspath $(BUILD)) tests/vm/run tests/vm/test-guest-dm-thin-nbd.sh
 
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+PLUGINDIR  ?= $(call pc,--variable=plugindir,nbdkit)
+MAN1       := $(wildcard docs/*.1)
+MAN5       := $(wildcard docs/*.5)
+MAN8       := $(wildcard docs/*.8)
+
+install: all
+	install -D -m 0755 $(DAEMON) $(DESTDIR)$(PREFIX)/sbin/thinproxyd
+	install -D -m 0755 $(CLIENT) $(DESTDIR)$(PREFIX)/bin/thinproxy
+	install -D -m 0755 $(PLUGIN) $(DESTDIR)$(PLUGINDIR)/nbdkit-thinproxy-plugin.so
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \
+		$(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 0644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5/
+	install -m 0644 $(MAN8) $(DESTDIR)$(PREFIX)/share/man/man8/
+	install -D -m 0644 daemon/thinproxyd.service $(DESTDIR)/etc/systemd/system/thinproxyd.service
+	install -D -m 0644 client/thinproxy.bash-completion \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/thinproxy
+
 clean:
 	rm -rf build
 

@@ -282,7 +282,7 @@ int check_ref(const char *what, const char *ref)
 			return 0;
 	}
 	return error_line(-EINVAL, what,
-	                  "invalid parent '%s': expected NAME, images/NAME or OWNER/NAME", ref);
+	                  "invalid reference '%s': expected NAME, images/NAME or OWNER/NAME", ref);
 }
 
 int parse_volume_size(const char *what, const char *s, uint64_t *ret_size)

@@ -93,7 +93,7 @@ int args_usage_error(const struct command *cmd, const char *fmt, ...)
 /* Value checks: each prints "thinproxy: WHAT: reason" and returns -EINVAL or -ERANGE when
  * the value is bad. KIND names the object ("volume", "tenant", "image"). */
 int check_name(const char *what, const char *kind, const char *name);
-/* A parent reference: NAME, images/NAME or OWNER/NAME. */
+/* A reference to a volume: NAME, images/NAME or OWNER/NAME. */
 int check_ref(const char *what, const char *ref);
 /* A volume size within TP_SIZE_MIN..TP_SIZE_MAX. */
 int parse_volume_size(const char *what, const char *s, uint64_t *ret_size);

@@ -113,7 +113,8 @@ static const struct command commands[] = {
         .name = "info",
         .synopsis = "NAME",
         .summary = "show a volume",
-        .help = "Show everything about volume NAME.\n\n"
+        .help = "Show everything about volume NAME; NAME may also be images/NAME or\n"
+                "OWNER/NAME, as ls shows them.\n\n"
                 "Options:\n" JSON_HELP HELP_HELP,
         .kind = CMD_VOLUME,
         .operand = "NAME",

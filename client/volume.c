@@ -147,6 +147,39 @@ int cmd_rm(struct ctx *c, const struct args *a)
 	return volume_request(c, what, "DELETE", NULL, name, NULL);
 }
 
+/* The entry named REF in the tenant's volume list, for references (images/NAME,
+ * OWNER/NAME), which have no path of their own in the API. Answers "not found" like the
+ * daemon when the list lacks it. */
+static int find_listed(struct ctx *c, const char *what, const char *ref,
+                       struct json_object **ret_volume)
+{
+	CLEANUP_JSON struct json_object *answer = NULL;
+	struct json_object *list;
+	char path[PATH_LEN];
+	int r;
+
+	r = api_path(c, "volumes", NULL, NULL, path, sizeof path);
+	if (r < 0)
+		return error_line(r, what, "request path too long");
+	r = http_json(c->http, what, "GET", path, NULL, &answer);
+	if (r < 0)
+		return r;
+	r = answer_list(what, answer, "volumes", &list);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < json_object_array_length(list); i++) {
+		struct json_object *v = json_object_array_get_idx(list, i), *name;
+
+		if (json_object_object_get_ex(v, "name", &name) &&
+		    json_object_is_type(name, json_type_string) &&
+		    strcmp(json_object_get_string(name), ref) == 0) {
+			*ret_volume = json_object_get(v);
+			return 0;
+		}
+	}
+	return error_line(-ENOENT, what, "not found: no volume %s visible to this tenant", ref);
+}
+
 int cmd_info(struct ctx *c, const struct args *a)
 {
 	CLEANUP_JSON struct json_object *answer = NULL;
@@ -155,13 +188,19 @@ int cmd_info(struct ctx *c, const struct args *a)
 	int r;
 
 	snprintf(what, sizeof what, "info %s", name);
-	r = check_name(what, "volume", name);
-	if (r < 0)
-		return r;
-	r = api_path(c, "volumes", name, NULL, path, sizeof path);
-	if (r < 0)
-		return error_line(r, what, "request path too long");
-	r = http_json(c->http, what, "GET", path, NULL, &answer);
+	if (strchr(name, '/') != NULL) {
+		r = check_ref(what, name);
+		if (r == 0)
+			r = find_listed(c, what, name, &answer);
+	} else {
+		r = check_name(what, "volume", name);
+		if (r == 0)
+			r = api_path(c, "volumes", name, NULL, path, sizeof path);
+		if (r == -ENAMETOOLONG)
+			return error_line(r, what, "request path too long");
+		if (r == 0)
+			r = http_json(c->http, what, "GET", path, NULL, &answer);
+	}
 	if (r < 0)
 		return r;
 	return c->json ? print_json(stdout, answer) : print_volume_details(stdout, answer);

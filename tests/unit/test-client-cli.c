@@ -391,7 +391,7 @@ START_TEST(rejects_bad_values_with_status_1_before_connecting)
 	assert_fails(&name, 1, "create Layer1: invalid volume name 'Layer1'");
 	assert_fails(&size, 1, "create layer1: invalid size '10X'");
 	assert_fails(&small, 1, "create layer1: size '4K' out of range: 64K to 16P");
-	assert_fails(&parent, 1, "snapshot l2: invalid parent 'a/b/c'");
+	assert_fails(&parent, 1, "snapshot l2: invalid reference 'a/b/c'");
 	assert_fails(&uid, 1, "tenant add a: invalid --uid '-1'");
 	assert_fails(&big_uid, 1, "tenant add a: --uid '4294967295' out of range");
 	assert_fails(&quota, 1, "tenant set a: invalid --max-size 'lots'");
@@ -581,6 +581,29 @@ START_TEST(acts_on_a_tenants_volumes_under_its_path_on_the_admin_socket)
 	ck_assert_int_eq(r.status, 0);
 	assert_request(request, "GET /v1/tenants/alice/volumes/layer1 HTTP/1.1\r\n", "");
 	ck_assert(strncmp(r.out, "name:      layer1\nowner:     alice\n", 35) == 0);
+}
+END_TEST
+
+START_TEST(shows_a_reference_from_the_volume_list)
+{
+	static const char list[] = "{\"volumes\": [{\"name\": \"layer1\"},"
+	                           " {\"name\": \"images/base\", \"size\": 10737418240,"
+	                           "  \"state\": \"image\", \"writable\": false}]}";
+	pid_t pid = serve_once("control.sock", 200, "application/json", list);
+	CLEANUP_RESULT struct result r = RUN("info", "images/base");
+	CLEANUP_FREE char *request = served_request(pid);
+	CLEANUP_FREE char *request_missing = NULL;
+	CLEANUP_RESULT struct result missing = {0};
+
+	ck_assert_int_eq(r.status, 0);
+	assert_request(request, "GET /v1/volumes HTTP/1.1\r\n", "");
+	ck_assert(strncmp(r.out, "name:      images/base\n", 23) == 0);
+	ck_assert_ptr_nonnull(strstr(r.out, "\nsize:      10G (10737418240 bytes)\n"));
+
+	pid = serve_once("control.sock", 200, "application/json", list);
+	missing = RUN("info", "bob/layer1");
+	request_missing = served_request(pid);
+	assert_fails(&missing, 1, "info bob/layer1: not found");
 }
 END_TEST
 
@@ -829,6 +852,7 @@ int main(void)
 	tcase_add_test(requests, creates_with_a_json_post_and_shows_the_new_volume);
 	tcase_add_test(requests, snapshots_with_the_parent_reference_and_an_optional_size);
 	tcase_add_test(requests, acts_on_a_tenants_volumes_under_its_path_on_the_admin_socket);
+	tcase_add_test(requests, shows_a_reference_from_the_volume_list);
 	tcase_add_test(requests, commits_with_an_empty_post_and_no_content_type);
 	tcase_add_test(requests, resizes_with_the_new_size_in_bytes);
 	tcase_add_test(requests, removes_with_delete_and_prints_nothing);

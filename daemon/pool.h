@@ -76,7 +76,7 @@ const char *pool_name(const struct pool *pool);
 /* Data block size in bytes. */
 uint64_t pool_block_size(const struct pool *pool);
 
-/* -EIO if the pool has failed ("Fail" status). */
+/* -EIO if the pool has failed ("Fail" status), -ENODEV if its dm device is gone. */
 int pool_get_status(struct pool *pool, struct pool_status *ret_status);
 /* set_transaction_id OLD NEW; -EINVAL-free: fails with -ESTALE if the pool's id is not OLD. */
 int pool_set_transaction_id(struct pool *pool, uint64_t old_id, uint64_t new_id);
@@ -92,7 +92,8 @@ int pool_delete_thin(struct pool *pool, uint32_t id);
 
 /* Activate thin ID with SIZE bytes (a multiple of 512), read-only if READ_ONLY.
  * Already active with the same table is success; active with another size or mode is
- * -EEXIST; -ENOENT if ID does not exist in the pool. */
+ * -EEXIST; -ENOENT if ID does not exist in the pool. An empty map of ours in its name
+ * (a crash between create and load) is replaced. */
 int pool_activate_thin(struct pool *pool, uint32_t id, uint64_t size, bool read_only);
 /* Remove thin ID's dm device: 0 if it was not active, -EBUSY if it is open. */
 int pool_deactivate_thin(struct pool *pool, uint32_t id);

@@ -12,7 +12,6 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <linux/fs.h>
@@ -268,6 +267,26 @@ START_TEST(activation_of_missing_id_is_enoent_and_leaves_no_device)
 	ck_assert_uint_eq(ts.size, 0);
 	ck_assert_uint_eq(ts.devnum, 0);
 	ck_assert_int_eq(pool_open_thin(pool, 5, O_RDONLY), -ENXIO);
+	pool_close(pool);
+}
+END_TEST
+
+START_TEST(activation_replaces_empty_map_left_by_a_crash)
+{
+	struct pool *pool = open_embedded(64 * MiB);
+	struct thin_status ts;
+
+	ck_assert_int_eq(pool_create_thin(pool, 1), 0);
+	/* What a crash between the create and the load of an activation leaves. */
+	ck_assert_int_eq(
+	    sh("dmsetup create %s --notable --uuid THINPROXY-%s", thin_dm_name(1), thin_dm_name(1)),
+	    0);
+	ck_assert_int_eq(pool_thin_status(pool, 1, &ts), 0);
+	ck_assert(!ts.active);
+	ck_assert_int_eq(pool_activate_thin(pool, 1, 16 * MiB, false), 0);
+	ck_assert_int_eq(pool_thin_status(pool, 1, &ts), 0);
+	ck_assert(ts.active);
+	ck_assert_uint_eq(ts.size, 16 * MiB);
 	pool_close(pool);
 }
 END_TEST
@@ -901,6 +920,7 @@ int main(void)
 	tcase_set_timeout(thin, 60);
 	tcase_add_test(thin, creates_thin_and_reports_mapped_bytes);
 	tcase_add_test(thin, activation_of_missing_id_is_enoent_and_leaves_no_device);
+	tcase_add_test(thin, activation_replaces_empty_map_left_by_a_crash);
 	tcase_add_test(thin, activation_is_idempotent_and_rejects_another_table);
 	tcase_add_test(thin, read_only_activation_refuses_writes);
 	tcase_add_test(thin, snapshot_of_active_origin_keeps_origin_data_and_resumes_it);

@@ -74,8 +74,10 @@ static void tp_cleanup_dm_release(int *unused)
 /* libdevmapper's log, routed into ours. Its errors come back to our callers as -errno and
  * are logged there with context, so here they are debug detail; its warnings stand alone;
  * its own info lines and ioctl traces are dropped. */
-__attribute__((format(printf, 5, 6))) static void
-dm_log_to_ours(int level, const char *file, int line, int dm_errno_or_class, const char *fmt, ...)
+__attribute__((format(printf, 5, 6))) static void log_from_libdevmapper(int level, const char *file,
+                                                                        int line,
+                                                                        int dm_errno_or_class,
+                                                                        const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
@@ -102,7 +104,7 @@ dm_log_to_ours(int level, const char *file, int line, int dm_errno_or_class, con
 }
 
 /* A task of TYPE about the dm device NAME (NULL: none); NULL when out of memory. */
-static struct dm_task *dm_new(int type, const char *name)
+static struct dm_task *task_new(int type, const char *name)
 {
 	struct dm_task *dmt = dm_task_create(type);
 
@@ -114,7 +116,7 @@ static struct dm_task *dm_new(int type, const char *name)
 }
 
 /* Run DMT: libdevmapper's 1/0 becomes 0/-errno. */
-static int dm_run(struct dm_task *dmt)
+static int task_run(struct dm_task *dmt)
 {
 	int e;
 
@@ -127,30 +129,30 @@ static int dm_run(struct dm_task *dmt)
 /* Run DMT, which makes, changes or removes a /dev/mapper node, and wait until the node is
  * right: through udev when it runs (with a cookie), else libdevmapper makes the node itself
  * (it detects a missing udev, or DM_DISABLE_UDEV=1, and then ignores the cookie). */
-static int dm_run_node_op(struct dm_task *dmt)
+static int task_run_node_op(struct dm_task *dmt)
 {
 	uint32_t cookie = 0;
 	int r;
 
 	if (!dm_task_set_cookie(dmt, &cookie, 0))
 		return -EIO;
-	r = dm_run(dmt);
+	r = task_run(dmt);
 	(void)dm_udev_wait(cookie);
 	return r;
 }
 
 /* Run a TYPE task (DM_DEVICE_INFO, _STATUS or _TABLE) on NAME and hand it on in *RET_DMT
  * (if not NULL) to read its results. A missing device is no error: RET_INFO->exists is 0. */
-static int dm_query(int type, const char *name, struct dm_task **ret_dmt, struct dm_info *ret_info)
+static int dev_query(int type, const char *name, struct dm_task **ret_dmt, struct dm_info *ret_info)
 {
-	CLEANUP_DM_TASK struct dm_task *dmt = dm_new(type, name);
+	CLEANUP_DM_TASK struct dm_task *dmt = task_new(type, name);
 	struct dm_info info;
 	int r;
 
 	if (dmt == NULL)
 		return -ENOMEM;
 	memset(&info, 0, sizeof info);
-	r = dm_run(dmt);
+	r = task_run(dmt);
 	if (r < 0 && r != -ENXIO)
 		return r;
 	if (r == 0 && !dm_task_get_info(dmt, &info))
@@ -163,8 +165,8 @@ static int dm_query(int type, const char *name, struct dm_task **ret_dmt, struct
 
 /* The only target of a STATUS or TABLE task: its length in sectors, type and parameters
  * (owned by DMT). -ENODATA if the device has no table or more than one target. */
-static int dm_single_target(struct dm_task *dmt, uint64_t *ret_sectors, const char **ret_type,
-                            const char **ret_params)
+static int dev_single_target(struct dm_task *dmt, uint64_t *ret_sectors, const char **ret_type,
+                             const char **ret_params)
 {
 	uint64_t start = 0, length = 0;
 	char *type = NULL, *params = NULL;
@@ -178,63 +180,63 @@ static int dm_single_target(struct dm_task *dmt, uint64_t *ret_sectors, const ch
 	return 0;
 }
 
-static int dm_simple(int type, const char *name)
+static int dev_simple(int type, const char *name)
 {
-	CLEANUP_DM_TASK struct dm_task *dmt = dm_new(type, name);
+	CLEANUP_DM_TASK struct dm_task *dmt = task_new(type, name);
 
 	if (dmt == NULL)
 		return -ENOMEM;
-	return dm_run(dmt);
+	return task_run(dmt);
 }
 
 /* Suspend NAME, flushing its I/O and freezing a file system on it. */
-static int dm_suspend(const char *name)
+static int dev_suspend(const char *name)
 {
-	return dm_simple(DM_DEVICE_SUSPEND, name);
+	return dev_simple(DM_DEVICE_SUSPEND, name);
 }
 
-static int dm_resume(const char *name)
+static int dev_resume(const char *name)
 {
-	CLEANUP_DM_TASK struct dm_task *dmt = dm_new(DM_DEVICE_RESUME, name);
+	CLEANUP_DM_TASK struct dm_task *dmt = task_new(DM_DEVICE_RESUME, name);
 
 	if (dmt == NULL)
 		return -ENOMEM;
-	return dm_run_node_op(dmt);
+	return task_run_node_op(dmt);
 }
 
 /* Remove NAME, retrying while something (blkid, udev) holds it open for a moment. */
-static int dm_remove(const char *name)
+static int dev_remove(const char *name)
 {
-	CLEANUP_DM_TASK struct dm_task *dmt = dm_new(DM_DEVICE_REMOVE, name);
+	CLEANUP_DM_TASK struct dm_task *dmt = task_new(DM_DEVICE_REMOVE, name);
 
 	if (dmt == NULL || !dm_task_retry_remove(dmt))
 		return -ENOMEM;
-	return dm_run_node_op(dmt);
+	return task_run_node_op(dmt);
 }
 
 /* Create the dm device NAME with UUID and one target, read-only if READ_ONLY. A create
  * is three ioctls (create, load, resume); if a later one fails, the empty map the first
  * left behind is removed again. -EEXIST if NAME or UUID is taken. */
-static int dm_create(const char *name, const char *uuid, uint64_t sectors, const char *target,
-                     const char *params, bool read_only)
+static int dev_create(const char *name, const char *uuid, uint64_t sectors, const char *target,
+                      const char *params, bool read_only)
 {
-	CLEANUP_DM_TASK struct dm_task *create = dm_new(DM_DEVICE_CREATE, name);
-	CLEANUP_DM_TASK struct dm_task *load = dm_new(DM_DEVICE_RELOAD, name);
-	CLEANUP_DM_TASK struct dm_task *resume = dm_new(DM_DEVICE_RESUME, name);
+	CLEANUP_DM_TASK struct dm_task *create = task_new(DM_DEVICE_CREATE, name);
+	CLEANUP_DM_TASK struct dm_task *load = task_new(DM_DEVICE_RELOAD, name);
+	CLEANUP_DM_TASK struct dm_task *resume = task_new(DM_DEVICE_RESUME, name);
 	int r, rr;
 
 	if (create == NULL || load == NULL || resume == NULL || !dm_task_set_uuid(create, uuid) ||
 	    !dm_task_add_target(load, 0, sectors, target, params) ||
 	    (read_only && !dm_task_set_ro(load)))
 		return -ENOMEM;
-	r = dm_run(create);
+	r = task_run(create);
 	if (r < 0)
 		return r == -EBUSY ? -EEXIST : r;
-	r = dm_run(load);
+	r = task_run(load);
 	if (r == 0)
-		r = dm_run_node_op(resume);
+		r = task_run_node_op(resume);
 	if (r < 0) {
-		rr = dm_remove(name);
+		rr = dev_remove(name);
 		if (rr < 0)
 			log_errno(LOG_WARNING, rr, "removing the empty dm device %s: %m, ignoring",
 			          name);
@@ -334,7 +336,7 @@ static int thin_query(struct pool *pool, uint32_t id, int type, struct dm_task *
 	int r;
 
 	thin_names(pool, id, &n);
-	r = dm_query(type, n.name, &dmt, &info);
+	r = dev_query(type, n.name, &dmt, &info);
 	if (r < 0)
 		return r;
 	if (info.exists) {
@@ -354,7 +356,7 @@ static int thin_query(struct pool *pool, uint32_t id, int type, struct dm_task *
 __attribute__((format(printf, 2, 3))) static int pool_message(struct pool *pool, const char *fmt,
                                                               ...)
 {
-	CLEANUP_DM_TASK struct dm_task *dmt = dm_new(DM_DEVICE_TARGET_MSG, pool->dm_name);
+	CLEANUP_DM_TASK struct dm_task *dmt = task_new(DM_DEVICE_TARGET_MSG, pool->dm_name);
 	char msg[128];
 	va_list ap;
 	int r;
@@ -364,7 +366,7 @@ __attribute__((format(printf, 2, 3))) static int pool_message(struct pool *pool,
 	va_end(ap);
 	if (dmt == NULL || !dm_task_set_sector(dmt, 0) || !dm_task_set_message(dmt, msg))
 		return -ENOMEM;
-	r = dm_run(dmt);
+	r = task_run(dmt);
 	log_debug("pool %s: message \"%s\": %s", pool->dm_name, msg, r < 0 ? strerror(-r) : "ok");
 	/* dm-thin answers ENODATA for a thin id that is not in its metadata. */
 	return r == -ENODATA ? -ENOENT : r;
@@ -392,20 +394,20 @@ static bool versions_find(struct dm_task *dmt, const char *target, uint32_t ret_
 /* The version of the kernel's dm target TARGET; -ENOENT if the kernel has none. */
 static int target_version(const char *target, uint32_t ret_version[3])
 {
-	CLEANUP_DM_TASK struct dm_task *list = dm_new(DM_DEVICE_LIST_VERSIONS, NULL);
-	CLEANUP_DM_TASK struct dm_task *get = dm_new(DM_DEVICE_GET_TARGET_VERSION, target);
+	CLEANUP_DM_TASK struct dm_task *list = task_new(DM_DEVICE_LIST_VERSIONS, NULL);
+	CLEANUP_DM_TASK struct dm_task *get = task_new(DM_DEVICE_GET_TARGET_VERSION, target);
 	int r;
 
 	if (list == NULL || get == NULL)
 		return -ENOMEM;
-	r = dm_run(list);
+	r = task_run(list);
 	if (r < 0)
 		return r;
 	if (versions_find(list, target, ret_version))
 		return 0;
 	/* Not loaded yet. Asking for this one target makes the kernel load its module
 	 * (request_module "dm-<target>"), as loading a table that names it would. */
-	if (dm_run(get) == 0 && versions_find(get, target, ret_version))
+	if (task_run(get) == 0 && versions_find(get, target, ret_version))
 		return 0;
 	return -ENOENT;
 }
@@ -413,7 +415,7 @@ static int target_version(const char *target, uint32_t ret_version[3])
 /* libdevmapper's API (1.02), the kernel's dm ioctl interface (4) and thin-pool. */
 static int check_versions(void)
 {
-	CLEANUP_DM_TASK struct dm_task *dmt = dm_new(DM_DEVICE_VERSION, NULL);
+	CLEANUP_DM_TASK struct dm_task *dmt = task_new(DM_DEVICE_VERSION, NULL);
 	char lib[64], driver[64];
 	uint32_t v[3];
 	int r;
@@ -426,7 +428,7 @@ static int check_versions(void)
 		log_error("libdevmapper %s: thinproxy needs the 1.02 library interface", lib);
 		return -EOPNOTSUPP;
 	}
-	r = dm_run(dmt);
+	r = task_run(dmt);
 	if (r < 0 || !dm_task_get_driver_version(dmt, driver, sizeof driver)) {
 		log_errno(LOG_ERR, r < 0 ? r : -EIO,
 		          "cannot reach device-mapper through /dev/mapper/control (is dm-mod "
@@ -549,8 +551,8 @@ static int blockdev_geometry(int fd, uint64_t *ret_bytes, dev_t *ret_devnum)
 /* Create our pool NAME (UUID) on METADATA and DATA of DATA_BYTES. Block zeroing stays on:
  * a tenant must never read blocks another tenant freed. error_if_no_space: writers get
  * ENOSPC at once instead of hanging when the pool is full. */
-static int pool_create(struct pool *p, const char *uuid, dev_t metadata, dev_t data,
-                       uint64_t data_bytes)
+static int make_pool(struct pool *p, const char *uuid, dev_t metadata, dev_t data,
+                     uint64_t data_bytes)
 {
 	uint64_t blocks = data_bytes / SECTOR / p->block_sectors;
 	char params[128];
@@ -564,7 +566,7 @@ static int pool_create(struct pool *p, const char *uuid, dev_t metadata, dev_t d
 	snprintf(params, sizeof params, "%u:%u %u:%u %" PRIu32 " %" PRIu64 " 1 error_if_no_space",
 	         major(metadata), minor(metadata), major(data), minor(data), p->block_sectors,
 	         blocks / 10);
-	r = dm_create(p->dm_name, uuid, blocks * p->block_sectors, "thin-pool", params, false);
+	r = dev_create(p->dm_name, uuid, blocks * p->block_sectors, "thin-pool", params, false);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "creating thin-pool %s (%s): %m", p->dm_name, params);
 	log_notice("pool %s: created, %" PRIu64 " blocks of %" PRIu64 " KiB", p->dm_name, blocks,
@@ -573,8 +575,8 @@ static int pool_create(struct pool *p, const char *uuid, dev_t metadata, dev_t d
 }
 
 /* Our pool on the configured data and metadata block devices. */
-static int pool_create_on_devices(struct pool *p, const char *uuid, const char *data_path,
-                                  const char *metadata_path)
+static int make_pool_on_devices(struct pool *p, const char *uuid, const char *data_path,
+                                const char *metadata_path)
 {
 	CLEANUP_CLOSE int data = open(data_path, O_RDONLY | O_CLOEXEC);
 	CLEANUP_CLOSE int metadata = open(metadata_path, O_RDONLY | O_CLOEXEC);
@@ -592,14 +594,14 @@ static int pool_create_on_devices(struct pool *p, const char *uuid, const char *
 	r = blockdev_geometry(metadata, &metadata_bytes, &metadata_dev);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "pool metadata device %s: %m", metadata_path);
-	return pool_create(p, uuid, metadata_dev, data_dev, data_bytes);
+	return make_pool(p, uuid, metadata_dev, data_dev, data_bytes);
 }
 
 /* The embedded default: our pool on STATE_DIR/pool/{data,metadata}.img over loop devices
  * that go away with the pool. On a restart after the pool went away (a reboot), the same
  * files come back and dm-thin finds its metadata in them. */
-static int pool_create_embedded(struct pool *p, const char *uuid, const char *state_dir,
-                                uint64_t loop_size)
+static int make_embedded_pool(struct pool *p, const char *uuid, const char *state_dir,
+                              uint64_t loop_size)
 {
 	CLEANUP_CLOSE int state = -1, dir = -1, data = -1, metadata = -1;
 	CLEANUP_CLOSE int data_loop = -1, metadata_loop = -1;
@@ -648,11 +650,11 @@ static int pool_create_embedded(struct pool *p, const char *uuid, const char *st
 		return log_errno(LOG_ERR, r, "pool loop devices: %m");
 	/* The pool now holds both loop devices; closing ours on return leaves them to it
 	 * (or, if the pool could not be made, clears them). */
-	return pool_create(p, uuid, metadata_dev, data_dev, data_bytes);
+	return make_pool(p, uuid, metadata_dev, data_dev, data_bytes);
 }
 
 /* Our own pool: reattach if it is active, else create it. */
-static int pool_open_own(struct pool *p, const struct pool_config *cfg)
+static int open_own_pool(struct pool *p, const struct pool_config *cfg)
 {
 	CLEANUP_DM_TASK struct dm_task *dmt = NULL;
 	char uuid[DM_UUID_BUF];
@@ -661,7 +663,7 @@ static int pool_open_own(struct pool *p, const struct pool_config *cfg)
 	int r;
 
 	snprintf(uuid, sizeof uuid, "%s%s", OWN_POOL_UUID_PREFIX, p->dm_name);
-	r = dm_query(DM_DEVICE_INFO, p->dm_name, &dmt, &info);
+	r = dev_query(DM_DEVICE_INFO, p->dm_name, &dmt, &info);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "looking up dm device %s: %m", p->dm_name);
 	if (info.exists) {
@@ -676,12 +678,12 @@ static int pool_open_own(struct pool *p, const struct pool_config *cfg)
 		return 0;
 	}
 	if (cfg->data_dev != NULL)
-		return pool_create_on_devices(p, uuid, cfg->data_dev, cfg->metadata_dev);
-	return pool_create_embedded(p, uuid, cfg->state_dir, cfg->loop_size);
+		return make_pool_on_devices(p, uuid, cfg->data_dev, cfg->metadata_dev);
+	return make_embedded_pool(p, uuid, cfg->state_dir, cfg->loop_size);
 }
 
 /* Read the pool device's number and block size from its live table. */
-static int pool_read_table(struct pool *p)
+static int read_pool_table(struct pool *p)
 {
 	CLEANUP_DM_TASK struct dm_task *dmt = NULL;
 	CLEANUP_FREE char *copy = NULL;
@@ -691,14 +693,15 @@ static int pool_read_table(struct pool *p)
 	char *tok[4];
 	int r;
 
-	r = dm_query(DM_DEVICE_TABLE, p->dm_name, &dmt, &info);
+	r = dev_query(DM_DEVICE_TABLE, p->dm_name, &dmt, &info);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "reading the table of dm device %s: %m", p->dm_name);
 	if (!info.exists) {
 		log_error("no dm device %s: the configured pool does not exist", p->dm_name);
 		return -ENOENT;
 	}
-	if (dm_single_target(dmt, &sectors, &type, &params) < 0 || strcmp(type, "thin-pool") != 0) {
+	if (dev_single_target(dmt, &sectors, &type, &params) < 0 ||
+	    strcmp(type, "thin-pool") != 0) {
 		log_error("dm device %s is not a thin-pool", p->dm_name);
 		return -EINVAL;
 	}
@@ -729,7 +732,7 @@ static int resume_if_suspended(uint32_t id, void *opaque)
 	    !info.suspended)
 		return 0;
 	thin_names(pool, id, &n);
-	r = dm_resume(n.name);
+	r = dev_resume(n.name);
 	if (r < 0)
 		log_errno(LOG_WARNING, r,
 		          "resuming %s, left suspended by an earlier run: %m, ignoring", n.name);
@@ -755,7 +758,7 @@ int pool_open(const struct pool_config *cfg, struct pool **ret_pool)
 	const char *base;
 	int r;
 
-	dm_log_with_errno_init(dm_log_to_ours);
+	dm_log_with_errno_init(log_from_libdevmapper);
 	if (cfg->existing != NULL && (cfg->data_dev != NULL || cfg->metadata_dev != NULL)) {
 		log_error("pool: configure either an existing pool or data and metadata devices");
 		return -EINVAL;
@@ -807,11 +810,11 @@ int pool_open(const struct pool_config *cfg, struct pool **ret_pool)
 	}
 
 	if (cfg->existing == NULL) {
-		r = pool_open_own(p, cfg);
+		r = open_own_pool(p, cfg);
 		if (r < 0)
 			goto fail;
 	}
-	r = pool_read_table(p);
+	r = read_pool_table(p);
 	if (r < 0)
 		goto fail;
 
@@ -873,12 +876,12 @@ int pool_get_status(struct pool *pool, struct pool_status *ret_status)
 	size_t n;
 	int r;
 
-	r = dm_query(DM_DEVICE_STATUS, pool->dm_name, &dmt, &info);
+	r = dev_query(DM_DEVICE_STATUS, pool->dm_name, &dmt, &info);
 	if (r < 0)
 		return r;
 	if (!info.exists)
 		return -ENODEV;
-	r = dm_single_target(dmt, &sectors, &type, &params);
+	r = dev_single_target(dmt, &sectors, &type, &params);
 	if (r < 0 || strcmp(type, "thin-pool") != 0)
 		return -EINVAL;
 	copy = strdup(params);
@@ -948,13 +951,13 @@ int pool_create_snap(struct pool *pool, uint32_t id, uint32_t origin_id)
 	suspend = info.exists && !info.suspended;
 	thin_names(pool, origin_id, &origin);
 	if (suspend) {
-		r = dm_suspend(origin.name);
+		r = dev_suspend(origin.name);
 		if (r < 0)
 			return r;
 	}
 	r = pool_message(pool, "create_snap %" PRIu32 " %" PRIu32, id, origin_id);
 	if (suspend) {
-		rr = dm_resume(origin.name);
+		rr = dev_resume(origin.name);
 		if (rr < 0) {
 			log_errno(LOG_ERR, rr,
 			          "resuming %s after create_snap %" PRIu32 " from %" PRIu32
@@ -998,19 +1001,19 @@ int pool_activate_thin(struct pool *pool, uint32_t id, uint64_t size, bool read_
 		return r == -EPERM ? -EEXIST : r;
 	if (info.exists && !info.live_table) {
 		/* Ours, but empty: a crash between its create and its load. */
-		r = dm_remove(n.name);
+		r = dev_remove(n.name);
 		if (r < 0)
 			return r;
 		info.exists = 0;
 	}
 	if (info.exists) {
-		r = dm_single_target(dmt, &sectors, &type, &params);
+		r = dev_single_target(dmt, &sectors, &type, &params);
 		if (r == 0 && sectors == size / SECTOR && strcmp(type, "thin") == 0 &&
 		    strcmp(params, want) == 0 && !!info.read_only == read_only)
 			return 0;
 		return -EEXIST;
 	}
-	r = dm_create(n.name, n.uuid, size / SECTOR, "thin", want, read_only);
+	r = dev_create(n.name, n.uuid, size / SECTOR, "thin", want, read_only);
 	/* The thin target's constructor fails with ENODATA for an id the pool lacks. */
 	return r == -ENODATA ? -ENOENT : r;
 }
@@ -1032,9 +1035,9 @@ int pool_deactivate_thin(struct pool *pool, uint32_t id)
 	if (info.open_count > 0)
 		return -EBUSY;
 	thin_names(pool, id, &n);
-	/* Not open a moment ago; dm_remove retries a while, as lvm2 does, should a scanner
+	/* Not open a moment ago; dev_remove retries a while, as lvm2 does, should a scanner
 	 * (blkid, udev) have opened it since. */
-	r = dm_remove(n.name);
+	r = dev_remove(n.name);
 	return r == -ENXIO ? 0 : r;
 }
 
@@ -1056,29 +1059,29 @@ int pool_resize_thin(struct pool *pool, uint32_t id, uint64_t size)
 		return r;
 	if (!info.exists)
 		return 0;
-	r = dm_single_target(dmt, &sectors, &type, &params);
+	r = dev_single_target(dmt, &sectors, &type, &params);
 	if (r < 0 || strcmp(type, "thin") != 0)
 		return -EINVAL;
 	if (sectors == size / SECTOR)
 		return 0;
 	thin_names(pool, id, &n);
-	load = dm_new(DM_DEVICE_RELOAD, n.name);
+	load = task_new(DM_DEVICE_RELOAD, n.name);
 	if (load == NULL || !dm_task_add_target(load, 0, size / SECTOR, "thin", params) ||
 	    (info.read_only && !dm_task_set_ro(load)))
 		return -ENOMEM;
-	r = dm_run(load);
+	r = task_run(load);
 	if (r < 0)
 		return r;
 	/* The new table is inactive until a resume, which needs a suspend first. */
-	r = dm_suspend(n.name);
+	r = dev_suspend(n.name);
 	if (r < 0) {
-		rr = dm_simple(DM_DEVICE_CLEAR, n.name);
+		rr = dev_simple(DM_DEVICE_CLEAR, n.name);
 		if (rr < 0)
 			log_errno(LOG_WARNING, rr,
 			          "clearing the inactive table of %s: %m, ignoring", n.name);
 		return r;
 	}
-	r = dm_resume(n.name);
+	r = dev_resume(n.name);
 	if (r < 0)
 		log_errno(LOG_ERR, r, "resuming %s after its resize: %m; it stays suspended",
 		          n.name);
@@ -1104,7 +1107,7 @@ int pool_thin_status(struct pool *pool, uint32_t id, struct thin_status *ret_sta
 		return r;
 	memset(&s, 0, sizeof s);
 	if (info.exists && info.live_table) {
-		r = dm_single_target(dmt, &sectors, &type, &params);
+		r = dev_single_target(dmt, &sectors, &type, &params);
 		if (r < 0 || strcmp(type, "thin") != 0)
 			return -EINVAL;
 		copy = strdup(params);
@@ -1185,7 +1188,7 @@ int pool_open_thin(struct pool *pool, uint32_t id, int flags)
 int pool_for_each_active(struct pool *pool, int (*fn)(uint32_t id, void *opaque), void *opaque)
 {
 	DM_RELEASE_ON_RETURN;
-	CLEANUP_DM_TASK struct dm_task *list = dm_new(DM_DEVICE_LIST, NULL);
+	CLEANUP_DM_TASK struct dm_task *list = task_new(DM_DEVICE_LIST, NULL);
 	CLEANUP_FREE uint32_t *ids = NULL;
 	struct dm_names *names;
 	size_t n = 0, cap = 0, i;
@@ -1194,7 +1197,7 @@ int pool_for_each_active(struct pool *pool, int (*fn)(uint32_t id, void *opaque)
 
 	if (list == NULL)
 		return -ENOMEM;
-	r = dm_run(list);
+	r = task_run(list);
 	if (r < 0)
 		return r;
 	names = dm_task_get_names(list);
@@ -1209,7 +1212,7 @@ int pool_for_each_active(struct pool *pool, int (*fn)(uint32_t id, void *opaque)
 
 			next = names->next;
 			if (thin_id_from_name(pool, names->name, &id) == 0 &&
-			    dm_query(DM_DEVICE_INFO, names->name, &dmt, &info) == 0 &&
+			    dev_query(DM_DEVICE_INFO, names->name, &dmt, &info) == 0 &&
 			    info.exists) {
 				thin_names(pool, id, &want);
 				uuid = dm_task_get_uuid(dmt);

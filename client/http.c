@@ -136,13 +136,15 @@ static int transport_error(struct http *h, const char *what, CURLcode rc, const 
 	}
 }
 
-/* Send one request and collect the answer into *RET_BODY (which the caller frees, also on
- * failure) and its status into *RET_STATUS. Returns 0 once an answer arrived, whatever
- * its status; -errno after printing why not. */
+/* Send one request; once an answer arrived, whatever its status, hand its status and body
+ * to the caller in *RET_STATUS and *RET_BODY and return 0. Otherwise print why not and
+ * return -errno. */
 static int request(struct http *h, const char *what, const char *method, const char *path,
                    const char *body, long *ret_status, struct buffer *ret_body)
 {
 	CLEANUP_SLIST struct curl_slist *headers = NULL;
+	struct buffer b = {NULL, 0, false};
+	CLEANUP_FREE char *data = NULL;
 	char errbuf[CURL_ERROR_SIZE] = "";
 	char url[URL_MAX];
 	struct curl_slist *l;
@@ -183,7 +185,7 @@ static int request(struct http *h, const char *what, const char *method, const c
 	if (rc == CURLE_OK)
 		rc = curl_easy_setopt(h->curl, CURLOPT_WRITEFUNCTION, collect);
 	if (rc == CURLE_OK)
-		rc = curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, ret_body);
+		rc = curl_easy_setopt(h->curl, CURLOPT_WRITEDATA, &b);
 	if (rc == CURLE_OK)
 		rc = curl_easy_setopt(h->curl, CURLOPT_ERRORBUFFER, errbuf);
 	/* Signals are ours; libcurl needs none for a unix socket. */
@@ -197,9 +199,12 @@ static int request(struct http *h, const char *what, const char *method, const c
 		return error_line(-EIO, what, "libcurl: %s", curl_easy_strerror(rc));
 
 	rc = curl_easy_perform(h->curl);
+	data = b.data; /* freed on failure, handed on on success */
 	if (rc != CURLE_OK)
-		return transport_error(h, what, rc, ret_body, errbuf);
+		return transport_error(h, what, rc, &b, errbuf);
 	curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, ret_status);
+	b.data = TAKE_PTR(data);
+	*ret_body = b;
 	return 0;
 }
 

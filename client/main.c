@@ -400,6 +400,7 @@ static bool is_group(const char *name)
 	return false;
 }
 
+/* Command NAME of GROUP (NULL for the top level), or NULL if there is none. */
 static const struct command *find_command(const char *group, const char *name)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
@@ -415,7 +416,7 @@ static const struct command *find_command(const char *group, const char *name)
 	return NULL;
 }
 
-/* A group's subcommands, for "thinproxy tenant" and "thinproxy tenant --help". */
+/* A group's commands, for "thinproxy tenant --help" and "thinproxy help tenant". */
 static void print_group_help(const char *group, FILE *f)
 {
 	fprintf(f, "Usage: thinproxy --admin %s COMMAND [ARGS...]\n\nCommands:\n", group);
@@ -465,7 +466,7 @@ static int usage_error(const char *fmt, ...)
 	return error_line(-EINVAL, NULL, "%s (see 'thinproxy --help')", message);
 }
 
-/* Exit status for a command's result. */
+/* Exit status for a result before a command runs: -EINVAL is a usage error. */
 static int exit_status(int r)
 {
 	if (r == -EINVAL)

@@ -9,7 +9,8 @@
 #include "tp-rules.h"
 #include "output.h"
 
-#define CELL_MAX 256
+#define CELL_MAX    256
+#define COLUMNS_MAX 16 /* of the object tables below */
 
 struct table {
 	const struct column *columns;
@@ -277,6 +278,8 @@ static int print_objects(FILE *f, struct json_object *list, const struct column 
 
 	if (list == NULL)
 		return 0;
+	if (n > COLUMNS_MAX)
+		return -E2BIG; /* more columns than a row has room for below */
 	if (quiet) {
 		for (size_t i = 0; i < n_rows; i++) {
 			struct json_object *o = one ? list : json_object_array_get_idx(list, i);
@@ -295,10 +298,10 @@ static int print_objects(FILE *f, struct json_object *list, const struct column 
 		return -ENOMEM;
 	for (size_t i = 0; i < n_rows; i++) {
 		struct json_object *o = one ? list : json_object_array_get_idx(list, i);
-		char bufs[16][CELL_MAX];
-		const char *cells[16];
+		char bufs[COLUMNS_MAX][CELL_MAX];
+		const char *cells[COLUMNS_MAX];
 
-		for (size_t c = 0; c < n && c < ARRAY_SIZE(cells); c++)
+		for (size_t c = 0; c < n; c++)
 			cells[c] = field(o, keys[c], bufs[c], sizeof bufs[c]);
 		r = table_add_row(t, cells);
 		if (r < 0)

@@ -1,0 +1,926 @@
+/* Supervision of the tenants' nbdkits (see supervise.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "supervise.h"
+#include "tp-cleanup.h"
+#include "tp-rules.h"
+
+/* The socket-activation fd: sd_listen_fds(3)'s first. */
+#define LISTEN_FD 3
+/* A first death is restarted at once, the next ones after 250 ms, 500 ms, ... 30 s; an
+ * nbdkit that ran for a minute counts as healthy again. */
+#define RESTART_DELAY_MIN_MS 250
+#define RESTART_DELAY_MAX_MS 30000
+#define HEALTHY_MS           60000
+/* supervise_stop_tenant: SIGTERM, this long to finish, then SIGKILL. */
+#define STOP_TIMEOUT_MS 3000
+/* Environment and search path of nbdkit. */
+#define SAFE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* One tenant's nbdkit. */
+struct tenant_proc {
+	struct tenant_proc *next;
+	char name[TP_NAME_MAX + 1];
+	uid_t nbd_uid, sock_uid;
+	gid_t nbd_gid, sock_gid;
+	/* nbd.sock, bound and listening, held here across nbdkit restarts; -1 if we have
+	 * none (an adopted nbdkit whose socket we could not take over). */
+	int listen_fd;
+	pid_t pid; /* 0: not running */
+	int pidfd; /* -1: not running */
+	int64_t started_ms;
+	unsigned failures;  /* deaths in a row without a healthy run */
+	int64_t restart_ms; /* when to restart; 0: no restart pending */
+};
+
+static struct {
+	bool initialized;
+	char *run_dir, *nbdkit, *plugin, *broker;
+	bool verbose, syslog;
+	struct tenant_proc *procs;
+} sv;
+
+static pthread_mutex_t sv_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void unlock(pthread_mutex_t **m)
+{
+	pthread_mutex_unlock(*m);
+}
+#define LOCKED                                                                \
+	__attribute__((cleanup(unlock))) pthread_mutex_t *_locked = &sv_lock; \
+	pthread_mutex_lock(_locked)
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* RUN_DIR/tenants/TENANT[/LEAF] into BUF. */
+static int tenant_path(const char *tenant, const char *leaf, char *buf, size_t size)
+{
+	int n = snprintf(buf, size, "%s/tenants/%s%s%s", sv.run_dir, tenant, leaf ? "/" : "",
+	                 leaf ? leaf : "");
+
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+static int make_dir(const char *path, mode_t mode)
+{
+	struct stat st;
+
+	if (mkdir(path, mode) < 0 && errno != EEXIST)
+		return -errno;
+	if (lstat(path, &st) < 0)
+		return -errno;
+	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* The absolute, resolved path of the program NAME (a path, or looked up in PATH). */
+static int find_program(const char *name, char **ret_path)
+{
+	const char *path = getenv("PATH");
+	char buf[PATH_MAX];
+
+	if (strchr(name, '/') != NULL) {
+		if (realpath(name, buf) == NULL)
+			return -errno;
+		if (access(buf, X_OK) < 0)
+			return -errno;
+	} else {
+		const char *p = path && *path ? path : SAFE_PATH, *end;
+		bool found = false;
+
+		for (; !found && *p != '\0'; p = *end ? end + 1 : end) {
+			char cand[PATH_MAX];
+			int n;
+
+			end = strchrnul(p, ':');
+			n = snprintf(cand, sizeof cand, "%.*s/%s", (int)(end - p), p, name);
+			if (end == p || n < 0 || (size_t)n >= sizeof cand)
+				continue;
+			found = access(cand, X_OK) == 0 && realpath(cand, buf) != NULL;
+		}
+		if (!found)
+			return -ENOENT;
+	}
+	*ret_path = strdup(buf);
+	return *ret_path ? 0 : -ENOMEM;
+}
+
+static void free_config(void)
+{
+	free(sv.run_dir);
+	free(sv.nbdkit);
+	free(sv.plugin);
+	free(sv.broker);
+	sv.run_dir = sv.nbdkit = sv.plugin = sv.broker = NULL;
+}
+
+int supervise_init(const struct supervise_config *cfg)
+{
+	const char *nbdkit = cfg->nbdkit ? cfg->nbdkit : "nbdkit";
+	char tenants[PATH_MAX];
+	int r;
+
+	LOCKED;
+	if (sv.initialized)
+		return -EALREADY;
+	if (cfg->run_dir == NULL || cfg->run_dir[0] != '/' || cfg->broker == NULL ||
+	    cfg->broker[0] != '/')
+		return -EINVAL;
+	if (snprintf(tenants, sizeof tenants, "%s/tenants", cfg->run_dir) >= (int)sizeof tenants)
+		return -ENAMETOOLONG;
+	r = find_program(nbdkit, &sv.nbdkit);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "cannot find %s: %m", nbdkit);
+	/* A plugin path is made absolute (nbdkit starts in "/"); a plain name is nbdkit's
+	 * to look up in its plugin directory. */
+	if (cfg->plugin != NULL && strchr(cfg->plugin, '/') != NULL) {
+		sv.plugin = realpath(cfg->plugin, NULL);
+		if (sv.plugin == NULL) {
+			r = log_errno(LOG_ERR, -errno, "nbdkit plugin %s: %m", cfg->plugin);
+			free_config();
+			return r;
+		}
+	} else {
+		sv.plugin = strdup(cfg->plugin ? cfg->plugin : SUPERVISE_PLUGIN_DEFAULT);
+	}
+	sv.run_dir = strdup(cfg->run_dir);
+	sv.broker = strdup(cfg->broker);
+	if (!sv.run_dir || !sv.plugin || !sv.broker) {
+		free_config();
+		return -ENOMEM;
+	}
+	sv.verbose = cfg->verbose;
+	sv.syslog = cfg->syslog;
+	r = make_dir(tenants, 0755);
+	if (r < 0) {
+		free_config();
+		return r;
+	}
+	sv.initialized = true;
+	return 0;
+}
+
+static struct tenant_proc *find(const char *tenant)
+{
+	struct tenant_proc *t;
+
+	for (t = sv.procs; t != NULL; t = t->next)
+		if (strcmp(t->name, tenant) == 0)
+			return t;
+	return NULL;
+}
+
+/* Give the socket at PATH its owner and mode: explicitly, as bind() follows the umask. */
+static int set_socket_owner(const char *path, uid_t uid, gid_t gid)
+{
+	if (fchmodat(AT_FDCWD, path, 0660, 0) < 0 ||
+	    fchownat(AT_FDCWD, path, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Create T's nbd.sock, bound and listening, into T->listen_fd. A socket file left at
+ * its path (by a dead nbdkit) is replaced. */
+static int make_socket(struct tenant_proc *t)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char dir[PATH_MAX];
+	CLEANUP_CLOSE int fd = -1;
+	struct stat st;
+	int r;
+
+	r = tenant_path(t->name, NULL, dir, sizeof dir);
+	if (r == 0)
+		r = tenant_path(t->name, "nbd.sock", sa.sun_path, sizeof sa.sun_path);
+	if (r == 0)
+		r = make_dir(dir, 0755);
+	if (r < 0)
+		return r;
+	if (lstat(sa.sun_path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			return -EEXIST;
+		if (unlink(sa.sun_path) < 0)
+			return -errno;
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+		return -errno;
+	r = set_socket_owner(sa.sun_path, t->sock_uid, t->sock_gid);
+	if (r == 0 && listen(fd, SOMAXCONN) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlink(sa.sun_path);
+		return r;
+	}
+	t->listen_fd = TAKE_FD(fd);
+	return 0;
+}
+
+/* Write PID into T's pidfile, atomically. */
+static int write_pidfile(const struct tenant_proc *t, pid_t pid)
+{
+	char path[PATH_MAX], tmp[PATH_MAX], buf[32];
+	CLEANUP_CLOSE int fd = -1;
+	int n, r;
+
+	r = tenant_path(t->name, "nbdkit.pid", path, sizeof path);
+	if (r == 0)
+		r = tenant_path(t->name, "nbdkit.pid.tmp", tmp, sizeof tmp);
+	if (r < 0)
+		return r;
+	n = snprintf(buf, sizeof buf, "%d\n", (int)pid);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, buf, (size_t)n) != n || rename(tmp, path) < 0) {
+		r = -errno;
+		unlink(tmp);
+		return r;
+	}
+	return 0;
+}
+
+/* The pid in TENANT's pidfile; 0 if there is none or it is unreadable. */
+static pid_t read_pidfile(const char *tenant)
+{
+	char path[PATH_MAX], buf[32], *end;
+	CLEANUP_CLOSE int fd = -1;
+	ssize_t n;
+	long pid;
+
+	if (tenant_path(tenant, "nbdkit.pid", path, sizeof path) < 0)
+		return 0;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof buf - 1);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	errno = 0;
+	pid = strtol(buf, &end, 10);
+	if (errno != 0 || end == buf || (*end != '\n' && *end != '\0') || pid <= 1 || pid > INT_MAX)
+		return 0;
+	return (pid_t)pid;
+}
+
+static void remove_tenant_file(const char *tenant, const char *leaf)
+{
+	char path[PATH_MAX];
+
+	if (tenant_path(tenant, leaf, path, sizeof path) == 0 && unlink(path) < 0 &&
+	    errno != ENOENT)
+		log_warning("remove %s: %m, ignoring", path);
+}
+
+/* Starting nbdkit: everything between fork and exec, in the child. */
+
+enum spawn_step {
+	STEP_FDS,
+	STEP_SIGNALS,
+	STEP_SETSID,
+	STEP_DEVNULL,
+	STEP_CHDIR,
+	STEP_BOUNDING_SET,
+	STEP_SETGROUPS,
+	STEP_SETRESGID,
+	STEP_SETRESUID,
+	STEP_CAPSET,
+	STEP_NO_NEW_PRIVS,
+	STEP_EXEC,
+};
+
+static const char *const spawn_step_names[] = {
+    [STEP_FDS] = "set up fds",
+    [STEP_SIGNALS] = "reset signals",
+    [STEP_SETSID] = "setsid",
+    [STEP_DEVNULL] = "open /dev/null",
+    [STEP_CHDIR] = "chdir /",
+    [STEP_BOUNDING_SET] = "drop the capability bounding set",
+    [STEP_SETGROUPS] = "setgroups",
+    [STEP_SETRESGID] = "setresgid",
+    [STEP_SETRESUID] = "setresuid",
+    [STEP_CAPSET] = "clear capabilities",
+    [STEP_NO_NEW_PRIVS] = "set no_new_privs",
+    [STEP_EXEC] = "exec",
+};
+
+struct spawn_error {
+	int step;
+	int err;
+};
+
+struct spawn_args {
+	int listen_fd;
+	uid_t uid;
+	gid_t gid;
+	bool keep_stderr;
+	char *const *argv;
+	char *const *envp;
+	char *listen_pid; /* the digits of "LISTEN_PID=..." in envp, filled in the child */
+};
+
+/* Report STEP's failure (errno) to the parent and die. */
+static _Noreturn void child_fail(int err_fd, enum spawn_step step)
+{
+	struct spawn_error e = {.step = step, .err = errno};
+
+	(void)!write(err_fd, &e, sizeof e);
+	_exit(127);
+}
+
+/* Async-signal-safe decimal formatting of V into BUF (room for 11 bytes). */
+static void format_pid(char *buf, pid_t v)
+{
+	char tmp[12];
+	int n = 0;
+
+	do
+		tmp[n++] = (char)('0' + v % 10);
+	while ((v /= 10) > 0);
+	while (n > 0)
+		*buf++ = tmp[--n];
+	*buf = '\0';
+}
+
+/* In the child: become the tenant's unprivileged nbdkit. Only async-signal-safe calls:
+ * the daemon has other threads. Never returns. */
+static _Noreturn void child_exec(const struct spawn_args *a, int err_fd)
+{
+	struct __user_cap_header_struct cap_header = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct cap_data[_LINUX_CAPABILITY_U32S_3] = {{0}};
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	sigset_t none;
+	int fd, sig, cap;
+
+	/* fds: the error pipe and the socket above LISTEN_FD first, so that neither is
+	 * overwritten, then the socket onto LISTEN_FD without close-on-exec, stdin and
+	 * stdout on /dev/null, stderr kept unless nbdkit logs to syslog, nothing else. */
+	err_fd = fcntl(err_fd, F_DUPFD_CLOEXEC, LISTEN_FD + 1);
+	if (err_fd < 0)
+		_exit(127);
+	fd = fcntl(a->listen_fd, F_DUPFD_CLOEXEC, LISTEN_FD + 1);
+	if (fd < 0 || dup2(fd, LISTEN_FD) < 0)
+		child_fail(err_fd, STEP_FDS);
+	close(fd);
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		child_fail(err_fd, STEP_DEVNULL);
+	if (dup2(fd, STDIN_FILENO) < 0 || dup2(fd, STDOUT_FILENO) < 0 ||
+	    (!a->keep_stderr && dup2(fd, STDERR_FILENO) < 0))
+		child_fail(err_fd, STEP_FDS);
+	if ((err_fd > LISTEN_FD + 1 && close_range(LISTEN_FD + 1, (unsigned)err_fd - 1, 0) < 0) ||
+	    close_range((unsigned)err_fd + 1, ~0U, 0) < 0)
+		child_fail(err_fd, STEP_FDS);
+
+	/* The daemon blocks and ignores signals of its own; nbdkit starts clean. */
+	sigemptyset(&none);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+		child_fail(err_fd, STEP_SIGNALS);
+	for (sig = 1; sig < NSIG; sig++)
+		sigaction(sig, &dfl, NULL);
+	/* Its own session: no terminal's signals, and it outlives the daemon. */
+	if (setsid() < 0)
+		child_fail(err_fd, STEP_SETSID);
+	if (chdir("/") < 0)
+		child_fail(err_fd, STEP_CHDIR);
+	umask(077);
+
+	/* No capabilities, ever: nbdkit only reads and writes the fds it is handed. The
+	 * bounding set and ambient set go while we still may (CAP_SETPCAP); setresuid
+	 * away from root clears the permitted and effective sets; capset clears the
+	 * inheritable one; no_new_privs stops setuid binaries giving any back. */
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		child_fail(err_fd, STEP_BOUNDING_SET);
+	for (cap = 0; prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0; cap++)
+		;
+	if (errno != EINVAL || cap == 0)
+		child_fail(err_fd, STEP_BOUNDING_SET);
+	/* No supplementary groups: the daemon's (root's) would otherwise stay. */
+	if (setgroups(0, NULL) < 0)
+		child_fail(err_fd, STEP_SETGROUPS);
+	if (setresgid(a->gid, a->gid, a->gid) < 0)
+		child_fail(err_fd, STEP_SETRESGID);
+	if (setresuid(a->uid, a->uid, a->uid) < 0)
+		child_fail(err_fd, STEP_SETRESUID);
+	if (syscall(SYS_capset, &cap_header, cap_data) < 0)
+		child_fail(err_fd, STEP_CAPSET);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		child_fail(err_fd, STEP_NO_NEW_PRIVS);
+
+	/* Socket activation: LISTEN_FDS=1 and our own pid, which only we know. */
+	format_pid(a->listen_pid, getpid());
+	execve(a->argv[0], a->argv, a->envp);
+	child_fail(err_fd, STEP_EXEC);
+}
+
+/* Start T's nbdkit on T->listen_fd. Logs why it could not. */
+static int spawn(struct tenant_proc *t)
+{
+	char tenant_arg[sizeof "tenant=" + TP_NAME_MAX], broker_arg[PATH_MAX + 8];
+	char listen_pid[sizeof "LISTEN_PID=" + 12] = "LISTEN_PID=";
+	char *argv[10], *envp[] = {"PATH=" SAFE_PATH, "LISTEN_FDS=1", listen_pid, NULL};
+	struct spawn_args a = {.listen_fd = t->listen_fd,
+	                       .uid = t->nbd_uid,
+	                       .gid = t->nbd_gid,
+	                       .keep_stderr = !sv.syslog,
+	                       .argv = argv,
+	                       .envp = envp,
+	                       .listen_pid = listen_pid + strlen("LISTEN_PID=")};
+	struct spawn_error e;
+	int pipe_fds[2], n = 0, r;
+	ssize_t got;
+	pid_t pid;
+
+	snprintf(tenant_arg, sizeof tenant_arg, "tenant=%s", t->name);
+	if (snprintf(broker_arg, sizeof broker_arg, "broker=%s", sv.broker) >=
+	    (int)sizeof broker_arg)
+		return -ENAMETOOLONG;
+	/* Foreground, and no --exit-with-parent: it must survive the daemon. */
+	argv[n++] = sv.nbdkit;
+	argv[n++] = "-f";
+	if (sv.verbose)
+		argv[n++] = "-v";
+	if (sv.syslog)
+		argv[n++] = "--log=syslog";
+	argv[n++] = sv.plugin;
+	argv[n++] = tenant_arg;
+	argv[n++] = broker_arg;
+	argv[n] = NULL;
+
+	if (pipe2(pipe_fds, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		close(pipe_fds[0]);
+		close(pipe_fds[1]);
+		return r;
+	}
+	if (pid == 0)
+		child_exec(&a, pipe_fds[1]);
+	close(pipe_fds[1]);
+	/* The pipe closes on exec, or carries the step that failed. */
+	do
+		got = read(pipe_fds[0], &e, sizeof e);
+	while (got < 0 && errno == EINTR);
+	close(pipe_fds[0]);
+	if (got != 0) {
+		r = got == sizeof e ? -e.err : -EIO;
+		waitpid(pid, NULL, 0);
+		if (got == sizeof e && e.step >= 0 && e.step <= STEP_EXEC)
+			return log_errno(LOG_ERR, r, "tenant %s: start %s: %s: %m", t->name,
+			                 sv.nbdkit, spawn_step_names[e.step]);
+		return log_errno(LOG_ERR, r, "tenant %s: start %s: %m", t->name, sv.nbdkit);
+	}
+	/* Our own child cannot be reaped behind our back (nobody else waits), so its pid
+	 * still names it here. */
+	t->pidfd = pidfd_open(pid, 0);
+	if (t->pidfd < 0) {
+		r = -errno;
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return log_errno(LOG_ERR, r, "tenant %s: pidfd_open %d: %m", t->name, (int)pid);
+	}
+	t->pid = pid;
+	t->started_ms = now_ms();
+	t->restart_ms = 0;
+	r = write_pidfile(t, pid);
+	if (r < 0)
+		log_errno(LOG_WARNING, r,
+		          "tenant %s: write nbdkit's pidfile: %m; a restarted daemon will not "
+		          "find nbdkit %d, ignoring",
+		          t->name, (int)pid);
+	log_info("tenant %s: started nbdkit %d as %u:%u", t->name, (int)pid, (unsigned)t->nbd_uid,
+	         (unsigned)t->nbd_gid);
+	return 0;
+}
+
+/* Adopting an nbdkit left by an earlier daemon. */
+
+enum inspection {
+	FOREIGN,      /* not our nbdkit for this tenant (or gone) */
+	OURS,         /* ours, for this tenant, with the expected uid, gid and plugin */
+	OURS_CHANGED, /* ours for this tenant, but with another uid, gid or plugin */
+};
+
+/* Read the small /proc file PATH into BUF (NUL-terminated); returns its length. */
+static ssize_t read_proc(const char *path, char *buf, size_t size)
+{
+	CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+	size_t len = 0;
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	while (len < size - 1 && (n = read(fd, buf + len, size - 1 - len)) > 0)
+		len += (size_t)n;
+	buf[len] = '\0';
+	return (ssize_t)len;
+}
+
+/* Do the four ids of the /proc status line "KEY:\t..." all equal ID? */
+static bool ids_are(const char *status, const char *key, unsigned id)
+{
+	const char *p = strstr(status, key);
+	unsigned v[4];
+
+	return p != NULL &&
+	       sscanf(p + strlen(key), "%u %u %u %u", &v[0], &v[1], &v[2], &v[3]) == 4 &&
+	       v[0] == id && v[1] == id && v[2] == id && v[3] == id;
+}
+
+/* What is process PID (which the caller holds a pidfd on) to tenant T? */
+static enum inspection inspect(pid_t pid, const struct tenant_proc *t)
+{
+	char path[64], exe[PATH_MAX], cmdline[8192], status[4096], want[PATH_MAX + 8];
+	bool tenant_ok = false, broker_ok = false, plugin_ok = false;
+	const char *base, *p;
+	ssize_t n, len;
+
+	/* nbdkit, even if it was upgraded (" (deleted)") since. */
+	snprintf(path, sizeof path, "/proc/%d/exe", (int)pid);
+	n = readlink(path, exe, sizeof exe - 1);
+	if (n <= 0)
+		return FOREIGN;
+	exe[n] = '\0';
+	if (n > 10 && strcmp(exe + n - 10, " (deleted)") == 0)
+		exe[n - 10] = '\0';
+	base = strrchr(exe, '/');
+	if (strcmp(exe, sv.nbdkit) != 0 && strcmp(base ? base + 1 : exe, "nbdkit") != 0)
+		return FOREIGN;
+
+	/* Started by us for this tenant: "tenant=T" and "broker=B" among its arguments. */
+	snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+	len = read_proc(path, cmdline, sizeof cmdline);
+	if (len <= 0)
+		return FOREIGN;
+	for (p = cmdline; p < cmdline + len; p += strlen(p) + 1) {
+		snprintf(want, sizeof want, "tenant=%s", t->name);
+		tenant_ok |= strcmp(p, want) == 0;
+		snprintf(want, sizeof want, "broker=%s", sv.broker);
+		broker_ok |= strcmp(p, want) == 0;
+		plugin_ok |= strcmp(p, sv.plugin) == 0;
+	}
+	if (!tenant_ok || !broker_ok)
+		return FOREIGN;
+
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	if (read_proc(path, status, sizeof status) <= 0)
+		return FOREIGN;
+	if (plugin_ok && ids_are(status, "\nUid:", (unsigned)t->nbd_uid) &&
+	    ids_are(status, "\nGid:", (unsigned)t->nbd_gid))
+		return OURS;
+	return OURS_CHANGED;
+}
+
+/* Take a duplicate of the listening socket at fd LISTEN_FD of the process PIDFD, if it
+ * is T's nbd.sock. Returns the fd. */
+static int take_socket(int pidfd, const struct tenant_proc *t)
+{
+	struct sockaddr_un sa = {0};
+	char path[sizeof sa.sun_path];
+	socklen_t len = sizeof sa;
+	int domain = 0, type = 0, listening = 0, r;
+	socklen_t ilen = sizeof(int);
+	CLEANUP_CLOSE int fd = -1;
+
+	r = tenant_path(t->name, "nbd.sock", path, sizeof path);
+	if (r < 0)
+		return r;
+	fd = pidfd_getfd(pidfd, LISTEN_FD, 0);
+	if (fd < 0)
+		return -errno;
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &ilen) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &ilen) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ilen) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
+		return -errno;
+	if (domain != AF_UNIX || type != SOCK_STREAM || !listening ||
+	    len <= offsetof(struct sockaddr_un, sun_path) ||
+	    strncmp(sa.sun_path, path, sizeof sa.sun_path) != 0)
+		return -ENOTSOCK;
+	return TAKE_FD(fd);
+}
+
+/* Wait up to TIMEOUT_MS for the process PIDFD to exit. */
+static bool wait_exit(int pidfd, int timeout_ms)
+{
+	struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+	int64_t deadline = now_ms() + timeout_ms;
+	int r;
+
+	do {
+		int64_t left = deadline - now_ms();
+
+		r = poll(&pfd, 1, left > 0 ? (int)left : 0);
+	} while (r < 0 && errno == EINTR);
+	return r > 0;
+}
+
+/* Reap the process PIDFD if it is our child (an adopted one is reaped by init). */
+static void reap(int pidfd, siginfo_t *ret_info)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof si);
+	if (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG) < 0)
+		memset(&si, 0, sizeof si);
+	if (ret_info)
+		*ret_info = si;
+}
+
+/* Stop the process PIDFD: SIGTERM, then SIGKILL. */
+static void terminate(int pidfd)
+{
+	if (pidfd_send_signal(pidfd, SIGTERM, NULL, 0) == 0 && !wait_exit(pidfd, STOP_TIMEOUT_MS) &&
+	    pidfd_send_signal(pidfd, SIGKILL, NULL, 0) == 0)
+		wait_exit(pidfd, 1000);
+	reap(pidfd, NULL);
+}
+
+static void stop_process(struct tenant_proc *t)
+{
+	if (t->pid == 0)
+		return;
+	terminate(t->pidfd);
+	close(t->pidfd);
+	t->pidfd = -1;
+	t->pid = 0;
+}
+
+/* T's nbdkit from an earlier daemon, as its pidfile names it: a pidfd on it and what it
+ * is to T, or -1 if there is none (or the pidfile names something else). */
+static int find_leftover(const struct tenant_proc *t, pid_t *ret_pid, enum inspection *ret_what)
+{
+	pid_t pid = read_pidfile(t->name);
+	CLEANUP_CLOSE int pidfd = -1;
+	enum inspection what;
+
+	if (pid == 0)
+		return -1;
+	pidfd = pidfd_open(pid, 0);
+	if (pidfd < 0)
+		return -1;
+	what = inspect(pid, t);
+	/* The pidfd names one process for good; if that one is still alive now, what
+	 * /proc said was about it and not about a successor with a recycled pid. */
+	if (what == FOREIGN || pidfd_send_signal(pidfd, 0, NULL, 0) < 0)
+		return -1;
+	*ret_pid = pid;
+	*ret_what = what;
+	return TAKE_FD(pidfd);
+}
+
+/* Adopt T's nbdkit from an earlier daemon if it runs as configured now, taking over its
+ * socket; if it runs with another uid, gid or plugin, take its socket and stop it. */
+static void adopt(struct tenant_proc *t)
+{
+	enum inspection what;
+	CLEANUP_CLOSE int pidfd = -1;
+	pid_t pid;
+	int fd;
+
+	pidfd = find_leftover(t, &pid, &what);
+	if (pidfd < 0)
+		return;
+	fd = take_socket(pidfd, t);
+	if (fd < 0)
+		log_errno(LOG_WARNING, fd,
+		          "tenant %s: cannot take over the socket of nbdkit %d: %m; if it dies, "
+		          "a new nbd.sock replaces the one containers have mounted",
+		          t->name, (int)pid);
+	else
+		t->listen_fd = fd;
+	if (what == OURS) {
+		t->pid = pid;
+		t->pidfd = TAKE_FD(pidfd);
+		t->started_ms = now_ms();
+		log_info("tenant %s: adopted running nbdkit %d", t->name, (int)pid);
+		return;
+	}
+	log_notice("tenant %s: nbdkit %d runs with another uid, gid or plugin, replacing it",
+	           t->name, (int)pid);
+	terminate(pidfd);
+}
+
+int supervise_start_tenant(const char *tenant, uid_t nbd_uid, gid_t nbd_gid, uid_t sock_uid,
+                           gid_t sock_gid)
+{
+	struct tenant_proc *t;
+	char path[PATH_MAX];
+	bool created = false;
+	int r;
+
+	LOCKED;
+	if (!sv.initialized)
+		return -EINVAL;
+	if (!tp_name_valid(tenant))
+		return -EINVAL;
+	/* Never root: the whole point is an nbdkit without authority. */
+	if (nbd_uid == 0 || nbd_gid == 0 || nbd_uid == (uid_t)-1 || nbd_gid == (gid_t)-1)
+		return -EPERM;
+	r = tenant_path(tenant, "nbd.sock", path, sizeof path);
+	if (r < 0)
+		return r;
+	if (strlen(path) >= sizeof((struct sockaddr_un *)0)->sun_path)
+		return -ENAMETOOLONG;
+
+	t = find(tenant);
+	if (t == NULL) {
+		t = calloc(1, sizeof *t);
+		if (t == NULL)
+			return -ENOMEM;
+		snprintf(t->name, sizeof t->name, "%s", tenant);
+		t->listen_fd = t->pidfd = -1;
+		t->nbd_uid = nbd_uid;
+		t->nbd_gid = nbd_gid;
+		t->sock_uid = sock_uid;
+		t->sock_gid = sock_gid;
+		t->next = sv.procs;
+		sv.procs = t;
+		created = true;
+		adopt(t);
+	} else if (t->pid != 0 && (t->nbd_uid != nbd_uid || t->nbd_gid != nbd_gid)) {
+		log_notice("tenant %s: nbdkit uid changes, restarting it", tenant);
+		stop_process(t);
+	}
+	t->nbd_uid = nbd_uid;
+	t->nbd_gid = nbd_gid;
+	t->sock_uid = sock_uid;
+	t->sock_gid = sock_gid;
+
+	/* A socket we hold, or one an adopted nbdkit still serves, stays; only without
+	 * either is there a new one. */
+	if (t->listen_fd >= 0 || t->pid != 0)
+		r = set_socket_owner(path, sock_uid, sock_gid);
+	else
+		r = make_socket(t);
+	if (r == 0 && t->pid == 0) {
+		t->failures = 0;
+		r = spawn(t);
+	}
+	if (r < 0 && created) {
+		/* Forget T; an adopted nbdkit goes on, a socket nobody serves goes. */
+		sv.procs = t->next;
+		if (t->pidfd >= 0)
+			close(t->pidfd);
+		if (t->listen_fd >= 0)
+			close(t->listen_fd);
+		if (t->pid == 0)
+			unlink(path);
+		free(t);
+	}
+	return r;
+}
+
+int supervise_stop_tenant(const char *tenant)
+{
+	struct tenant_proc **slot, *t;
+
+	LOCKED;
+	if (!sv.initialized || !tp_name_valid(tenant))
+		return -EINVAL;
+	for (slot = &sv.procs; *slot != NULL && strcmp((*slot)->name, tenant) != 0;
+	     slot = &(*slot)->next)
+		;
+	t = *slot;
+	if (t != NULL) {
+		stop_process(t);
+		if (t->listen_fd >= 0)
+			close(t->listen_fd);
+		*slot = t->next;
+		free(t);
+	} else {
+		/* Not supervised (this daemon has not started it): stop the nbdkit of this
+		 * tenant that the pidfile names all the same. */
+		struct tenant_proc tmp = {.nbd_uid = (uid_t)-1, .nbd_gid = (gid_t)-1};
+		enum inspection what;
+		CLEANUP_CLOSE int pidfd = -1;
+		pid_t pid;
+
+		snprintf(tmp.name, sizeof tmp.name, "%s", tenant);
+		pidfd = find_leftover(&tmp, &pid, &what);
+		if (pidfd >= 0)
+			terminate(pidfd);
+	}
+	remove_tenant_file(tenant, "nbd.sock");
+	remove_tenant_file(tenant, "nbdkit.pid");
+	log_info("tenant %s: nbdkit stopped", tenant);
+	return 0;
+}
+
+/* Describe how the process in SI ended (empty SI: an adopted one, not ours to reap). */
+static const char *how_it_ended(const siginfo_t *si, char *buf, size_t size)
+{
+	if (si->si_pid == 0)
+		snprintf(buf, size, "exited");
+	else if (si->si_code == CLD_EXITED)
+		snprintf(buf, size, "exited with status %d", si->si_status);
+	else
+		snprintf(buf, size, "was killed by SIG%s",
+		         sigabbrev_np(si->si_status) ? sigabbrev_np(si->si_status) : "?");
+	return buf;
+}
+
+void supervise_reap(void)
+{
+	struct tenant_proc *t;
+	int64_t now = now_ms();
+
+	LOCKED;
+	for (t = sv.procs; t != NULL; t = t->next) {
+		if (t->pid != 0 && wait_exit(t->pidfd, 0)) {
+			char how[128];
+			siginfo_t si;
+			int64_t delay;
+
+			reap(t->pidfd, &si);
+			if (now - t->started_ms >= HEALTHY_MS)
+				t->failures = 0;
+			delay = t->failures == 0
+			            ? 0
+			            : (int64_t)RESTART_DELAY_MIN_MS << (t->failures - 1);
+			if (delay > RESTART_DELAY_MAX_MS)
+				delay = RESTART_DELAY_MAX_MS;
+			if (t->failures < 16)
+				t->failures++;
+			log_warning("tenant %s: nbdkit %d %s, restarting it in %" PRId64 " ms",
+			            t->name, (int)t->pid, how_it_ended(&si, how, sizeof how),
+			            delay);
+			close(t->pidfd);
+			t->pidfd = -1;
+			t->pid = 0;
+			t->restart_ms = now + delay;
+		}
+		if (t->pid == 0 && t->restart_ms != 0 && now >= t->restart_ms) {
+			int r = t->listen_fd >= 0 ? 0 : make_socket(t);
+
+			if (r == 0)
+				r = spawn(t);
+			if (r < 0) {
+				if (t->failures < 16)
+					t->failures++;
+				t->restart_ms = now + RESTART_DELAY_MAX_MS;
+			}
+		}
+	}
+}
+
+const char *supervise_status(const char *tenant)
+{
+	struct tenant_proc *t;
+
+	LOCKED;
+	t = find(tenant);
+	if (t == NULL)
+		return "stopped";
+	if (t->pid != 0)
+		return "running";
+	return t->restart_ms != 0 ? "restarting" : "stopped";
+}
+
+void supervise_shutdown(void)
+{
+	LOCKED;
+	while (sv.procs != NULL) {
+		struct tenant_proc *t = sv.procs;
+
+		sv.procs = t->next;
+		/* Our copies only: nbdkit keeps its socket, pidfile and connections. */
+		if (t->listen_fd >= 0)
+			close(t->listen_fd);
+		if (t->pidfd >= 0)
+			close(t->pidfd);
+		free(t);
+	}
+	free_config();
+	sv.initialized = false;
+}

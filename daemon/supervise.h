@@ -1,0 +1,57 @@
+/* Supervision of the tenants' nbdkits: one nbdkit per tenant, running the thinproxy
+ * plugin as that tenant's own unprivileged uid, socket-activated on
+ * RUN_DIR/tenants/TENANT/nbd.sock, which the daemon creates and keeps open so that a
+ * restarted nbdkit serves the very same socket (and every bind mount of it).
+ *
+ * The nbdkits outlive the daemon: each one's pid is kept in
+ * RUN_DIR/tenants/TENANT/nbdkit.pid, and a restarted daemon adopts the nbdkit it finds
+ * there (after checking that it is ours, for this tenant, with this uid) instead of
+ * starting a second one.
+ *
+ * Thread-safe. Every function returns 0 or -errno. supervise_reap() waits only for its
+ * own children (by pidfd): nothing else in the daemon may wait for any child (-1). */
+#ifndef TP_DAEMON_SUPERVISE_H
+#define TP_DAEMON_SUPERVISE_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* nbdkit finds a plugin given by short name in its own plugin directory. */
+#define SUPERVISE_PLUGIN_DEFAULT "thinproxy"
+
+struct supervise_config {
+	const char *run_dir; /* e.g. /run/thinproxy */
+	const char *nbdkit;  /* a path, or a name looked up in PATH; NULL: "nbdkit" */
+	const char *plugin;  /* NULL: SUPERVISE_PLUGIN_DEFAULT */
+	const char *broker;  /* the broker's socket, for the plugin's broker= */
+	bool verbose;        /* nbdkit -v */
+	bool syslog;         /* nbdkit --log=syslog; else it inherits the daemon's stderr */
+};
+
+/* Check and copy CFG (strings included), find nbdkit, make RUN_DIR/tenants. */
+int supervise_init(const struct supervise_config *cfg);
+
+/* Make TENANT's nbdkit run: adopt a verified one left by an earlier daemon, or create
+ * nbd.sock (mode 0660, owned by SOCK_UID:SOCK_GID) and start nbdkit as NBD_UID:NBD_GID
+ * (never 0). Already running with the same uid and gid: only the socket's owner is
+ * updated. With another uid or gid: restarted on the same socket. */
+int supervise_start_tenant(const char *tenant, uid_t nbd_uid, gid_t nbd_gid, uid_t sock_uid,
+                           gid_t sock_gid);
+
+/* Stop TENANT's nbdkit (SIGTERM, then SIGKILL after a few seconds), remove nbd.sock and
+ * the pidfile. A tenant that is not running is fine. */
+int supervise_stop_tenant(const char *tenant);
+
+/* On SIGCHLD and periodically: notice nbdkits that died (ours and adopted ones) and
+ * restart them, at once the first time, then with a growing delay while they keep
+ * dying. */
+void supervise_reap(void);
+
+/* "running", "restarting" (died, restart pending) or "stopped" (also: not supervised). */
+const char *supervise_status(const char *tenant);
+
+/* At daemon exit: forget everything, leave every nbdkit running (attached devices
+ * outlive the daemon) with its socket and pidfile. */
+void supervise_shutdown(void);
+
+#endif

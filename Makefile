@@ -86,6 +86,9 @@ LIBS_test-client-output := $(call pc,--libs,json-c)
 OBJS_test-plugin-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o
 LIBS_test-plugin-broker := $(call pc,--libs,libnbd) -lpthread
 $(BUILD)/tests/test-plugin-broker: | $(PLUGIN)
+OBJS_test-supervise := $(BUILD)/daemon/supervise.o $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o
+LIBS_test-supervise := $(call pc,--libs,libnbd) -lpthread
+$(BUILD)/tests/test-supervise: | $(PLUGIN)
 # test-client-cli runs $(BUILD)/thinproxy itself, against throwaway canned-answer servers.
 $(BUILD)/tests/test-client-cli: | $(CLIENT)
 $(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o $$(OBJS_test-$$*)

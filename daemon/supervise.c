@@ -804,6 +804,7 @@ int supervise_start_tenant(const char *tenant, uid_t nbd_uid, gid_t nbd_gid, uid
 int supervise_stop_tenant(const char *tenant)
 {
 	struct tenant_proc **slot, *t;
+	bool stopped = false;
 
 	LOCKED;
 	if (!sv.initialized || !tp_name_valid(tenant))
@@ -813,6 +814,7 @@ int supervise_stop_tenant(const char *tenant)
 		;
 	t = *slot;
 	if (t != NULL) {
+		stopped = t->pid != 0;
 		stop_process(t);
 		if (t->listen_fd >= 0)
 			close(t->listen_fd);
@@ -828,12 +830,15 @@ int supervise_stop_tenant(const char *tenant)
 
 		snprintf(tmp.name, sizeof tmp.name, "%s", tenant);
 		pidfd = find_leftover(&tmp, &pid, &what);
-		if (pidfd >= 0)
+		if (pidfd >= 0) {
 			terminate(pidfd);
+			stopped = true;
+		}
 	}
 	remove_tenant_file(tenant, "nbd.sock");
 	remove_tenant_file(tenant, "nbdkit.pid");
-	log_info("tenant %s: nbdkit stopped", tenant);
+	if (stopped)
+		log_info("tenant %s: nbdkit stopped", tenant);
 	return 0;
 }
 

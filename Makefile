@@ -98,7 +98,7 @@ deps:
 	@.ci/deps
 
 check: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all check-format
 	@TP_BUILD=$(abspath $(BUILD)) tests/check $(UNIT_TESTS) $(VM_TESTS)
 
 check-unit: all
@@ -108,7 +108,8 @@ check-vm: all
 	@TP_BUILD=$(abspath $(BUILD)) tests/check $(VM_TESTS)
 
 check-format:
-	@clang-format --dry-run -Werror $(C_SOURCES)
+	@clang-format --dry-run -Werror $(C_SOURCES) && echo "clang-format: every file conforms"
+
 
 format:
 	clang-format -i $(C_SOURCES)

@@ -43,7 +43,6 @@ int ops_open_export(const struct principal *p, const char *ref, bool want_write,
 /* Everything P may open, own volumes first. *RET_EXPORTS is malloc'ed. */
 int ops_list_exports(const struct principal *p, struct export_info **ret_exports, size_t *ret_n);
 
-
 /* The rest: the REST API (daemon/api.c) and the daemon's start (daemon/main.c). */
 
 struct store;

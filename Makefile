@@ -50,7 +50,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 VM_TESTS   := $(sort $(wildcard tests/vm/test-*.sh))
 
 C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] nbdkit-plugin/*.[ch] \
-                tests/unit/*.[ch] bench/*.[ch])
+                tests/unit/*.[ch] tests/vm/*.c bench/*.[ch])
 
 .PHONY: all check check-unit check-vm check-format format deps demo clean install
 all: $(PROGRAMS) $(UNIT_TESTS) $(VM_PROGRAMS)

@@ -5,6 +5,7 @@
 #include <check.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <libnbd.h>
 #include <poll.h>
 #include <pthread.h>
@@ -42,6 +43,49 @@ static char dir[] = "/tmp/tp-plugin-broker.XXXXXX";
 static char broker_sock[128], nbd_sock[128];
 static int extra_exports; /* LIST answers this many more, "extra-N", unopenable */
 static pid_t nbdkit_pid = -1;
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <link.h>
+
+struct runtimes {
+	char asan[PATH_MAX], ubsan[PATH_MAX];
+};
+
+static int find_runtime(struct dl_phdr_info *info, size_t size, void *opaque)
+{
+	struct runtimes *rt = opaque;
+
+	(void)size;
+	if (strstr(info->dlpi_name, "/libasan.so"))
+		snprintf(rt->asan, sizeof rt->asan, "%s", info->dlpi_name);
+	if (strstr(info->dlpi_name, "/libubsan.so"))
+		snprintf(rt->ubsan, sizeof rt->ubsan, "%s", info->dlpi_name);
+	return 0;
+}
+#endif
+
+/* The nbdkit to run. A sanitized plugin needs the sanitizer runtimes loaded first, so
+ * under ASan it is a wrapper in DIR that preloads the ones this test runs with. */
+static const char *nbdkit_program(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	static char path[PATH_MAX];
+	struct runtimes rt = {"", ""};
+	FILE *f;
+
+	dl_iterate_phdr(find_runtime, &rt);
+	snprintf(path, sizeof path, "%s/nbdkit-sanitized", dir);
+	f = fopen(path, "we");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "#!/bin/sh\nLD_PRELOAD='%s %s' ASAN_OPTIONS=detect_leaks=0 exec nbdkit \"$@\"\n",
+	        rt.asan, rt.ubsan);
+	fclose(f);
+	ck_assert_int_eq(chmod(path, 0755), 0);
+	return path;
+#else
+	return "nbdkit";
+#endif
+}
 
 /* The stand-in ops: what broker.c asks the daemon. */
 
@@ -165,6 +209,7 @@ static void setup(void)
 {
 	const char *build = getenv("TP_BUILD") ? getenv("TP_BUILD") : "build";
 	char plugin[512], broker_arg[160];
+	const char *nbdkit;
 	struct stat st;
 
 	ck_assert_ptr_nonnull(mkdtemp(dir));
@@ -179,10 +224,11 @@ static void setup(void)
 	snprintf(plugin, sizeof plugin, "%s/nbdkit-thinproxy-plugin.so", build);
 	snprintf(broker_arg, sizeof broker_arg, "broker=%s", broker_sock);
 	ck_assert_msg(access(plugin, R_OK) == 0, "%s is missing (make it first)", plugin);
+	nbdkit = nbdkit_program();
 	nbdkit_pid = fork();
 	ck_assert_int_ge(nbdkit_pid, 0);
 	if (nbdkit_pid == 0) {
-		execlp("nbdkit", "nbdkit", "-f", "--exit-with-parent", "-U", nbd_sock, plugin,
+		execlp(nbdkit, nbdkit, "-f", "--exit-with-parent", "-U", nbd_sock, plugin,
 		       "tenant=alice", broker_arg, (char *)NULL);
 		_exit(127);
 	}
@@ -196,8 +242,13 @@ static void teardown(void)
 	char cmd[256];
 
 	if (nbdkit_pid > 0) {
+		/* A sanitized nbdkit can hang in its exit handlers (libp11-kit's, with the
+		 * preloaded runtime): SIGTERM, then SIGKILL after a while. */
 		kill(nbdkit_pid, SIGTERM);
-		waitpid(nbdkit_pid, NULL, 0);
+		for (int i = 0; i < 500 && waitpid(nbdkit_pid, NULL, WNOHANG) == 0; i++)
+			usleep(10000);
+		if (kill(nbdkit_pid, SIGKILL) == 0)
+			waitpid(nbdkit_pid, NULL, 0);
 	}
 	if (broker_fd >= 0)
 		stop_broker();

@@ -28,6 +28,50 @@
 
 static char dir[] = "/tmp/tp-supervise.XXXXXX";
 static char run_dir[256], broker_sock[256], plugin[PATH_MAX];
+static const char *nbdkit; /* the program supervise runs */
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <link.h>
+
+struct runtimes {
+	char asan[PATH_MAX], ubsan[PATH_MAX];
+};
+
+static int find_runtime(struct dl_phdr_info *info, size_t size, void *opaque)
+{
+	struct runtimes *rt = opaque;
+
+	(void)size;
+	if (strstr(info->dlpi_name, "/libasan.so"))
+		snprintf(rt->asan, sizeof rt->asan, "%s", info->dlpi_name);
+	if (strstr(info->dlpi_name, "/libubsan.so"))
+		snprintf(rt->ubsan, sizeof rt->ubsan, "%s", info->dlpi_name);
+	return 0;
+}
+#endif
+
+/* The nbdkit to run. A sanitized plugin needs the sanitizer runtimes loaded first, so
+ * under ASan it is a wrapper in DIR that preloads the ones this test runs with. */
+static const char *nbdkit_program(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	static char path[PATH_MAX];
+	struct runtimes rt = {"", ""};
+	FILE *f;
+
+	dl_iterate_phdr(find_runtime, &rt);
+	snprintf(path, sizeof path, "%s/nbdkit-sanitized", dir);
+	f = fopen(path, "we");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "#!/bin/sh\nLD_PRELOAD='%s %s' ASAN_OPTIONS=detect_leaks=0 exec nbdkit \"$@\"\n",
+	        rt.asan, rt.ubsan);
+	fclose(f);
+	ck_assert_int_eq(chmod(path, 0755), 0);
+	return path;
+#else
+	return "nbdkit";
+#endif
+}
 
 /* The stand-in ops: ALICE_UID and BOB_UID are alice's and bob's nbdkits; each sees one
  * export, "vol", a file of its own byte. */
@@ -92,10 +136,10 @@ static void *serve_broker(void *arg)
 	return NULL;
 }
 
-static void init_supervise(const char *nbdkit)
+static void init_supervise(const char *program)
 {
 	struct supervise_config cfg = {
-	    .run_dir = run_dir, .nbdkit = nbdkit, .plugin = plugin, .broker = broker_sock};
+	    .run_dir = run_dir, .nbdkit = program, .plugin = plugin, .broker = broker_sock};
 
 	ck_assert_int_eq(supervise_init(&cfg), 0);
 }
@@ -136,7 +180,8 @@ static void setup(void)
 	broker_fd = broker_listen(broker_sock);
 	ck_assert_int_ge(broker_fd, 0);
 	ck_assert_int_eq(pthread_create(&broker_thread, NULL, serve_broker, NULL), 0);
-	init_supervise(NULL);
+	nbdkit = nbdkit_program();
+	init_supervise(nbdkit);
 }
 
 /* The pid in TENANT's pidfile, 0 if none. */
@@ -232,6 +277,24 @@ static const char *status_field(pid_t pid, const char *key, char *buf, size_t si
 		}
 	fclose(f);
 	return buf;
+}
+
+/* Wait until TENANT's process is nbdkit itself (the sanitizer wrapper execs it). */
+static pid_t started(const char *tenant)
+{
+	pid_t pid = pidfile(tenant);
+	char path[64], exe[PATH_MAX];
+
+	snprintf(path, sizeof path, "/proc/%d/exe", (int)pid);
+	for (int i = 0; i < 500; i++) {
+		ssize_t n = readlink(path, exe, sizeof exe - 1);
+
+		if (n > 7 && memcmp(exe + n - 7, "/nbdkit", 7) == 0)
+			return pid;
+		usleep(10000);
+	}
+	ck_abort_msg("%s's nbdkit %d never started", tenant, (int)pid);
+	return 0;
 }
 
 /* Call supervise_reap() until TENANT runs another nbdkit than OLD; returns it. */
@@ -382,7 +445,7 @@ START_TEST(leaves_nbdkit_running_and_adopts_it_after_a_restart)
 		return;
 	ck_assert_int_eq(supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID),
 	                 0);
-	pid = pidfile("alice");
+	pid = started("alice");
 	socket_path("alice", path, sizeof path);
 	ck_assert_int_eq(stat(path, &before), 0);
 
@@ -390,7 +453,7 @@ START_TEST(leaves_nbdkit_running_and_adopts_it_after_a_restart)
 	ck_assert(alive(pid));
 	ck_assert_int_eq(read_through("alice"), 0xa1);
 
-	init_supervise(NULL); /* and comes back */
+	init_supervise(nbdkit); /* and comes back */
 	ck_assert_str_eq(supervise_status("alice"), "stopped");
 	ck_assert_int_eq(supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID),
 	                 0);
@@ -416,11 +479,11 @@ START_TEST(replaces_an_nbdkit_left_with_another_uid)
 	if (skip)
 		return;
 	ck_assert_int_eq(supervise_start_tenant("alice", BOB_UID, BOB_UID, SOCK_UID, SOCK_GID), 0);
-	pid = pidfile("alice");
+	pid = started("alice");
 	socket_path("alice", path, sizeof path);
 	ck_assert_int_eq(stat(path, &before), 0);
 	supervise_shutdown();
-	init_supervise(NULL);
+	init_supervise(nbdkit);
 	ck_assert_int_eq(supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID),
 	                 0);
 	next = pidfile("alice");
@@ -458,9 +521,9 @@ START_TEST(stops_nbdkit_and_removes_its_socket)
 
 	/* One left by an earlier daemon and not started by this one is stopped too. */
 	ck_assert_int_eq(supervise_start_tenant("bob", BOB_UID, BOB_UID, SOCK_UID, SOCK_GID), 0);
-	pid = pidfile("bob");
+	pid = started("bob");
 	supervise_shutdown();
-	init_supervise(NULL);
+	init_supervise(nbdkit);
 	ck_assert_int_eq(supervise_stop_tenant("bob"), 0);
 	ck_assert(!alive(pid));
 }

@@ -381,7 +381,10 @@ static void *thinproxy_open(int readonly)
 	h->read_only = readonly || (rep.flags & TP_BROKER_READ_ONLY) || (acc & O_ACCMODE) != O_RDWR;
 	h->is_device = is_device;
 	h->size = rep.size;
-	h->block_size = rep.block_size;
+	/* dm-thin blocks are multiples of 64 KiB up to 1 GiB; anything else, trust
+	 * nothing: no unmapping zero, no fast zero. */
+	h->block_size =
+	    rep.block_size % 512 == 0 && rep.block_size <= (UINT32_C(1) << 30) ? rep.block_size : 0;
 	memcpy(h->state, rep.state, sizeof h->state);
 	h->fd = TAKE_FD(fd);
 	return h;

@@ -270,6 +270,7 @@ static int run(void)
 	sc.nbdkit = cfg.nbdkit;
 	sc.plugin = cfg.plugin;
 	sc.broker = broker_path;
+	sc.syslog = cfg.syslog;
 	r = supervise_init(&sc);
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "start the nbdkit supervisor: %m");

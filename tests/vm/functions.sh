@@ -67,17 +67,18 @@ run_dir=/run/thinproxy
 state_dir=$scratch/state
 daemon_log=$scratch/daemon.log
 daemon_pid=
+: >"$daemon_log"
 
 # start_daemon [FLAG...]: start thinproxyd in the foreground (in the background of the
 # test) on the embedded loop pool, and wait until its admin socket answers.
 start_daemon() {
 	local i from
 	from=$(($(wc -l <"$daemon_log" 2>/dev/null || echo 0) + 1))
-	"$TP_BUILD/thinproxyd" --foreground --state-dir "$state_dir" --run-dir "$run_dir" \
+	${daemon_wrapper-} "$TP_BUILD/thinproxyd" --foreground --state-dir "$state_dir" --run-dir "$run_dir" \
 		--loop-size "${TP_TEST_LOOP_SIZE:-2G}" --plugin "$TP_BUILD/nbdkit-thinproxy-plugin.so" \
 		--log-level debug "$@" >>"$daemon_log" 2>&1 &
 	daemon_pid=$!
-	for ((i = 0; i < 400; i++)); do
+	for ((i = 0; i < ${daemon_start_polls:-400}; i++)); do
 		tail -n "+$from" "$daemon_log" | grep -q ' ready: ' && return 0
 		kill -0 "$daemon_pid" 2>/dev/null || break
 		sleep 0.05

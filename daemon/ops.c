@@ -549,23 +549,45 @@ void ops_shutdown(void)
 	ops.pool = NULL;
 }
 
-static void refresh_used(struct volume *v)
+/* Read V's mapped bytes from the thin target and keep them in the store. With
+ * ACTIVATE, an inactive volume is activated for the reading and deactivated after. */
+static void refresh_used(struct volume *v, bool activate)
 {
 	struct thin_status ts;
+	bool activated = false;
 
-	if (pool_thin_status(ops.pool, v->thin_id, &ts) == 0 && ts.active &&
-	    ts.mapped_bytes != v->used) {
-		v->used = ts.mapped_bytes;
-		store_volume_update(ops.store, v);
+	if (pool_thin_status(ops.pool, v->thin_id, &ts) < 0)
+		return;
+	if (!ts.active && activate && !v->pending) {
+		if (pool_activate_thin(ops.pool, v->thin_id, v->size, v->state != VOLUME_READY) <
+		        0 ||
+		    pool_thin_status(ops.pool, v->thin_id, &ts) < 0)
+			return;
+		activated = true;
 	}
+	if (ts.active && ts.mapped_bytes != v->used) {
+		v->used = ts.mapped_bytes;
+		if (store_volume_update(ops.store, v) < 0)
+			log_warning("cannot record the used bytes of volume %s, ignoring", v->name);
+	}
+	if (activated)
+		pool_deactivate_thin(ops.pool, v->thin_id);
+}
+
+static int refresh_active(uint32_t thin_id, void *opaque)
+{
+	struct volume v;
+
+	(void)opaque;
+	if (store_volume_get_by_thin_id(ops.store, thin_id, &v) == 0)
+		refresh_used(&v, false);
+	return 0;
 }
 
 void ops_monitor(void)
 {
 	struct pool_status st;
 	uint64_t data_free_pct, meta_free_pct;
-	CLEANUP_FREE struct tenant *tenants = NULL;
-	size_t n = 0, i, j;
 
 	LOCKED;
 	if (ops.pool == NULL || pool_get_status(ops.pool, &st) < 0)
@@ -587,17 +609,9 @@ void ops_monitor(void)
 		        pool_name(ops.pool), meta_free_pct, ops.low_meta ? "below" : "back above",
 		        ops.cfg.low_water_percent);
 	}
-	if (store_tenant_list(ops.store, &tenants, &n) < 0)
-		return;
-	for (i = 0; i < n; i++) {
-		CLEANUP_FREE struct volume *vols = NULL;
-		size_t nv = 0;
-
-		if (store_volume_list(ops.store, tenants[i].id, &vols, &nv) < 0)
-			continue;
-		for (j = 0; j < nv; j++)
-			refresh_used(&vols[j]);
-	}
+	/* Only active volumes can change their mapping; inactive ones keep what the store
+	 * recorded when they were last active. */
+	pool_for_each_active(ops.pool, refresh_active, NULL);
 }
 
 /* Tenant-side operations */
@@ -690,7 +704,7 @@ int ops_volume_info(const struct principal *p, const char *name, struct volume_v
 	r = own_volume(p, name, &v);
 	if (r < 0)
 		return r;
-	refresh_used(&v);
+	refresh_used(&v, true);
 	make_view(p, &v, ret_view);
 	return 0;
 }
@@ -712,7 +726,7 @@ int ops_volume_snapshot(const struct principal *p, const char *name, const char 
 	r = resolve_ref(p, parent, &origin);
 	if (r < 0)
 		return r;
-	refresh_used(&origin);
+	refresh_used(&origin, false);
 	if (size == 0)
 		size = origin.size;
 	if (size < origin.size)
@@ -738,7 +752,7 @@ int ops_volume_commit(const struct principal *p, const char *name, struct volume
 	}
 	/* Committed volumes are activated read-only: close the read-write table first, so
 	 * nothing can write to a volume that others may now snapshot. */
-	refresh_used(&v);
+	refresh_used(&v, false);
 	r = pool_deactivate_thin(ops.pool, v.thin_id);
 	if (r == -EBUSY)
 		return fail(r, "volume %s is busy: detach it before committing", name);
@@ -1220,7 +1234,7 @@ int ops_image_import(const char *name, const char *path, struct image_view *ret_
 		return r;
 	}
 	close(TAKE_FD(dst));
-	refresh_used(&v);
+	refresh_used(&v, false);
 	pool_deactivate_thin(ops.pool, v.thin_id);
 	v.state = VOLUME_COMMITTED;
 	r = store_volume_update(ops.store, &v);

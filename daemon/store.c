@@ -481,6 +481,16 @@ int store_volume_get_by_id(struct store *store, int64_t id, struct volume *ret_v
 	return r < 0 ? r : query_volume(store, stmt, ret_volume);
 }
 
+int store_volume_get_by_thin_id(struct store *store, uint32_t thin_id, struct volume *ret_volume)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r =
+	    prepare(store, &stmt, "SELECT " VOLUME_COLUMNS " FROM volumes v WHERE v.thin_id = ?1",
+	            1, (int64_t)thin_id);
+
+	return r < 0 ? r : query_volume(store, stmt, ret_volume);
+}
+
 int store_volume_update(struct store *store, const struct volume *v)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;

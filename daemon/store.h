@@ -68,6 +68,7 @@ int store_volume_add(struct store *store, struct volume *v); /* sets v->id */
 int store_volume_get(struct store *store, int64_t tenant_id, const char *name,
                      struct volume *ret_volume);
 int store_volume_get_by_id(struct store *store, int64_t id, struct volume *ret_volume);
+int store_volume_get_by_thin_id(struct store *store, uint32_t thin_id, struct volume *ret_volume);
 int store_volume_update(struct store *store, const struct volume *v);
 int store_volume_remove(struct store *store, int64_t id);
 /* Volumes of TENANT_ID (0: images), ordered by name. */

@@ -25,6 +25,8 @@ dd if="$scratch/golden" of=/dev/mapper/tp-writer bs=1M oflag=direct status=none
 dmsetup remove tp-writer
 tenant_api t POST /v1/volumes/golden/commit
 expect 200
+tenant_api t GET /v1/volumes/golden
+[ "$(field .used)" = $((4 << 20)) ] || fail "info does not read used bytes from the thin target: $body"
 
 # crash STEP METHOD PATH [JSON]: run one call with the daemon set to die at STEP.
 crash() {

@@ -17,6 +17,7 @@
 
 #include "api.h"
 #include "broker.h"
+#include "caps.h"
 #include "config.h"
 #include "log.h"
 #include "ops.h"
@@ -297,6 +298,12 @@ static int run(void)
 		log_errno(LOG_ERR, r, "listen on %s: %m", admin_path);
 		goto out;
 	}
+
+	/* Everything that needed full root is done: from here on, only the capabilities
+	 * daemon/caps.c lists, each with its reason. */
+	r = caps_drop_unneeded();
+	if (r < 0)
+		goto out;
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);

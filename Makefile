@@ -82,6 +82,7 @@ LIBS_test-store := $(call pc,--libs,sqlite3)
 OBJS_test-pool := $(BUILD)/daemon/pool.o $(BUILD)/daemon/log.o
 LIBS_test-pool := $(call pc,--libs,devmapper check)
 OBJS_test-client-output := $(BUILD)/client/output.o
+OBJS_test-handshake := $(BUILD)/client/handshake.o
 LIBS_test-client-output := $(call pc,--libs,json-c)
 OBJS_test-plugin-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o
 LIBS_test-plugin-broker := $(call pc,--libs,libnbd) -lpthread

@@ -34,6 +34,11 @@ static const struct option_def {
     {O_TO, "to", required_argument, 0},
     {O_WRITE, "write", no_argument, 0},
     {O_QUIET, "quiet", no_argument, 'q'},
+    {O_CONNECTIONS, "connections", required_argument, 0},
+    {O_READONLY, "readonly", no_argument, 'r'},
+    {O_TIMEOUT, "timeout", required_argument, 0},
+    {O_IO_TIMEOUT, "io-timeout", required_argument, 0},
+    {O_ATTACHED, "attached", no_argument, 0},
     {O_JSON, "json", no_argument, 0},
     {O_HELP, "help", no_argument, 'h'},
 };
@@ -83,6 +88,7 @@ void args_print_help(const struct command *cmd, FILE *f)
 	static const char *const prefixes[] = {
 	    [CMD_VOLUME] = "[--admin --tenant T] ",
 	    [CMD_ADMIN] = "--admin ",
+	    [CMD_DEVICE] = "",
 	    [CMD_OTHER] = "",
 	};
 	char name[64];
@@ -218,6 +224,21 @@ int args_parse(const struct command *cmd, int argc, char **argv, struct args *re
 			break;
 		case O_QUIET:
 			a.quiet = true;
+			break;
+		case O_CONNECTIONS:
+			a.connections = optarg;
+			break;
+		case O_READONLY:
+			a.readonly = true;
+			break;
+		case O_TIMEOUT:
+			a.timeout = optarg;
+			break;
+		case O_IO_TIMEOUT:
+			a.io_timeout = optarg;
+			break;
+		case O_ATTACHED:
+			a.attached = true;
 			break;
 		case O_JSON:
 			a.json = true;

@@ -30,6 +30,11 @@ enum opt_id {
 	O_TO,
 	O_WRITE,
 	O_QUIET,
+	O_CONNECTIONS,
+	O_READONLY,
+	O_TIMEOUT,
+	O_IO_TIMEOUT,
+	O_ATTACHED,
 	O_JSON,
 	O_HELP,
 	O_COUNT
@@ -43,12 +48,14 @@ struct args {
 	size_t n_operands;
 	const char *size, *from, *uid, *gid, *max_volumes, *max_size, *max_used;
 	const char *tenant, *owner, *to;
-	bool force, all, write, quiet, json;
+	const char *connections, *timeout, *io_timeout;
+	bool force, all, write, quiet, json, readonly, attached;
 	unsigned given; /* OPT() bits of the options that were present */
 };
 
 /* Where and how a command runs: the global options, and the connection to the daemon. */
 struct ctx {
+	const char *dir; /* the socket directory */
 	bool admin;
 	const char *tenant; /* --admin --tenant T: volume commands act on T */
 	bool json;
@@ -61,6 +68,7 @@ typedef int command_fn(struct ctx *c, const struct args *a);
 enum command_kind {
 	CMD_VOLUME, /* tenant socket, or the admin socket with --tenant */
 	CMD_ADMIN,  /* admin socket only */
+	CMD_DEVICE, /* this machine's NBD devices: needs no daemon; --admin changes nothing */
 	CMD_OTHER,  /* needs no daemon (help) */
 };
 
@@ -110,5 +118,8 @@ command_fn cmd_pool, cmd_metrics;
 command_fn cmd_tenant_add, cmd_tenant_rm, cmd_tenant_ls, cmd_tenant_info, cmd_tenant_set;
 command_fn cmd_image_import, cmd_image_publish, cmd_image_ls, cmd_image_rm;
 command_fn cmd_grant, cmd_revoke, cmd_grants;
+command_fn cmd_attach, cmd_detach;
+/* ls --attached: the attached NBD devices and their volumes. */
+int attach_list(struct ctx *c, bool quiet);
 
 #endif

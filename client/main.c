@@ -99,14 +99,19 @@ static const struct command commands[] = {
     },
     {
         .name = "ls",
-        .synopsis = "[--quiet]",
-        .summary = "list volumes",
-        .help = "List your volumes, then the images and granted volumes you may read, named as\n"
-                "you would name them as a parent.\n\n"
-                "Options:\n"
-                "  -q, --quiet          print only the names, one a line\n" JSON_HELP HELP_HELP,
+        .synopsis = "[--quiet] [--attached]",
+        .summary = "list volumes, or the attached devices",
+        .help =
+            "List your volumes, then the images and granted volumes you may read, named as\n"
+            "you would name them as a parent. With --attached, list the NBD devices\n"
+            "attached on this machine instead, with their volumes (no daemon needed).\n\n"
+            "Options:\n"
+            "  -q, --quiet          print only the names (or devices), one a line\n"
+            "      --attached       list attached devices: DEVICE, VOLUME, TENANT (of a\n"
+            "                       host-side attach), SIZE, ACCESS, KEEPER (its pid)\n" JSON_HELP
+                HELP_HELP,
         .kind = CMD_VOLUME,
-        .options = OPT(QUIET),
+        .options = OPT(QUIET) | OPT(ATTACHED),
         .run = cmd_ls,
     },
     {
@@ -146,6 +151,44 @@ static const struct command commands[] = {
                 "Options:\n" JSON_HELP HELP_HELP,
         .kind = CMD_VOLUME,
         .run = cmd_usage,
+    },
+    {
+        .name = "attach",
+        .synopsis = "NAME [DEVICE] [--connections N] [--readonly] [--timeout S]",
+        .summary = "attach a volume as a kernel NBD device",
+        .help =
+            "Attach volume NAME (or images/NAME, OWNER/NAME) as the kernel NBD device DEVICE\n"
+            "(/dev/nbdN), or the first free one, and print the device. A keeper process\n"
+            "stays for each device: it reconnects the device when the tenant's nbdkit\n"
+            "restarts, and ends with detach. With --admin --tenant T, attach on the host\n"
+            "through tenant T's nbd.sock, to hand the device to T's container or VM.\n"
+            "Needs CAP_SYS_ADMIN.\n\n"
+            "Options:\n"
+            "      --connections N  open N connections (1 to 16; default 1)\n"
+            "  -r, --readonly       attach read-only\n"
+            "      --timeout S      how long I/O waits for a lost connection to come back\n"
+            "                       before it fails (dead-connection timeout; default 60)\n"
+            "      --io-timeout S   how long one request may take before its connection\n"
+            "                       counts as dead (default 30; 0: no limit)\n" JSON_HELP HELP_HELP,
+        .kind = CMD_VOLUME,
+        .options = OPT(CONNECTIONS) | OPT(READONLY) | OPT(TIMEOUT) | OPT(IO_TIMEOUT),
+        .operand = "NAME",
+        .min_operands = 1,
+        .max_operands = 2,
+        .run = cmd_attach,
+    },
+    {
+        .name = "detach",
+        .synopsis = "DEVICE",
+        .summary = "detach a kernel NBD device",
+        .help = "Stop the keeper of DEVICE (/dev/nbdN) and disconnect it. A device that is\n"
+                "mounted, or held by another block device, is busy and stays attached.\n\n"
+                "Options:\n" HELP_HELP,
+        .kind = CMD_DEVICE,
+        .operand = "DEVICE",
+        .min_operands = 1,
+        .max_operands = 1,
+        .run = cmd_detach,
     },
     {
         .name = "pool",
@@ -377,7 +420,8 @@ static void print_help(FILE *f)
 			const struct command *cmd = &commands[i];
 			char line[128];
 
-			if (cmd->kind != (s == 0 ? CMD_VOLUME : CMD_ADMIN))
+			if (s == 0 ? cmd->kind != CMD_VOLUME && cmd->kind != CMD_DEVICE
+			           : cmd->kind != CMD_ADMIN)
 				continue;
 			snprintf(line, sizeof line, "%s%s%s %s", cmd->group ? cmd->group : "",
 			         cmd->group ? " " : "", cmd->name, cmd->synopsis);
@@ -565,6 +609,12 @@ static int run(int argc, char **argv)
 		return exit_status(cmd->run(&c, &a));
 	if (c.tenant != NULL && !c.admin)
 		return exit_status(usage_error("--tenant needs --admin"));
+	/* Commands on this machine's devices need no daemon, and --admin changes nothing
+	 * for them. */
+	if (cmd->kind == CMD_DEVICE || a.attached) {
+		r = cmd->run(&c, &a);
+		return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+	}
 	if (cmd->kind == CMD_ADMIN && !c.admin)
 		return exit_status(args_usage_error(cmd, "an admin command: needs --admin"));
 	if (cmd->kind == CMD_ADMIN && c.tenant != NULL)
@@ -578,6 +628,7 @@ static int run(int argc, char **argv)
 
 	if (dir == NULL || dir[0] == '\0')
 		dir = DEFAULT_DIR;
+	c.dir = dir;
 	n = snprintf(socket_path, sizeof socket_path, "%s/%s", dir,
 	             c.admin ? "admin.sock" : "control.sock");
 	if (n < 0 || (size_t)n >= sizeof socket_path) {

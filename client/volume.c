@@ -213,6 +213,8 @@ int cmd_ls(struct ctx *c, const struct args *a)
 	char path[PATH_LEN];
 	int r;
 
+	if (a->attached)
+		return attach_list(c, a->quiet);
 	r = api_path(c, "volumes", NULL, NULL, path, sizeof path);
 	if (r < 0)
 		return error_line(r, "ls", "request path too long");

@@ -26,8 +26,8 @@ struct api_server {
 	int fd;
 };
 
-/* One request's state across the handler's calls. */
-struct request {
+/* One request's body as it arrives, across the handler's calls. */
+struct upload {
 	char *body;
 	size_t len;
 	bool too_large;
@@ -196,7 +196,7 @@ static json_object *image_json(const struct image_view *im)
 /* Request bodies */
 
 /* Parse the body as a JSON object whose keys are all in ALLOWED (NULL-terminated). */
-static int parse_body(struct request *req, struct reply *rep, const char *const *allowed,
+static int parse_body(const struct api_request *req, struct reply *rep, const char *const *allowed,
                       json_object **ret_obj)
 {
 	CLEANUP_JSON json_object *obj = NULL;
@@ -309,9 +309,8 @@ struct route {
 	const char *method;
 	const char *seg[SEGMENTS_MAX];
 	size_t n;
-	struct request *req;
+	const struct api_request *req;
 	struct reply *rep;
-	struct MHD_Connection *conn;
 };
 
 static bool is(const struct route *rt, const char *method)
@@ -526,8 +525,7 @@ static void route_tenants(struct route *rt)
 			return tenant_reply(rep, 200, ops_tenant_update(&spec, &t), &t);
 		}
 		if (is(rt, "DELETE")) {
-			const char *force =
-			    MHD_lookup_connection_value(rt->conn, MHD_GET_ARGUMENT_KIND, "force");
+			const char *force = rt->req->force;
 			bool f = force && (strcmp(force, "1") == 0 || strcmp(force, "true") == 0);
 
 			r = ops_tenant_remove(rt->seg[2], f);
@@ -762,10 +760,10 @@ static int split_url(char *url, const char **seg, size_t *ret_n)
 	return 0;
 }
 
-static void dispatch(struct api_server *srv, struct route *rt, const char *url)
+static void dispatch(const struct principal *p, struct route *rt, const char *url)
 {
 	CLEANUP_FREE char *copy = NULL;
-	const char *ctype;
+	const char *ctype = rt->req->content_type;
 
 	if (strlen(url) > 1024 || (copy = strdup(url)) == NULL ||
 	    split_url(copy, rt->seg, &rt->n) < 0)
@@ -773,24 +771,22 @@ static void dispatch(struct api_server *srv, struct route *rt, const char *url)
 	if (rt->req->too_large)
 		return reply_error(rt->rep, 413, "too_large", "request body over %d bytes",
 		                   BODY_MAX);
-	ctype = MHD_lookup_connection_value(rt->conn, MHD_HEADER_KIND, "Content-Type");
 	if (rt->req->len > 0 &&
 	    (ctype == NULL || (strncasecmp(ctype, "application/json", 16) != 0 ||
 	                       (ctype[16] != '\0' && ctype[16] != ';'))))
 		return reply_error(rt->rep, 415, "unsupported_media_type",
 		                   "request bodies must be application/json");
-	if (srv->principal.admin)
+	if (p->admin)
 		return route_admin(rt);
 	if (rt->n >= 1 && strcmp(rt->seg[0], "v1") == 0)
-		return route_tenant(&srv->principal, rt, rt->seg + 1, rt->n - 1);
+		return route_tenant(p, rt, rt->seg + 1, rt->n - 1);
 	reply_error(rt->rep, 404, "not_found", "no such resource");
 }
 
-static enum MHD_Result send_reply(struct MHD_Connection *conn, struct reply *rep)
+/* REP as the bytes to send. */
+static int reply_answer(struct reply *rep, struct api_answer *ret_answer)
 {
-	struct MHD_Response *resp;
 	const char *ctype = "application/json";
-	enum MHD_Result ret;
 	char *buf;
 	size_t len;
 
@@ -804,7 +800,7 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, struct reply *rep
 		len = strlen(s);
 		buf = malloc(len + 2);
 		if (buf == NULL)
-			return MHD_NO;
+			return -ENOMEM;
 		memcpy(buf, s, len);
 		buf[len++] = '\n';
 		buf[len] = '\0';
@@ -812,15 +808,42 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, struct reply *rep
 		buf = NULL;
 		len = 0;
 	}
+	ret_answer->status = rep->status;
+	ret_answer->body = buf;
+	ret_answer->len = len;
+	ret_answer->content_type = ctype;
+	return 0;
+}
+
+int api_answer(const struct principal *p, const struct api_request *req,
+               struct api_answer *ret_answer)
+{
+	struct reply rep = {.status = 500};
+	struct route rt = {.method = req->method, .req = req, .rep = &rep};
+	int r;
+
+	dispatch(p, &rt, req->url);
+	r = reply_answer(&rep, ret_answer);
+	json_object_put(rep.json);
+	free(rep.text);
+	return r;
+}
+
+/* Send ANS on CONN; MHD takes its body. */
+static enum MHD_Result send_reply(struct MHD_Connection *conn, struct api_answer *ans)
+{
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+
 	resp = MHD_create_response_from_buffer(
-	    len, buf, buf ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+	    ans->len, ans->body, ans->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
 	if (resp == NULL) {
-		free(buf);
+		free(ans->body);
 		return MHD_NO;
 	}
-	if (len)
-		MHD_add_response_header(resp, "Content-Type", ctype);
-	ret = MHD_queue_response(conn, rep->status, resp);
+	if (ans->len)
+		MHD_add_response_header(resp, "Content-Type", ans->content_type);
+	ret = MHD_queue_response(conn, ans->status, resp);
 	MHD_destroy_response(resp);
 	return ret;
 }
@@ -830,10 +853,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
                               size_t *upload_data_size, void **con_cls)
 {
 	struct api_server *srv = cls;
-	struct request *req = *con_cls;
-	struct reply rep = {.status = 500};
-	struct route rt = {.method = method, .req = NULL, .rep = &rep, .conn = conn};
-	enum MHD_Result ret;
+	struct upload *req = *con_cls;
+	struct api_request areq;
+	struct api_answer ans;
 
 	(void)version;
 	if (req == NULL) {
@@ -860,18 +882,24 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
-	rt.req = req;
-	dispatch(srv, &rt, url);
-	ret = send_reply(conn, &rep);
-	json_object_put(rep.json);
-	free(rep.text);
-	return ret;
+	areq = (struct api_request){
+	    .method = method,
+	    .url = url,
+	    .content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type"),
+	    .force = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "force"),
+	    .body = req->body,
+	    .len = req->len,
+	    .too_large = req->too_large,
+	};
+	if (api_answer(&srv->principal, &areq, &ans) < 0)
+		return MHD_NO;
+	return send_reply(conn, &ans);
 }
 
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
-	struct request *req = *con_cls;
+	struct upload *req = *con_cls;
 
 	(void)cls;
 	(void)conn;

@@ -3,6 +3,8 @@
 #ifndef TP_API_H
 #define TP_API_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <sys/types.h>
 
 #include "ops.h"
@@ -15,5 +17,31 @@ int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct
                struct api_server **ret_server);
 /* Stop serving and unlink the socket; NULL is fine. */
 void api_stop(struct api_server *server);
+
+/* One request as the HTTP server received it. */
+struct api_request {
+	const char *method;
+	const char *url;          /* the path, without the query */
+	const char *content_type; /* the Content-Type header, NULL if none */
+	const char *force;        /* the query argument "force", NULL if none */
+	const char *body;         /* LEN bytes and a NUL, or NULL if none arrived */
+	size_t len;
+	bool too_large; /* the body went past the bound and was dropped */
+};
+
+/* What to send back: STATUS and BODY (malloc'ed, LEN bytes and a NUL; NULL if none) of
+ * CONTENT_TYPE. */
+struct api_answer {
+	unsigned status;
+	char *body;
+	size_t len;
+	const char *content_type;
+};
+
+/* Answer REQ as principal P: validation, routing, the ops call and the reply, everything
+ * but HTTP itself (the fuzz target fuzz-api-request drives this). Returns 0, or -ENOMEM
+ * with nothing in *RET_ANSWER. */
+int api_answer(const struct principal *p, const struct api_request *req,
+               struct api_answer *ret_answer);
 
 #endif

@@ -183,8 +183,6 @@ int cmd_attach(struct ctx *c, const struct args *a)
 		if (r < 0) {
 			while (i-- > 0)
 				close(fds[i]);
-			if (r == -ENOENT)
-				return error_line(r, what, "no such volume: %s", cfg.volume);
 			return error_line(r, what, "%s", reason);
 		}
 		if (i == 0)

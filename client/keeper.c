@@ -130,6 +130,8 @@ int keeper_connect(const char *socket_path, const char *volume, int timeout_ms, 
 		                    strerror(errno));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
 	r = nbd_handshake(fd, volume, timeout_ms, ret_export, reason, reason_len);
+	if (r == -ENOENT)
+		return reason_errno(r, reason, reason_len, "no such volume: %s", volume);
 	if (r < 0)
 		return r;
 	*ret_fd = TAKE_FD(fd);

@@ -47,8 +47,7 @@ struct keeper_config {
 
 /* Connect to SOCKET_PATH and negotiate VOLUME within TIMEOUT_MS: the connected socket in
  * *RET_FD, what the server said in *RET_EXPORT. On failure REASON (REASON_LEN bytes)
- * says why; -ENOENT is "no such volume" from the server, a failed connect() keeps its
- * own errno with a reason starting "cannot reach". */
+ * says why, e.g. "no such volume: VOLUME" or "cannot reach SOCKET_PATH: ...". */
 int keeper_connect(const char *socket_path, const char *volume, int timeout_ms, int *ret_fd,
                    struct nbd_export *ret_export, char *reason, size_t reason_len);
 

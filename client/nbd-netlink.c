@@ -320,9 +320,8 @@ int nbd_nl_subscribe(struct nbd_nl *nl)
 	group = genl_ctrl_resolve_grp(nl->sk, NBD_GENL_FAMILY_NAME, NBD_GENL_MCAST_GROUP_NAME);
 	if (group < 0)
 		return nl_errno(group);
-	/* Notifications carry no sequence number of ours. A larger buffer makes an overflow
-	 * unlikely when many connections die at once; one is still handled. */
-	nl_socket_disable_seq_check(nl->sk);
+	/* A larger buffer makes an overflow unlikely when many connections die at once;
+	 * one is still handled. */
 	nl_socket_set_buffer_size(nl->sk, 1 << 18, 0);
 	r = nl_socket_add_membership(nl->sk, group);
 	if (r == 0)
@@ -335,6 +334,14 @@ int nbd_nl_fd(const struct nbd_nl *nl)
 	return nl_socket_get_fd(nl->sk);
 }
 
+/* Notifications carry no sequence number of ours. */
+static int any_seq(struct nl_msg *msg, void *arg)
+{
+	(void)msg;
+	(void)arg;
+	return NL_OK;
+}
+
 int nbd_nl_dead_links(struct nbd_nl *nl, int index, bool *ret_dead)
 {
 	struct nl_cb *cb = nl_cb_alloc(NL_CB_DEFAULT);
@@ -343,6 +350,7 @@ int nbd_nl_dead_links(struct nbd_nl *nl, int index, bool *ret_dead)
 
 	if (cb == NULL)
 		return -ENOMEM;
+	nl_cb_set(cb, NL_CB_SEQ_CHECK, NL_CB_CUSTOM, any_seq, NULL);
 	nl_cb_set(cb, NL_CB_VALID, NL_CB_CUSTOM, on_valid, &a);
 	for (;;) {
 		r = nl_recvmsgs(nl->sk, cb);
@@ -350,12 +358,14 @@ int nbd_nl_dead_links(struct nbd_nl *nl, int index, bool *ret_dead)
 			r = 0;
 			break;
 		}
-		/* ENOBUFS: the kernel dropped notifications we had no room for. */
+		/* ENOBUFS: the kernel dropped notifications we had no room for. Whatever
+		 * else went wrong may have lost one too. */
 		if (r == -NLE_NOMEM) {
 			a.dead = true;
 			continue;
 		}
 		if (r < 0) {
+			a.dead = true;
 			r = nl_errno(r);
 			break;
 		}

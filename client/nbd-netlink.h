@@ -55,8 +55,8 @@ int nbd_nl_status(struct nbd_nl *nl, int index, bool *ret_connected);
 int nbd_nl_subscribe(struct nbd_nl *nl);
 int nbd_nl_fd(const struct nbd_nl *nl);
 /* Read every notification queued on the subscribed NL; set *RET_DEAD if one said that a
- * connection of device INDEX died, or if notifications were lost (the socket's buffer
- * overflowed), since one of them might have. */
+ * connection of device INDEX died, or if notifications may have been lost (the socket's
+ * buffer overflowed, or reading failed), since one of them might have said so. */
 int nbd_nl_dead_links(struct nbd_nl *nl, int index, bool *ret_dead);
 
 #endif

@@ -41,8 +41,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-	static const char *const files[] = {"out",          "err",        "request",
-	                                    "control.sock", "admin.sock", "img.raw"};
+	static const char *const files[] = {"out",        "err",      "request", "control.sock",
+	                                    "admin.sock", "nbd.sock", "img.raw"};
 	char path[PATH_MAX];
 
 	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
@@ -138,6 +138,7 @@ static const struct {
 	const char *words[2];
 	const char *operand;      /* NULL if it takes none */
 	const char *value_option; /* an option that takes a value, or NULL */
+	const char *second;       /* a valid second operand, for commands that take two */
 } commands[] = {
     {{"create"}, "NAME", "--size"},
     {{"snapshot"}, "NAME", "--from"},
@@ -161,21 +162,30 @@ static const struct {
     {{"grant"}, "VOLUME", "--owner"},
     {{"revoke"}, "VOLUME", "--to"},
     {{"grants"}, NULL, NULL},
+    {{"attach"}, "NAME", "--connections", "/dev/nbd0"},
+    {{"detach"}, "DEVICE", NULL},
 };
 
-/* Run command I with EXTRA appended (up to two arguments, NULL-terminated). */
-static struct result run_command(size_t i, const char *extra1, const char *extra2)
+/* Run command I with EXTRA appended (up to three arguments, NULL-terminated). */
+static struct result run_command3(size_t i, const char *extra1, const char *extra2,
+                                  const char *extra3)
 {
-	const char *args[6];
+	const char *args[7];
 	size_t n = 0;
 
 	args[n++] = commands[i].words[0];
 	if (commands[i].words[1] != NULL)
 		args[n++] = commands[i].words[1];
 	args[n++] = extra1;
-	args[n++] = extra2;
+	args[n++] = extra1 != NULL ? extra2 : NULL;
+	args[n++] = extra1 != NULL && extra2 != NULL ? extra3 : NULL;
 	args[n] = NULL;
 	return run_argv(args);
+}
+
+static struct result run_command(size_t i, const char *extra1, const char *extra2)
+{
+	return run_command3(i, extra1, extra2, NULL);
 }
 
 static void command_name(size_t i, char *buf, size_t len)
@@ -205,9 +215,6 @@ START_TEST(prints_the_program_help_with_every_command)
 		snprintf(line, sizeof line, "\n  %s ", name);
 		ck_assert_msg(strstr(a.out, line) != NULL, "help lacks %s", name);
 	}
-	/* Reserved for later, not offered before they work. */
-	ck_assert_ptr_null(strstr(a.out, "attach"));
-	ck_assert_ptr_null(strstr(a.out, "detach"));
 }
 END_TEST
 
@@ -299,8 +306,12 @@ START_TEST(every_command_rejects_an_extra_operand_with_status_2)
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
 		CLEANUP_RESULT struct result r = {0};
 
-		r = commands[i].operand != NULL ? run_command(i, "x", "extra")
-		                                : run_command(i, "extra", NULL);
+		if (commands[i].second != NULL)
+			r = run_command3(i, "x", commands[i].second, "extra");
+		else if (commands[i].operand != NULL)
+			r = run_command(i, "x", "extra");
+		else
+			r = run_command(i, "extra", NULL);
 		assert_fails(&r, 2, "unexpected argument 'extra'");
 	}
 }
@@ -328,7 +339,6 @@ START_TEST(rejects_unknown_and_missing_commands_with_status_2)
 {
 	CLEANUP_RESULT struct result none = RUN("--json");
 	CLEANUP_RESULT struct result unknown = RUN("frobnicate");
-	CLEANUP_RESULT struct result attach = RUN("attach", "layer1");
 	CLEANUP_RESULT struct result group = RUN("--admin", "tenant");
 	CLEANUP_RESULT struct result sub = RUN("--admin", "image", "frobnicate");
 	CLEANUP_RESULT struct result global = RUN("--frobnicate", "ls");
@@ -337,7 +347,6 @@ START_TEST(rejects_unknown_and_missing_commands_with_status_2)
 
 	assert_fails(&none, 2, "missing command");
 	assert_fails(&unknown, 2, "unknown command 'frobnicate'");
-	assert_fails(&attach, 2, "unknown command 'attach'");
 	assert_fails(&group, 2, "tenant: missing command");
 	assert_fails(&sub, 2, "unknown command 'image frobnicate'");
 	assert_fails(&global, 2, "unknown option '--frobnicate'");
@@ -358,6 +367,8 @@ START_TEST(rejects_options_in_the_wrong_place_with_status_2)
 	CLEANUP_RESULT struct result nothing = RUN("--admin", "tenant", "set", "alice");
 	CLEANUP_RESULT struct result quiet_json = RUN("--json", "ls", "-q");
 	CLEANUP_RESULT struct result flag_value = RUN("rm", "x", "--json=yes");
+	CLEANUP_RESULT struct result attach_admin = RUN("--admin", "attach", "layer1");
+	CLEANUP_RESULT struct result detach_tenant = RUN("--tenant", "a", "detach", "/dev/nbd0");
 
 	assert_fails(&admin_only, 2, "pool: an admin command: needs --admin");
 	assert_fails(&no_tenant, 2, "ls: with --admin, needs --tenant T");
@@ -368,6 +379,8 @@ START_TEST(rejects_options_in_the_wrong_place_with_status_2)
 	assert_fails(&nothing, 2, "needs at least one of --uid, --gid, --max-volumes");
 	assert_fails(&quiet_json, 2, "--quiet and --json exclude each other");
 	assert_fails(&flag_value, 2, "option '--json' takes no value");
+	assert_fails(&attach_admin, 2, "attach: with --admin, needs --tenant T");
+	assert_fails(&detach_tenant, 2, "--tenant needs --admin");
 }
 END_TEST
 
@@ -387,6 +400,13 @@ START_TEST(rejects_bad_values_with_status_1_before_connecting)
 	CLEANUP_RESULT struct result tenant = RUN("--admin", "--tenant", "Bob", "ls");
 	CLEANUP_RESULT struct result grant =
 	    RUN("--admin", "grant", "v", "--owner", "a", "--to", "");
+	CLEANUP_RESULT struct result ref = RUN("attach", "Layer1");
+	CLEANUP_RESULT struct result device = RUN("attach", "layer1", "/dev/sda");
+	CLEANUP_RESULT struct result none = RUN("attach", "layer1", "--connections", "0");
+	CLEANUP_RESULT struct result many = RUN("attach", "layer1", "--connections", "17");
+	CLEANUP_RESULT struct result timeout = RUN("attach", "layer1", "--timeout", "1m");
+	CLEANUP_RESULT struct result io_timeout = RUN("attach", "layer1", "--io-timeout", "-1");
+	CLEANUP_RESULT struct result detach = RUN("detach", "nbd01");
 
 	assert_fails(&name, 1, "create Layer1: invalid volume name 'Layer1'");
 	assert_fails(&size, 1, "create layer1: invalid size '10X'");
@@ -398,6 +418,13 @@ START_TEST(rejects_bad_values_with_status_1_before_connecting)
 	assert_fails(&count, 1, "tenant set a: invalid --max-volumes '1e3'");
 	assert_fails(&tenant, 1, "invalid tenant name 'Bob'");
 	assert_fails(&grant, 1, "grant v: invalid tenant name ''");
+	assert_fails(&ref, 1, "attach Layer1: invalid reference 'Layer1'");
+	assert_fails(&device, 1, "attach layer1: invalid device '/dev/sda': expected /dev/nbdN");
+	assert_fails(&none, 1, "attach layer1: --connections '0' out of range: 1 to 16");
+	assert_fails(&many, 1, "attach layer1: --connections '17' out of range: 1 to 16");
+	assert_fails(&timeout, 1, "attach layer1: invalid --timeout '1m'");
+	assert_fails(&io_timeout, 1, "attach layer1: invalid --io-timeout '-1'");
+	assert_fails(&detach, 1, "detach nbd01: invalid device 'nbd01'");
 }
 END_TEST
 
@@ -419,6 +446,112 @@ START_TEST(reports_a_missing_socket_with_its_path_and_status_1)
 	ck_assert_int_eq(other.status, 1);
 	ck_assert_str_eq(other.err, "thinproxy: cannot reach /nonexistent/control.sock: No such "
 	                            "file or directory\n");
+}
+END_TEST
+
+START_TEST(attach_reports_a_missing_nbd_socket_with_its_path)
+{
+	CLEANUP_RESULT struct result tenant = RUN("attach", "layer1");
+	CLEANUP_RESULT struct result admin =
+	    RUN("--admin", "--tenant", "alice", "attach", "layer1");
+	char expected[PATH_MAX + 100];
+
+	snprintf(expected, sizeof expected,
+	         "thinproxy: attach layer1: cannot reach %s/nbd.sock: No such file or directory\n",
+	         dir);
+	ck_assert_int_eq(tenant.status, 1);
+	ck_assert_str_eq(tenant.err, expected);
+	snprintf(
+	    expected, sizeof expected,
+	    "thinproxy: attach layer1: cannot reach %s/tenants/alice/nbd.sock: No such file or "
+	    "directory\n",
+	    dir);
+	ck_assert_int_eq(admin.status, 1);
+	ck_assert_str_eq(admin.err, expected);
+}
+END_TEST
+
+START_TEST(detach_reports_a_device_that_does_not_exist)
+{
+	CLEANUP_RESULT struct result r = RUN("detach", "/dev/nbd65535");
+
+	assert_fails(&r, 1, "detach /dev/nbd65535: no such device");
+}
+END_TEST
+
+START_TEST(lists_attached_devices_without_a_daemon)
+{
+	CLEANUP_RESULT struct result table = RUN("ls", "--attached");
+	CLEANUP_RESULT struct result admin = RUN("--admin", "ls", "--attached", "--quiet");
+	CLEANUP_RESULT struct result json = RUN("--json", "ls", "--attached");
+
+	ck_assert_msg(table.status == 0, "%s", table.err);
+	ck_assert(strncmp(table.out, "DEVICE     ", 6) == 0);
+	ck_assert_msg(admin.status == 0, "%s", admin.err);
+	ck_assert_msg(json.status == 0, "%s", json.err);
+	ck_assert_msg(json.out[0] == '[', "%s", json.out);
+}
+END_TEST
+
+/* A throwaway NBD server on DIR/nbd.sock: to one connection, say the LEN bytes of SCRIPT,
+ * then read until the client hangs up. */
+static pid_t serve_nbd(const void *script, size_t len)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	struct timeval timeout = {.tv_sec = 10};
+	int fd;
+	pid_t pid;
+
+	snprintf(addr.sun_path, sizeof addr.sun_path, "%s/nbd.sock", dir);
+	unlink(addr.sun_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+	ck_assert_int_eq(listen(fd, 1), 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		char buf[4096];
+		int conn = accept(fd, NULL, NULL);
+
+		if (conn < 0 || write(conn, script, len) != (ssize_t)len)
+			_exit(1);
+		setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+		while (read(conn, buf, sizeof buf) > 0)
+			;
+		_exit(0);
+	}
+	close(fd);
+	return pid;
+}
+
+START_TEST(attach_reports_a_volume_the_server_does_not_know)
+{
+	/* NBDMAGIC IHAVEOPT, fixed newstyle; then NBD_REP_ERR_UNKNOWN to NBD_OPT_GO. */
+	static const unsigned char script[] = {
+	    'N', 'B', 'D', 'M', 'A',  'G', 'I',  'C',  'I',  'H',  'A',  'V',  'E',
+	    'O', 'P', 'T', 0,   1,    0,   0x03, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9,
+	    0,   0,   0,   7,   0x80, 0,   0,    6,    0,    0,    0,    0};
+	pid_t pid = serve_nbd(script, sizeof script);
+	CLEANUP_RESULT struct result r = RUN("attach", "layer1");
+	int status;
+
+	assert_fails(&r, 1, "thinproxy: attach layer1: no such volume: layer1");
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+}
+END_TEST
+
+START_TEST(attach_refuses_a_server_that_is_not_fixed_newstyle)
+{
+	static const unsigned char script[] = {'N', 'B', 'D',  'M',  'A',  'G',  'I',  'C',
+	                                       0,   0,   0x42, 0x02, 0x81, 0x86, 0x12, 0x53};
+	pid_t pid = serve_nbd(script, sizeof script);
+	CLEANUP_RESULT struct result r = RUN("attach", "layer1");
+	int status;
+
+	assert_fails(&r, 1, "attach layer1: an oldstyle NBD server");
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 }
 END_TEST
 
@@ -847,6 +980,9 @@ int main(void)
 	tcase_add_test(usage, rejects_options_in_the_wrong_place_with_status_2);
 	tcase_add_test(usage, rejects_bad_values_with_status_1_before_connecting);
 	tcase_add_test(usage, reports_a_missing_socket_with_its_path_and_status_1);
+	tcase_add_test(usage, attach_reports_a_missing_nbd_socket_with_its_path);
+	tcase_add_test(usage, detach_reports_a_device_that_does_not_exist);
+	tcase_add_test(usage, lists_attached_devices_without_a_daemon);
 
 	tcase_add_test(requests, shows_the_daemons_error_code_and_message_with_status_1);
 	tcase_add_test(requests, creates_with_a_json_post_and_shows_the_new_volume);
@@ -867,6 +1003,8 @@ int main(void)
 	tcase_add_test(requests, publishes_an_image_to_one_tenant_or_all);
 	tcase_add_test(requests, grants_and_revokes_with_the_grant_in_the_body);
 	tcase_add_test(requests, prints_metrics_as_the_daemon_serves_them);
+	tcase_add_test(requests, attach_reports_a_volume_the_server_does_not_know);
+	tcase_add_test(requests, attach_refuses_a_server_that_is_not_fixed_newstyle);
 
 	suite_add_tcase(s, usage);
 	suite_add_tcase(s, requests);

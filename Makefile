@@ -4,6 +4,7 @@
 #   make check           unit tests (Check), then the guest integration tests (tests/vm)
 #   make check SANITIZE=1  the same, built with ASan+UBSan into build/san
 #   make demo            the main job, narrated (in the test guest where the host lacks dm-thin)
+#   make fuzz            libFuzzer targets (clang) into build/fuzz, each run FUZZ_SECONDS (60)
 #   make deps            install missing Debian packages (run by demo and check)
 #   make format          apply .clang-format to every C file
 
@@ -50,9 +51,9 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 VM_TESTS   := $(sort $(wildcard tests/vm/test-*.sh))
 
 C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] nbdkit-plugin/*.[ch] \
-                tests/unit/*.[ch] tests/vm/*.c bench/*.[ch])
+                tests/unit/*.[ch] tests/vm/*.c bench/*.[ch] fuzz/*.[ch])
 
-.PHONY: all check check-unit check-vm check-format format deps demo clean install
+.PHONY: all check check-unit check-vm check-format format deps demo clean install fuzz
 all: $(PROGRAMS) $(UNIT_TESTS) $(VM_PROGRAMS)
 
 $(DAEMON): $(DAEMON_OBJS)
@@ -94,6 +95,27 @@ $(BUILD)/tests/test-supervise: | $(PLUGIN)
 $(BUILD)/tests/test-client-cli: | $(CLIENT)
 $(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o $$(OBJS_test-$$*)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS_test-$*)
+
+# Fuzz targets: fuzz/fuzz-NAME.c, built by clang with libFuzzer, ASan and UBSan and linked
+# with the sources FUZZ_SRCS_NAME and libraries FUZZ_LIBS_NAME; `make fuzz` runs each for
+# FUZZ_SECONDS on a working copy of its seed corpus fuzz/corpus/NAME (see fuzz/run).
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   := -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+                -fno-sanitize-recover=all
+FUZZ_TARGETS := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz-*.c))
+FUZZ_SRCS_api-request := daemon/api.c fuzz/fake-ops.c
+FUZZ_LIBS_api-request := $(call pc,--libs,libmicrohttpd json-c)
+FUZZ_SRCS_handshake   := client/handshake.c
+
+build/fuzz/fuzz-%: fuzz/fuzz-%.c $$(FUZZ_SRCS_$$*) $$(wildcard include/*.h fuzz/*.h daemon/*.h client/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) -std=gnu11 $(WARNINGS) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRCS_$*) \
+		$(FUZZ_LIBS_$*)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS)
+	@fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 deps:
 	@.ci/deps

@@ -1,0 +1,578 @@
+/* daemon/ops.h for the REST fuzz target: see fake-ops.h. Tenants alice (id 1) and bob
+ * (id 2); alice owns "base" (committed) and "work" (a snapshot of base), bob owns "layer1",
+ * granted to alice; the image "debian" is published to all. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fake-ops.h"
+
+#define CHECK(cond)                       \
+	do {                              \
+		if (!(cond))              \
+			__builtin_trap(); \
+	} while (0)
+
+const struct principal fake_ops_admin = {.admin = true};
+const struct principal fake_ops_alice = {.tenant_id = 1, .tenant = "alice"};
+struct principal fake_ops_socket;
+
+static const struct {
+	const char *name;
+	int64_t id;
+} tenants[] = {{"alice", 1}, {"bob", 2}};
+
+static const struct {
+	int64_t tenant_id; /* 0: an image */
+	const char *name, *parent, *state;
+	uint64_t size;
+	uint32_t thin_id;
+} volumes[] = {
+    {1, "base", "", "committed", UINT64_C(1) << 30, 1},
+    {1, "work", "base", "ready", UINT64_C(2) << 30, 2},
+    {2, "layer1", "", "ready", UINT64_C(1) << 20, 3},
+    {0, "debian", "", "image", UINT64_C(4) << 30, 4},
+};
+
+static char errmsg[512];
+
+const char *ops_error_message(void)
+{
+	return errmsg;
+}
+
+static int __attribute__((format(printf, 2, 3))) fail(int r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(errmsg, sizeof errmsg, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* Every string an op gets is a C string: reading it all is what ASan checks here. */
+static void check_string(const char *s)
+{
+	CHECK(s != NULL);
+	CHECK(strlen(s) < 64 * 1024);
+}
+
+/* Admin-only operations: only ever on the admin socket. */
+static void admin_only(void)
+{
+	CHECK(fake_ops_socket.admin);
+}
+
+/* A volume operation for P: on a tenant's socket exactly that socket's principal; on the
+ * admin socket the host itself or a tenant named in the URL (ops_principal_for_tenant). */
+static void check_principal(const struct principal *p)
+{
+	CHECK(p != NULL);
+	if (!fake_ops_socket.admin) {
+		CHECK(memcmp(p, &fake_ops_socket, sizeof *p) == 0);
+		return;
+	}
+	CHECK(p->admin);
+	CHECK(memchr(p->tenant, '\0', sizeof p->tenant) != NULL);
+	if (p->tenant_id == 0) {
+		CHECK(p->tenant[0] == '\0');
+		return;
+	}
+	CHECK(p->tenant_id >= 1 && p->tenant_id <= 2);
+	CHECK(strcmp(p->tenant, tenants[p->tenant_id - 1].name) == 0);
+}
+
+static int tenant_index(const char *name)
+{
+	if (!tp_name_valid(name))
+		return fail(-EINVAL,
+		            "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+		            "starting with a letter or digit",
+		            name);
+	for (size_t i = 0; i < sizeof tenants / sizeof tenants[0]; i++)
+		if (strcmp(tenants[i].name, name) == 0)
+			return (int)i;
+	return fail(-ENOENT, "no such tenant: %s", name);
+}
+
+static int volume_index(int64_t tenant_id, const char *name)
+{
+	for (size_t i = 0; i < sizeof volumes / sizeof volumes[0]; i++)
+		if (volumes[i].tenant_id == tenant_id && strcmp(volumes[i].name, name) == 0)
+			return (int)i;
+	return -ENOENT;
+}
+
+static int own_volume(const struct principal *p, const char *name)
+{
+	int i;
+
+	check_principal(p);
+	check_string(name);
+	if (!tp_name_valid(name))
+		return fail(-EINVAL,
+		            "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+		            "starting with a letter or digit",
+		            name);
+	i = volume_index(p->tenant_id, name);
+	return i < 0 ? fail(-ENOENT, "no such volume: %s", name) : i;
+}
+
+static int check_size(uint64_t size)
+{
+	if (size < TP_SIZE_MIN || size > TP_SIZE_MAX || size % 512)
+		return fail(-EINVAL,
+		            "invalid size %" PRIu64
+		            ": a multiple of 512 bytes from 64 KiB to 16 PiB",
+		            size);
+	return 0;
+}
+
+static void make_view(const struct principal *p, int i, struct volume_view *v)
+{
+	memset(v, 0, sizeof *v);
+	snprintf(v->name, sizeof v->name, "%s%s", volumes[i].tenant_id ? "" : "images/",
+	         volumes[i].name);
+	snprintf(v->owner, sizeof v->owner, "%s",
+	         volumes[i].tenant_id ? tenants[volumes[i].tenant_id - 1].name : "");
+	snprintf(v->parent, sizeof v->parent, "%s", volumes[i].parent);
+	v->size = volumes[i].size;
+	v->used = volumes[i].size / 3;
+	v->state = volumes[i].state;
+	v->created = 1700000000;
+	v->writable = volumes[i].tenant_id == p->tenant_id && strcmp(v->state, "ready") == 0;
+	v->thin_id = volumes[i].thin_id;
+}
+
+static void new_view(const struct principal *p, const char *name, const char *parent, uint64_t size,
+                     struct volume_view *v)
+{
+	memset(v, 0, sizeof *v);
+	snprintf(v->name, sizeof v->name, "%s", name);
+	snprintf(v->owner, sizeof v->owner, "%s", p->tenant);
+	snprintf(v->parent, sizeof v->parent, "%s", parent ? parent : "");
+	v->size = size;
+	v->state = "ready";
+	v->created = 1700000001;
+	v->writable = true;
+	v->thin_id = 9;
+}
+
+int ops_principal_for_tenant(const char *name, struct principal *ret_principal)
+{
+	int i;
+
+	admin_only();
+	check_string(name);
+	if (!tp_name_valid(name))
+		return fail(-ENOENT, "no such tenant: %.80s", name);
+	i = tenant_index(name);
+	if (i < 0)
+		return i;
+	memset(ret_principal, 0, sizeof *ret_principal);
+	ret_principal->admin = true;
+	ret_principal->tenant_id = tenants[i].id;
+	snprintf(ret_principal->tenant, sizeof ret_principal->tenant, "%s", tenants[i].name);
+	return 0;
+}
+
+int ops_volume_list(const struct principal *p, struct volume_view **ret_views, size_t *ret_n)
+{
+	struct volume_view *views = calloc(4, sizeof *views);
+	size_t n = 0;
+
+	check_principal(p);
+	if (views == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < sizeof volumes / sizeof volumes[0]; i++)
+		if (volumes[i].tenant_id == p->tenant_id ||
+		    (p->tenant_id != 0 && volumes[i].tenant_id == 0))
+			make_view(p, (int)i, &views[n++]);
+	*ret_views = views;
+	*ret_n = n;
+	return 0;
+}
+
+int ops_volume_info(const struct principal *p, const char *name, struct volume_view *ret_view)
+{
+	int i = own_volume(p, name);
+
+	if (i < 0)
+		return i;
+	make_view(p, i, ret_view);
+	return 0;
+}
+
+int ops_volume_create(const struct principal *p, const char *name, uint64_t size,
+                      struct volume_view *ret_view)
+{
+	int r = own_volume(p, name);
+
+	if (r == -EINVAL)
+		return r;
+	if (r >= 0)
+		return fail(-EEXIST, "volume %s exists", name);
+	if ((r = check_size(size)) < 0)
+		return r;
+	if (size > (UINT64_C(1) << 40))
+		return fail(-EDQUOT, "quota exceeded: at most 1 TiB in all for tenant %s",
+		            p->tenant);
+	new_view(p, name, NULL, size, ret_view);
+	return 0;
+}
+
+int ops_volume_snapshot(const struct principal *p, const char *name, const char *parent,
+                        uint64_t size, struct volume_view *ret_view)
+{
+	const char *slash;
+	int i = -ENOENT, r;
+
+	check_principal(p);
+	check_string(parent);
+	slash = strchr(parent, '/');
+	if (slash == NULL) {
+		i = own_volume(p, parent);
+		if (i < 0)
+			return i;
+	} else if (strncmp(parent, "images/", 7) == 0) {
+		i = volume_index(0, slash + 1);
+	} else if (strncmp(parent, "bob/", 4) == 0 && p->tenant_id == 1) {
+		i = volume_index(2, slash + 1);
+	}
+	if (i < 0)
+		return fail(-ENOENT, "no such volume: %.130s", parent);
+	if (size == 0)
+		size = volumes[i].size;
+	if (size < volumes[i].size)
+		return fail(-EINVAL,
+		            "invalid size %" PRIu64 ": a snapshot of %s needs at least %" PRIu64
+		            " bytes",
+		            size, parent, volumes[i].size);
+	r = ops_volume_create(p, name, size, ret_view);
+	if (r == 0)
+		snprintf(ret_view->parent, sizeof ret_view->parent, "%s", parent);
+	return r;
+}
+
+int ops_volume_commit(const struct principal *p, const char *name, struct volume_view *ret_view)
+{
+	int i = own_volume(p, name);
+
+	if (i < 0)
+		return i;
+	make_view(p, i, ret_view);
+	ret_view->state = "committed";
+	ret_view->writable = false;
+	return 0;
+}
+
+int ops_volume_resize(const struct principal *p, const char *name, uint64_t size,
+                      struct volume_view *ret_view)
+{
+	int i = own_volume(p, name), r;
+
+	if (i < 0)
+		return i;
+	if ((r = check_size(size)) < 0)
+		return r;
+	if (strcmp(volumes[i].state, "ready") != 0)
+		return fail(-EROFS, "volume %s is read-only (committed)", name);
+	if (size < volumes[i].size)
+		return fail(-EINVAL,
+		            "invalid size %" PRIu64 ": volumes only grow (%s is %" PRIu64 " bytes)",
+		            size, name, volumes[i].size);
+	make_view(p, i, ret_view);
+	ret_view->size = size;
+	return 0;
+}
+
+int ops_volume_remove(const struct principal *p, const char *name)
+{
+	int i = own_volume(p, name);
+
+	if (i < 0)
+		return i;
+	if (strcmp(volumes[i].name, "base") == 0)
+		return fail(-EBUSY, "volume %s is busy: it has snapshots", name);
+	return 0;
+}
+
+static void make_tenant_view(int i, struct tenant_view *t)
+{
+	memset(t, 0, sizeof *t);
+	snprintf(t->name, sizeof t->name, "%s", tenants[i].name);
+	t->uid = t->gid = 100000 * (uint32_t)tenants[i].id;
+	t->nbd_uid = 200000 + (uint32_t)tenants[i].id;
+	t->max_size = UINT64_C(1) << 40;
+	t->volumes = 2;
+	t->size = UINT64_C(3) << 30;
+	t->used = UINT64_C(1) << 30;
+	t->nbd = "running";
+	t->created = 1600000000;
+}
+
+int ops_usage(const struct principal *p, struct tenant_view *ret_view)
+{
+	check_principal(p);
+	if (p->tenant_id == 0)
+		return fail(-ENOENT, "no such tenant");
+	make_tenant_view((int)p->tenant_id - 1, ret_view);
+	return 0;
+}
+
+static void apply_spec(const struct tenant_spec *s, struct tenant_view *t)
+{
+	if (s->has_uid)
+		t->uid = s->uid;
+	if (s->has_gid)
+		t->gid = s->gid;
+	if (s->has_max_volumes)
+		t->max_volumes = s->max_volumes;
+	if (s->has_max_size)
+		t->max_size = s->max_size;
+	if (s->has_max_used)
+		t->max_used = s->max_used;
+}
+
+int ops_tenant_add(const struct tenant_spec *spec, struct tenant_view *ret_view)
+{
+	admin_only();
+	check_string(spec->name);
+	if (!tp_name_valid(spec->name))
+		return fail(-EINVAL,
+		            "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+		            "starting with a letter or digit",
+		            spec->name);
+	if (strcmp(spec->name, "images") == 0)
+		return fail(-EINVAL, "invalid tenant name \"images\": reserved for images");
+	if (tenant_index(spec->name) >= 0)
+		return fail(-EEXIST, "tenant %s exists", spec->name);
+	make_tenant_view(0, ret_view);
+	snprintf(ret_view->name, sizeof ret_view->name, "%s", spec->name);
+	ret_view->max_size = 0;
+	apply_spec(spec, ret_view);
+	return 0;
+}
+
+int ops_tenant_get(const char *name, struct tenant_view *ret_view)
+{
+	int i;
+
+	admin_only();
+	check_string(name);
+	if ((i = tenant_index(name)) < 0)
+		return i;
+	make_tenant_view(i, ret_view);
+	return 0;
+}
+
+int ops_tenant_list(struct tenant_view **ret_views, size_t *ret_n)
+{
+	struct tenant_view *views = calloc(2, sizeof *views);
+
+	admin_only();
+	if (views == NULL)
+		return -ENOMEM;
+	make_tenant_view(0, &views[0]);
+	make_tenant_view(1, &views[1]);
+	*ret_views = views;
+	*ret_n = 2;
+	return 0;
+}
+
+int ops_tenant_update(const struct tenant_spec *spec, struct tenant_view *ret_view)
+{
+	int i;
+
+	admin_only();
+	check_string(spec->name);
+	if ((i = tenant_index(spec->name)) < 0)
+		return i;
+	make_tenant_view(i, ret_view);
+	apply_spec(spec, ret_view);
+	return 0;
+}
+
+int ops_tenant_remove(const char *name, bool force)
+{
+	int i;
+
+	admin_only();
+	check_string(name);
+	if ((i = tenant_index(name)) < 0)
+		return i;
+	if (!force)
+		return fail(-EBUSY,
+		            "tenant %s is busy: it owns 2 volumes (use force to remove them)",
+		            name);
+	return 0;
+}
+
+int ops_pool_status(struct pool_view *ret_view)
+{
+	admin_only();
+	memset(ret_view, 0, sizeof *ret_view);
+	snprintf(ret_view->name, sizeof ret_view->name, "thinproxy-pool");
+	ret_view->transaction_id = 42;
+	ret_view->block_size = 65536;
+	ret_view->data_used = UINT64_C(1) << 30;
+	ret_view->data_total = UINT64_C(100) << 30;
+	ret_view->meta_used = UINT64_C(1) << 20;
+	ret_view->meta_total = UINT64_C(128) << 20;
+	ret_view->mode = "rw";
+	ret_view->min_free = UINT64_C(1) << 30;
+	ret_view->volumes = 4;
+	return 0;
+}
+
+static int image_view(int i, bool published_all, struct image_view *im)
+{
+	memset(im, 0, sizeof *im);
+	make_view(&fake_ops_admin, i, &im->volume);
+	im->published_all = published_all;
+	if (!published_all) {
+		im->published = calloc(1, sizeof *im->published);
+		if (im->published == NULL)
+			return -ENOMEM;
+		snprintf(im->published[0], sizeof im->published[0], "alice");
+		im->n_published = 1;
+	}
+	return 0;
+}
+
+static int image_by_name(const char *name)
+{
+	int i;
+
+	check_string(name);
+	if (!tp_name_valid(name))
+		return fail(-EINVAL, "invalid image name \"%.80s\"", name);
+	i = volume_index(0, name);
+	return i < 0 ? fail(-ENOENT, "no such image: %s", name) : i;
+}
+
+int ops_image_import(const char *name, const char *path, struct image_view *ret_view)
+{
+	admin_only();
+	check_string(name);
+	check_string(path);
+	if (path[0] != '/')
+		return fail(-EINVAL, "invalid image source: an absolute path on the host");
+	if (!tp_name_valid(name))
+		return fail(-EINVAL,
+		            "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+		            "starting with a letter or digit",
+		            name);
+	if (volume_index(0, name) >= 0)
+		return fail(-EEXIST, "volume %s exists", name);
+	/* The real one opens PATH here; nothing is read in the fuzzer. */
+	return image_view(3, false, ret_view);
+}
+
+int ops_image_publish(const char *name, const char *tenant, struct image_view *ret_view)
+{
+	int i, r;
+
+	admin_only();
+	if ((i = image_by_name(name)) < 0)
+		return i;
+	if (tenant) {
+		check_string(tenant);
+		if ((r = tenant_index(tenant)) < 0)
+			return r;
+	}
+	return image_view(i, tenant == NULL, ret_view);
+}
+
+int ops_image_list(struct image_view **ret_views, size_t *ret_n)
+{
+	struct image_view *views = calloc(1, sizeof *views);
+
+	admin_only();
+	if (views == NULL)
+		return -ENOMEM;
+	if (image_view(3, false, &views[0]) < 0) {
+		free(views);
+		return -ENOMEM;
+	}
+	*ret_views = views;
+	*ret_n = 1;
+	return 0;
+}
+
+void ops_image_views_free(struct image_view *views, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(views[i].published);
+	free(views);
+}
+
+int ops_image_remove(const char *name)
+{
+	int i;
+
+	admin_only();
+	i = image_by_name(name);
+	return i < 0 ? i : 0;
+}
+
+static int grant_target(const struct grant_view *g)
+{
+	int owner, to;
+
+	admin_only();
+	CHECK(memchr(g->owner, '\0', sizeof g->owner) != NULL);
+	CHECK(memchr(g->volume, '\0', sizeof g->volume) != NULL);
+	CHECK(memchr(g->to, '\0', sizeof g->to) != NULL);
+	if ((owner = tenant_index(g->owner)) < 0)
+		return owner;
+	if ((to = tenant_index(g->to)) < 0)
+		return to;
+	if (owner == to)
+		return fail(-EINVAL, "invalid grant: %s already owns %s", g->to, g->volume);
+	if (!tp_name_valid(g->volume))
+		return fail(-EINVAL, "invalid volume name \"%.80s\"", g->volume);
+	if (volume_index(tenants[owner].id, g->volume) < 0)
+		return fail(-ENOENT, "no such volume: %s/%s", g->owner, g->volume);
+	return 0;
+}
+
+int ops_grant(const struct grant_view *g)
+{
+	return grant_target(g);
+}
+
+int ops_revoke(const struct grant_view *g)
+{
+	int r = grant_target(g);
+
+	if (r == 0 && strcmp(g->volume, "layer1") != 0)
+		return fail(-ENOENT, "no such grant: %s/%s to %s", g->owner, g->volume, g->to);
+	return r;
+}
+
+int ops_grant_list(struct grant_view **ret_views, size_t *ret_n)
+{
+	struct grant_view *views = calloc(1, sizeof *views);
+
+	admin_only();
+	if (views == NULL)
+		return -ENOMEM;
+	snprintf(views[0].owner, sizeof views[0].owner, "bob");
+	snprintf(views[0].volume, sizeof views[0].volume, "layer1");
+	snprintf(views[0].to, sizeof views[0].to, "alice");
+	*ret_views = views;
+	*ret_n = 1;
+	return 0;
+}
+
+int ops_metrics(char **ret_text)
+{
+	admin_only();
+	*ret_text = strdup("# TYPE thinproxy_volumes gauge\nthinproxy_volumes 4\n");
+	return *ret_text ? 0 : -ENOMEM;
+}

@@ -1,0 +1,173 @@
+/* Fuzz target: the REST layer of thinproxyd (daemon/api.c's api_answer: URL splitting,
+ * content type, body size, JSON parsing, field extraction, routing, replies), linked with
+ * fake-ops.c instead of the real operations. An input is one request, as text:
+ *
+ *   P METHOD URL[?QUERY][ CONTENT-TYPE]\n
+ *   BODY
+ *
+ * P is 'A' for the admin socket or 'T' for tenant alice's socket (lower case: the body went
+ * over the server's bound); URL is percent-decoded as libmicrohttpd does; QUERY may carry
+ * force=...; everything after the first newline is the body. Checked on every answer:
+ *   - a known status, never 500 (the fake operations do not fail internally, so a 500 is a
+ *     route that answered nothing);
+ *   - 204 without a body; everything else a JSON object ending in a newline (the metrics
+ *     text aside), with {"error": {"code", "message"}} exactly when the status is >= 400;
+ *   - a tenant's socket never reaches an admin-only operation, never acts for another
+ *     principal (fake-ops.c traps), and never sees thin ids;
+ *   - nothing leaks (LeakSanitizer). */
+#include <json.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../daemon/api.h"
+#include "fake-ops.h"
+
+#define CHECK(cond)                       \
+	do {                              \
+		if (!(cond))              \
+			__builtin_trap(); \
+	} while (0)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int hex(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+		return (c | 0x20) - 'a' + 10;
+	return -1;
+}
+
+/* Percent-decode S in place, as libmicrohttpd does with the URL's path. */
+static void unescape(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '%' && hex(s[1]) >= 0 && hex(s[2]) >= 0) {
+			*w++ = (char)(hex(s[1]) << 4 | hex(s[2]));
+			s += 2;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = '\0';
+}
+
+/* The value of "force" in QUERY (a&b=c form), in place; NULL if absent. */
+static const char *query_force(char *query)
+{
+	char *save = NULL, *arg;
+
+	for (arg = strtok_r(query, "&", &save); arg; arg = strtok_r(NULL, "&", &save)) {
+		char *eq = strchr(arg, '=');
+
+		if (eq)
+			*eq++ = '\0';
+		if (strcmp(arg, "force") == 0) {
+			if (eq)
+				unescape(eq);
+			return eq ? eq : "";
+		}
+	}
+	return NULL;
+}
+
+static void check_answer(const struct api_answer *ans)
+{
+	static const unsigned statuses[] = {200, 201, 204, 400, 404, 405, 409, 413, 415, 507};
+	json_object *top, *err, *code, *msg;
+	bool known = false;
+
+	for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
+		known |= ans->status == statuses[i];
+	CHECK(known);
+	if (ans->status == 204) {
+		CHECK(ans->body == NULL && ans->len == 0);
+		return;
+	}
+	CHECK(ans->body != NULL && ans->len > 0 && strlen(ans->body) == ans->len);
+	CHECK(ans->body[ans->len - 1] == '\n');
+	if (strncmp(ans->content_type, "text/plain", 10) == 0) {
+		CHECK(fake_ops_socket.admin && ans->status == 200);
+		return;
+	}
+	CHECK(strcmp(ans->content_type, "application/json") == 0);
+	top = json_tokener_parse(ans->body);
+	CHECK(top != NULL && json_object_is_type(top, json_type_object));
+	if (ans->status >= 400) {
+		CHECK(json_object_object_length(top) == 1);
+		CHECK(json_object_object_get_ex(top, "error", &err));
+		CHECK(json_object_is_type(err, json_type_object));
+		CHECK(json_object_object_get_ex(err, "code", &code) &&
+		      json_object_is_type(code, json_type_string));
+		CHECK(json_object_object_get_ex(err, "message", &msg) &&
+		      json_object_is_type(msg, json_type_string));
+		CHECK(json_object_get_string_len(msg) > 0);
+	} else {
+		CHECK(!json_object_object_get_ex(top, "error", NULL));
+		if (!fake_ops_socket.admin)
+			CHECK(strstr(ans->body, "\"thin_id\":") == NULL);
+	}
+	json_object_put(top);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const uint8_t *nl = memchr(data, '\n', size);
+	size_t head_len = nl ? (size_t)(nl - data) : size;
+	char *head, *method, *url, *query, *ctype, *sp, *body = NULL;
+	struct api_request req = {0};
+	struct api_answer ans;
+
+	if (size < 1 || ((data[0] | 0x20) != 'a' && (data[0] | 0x20) != 't'))
+		return 0;
+	head = malloc(head_len + 1);
+	if (head == NULL)
+		return 0;
+	memcpy(head, data, head_len);
+	head[head_len] = '\0';
+
+	/* "P METHOD URL[ CONTENT-TYPE]"; a missing part is empty. */
+	fake_ops_socket = (data[0] | 0x20) == 'a' ? fake_ops_admin : fake_ops_alice;
+	req.too_large = data[0] >= 'a';
+	method = head[0] ? head + 1 + (head[1] == ' ') : head;
+	sp = strchr(method, ' ');
+	url = sp ? sp + 1 : method + strlen(method);
+	if (sp)
+		*sp = '\0';
+	ctype = strchr(url, ' ');
+	if (ctype)
+		*ctype++ = '\0';
+	query = strchr(url, '?');
+	if (query) {
+		*query++ = '\0';
+		req.force = query_force(query);
+	}
+	unescape(url);
+	req.method = method;
+	req.url = url;
+	req.content_type = ctype;
+
+	/* The body as the server holds it: LEN bytes and a NUL, NULL if none arrived. */
+	if (nl && (size_t)(data + size - nl) > 1) {
+		req.len = size - head_len - 1;
+		body = malloc(req.len + 1);
+		if (body == NULL)
+			goto out;
+		memcpy(body, nl + 1, req.len);
+		body[req.len] = '\0';
+		req.body = body;
+	}
+
+	if (api_answer(&fake_ops_socket, &req, &ans) == 0) {
+		check_answer(&ans);
+		free(ans.body);
+	}
+out:
+	free(body);
+	free(head);
+	return 0;
+}

@@ -1,0 +1,175 @@
+/* Fuzz target: include/tp-broker.h, the broker's wire format, from both ends. The input is
+ * one packet as received; every decoder reads it:
+ *   - tp_broker_decode_request (what thinproxyd reads from a tenant's nbdkit),
+ *   - tp_broker_decode_reply for OPENED and LISTED, tp_broker_decode_entry (what the plugin
+ *     reads from the daemon).
+ * Whatever decodes must be canonical: encoding the decoded fields gives back exactly the
+ * packet's bytes, and the strings in it are valid references and states that fit their
+ * fields. Then the input is read as NUL-separated strings for the encoders: whatever they
+ * accept decodes back to the same fields. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tp-broker.h"
+
+#define CHECK(cond)                       \
+	do {                              \
+		if (!(cond))              \
+			__builtin_trap(); \
+	} while (0)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The reference rule, written out again: NAME, or OWNER/NAME with both valid names. */
+static bool ref_ok(const char *ref)
+{
+	const char *slash = strchr(ref, '/');
+	char owner[TP_BROKER_REF_SIZE];
+	size_t n;
+
+	if (slash == NULL)
+		return tp_name_valid(ref);
+	n = (size_t)(slash - ref);
+	if (n >= sizeof owner)
+		return false;
+	memcpy(owner, ref, n);
+	owner[n] = '\0';
+	return tp_name_valid(owner) && tp_name_valid(slash + 1);
+}
+
+static void check_request(const void *buf, size_t len)
+{
+	struct tp_broker_request req, again;
+	int r = tp_broker_decode_request(buf, len, &req);
+
+	CHECK(r == 0 || r == -EBADMSG || r == -EPROTO || r == -EOPNOTSUPP || r == -EINVAL);
+	if (r < 0)
+		return;
+	CHECK(len == sizeof req);
+	if (req.h.type == TP_BROKER_OPEN) {
+		CHECK(memchr(req.ref, '\0', sizeof req.ref) != NULL);
+		CHECK(ref_ok(req.ref));
+		CHECK(tp_broker_encode_open(req.ref, req.flags & TP_BROKER_WANT_WRITE, &again) ==
+		      0);
+	} else {
+		CHECK(req.h.type == TP_BROKER_LIST);
+		tp_broker_encode_list(&again);
+	}
+	CHECK(memcmp(&again, buf, sizeof again) == 0);
+}
+
+static void check_reply(const void *buf, size_t len, enum tp_broker_type type)
+{
+	struct tp_broker_reply rep, again;
+	int r = tp_broker_decode_reply(buf, len, type, &rep);
+
+	CHECK(r == 0 || r == -EBADMSG || r == -EPROTO || r == -EOPNOTSUPP);
+	if (r < 0)
+		return;
+	CHECK(len == sizeof rep && rep.h.type == type);
+	if (rep.error != 0) {
+		CHECK(rep.error <= TP_BROKER_ERRNO_MAX);
+		tp_broker_encode_error(type, (int)rep.error, &again);
+	} else if (type == TP_BROKER_OPENED) {
+		CHECK(memchr(rep.state, '\0', sizeof rep.state) != NULL);
+		CHECK(tp_broker_state_ok(rep.state));
+		CHECK(tp_broker_encode_opened(rep.size, rep.flags & TP_BROKER_READ_ONLY,
+		                              rep.block_size, rep.state, &again) == 0);
+	} else {
+		CHECK(rep.count <= TP_BROKER_LIST_MAX);
+		CHECK(tp_broker_encode_listed(rep.count, &again) == 0);
+	}
+	CHECK(memcmp(&again, buf, sizeof again) == 0);
+}
+
+static void check_entry(const void *buf, size_t len)
+{
+	struct tp_broker_entry e, again;
+	int r = tp_broker_decode_entry(buf, len, &e);
+
+	CHECK(r == 0 || r == -EBADMSG || r == -EPROTO || r == -EOPNOTSUPP || r == -EINVAL);
+	if (r < 0)
+		return;
+	CHECK(len == sizeof e);
+	CHECK(memchr(e.state, '\0', sizeof e.state) != NULL && tp_broker_state_ok(e.state));
+	CHECK(memchr(e.ref, '\0', sizeof e.ref) != NULL && ref_ok(e.ref));
+	CHECK(tp_broker_encode_entry(e.ref, e.size, e.flags & TP_BROKER_READ_ONLY, e.state,
+	                             &again) == 0);
+	CHECK(memcmp(&again, buf, sizeof again) == 0);
+}
+
+/* The encoders on REF and STATE, arbitrary strings. */
+static void check_encoders(const char *ref, const char *state, uint64_t number)
+{
+	struct tp_broker_request req, req2;
+	struct tp_broker_reply rep, rep2;
+	struct tp_broker_entry e, e2;
+	bool flag = number & 1;
+
+	CHECK(tp_broker_ref_valid(ref) == ref_ok(ref));
+	if (tp_broker_encode_open(ref, flag, &req) == 0) {
+		CHECK(tp_broker_ref_valid(ref) && strlen(ref) < sizeof req.ref);
+		CHECK(tp_broker_decode_request(&req, sizeof req, &req2) == 0);
+		CHECK(strcmp(req2.ref, ref) == 0 &&
+		      req2.flags == (flag ? TP_BROKER_WANT_WRITE : 0));
+	} else {
+		CHECK(!tp_broker_ref_valid(ref));
+	}
+	if (tp_broker_encode_opened(number, flag, (uint32_t)number, state, &rep) == 0) {
+		CHECK(tp_broker_decode_reply(&rep, sizeof rep, TP_BROKER_OPENED, &rep2) == 0);
+		CHECK(rep2.error == 0 && rep2.size == number && strcmp(rep2.state, state) == 0);
+	}
+	if (tp_broker_encode_entry(ref, number, flag, state, &e) == 0) {
+		CHECK(tp_broker_decode_entry(&e, sizeof e, &e2) == 0);
+		CHECK(strcmp(e2.ref, ref) == 0 && strcmp(e2.state, state) == 0 &&
+		      e2.size == number);
+	}
+	tp_broker_encode_error(TP_BROKER_LISTED, (int)number, &rep);
+	CHECK(tp_broker_decode_reply(&rep, sizeof rep, TP_BROKER_LISTED, &rep2) == 0);
+	CHECK(rep2.error > 0 && rep2.error <= TP_BROKER_ERRNO_MAX);
+	if (tp_broker_encode_listed((uint32_t)number, &rep) == 0)
+		CHECK(tp_broker_decode_reply(&rep, sizeof rep, TP_BROKER_LISTED, &rep2) == 0 &&
+		      rep2.count == (uint32_t)number);
+	else
+		CHECK((uint32_t)number > TP_BROKER_LIST_MAX);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	/* An exact-size heap copy, so that any read past the packet is caught. */
+	uint8_t *buf = malloc(size ? size : 1);
+	char *strings;
+	const char *ref, *state;
+	uint64_t number = 0;
+	size_t n;
+
+	if (buf == NULL)
+		return 0;
+	memcpy(buf, data, size);
+	check_request(buf, size);
+	check_reply(buf, size, TP_BROKER_OPENED);
+	check_reply(buf, size, TP_BROKER_LISTED);
+	check_entry(buf, size);
+	free(buf);
+
+	/* REF NUL STATE NUL NUMBER(8 bytes): missing parts are empty or zero. */
+	strings = malloc(size + 2);
+	if (strings == NULL)
+		return 0;
+	memcpy(strings, data, size);
+	strings[size] = strings[size + 1] = '\0';
+	ref = strings;
+	n = strlen(ref);
+	state = n < size ? strings + n + 1 : strings + size + 1;
+	if (state < strings + size) {
+		size_t off = (size_t)(state - strings) + strlen(state) + 1;
+
+		if (off + sizeof number <= size)
+			memcpy(&number, data + off, sizeof number);
+	}
+	check_encoders(ref, state, number);
+	free(strings);
+	return 0;
+}

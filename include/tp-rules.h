@@ -124,10 +124,17 @@ static inline const char *tp_format_size(uint64_t size, char *buf, size_t len)
 		u++;
 	}
 	scale <<= 10;
-	if (size % scale == 0)
+	if (size % scale == 0) {
 		snprintf(buf, len, "%" PRIu64 "%c", size / scale, units[u]);
-	else
-		snprintf(buf, len, "%.1f%c", (double)size / (double)scale, units[u]);
+		return buf;
+	}
+	/* From 1023.95 units up, one decimal would round to "1024.0K" what is "1.0M". Below
+	 * P, sizes are under 2^50 and the division exact, so this is printf's rounding. */
+	if (u < 4 && size >= (20479 * scale + 19) / 20) {
+		scale <<= 10;
+		u++;
+	}
+	snprintf(buf, len, "%.1f%c", (double)size / (double)scale, units[u]);
 	return buf;
 }
 

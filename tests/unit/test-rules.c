@@ -91,6 +91,20 @@ START_TEST(formats_sizes_in_human_units)
 }
 END_TEST
 
+/* Found by fuzz/fuzz-rules: one decimal rounded sizes just below a unit up to "1024.0" of
+ * the unit below it. */
+START_TEST(formats_size_just_below_a_unit_in_that_unit)
+{
+	char buf[32];
+
+	ck_assert_str_eq(tp_format_size((UINT64_C(1) << 20) - 1, buf, sizeof buf), "1.0M");
+	ck_assert_str_eq(tp_format_size(UINT64_C(0xfffd00e262), buf, sizeof buf), "1.0T");
+	ck_assert_str_eq(tp_format_size((UINT64_C(1) << 50) - 1, buf, sizeof buf), "1.0P");
+	ck_assert_str_eq(tp_format_size((UINT64_C(1023) << 10) + 1, buf, sizeof buf), "1023.0K");
+	ck_assert_str_eq(tp_format_size(UINT64_MAX, buf, sizeof buf), "16384.0P");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("rules");
@@ -103,6 +117,7 @@ int main(void)
 	tcase_add_test(tc, parses_sizes_with_binary_suffixes);
 	tcase_add_test(tc, rejects_malformed_and_overflowing_sizes);
 	tcase_add_test(tc, formats_sizes_in_human_units);
+	tcase_add_test(tc, formats_size_just_below_a_unit_in_that_unit);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

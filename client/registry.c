@@ -161,14 +161,22 @@ int registry_remove(int index, pid_t pid)
 
 bool registry_keeper_alive(const struct attachment *a)
 {
-	char path[64], comm[32] = "";
 	CLEANUP_FCLOSE FILE *f = NULL;
+	char path[64], stat[256], *paren;
 
 	if (a->pid <= 0 || (kill(a->pid, 0) < 0 && errno == ESRCH))
 		return false;
-	snprintf(path, sizeof path, "/proc/%d/comm", (int)a->pid);
+	/* "PID (COMM) STATE ...": a keeper by its name, and not a zombie that a container's
+	 * init has not reaped. */
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)a->pid);
 	f = fopen(path, "re");
-	if (f == NULL || fgets(comm, sizeof comm, f) == NULL)
+	if (f == NULL || fgets(stat, sizeof stat, f) == NULL)
 		return false;
-	return strncmp(comm, KEEPER_COMM_PREFIX, strlen(KEEPER_COMM_PREFIX)) == 0;
+	paren = strrchr(stat, ')');
+	if (paren == NULL || paren[1] != ' ' || paren[2] == 'Z' || paren[2] == 'X')
+		return false;
+	*paren = '\0';
+	paren = strchr(stat, '(');
+	return paren != NULL &&
+	       strncmp(paren + 1, KEEPER_COMM_PREFIX, strlen(KEEPER_COMM_PREFIX)) == 0;
 }

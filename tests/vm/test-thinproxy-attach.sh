@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# thinproxy attach, detach and ls --attached on the host: a host-side attach for a tenant
+# over netlink, an explicit device and a busy one, two connections, read-only devices
+# (asked for, and a published image), the ioctl interface forced, a keeper that dies or
+# whose device is disconnected behind its back, and the errors, each with exit status 1
+# and one line naming the volume or device and the reason. (The usage battery of both
+# commands is in tests/unit/test-client-cli.c.)
+. "$(dirname "$0")/functions.sh"
+requires jq md5sum mkfs.ext4 nbd-client
+
+export THINPROXY_KEEPER_LOG=$TP_RESULTS/keeper.log
+step() { echo "== [${SECONDS}s] $*"; }
+tp() { "$TP_BUILD/thinproxy" --dir "$run_dir" "$@"; }
+# As root on the host, for tenant alice.
+ta() { tp --admin --tenant alice "$@"; }
+# fails STATUS PATTERN CMD...: CMD exits STATUS, with one stderr line matching PATTERN.
+fails() {
+	local want=$1 pattern=$2 rc=0
+	shift 2
+	"$@" 2>"$scratch/err" >/dev/null || rc=$?
+	[ "$rc" = "$want" ] || fail "$* exited $rc, expected $want: $(cat "$scratch/err")"
+	grep -Eq "$pattern" "$scratch/err" || fail "$*: stderr '$(cat "$scratch/err")' lacks '$pattern'"
+	[ "$(wc -l <"$scratch/err")" = 1 ] || fail "$*: more than one error line"
+}
+# attached DEVICE JQ: jq JQ on DEVICE's entry in ls --attached --json.
+attached() { tp --json ls --attached | jq -r --arg d "$1" ".[] | select(.device == \$d) | $2"; }
+# keeper_gone PID: wait until PID has ended (at most 5 s).
+keeper_gone() {
+	local i
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$1" 2>/dev/null || return 0
+		[ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" = Z ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+
+start_daemon
+tp --admin tenant add alice >/dev/null
+tp --admin tenant add bob >/dev/null
+ta create v1 --size 256M >/dev/null
+ta create v2 --size 64M >/dev/null
+tp --admin --tenant bob create secret --size 64M >/dev/null
+
+step "host-side attach for a tenant, over netlink"
+tp --admin --tenant alice --json attach v1 >"$scratch/attach.json"
+dev=$(jq -r .device "$scratch/attach.json")
+[ -b "$dev" ] || fail "attach --json: $(cat "$scratch/attach.json")"
+[ "$(jq -r '[.volume, .tenant, .size, .read_only, .interface] | join(" ")' "$scratch/attach.json")" = \
+	"v1 alice 268435456 false netlink" ] || fail "attach --json: $(cat "$scratch/attach.json")"
+n=${dev#/dev/nbd}
+[ "$(cat "/sys/block/nbd$n/backend")" = v1 ] || fail "backend: $(cat "/sys/block/nbd$n/backend")"
+tp ls --attached | grep -Eq "^$dev +v1 +alice +256M +rw +[0-9]+$" || fail "ls --attached: $(tp ls --attached)"
+[ "$(tp ls --attached --quiet)" = "$dev" ] || fail "ls --attached --quiet: $(tp ls --attached --quiet)"
+keeper=$(attached "$dev" .keeper)
+[ "$(cat "/proc/$keeper/comm")" = "tpkeep-nbd$n" ] || fail "keeper $keeper: $(cat "/proc/$keeper/comm")"
+
+step "a mounted device is busy, and so is its volume"
+mkfs.ext4 -q -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$dev"
+mkdir -p /tmp/v1
+mount "$dev" /tmp/v1
+head -c 2M /dev/urandom >/tmp/v1/blob
+md5sum </tmp/v1/blob >"$scratch/blob.sum"
+fails 1 "detach $dev: busy: mounted on /tmp/v1" tp detach "$dev"
+umount /tmp/v1
+fails 1 'rm v1: busy' ta rm v1
+
+step "the ioctl interface, forced, does the same I/O"
+tp detach "$dev"
+[ -z "$(tp ls --attached --quiet)" ] || fail "still attached: $(tp ls --attached)"
+keeper_gone "$keeper" || fail "keeper $keeper still runs after detach"
+dev=$(THINPROXY_NBD_INTERFACE=ioctl ta attach v1)
+[ "$(attached "$dev" .interface)" = ioctl ] || fail "not through ioctl: $(tp --json ls --attached)"
+[ ! -e "/sys/block/${dev#/dev/}/backend" ] || fail "an ioctl device with a backend"
+tp ls --attached | grep -Eq "^$dev +v1 +alice " || fail "ls --attached: $(tp ls --attached)"
+mount "$dev" /tmp/v1
+[ "$(md5sum </tmp/v1/blob)" = "$(cat "$scratch/blob.sum")" ] || fail "the file differs through ioctl"
+echo more >/tmp/v1/more
+umount /tmp/v1
+tp detach "$dev"
+
+step "an explicit device, and a busy one"
+dev=$(ta attach v1 /dev/nbd5)
+[ "$dev" = /dev/nbd5 ] || fail "attach v1 /dev/nbd5 printed $dev"
+fails 1 'attach v2: device /dev/nbd5 is busy' ta attach v2 /dev/nbd5
+fails 1 'attach v2: device /dev/nbd5 is busy' env THINPROXY_NBD_INTERFACE=ioctl \
+	"$TP_BUILD/thinproxy" --dir "$run_dir" --admin --tenant alice attach v2 nbd5
+mount -o ro "$dev" /tmp/v1
+grep -qx more /tmp/v1/more || fail "the write through ioctl is lost"
+umount /tmp/v1
+tp detach nbd5
+
+step "two connections"
+dev=$(ta attach v2 --connections 2)
+head -c 8M /dev/urandom >"$scratch/data"
+dd if="$scratch/data" of="$dev" bs=1M oflag=direct status=none
+[ "$(head -c 8M "$dev" | md5sum)" = "$(md5sum <"$scratch/data")" ] || fail "two connections lost data"
+tp detach "$dev"
+
+step "read-only: asked for, and a published image"
+dev=$(ta attach v2 --readonly)
+[ "$(attached "$dev" .read_only)" = true ] || fail "not read-only: $(tp --json ls --attached)"
+if dd if=/dev/zero of="$dev" bs=4k count=1 oflag=direct 2>"$scratch/dd.err"; then
+	fail "a write to the read-only $dev succeeded"
+fi
+grep -Eq 'Read-only file system|Operation not permitted' "$scratch/dd.err" || fail "dd: $(cat "$scratch/dd.err")"
+[ "$(head -c 8M "$dev" | md5sum)" = "$(md5sum <"$scratch/data")" ] || fail "read-only reads differ"
+tp detach "$dev"
+head -c 1M /dev/urandom >"$scratch/img"
+tp --admin image import img --from "$scratch/img" >/dev/null
+tp --admin image publish img --tenant alice >/dev/null
+dev=$(ta attach images/img)
+[ "$(attached "$dev" '.volume + " " + (.read_only | tostring)')" = "images/img true" ] ||
+	fail "image: $(tp --json ls --attached)"
+[ "$(head -c 1M "$dev" | md5sum)" = "$(md5sum <"$scratch/img")" ] || fail "the image reads differ"
+tp detach "$dev"
+
+step "a keeper that dies leaves its device; detach still works"
+dev=$(ta attach v2)
+keeper=$(attached "$dev" .keeper)
+kill -KILL "$keeper"
+keeper_gone "$keeper" || fail "keeper $keeper survived SIGKILL"
+[ "$(attached "$dev" '(.keeper | tostring) + " " + .volume')" = "null v2" ] ||
+	fail "after the keeper died: $(tp --json ls --attached)"
+tp detach "$dev"
+[ -z "$(tp ls --attached --quiet)" ] || fail "still attached: $(tp ls --attached)"
+
+step "a device disconnected behind its keeper's back ends the keeper"
+dev=$(ta attach v2)
+keeper=$(attached "$dev" .keeper)
+nbd-client -d "$dev" >/dev/null 2>&1
+keeper_gone "$keeper" || fail "keeper $keeper outlived its device"
+[ ! -e "/run/thinproxy-client/${dev#/dev/}" ] || fail "the keeper left its record"
+
+step "errors: one line, the volume or device, the reason"
+fails 1 'attach secret: no such volume: secret' ta attach secret
+fails 1 'attach bob/secret: no such volume: bob/secret' ta attach bob/secret
+fails 1 'attach nope: no such volume: nope' ta attach nope
+fails 1 "attach v2: cannot reach $run_dir/tenants/carol/nbd.sock" tp --admin --tenant carol attach v2
+fails 1 "attach v2: cannot reach /nonexistent/nbd.sock" "$TP_BUILD/thinproxy" --dir /nonexistent attach v2
+fails 1 'detach /dev/nbd3: not attached' tp detach /dev/nbd3
+fails 1 'detach /dev/nbd999: no such device' tp detach /dev/nbd999
+fails 2 'with --admin, needs --tenant T' tp --admin attach v2
+[ -z "$(tp ls --attached --quiet)" ] || fail "left attached: $(tp ls --attached)"
+[ -z "$(ls /run/thinproxy-client)" ] || fail "records left: $(ls /run/thinproxy-client)"
+stop_daemon
+echo "$test_name: PASS"

@@ -156,20 +156,20 @@ static const struct command commands[] = {
         .name = "attach",
         .synopsis = "NAME [DEVICE] [--connections N] [--readonly] [--timeout S]",
         .summary = "attach a volume as a kernel NBD device",
-        .help =
-            "Attach volume NAME (or images/NAME, OWNER/NAME) as the kernel NBD device DEVICE\n"
-            "(/dev/nbdN), or the first free one, and print the device. A keeper process\n"
-            "stays for each device: it reconnects the device when the tenant's nbdkit\n"
-            "restarts, and ends with detach. With --admin --tenant T, attach on the host\n"
-            "through tenant T's nbd.sock, to hand the device to T's container or VM.\n"
-            "Needs CAP_SYS_ADMIN.\n\n"
-            "Options:\n"
-            "      --connections N  open N connections (1 to 16; default 1)\n"
-            "  -r, --readonly       attach read-only\n"
-            "      --timeout S      how long I/O waits for a lost connection to come back\n"
-            "                       before it fails (dead-connection timeout; default 60)\n"
-            "      --io-timeout S   how long one request may take before its connection\n"
-            "                       counts as dead (default 30; 0: no limit)\n" JSON_HELP HELP_HELP,
+        .help = "Attach volume NAME (or images/NAME, OWNER/NAME) as the kernel NBD device DEVICE\n"
+                "(/dev/nbdN), or the first free one, and print the device. A keeper process\n"
+                "stays for each device: it reconnects the device when the tenant's nbdkit\n"
+                "restarts, and ends with detach. With --admin --tenant T, attach on the host\n"
+                "through tenant T's nbd.sock, to hand the device to T's container or VM.\n"
+                "Needs CAP_SYS_ADMIN.\n\n"
+                "Options:\n"
+                "      --connections N  open N connections (1 to 16; default 1)\n"
+                "  -r, --readonly       attach read-only\n"
+                "      --timeout S      how long I/O waits for a lost connection to come back\n"
+                "                       before it fails (dead-connection timeout; default 60)\n"
+                "      --io-timeout S   how long one request may take before its connection\n"
+                "                       counts as dead (default 30; 0: no limit)\n"
+                "      --json           print the device and its settings as JSON\n" HELP_HELP,
         .kind = CMD_VOLUME,
         .options = OPT(CONNECTIONS) | OPT(READONLY) | OPT(TIMEOUT) | OPT(IO_TIMEOUT),
         .operand = "NAME",

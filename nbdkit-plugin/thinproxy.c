@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -65,6 +66,36 @@ struct handle {
 	uint32_t block_size; /* the pool's block size; 0 if the broker did not say */
 	char state[TP_BROKER_STATE_SIZE];
 };
+
+/* Was nbdkit asked to exit with its parent: --exit-with-parent, or an abbreviation of it
+ * that getopt_long accepts, among its arguments? */
+static bool exit_with_parent_requested(void)
+{
+	static const char opt[] = "--exit-with-parent";
+	char buf[16384];
+	CLEANUP_CLOSE int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	for (const char *p = buf; p < buf + n; p += strlen(p) + 1)
+		if (strlen(p) >= 5 && strncmp(p, opt, strlen(p)) == 0)
+			return true;
+	return false;
+}
+
+/* nbdkit 1.32 sets its parent-death signal (SIGTERM) whether or not --exit-with-parent
+ * was given (seen with Debian 12's 1.32.5: prctl(PR_SET_PDEATHSIG, SIGTERM) before it
+ * loads the plugin). thinproxyd runs nbdkit in the foreground as its child, so that
+ * signal would end every tenant's nbdkit, and break every attached device, whenever the
+ * daemon dies or restarts, kill -9 included (tests/vm/test-nbdkit-daemon-restart.sh).
+ * Clear it again unless it was asked for. */
+static void thinproxy_load(void)
+{
+	if (!exit_with_parent_requested() && prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0) < 0)
+		nbdkit_debug("clear the parent-death signal: %m, ignoring");
+}
 
 static int thinproxy_config(const char *key, const char *value)
 {
@@ -692,6 +723,7 @@ static struct nbdkit_plugin plugin = {
     .longname = "thinproxy: a tenant's thin volumes, brokered by thinproxyd",
     .version = TP_VERSION,
     .description = "Serve the thin volumes that thinproxyd's broker opens for one tenant.",
+    .load = thinproxy_load,
     .config = thinproxy_config,
     .config_complete = thinproxy_config_complete,
     .config_help = thinproxy_config_help,

@@ -69,6 +69,21 @@ daemon_log=$scratch/daemon.log
 daemon_pid=
 : >"$daemon_log"
 
+# nbdkit_flags: for a plugin built with SANITIZE=1, --nbdkit with a wrapper that loads
+# the sanitizer runtimes before nbdkit (not sanitized itself) dlopens the plugin; its
+# reports go to nbdkit's stderr, the daemon's log.
+nbdkit_flags() {
+	local plugin=$TP_BUILD/nbdkit-thinproxy-plugin.so wrapper=$scratch/nbdkit-sanitized libs
+	[[ $TP_BUILD == */san ]] || return 0
+	if [ ! -x "$wrapper" ]; then
+		libs=$(ldd "$plugin" | awk '/lib(a|ub)san\.so/ { printf "%s ", $3 }')
+		printf '#!/bin/sh\nLD_PRELOAD="%s" ASAN_OPTIONS=detect_leaks=0 exec nbdkit "$@"\n' \
+			"${libs% }" >"$wrapper"
+		chmod 0755 "$wrapper"
+	fi
+	echo "--nbdkit=$wrapper"
+}
+
 # start_daemon [FLAG...]: start thinproxyd in the foreground (in the background of the
 # test) on the embedded loop pool, and wait until its admin socket answers.
 start_daemon() {
@@ -76,7 +91,7 @@ start_daemon() {
 	from=$(($(wc -l <"$daemon_log" 2>/dev/null || echo 0) + 1))
 	${daemon_wrapper-} "$TP_BUILD/thinproxyd" --foreground --state-dir "$state_dir" --run-dir "$run_dir" \
 		--loop-size "${TP_TEST_LOOP_SIZE:-2G}" --plugin "$TP_BUILD/nbdkit-thinproxy-plugin.so" \
-		--log-level debug "$@" >>"$daemon_log" 2>&1 &
+		$(nbdkit_flags) --log-level debug "$@" >>"$daemon_log" 2>&1 &
 	daemon_pid=$!
 	for ((i = 0; i < ${daemon_start_polls:-400}; i++)); do
 		tail -n "+$from" "$daemon_log" | grep -q ' ready: ' && return 0

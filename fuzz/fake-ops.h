@@ -12,6 +12,9 @@
 /* The principal of the socket the request arrived on. */
 extern struct principal fake_ops_socket;
 
+/* Set by every operation that takes what api.c parsed from a request body. */
+extern bool fake_ops_body_used;
+
 /* The admin socket's and tenant alice's socket's principals. */
 extern const struct principal fake_ops_admin, fake_ops_alice;
 

@@ -14,6 +14,9 @@
  *     text aside), with {"error": {"code", "message"}} exactly when the status is >= 400;
  *   - a tenant's socket never reaches an admin-only operation, never acts for another
  *     principal (fake-ops.c traps), and never sees thin ids;
+ *   - nothing taken from a body (an operation that gets parsed fields, then 2xx) unless it
+ *     is strictly one JSON object: none with a NUL byte (no JSON text holds one), none with
+ *     an integer that json-c had to clamp (every numeric field's bound is below 2^63);
  *   - nothing leaks (LeakSanitizer). */
 #include <json.h>
 #include <stdint.h>
@@ -75,7 +78,35 @@ static const char *query_force(char *query)
 	return NULL;
 }
 
-static void check_answer(const struct api_answer *ans)
+/* Does the body hold an integer beyond 2^63 - 1, which json-c clamps to INT64_MAX? */
+static bool has_huge_integer(const struct api_request *req)
+{
+	json_object *top = json_tokener_parse(req->body);
+	bool huge = false;
+
+	if (top == NULL)
+		return false;
+	if (json_object_is_type(top, json_type_object)) {
+		json_object_object_foreach (top, key, val) {
+			(void)key;
+			if (json_object_is_type(val, json_type_int) &&
+			    json_object_get_uint64(val) > INT64_MAX)
+				huge = true;
+		}
+	}
+	json_object_put(top);
+	return huge;
+}
+
+/* Could this request's body be taken at all? */
+static bool body_acceptable(const struct api_request *req)
+{
+	if (req->len == 0)
+		return true;
+	return memchr(req->body, '\0', req->len) == NULL && !has_huge_integer(req);
+}
+
+static void check_answer(const struct api_request *req, const struct api_answer *ans)
 {
 	static const unsigned statuses[] = {200, 201, 204, 400, 404, 405, 409, 413, 415, 507};
 	json_object *top, *err, *code, *msg;
@@ -84,6 +115,8 @@ static void check_answer(const struct api_answer *ans)
 	for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
 		known |= ans->status == statuses[i];
 	CHECK(known);
+	if (ans->status < 300 && fake_ops_body_used)
+		CHECK(body_acceptable(req));
 	if (ans->status == 204) {
 		CHECK(ans->body == NULL && ans->len == 0);
 		return;
@@ -162,8 +195,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		req.body = body;
 	}
 
+	fake_ops_body_used = false;
 	if (api_answer(&fake_ops_socket, &req, &ans) == 0) {
-		check_answer(&ans);
+		check_answer(&req, &ans);
 		free(ans.body);
 	}
 out:

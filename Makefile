@@ -83,6 +83,9 @@ LIBS_test-store := $(call pc,--libs,sqlite3)
 OBJS_test-pool := $(BUILD)/daemon/pool.o $(BUILD)/daemon/log.o
 LIBS_test-pool := $(call pc,--libs,devmapper check)
 OBJS_test-client-output := $(BUILD)/client/output.o
+# test-api drives api.c over the fuzz target's fake operations.
+OBJS_test-api := $(BUILD)/daemon/api.o $(BUILD)/fuzz/fake-ops.o
+LIBS_test-api := $(call pc,--libs,libmicrohttpd json-c)
 OBJS_test-handshake := $(BUILD)/client/handshake.o
 LIBS_test-client-output := $(call pc,--libs,json-c)
 OBJS_test-plugin-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o

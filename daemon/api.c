@@ -215,7 +215,9 @@ static int parse_body(const struct api_request *req, struct reply *rep, const ch
 	if (jerr == json_tokener_success && json_tokener_get_parse_end(tok) < req->len) {
 		size_t end = json_tokener_get_parse_end(tok);
 
-		while (end < req->len && strchr(" \t\r\n", req->body[end]))
+		/* Only JSON's whitespace may follow; strchr() would also match the NUL. */
+		while (end < req->len && req->body[end] != '\0' &&
+		       strchr(" \t\r\n", req->body[end]))
 			end++;
 		if (end < req->len)
 			jerr = json_tokener_error_parse_unexpected;
@@ -291,9 +293,11 @@ static int get_uint(json_object *o, const char *key, uint64_t max, bool nullable
 		            "field \"%s\" must be a non-negative integer", key);
 		return -EINVAL;
 	}
+	/* json-c clamps integers beyond INT64_MAX to it without ERANGE; the unsigned reading
+	 * keeps them (up to UINT64_MAX), and every bound here is below that. */
 	errno = 0;
 	i = json_object_get_int64(v);
-	if (i < 0 || errno == ERANGE || (uint64_t)i > max) {
+	if (i < 0 || errno == ERANGE || (uint64_t)i > max || json_object_get_uint64(v) > max) {
 		reply_error(rep, 400, strstr(key, "size") ? "invalid_size" : "invalid_request",
 		            "field \"%s\" is out of range (0 to %" PRIu64 ")", key, max);
 		return -EINVAL;

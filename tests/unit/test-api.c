@@ -1,0 +1,106 @@
+/* Unit tests for daemon/api.c's request handling (api_answer), over the fake operations of
+ * fuzz/fake-ops.c: the bugs fuzz/fuzz-api-request found, one test each. */
+#include <check.h>
+#include <json.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../daemon/api.h"
+#include "../../fuzz/fake-ops.h"
+
+/* Answer METHOD URL with BODY (LEN bytes) of type application/json on socket P; return the
+ * status and, in RET_CODE (if not NULL), the error code. */
+static unsigned answer(const struct principal *p, const char *method, const char *url,
+                       const char *body, size_t len, char *ret_code, size_t code_len)
+{
+	struct api_request req = {
+	    .method = method,
+	    .url = url,
+	    .content_type = len ? "application/json" : NULL,
+	    .body = len ? body : NULL,
+	    .len = len,
+	};
+	struct api_answer ans;
+	json_object *top, *err, *code;
+	unsigned status;
+
+	fake_ops_socket = *p;
+	ck_assert_int_eq(api_answer(p, &req, &ans), 0);
+	status = ans.status;
+	if (ret_code) {
+		ret_code[0] = '\0';
+		top = ans.body ? json_tokener_parse(ans.body) : NULL;
+		if (top && json_object_object_get_ex(top, "error", &err) &&
+		    json_object_object_get_ex(err, "code", &code))
+			snprintf(ret_code, code_len, "%s", json_object_get_string(code));
+		json_object_put(top);
+	}
+	free(ans.body);
+	return status;
+}
+
+START_TEST(accepts_json_body_followed_by_whitespace)
+{
+	static const char body[] = "{\"name\":\"layer2\",\"size\":65536} \r\n\t";
+
+	ck_assert_uint_eq(
+	    answer(&fake_ops_alice, "POST", "/v1/volumes", body, sizeof body - 1, NULL, 0), 201);
+}
+END_TEST
+
+/* Found by fuzz-api-request: trailing NUL bytes passed for whitespace. */
+START_TEST(rejects_json_body_followed_by_nul_bytes)
+{
+	static const char body[] = "{\"name\":\"layer2\",\"size\":65536}\0\0";
+	char code[64];
+
+	ck_assert_uint_eq(answer(&fake_ops_alice, "POST", "/v1/volumes", body, sizeof body - 1,
+	                         code, sizeof code),
+	                  400);
+	ck_assert_str_eq(code, "invalid_request");
+}
+END_TEST
+
+/* Found by fuzz-api-request: json-c clamps integers beyond 2^63 - 1 to INT64_MAX without
+ * ERANGE, so a quota of 10^23 bytes was taken as 2^63 - 1. */
+START_TEST(rejects_integers_beyond_int64)
+{
+	static const struct {
+		const char *body, *code;
+	} cases[] = {
+	    {"{\"max_size\":99999999999999999999999}", "invalid_size"},
+	    {"{\"max_size\":18446744073709551615}", "invalid_size"},
+	    {"{\"max_size\":18446744073709551616}", "invalid_size"},
+	    {"{\"max_used\":9223372036854775808}", "invalid_request"},
+	};
+	char code[64];
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		ck_assert_uint_eq(answer(&fake_ops_admin, "PATCH", "/v1/tenants/alice",
+		                         cases[i].body, strlen(cases[i].body), code, sizeof code),
+		                  400);
+		ck_assert_str_eq(code, cases[i].code);
+	}
+	ck_assert_uint_eq(answer(&fake_ops_admin, "PATCH", "/v1/tenants/alice",
+	                         "{\"max_size\":9223372036854775807}", 32, NULL, 0),
+	                  200);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("api");
+	TCase *tc = tcase_create("api");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_test(tc, accepts_json_body_followed_by_whitespace);
+	tcase_add_test(tc, rejects_json_body_followed_by_nul_bytes);
+	tcase_add_test(tc, rejects_integers_beyond_int64);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -105,6 +105,13 @@ cleanup "nbd-client -d /dev/nbd0"
 blkdiscard -o $((14 * M)) -l $((2 * M)) /dev/nbd0
 u3=$(used t1)
 [ "$u3" = $((u2 - 2 * M)) ] || fail "t1 maps $u3 bytes after blkdiscard of 2 MiB, expected $((u2 - 2 * M))"
+# Trimming the whole volume gives all of its blocks back.
+p3=$(pool_used)
+"$raw" "$sock" t1 trim 0 $((16 * M)) >"$scratch/raw.out"
+[ "$(tail -n 1 "$scratch/raw.out")" = "trim: ok" ] || fail "trim of t1: $(cat "$scratch/raw.out")"
+u4=$(used t1) p4=$(pool_used)
+[ "$u4" = 0 ] && [ "$p4" = $((p3 - u3)) ] || fail "after trimming all of t1: t1 maps $u4, pool $p3 -> $p4"
+echo "whole-volume trim: t1 $u3 -> $u4 bytes mapped, pool $p3 -> $p4 bytes used"
 tenant_api alice DELETE /v1/volumes/t1
 expect 409 busy
 nbd-client -d /dev/nbd0 >/dev/null

@@ -470,6 +470,42 @@ START_TEST(leaves_nbdkit_running_and_adopts_it_after_a_restart)
 }
 END_TEST
 
+/* The daemon killed outright, not exiting: nbdkit is its child, and nbdkit 1.32 asks for
+ * SIGTERM at its parent's death by itself (the plugin clears that). */
+START_TEST(nbdkit_outlives_a_killed_supervisor)
+{
+	int ready[2];
+	pid_t daemon, pid;
+	char c;
+
+	if (skip)
+		return;
+	ck_assert_int_eq(pipe2(ready, O_CLOEXEC), 0);
+	daemon = fork();
+	ck_assert_int_ge(daemon, 0);
+	if (daemon == 0) {
+		int r = supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID);
+
+		(void)!write(ready[1], r == 0 ? "y" : "n", 1);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	ck_assert_int_eq(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	ck_assert_int_eq(c, 'y');
+	pid = started("alice");
+	/* The plugin is loaded (and the signal cleared) once nbdkit serves. */
+	ck_assert_int_eq(read_through("alice"), 0xa1);
+
+	kill(daemon, SIGKILL);
+	ck_assert_int_eq(waitpid(daemon, NULL, 0), daemon);
+	usleep(300000);
+	ck_assert_msg(alive(pid), "nbdkit %d died with its supervisor", (int)pid);
+	ck_assert_int_eq(read_through("alice"), 0xa1);
+}
+END_TEST
+
 START_TEST(replaces_an_nbdkit_left_with_another_uid)
 {
 	char path[PATH_MAX], buf[128];
@@ -560,6 +596,7 @@ int main(void)
 	tcase_add_test(tc, restarts_a_killed_nbdkit_on_the_same_socket);
 	tcase_add_test(tc, backs_off_while_nbdkit_keeps_dying);
 	tcase_add_test(tc, leaves_nbdkit_running_and_adopts_it_after_a_restart);
+	tcase_add_test(tc, nbdkit_outlives_a_killed_supervisor);
 	tcase_add_test(tc, replaces_an_nbdkit_left_with_another_uid);
 	tcase_add_test(tc, stops_nbdkit_and_removes_its_socket);
 	tcase_add_test(tc, refuses_a_missing_nbdkit);

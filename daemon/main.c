@@ -331,7 +331,9 @@ static int run(void)
 
 	while (running) {
 		struct epoll_event evs[8];
-		int n = epoll_wait(ep, evs, 8, -1);
+		/* Wake up for nbdkit restarts that are due (and adopted nbdkits to look at),
+		 * not only on SIGCHLD and the monitor's tick. */
+		int n = epoll_wait(ep, evs, 8, supervise_next_reap_ms());
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -339,6 +341,8 @@ static int run(void)
 			r = log_errno(LOG_ERR, -errno, "epoll_wait: %m");
 			break;
 		}
+		if (n == 0)
+			supervise_reap();
 		for (int i = 0; i < n; i++) {
 			int fd = evs[i].data.fd;
 

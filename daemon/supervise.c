@@ -32,6 +32,8 @@
 #define RESTART_DELAY_MIN_MS 250
 #define RESTART_DELAY_MAX_MS 30000
 #define HEALTHY_MS           60000
+/* An adopted nbdkit is not our child, so no SIGCHLD says it died: look this often. */
+#define ADOPTED_POLL_MS 1000
 /* supervise_stop_tenant: SIGTERM, this long to finish, then SIGKILL. */
 #define STOP_TIMEOUT_MS 3000
 /* Environment and search path of nbdkit. */
@@ -49,6 +51,7 @@ struct tenant_proc {
 	pid_t pid; /* 0: not running */
 	int pidfd; /* -1: not running */
 	int64_t started_ms;
+	bool adopted;       /* pid is an earlier daemon's child, not ours */
 	unsigned failures;  /* deaths in a row without a healthy run */
 	int64_t restart_ms; /* when to restart; 0: no restart pending */
 };
@@ -510,6 +513,7 @@ static int spawn(struct tenant_proc *t)
 		return log_errno(LOG_ERR, r, "tenant %s: pidfd_open %d: %m", t->name, (int)pid);
 	}
 	t->pid = pid;
+	t->adopted = false;
 	t->started_ms = now_ms();
 	t->restart_ms = 0;
 	r = write_pidfile(t, pid);
@@ -721,6 +725,7 @@ static void adopt(struct tenant_proc *t)
 		t->listen_fd = fd;
 	if (what == OURS) {
 		t->pid = pid;
+		t->adopted = true;
 		t->pidfd = TAKE_FD(pidfd);
 		t->started_ms = now_ms();
 		log_info("tenant %s: adopted running nbdkit %d", t->name, (int)pid);
@@ -897,6 +902,26 @@ void supervise_reap(void)
 			}
 		}
 	}
+}
+
+int supervise_next_reap_ms(void)
+{
+	struct tenant_proc *t;
+	int64_t now = now_ms(), wait = -1;
+
+	LOCKED;
+	for (t = sv.procs; t != NULL; t = t->next) {
+		int64_t w = -1;
+
+		if (t->pid == 0 && t->restart_ms != 0)
+			w = t->restart_ms > now ? t->restart_ms - now : 0;
+		else if (t->pid != 0 && t->adopted)
+			w = ADOPTED_POLL_MS;
+		if (w >= 0 && (wait < 0 || w < wait))
+			wait = w;
+	}
+	/* Restarts are at most RESTART_DELAY_MAX_MS away: this fits an int. */
+	return (int)wait;
 }
 
 const char *supervise_status(const char *tenant)

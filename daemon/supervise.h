@@ -47,6 +47,11 @@ int supervise_stop_tenant(const char *tenant);
  * dying. */
 void supervise_reap(void);
 
+/* How long the daemon's loop may sleep before it must call supervise_reap(): the
+ * milliseconds until a pending restart is due (0: now), at most a second while an
+ * adopted nbdkit runs (not our child: its death sends no SIGCHLD), -1 for no limit. */
+int supervise_next_reap_ms(void);
+
 /* "running", "restarting" (died, restart pending) or "stopped" (also: not supervised). */
 const char *supervise_status(const char *tenant);
 

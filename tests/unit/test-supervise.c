@@ -435,6 +435,49 @@ START_TEST(backs_off_while_nbdkit_keeps_dying)
 }
 END_TEST
 
+/* The daemon's loop sleeps until supervise_next_reap_ms(): a restart put off by the
+ * backoff, or the death of an adopted nbdkit (no SIGCHLD), must not wait for anything
+ * else to wake it. */
+START_TEST(says_when_the_next_restart_is_due)
+{
+	pid_t pid;
+	int ms;
+
+	if (skip)
+		return;
+	ck_assert_int_eq(supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID),
+	                 0);
+	pid = started("alice");
+	ck_assert_int_eq(supervise_next_reap_ms(), -1);
+	/* A first death is restarted at once, a second one after the backoff. */
+	kill(pid, SIGKILL);
+	while (alive(pid))
+		usleep(10000);
+	pid = wait_restart("alice", pid);
+	ck_assert_int_eq(supervise_next_reap_ms(), -1);
+	kill(started("alice"), SIGKILL);
+	while (alive(pid))
+		usleep(10000);
+	supervise_reap();
+	ck_assert_str_eq(supervise_status("alice"), "restarting");
+	ms = supervise_next_reap_ms();
+	ck_assert_msg(ms > 0 && ms <= 250, "next reap in %d ms", ms);
+	usleep((useconds_t)ms * 1000 + 1000);
+	ck_assert_int_eq(supervise_next_reap_ms(), 0);
+	supervise_reap();
+	ck_assert_str_eq(supervise_status("alice"), "running");
+	pid = started("alice");
+
+	/* Adopted by the next daemon: not its child, so it looks every second. */
+	supervise_shutdown();
+	init_supervise(nbdkit);
+	ck_assert_int_eq(supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID),
+	                 0);
+	ck_assert_int_eq(pidfile("alice"), pid);
+	ck_assert_int_eq(supervise_next_reap_ms(), 1000);
+}
+END_TEST
+
 START_TEST(leaves_nbdkit_running_and_adopts_it_after_a_restart)
 {
 	char path[PATH_MAX];
@@ -595,6 +638,7 @@ int main(void)
 	tcase_add_test(tc, never_runs_nbdkit_as_root);
 	tcase_add_test(tc, restarts_a_killed_nbdkit_on_the_same_socket);
 	tcase_add_test(tc, backs_off_while_nbdkit_keeps_dying);
+	tcase_add_test(tc, says_when_the_next_restart_is_due);
 	tcase_add_test(tc, leaves_nbdkit_running_and_adopts_it_after_a_restart);
 	tcase_add_test(tc, nbdkit_outlives_a_killed_supervisor);
 	tcase_add_test(tc, replaces_an_nbdkit_left_with_another_uid);

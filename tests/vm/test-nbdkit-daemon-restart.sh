@@ -44,22 +44,29 @@ wait_for() {
 	done
 	fail "waited 15 s for: $*"
 }
-running_again() {
+# respawned: the daemon started another nbdkit (its pidfile names a new process);
+# serving: that nbdkit answers on the socket.
+respawned() {
 	local pid
 	pid=$(cat "$pidfile" 2>/dev/null) && [ -n "$pid" ] && [ "$pid" != "$nbdkit_pid" ] &&
-		[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = nbdkit ] && [ "$(stat -c %u "/proc/$pid")" != 0 ]
+		[ -d "/proc/$pid" ]
 }
+serving() { nbdinfo --size "$(uri c2)" >/dev/null 2>&1; }
 
 step "kill -9 thinproxyd while an nbdcopy and a verifying fio run on open connections"
+# opened REF N: the broker has opened REF N times.
+opened() { (($(grep -c "broker: tenant alice: opened $1 " "$daemon_log") >= $2)); }
+fio --name=verify --ioengine=nbd --uri="$(uri c2)" --rw=randwrite --bs=64k --size=16M \
+	--loops=4 --iodepth=4 --verify=crc32c --eta=never --output="$scratch/fio.out" &
+fio_pid=$!
+# fio's NBD engine connects once to learn the size, then again for the job.
+wait_for opened c2 2 >/dev/null
 # Small requests, one at a time: the copy takes long enough to outlive the daemon.
 nbdcopy --connections=1 --requests=1 --request-size=65536 --flush "$scratch/c1.in" \
 	"$(uri c1)" &
 copy_pid=$!
-fio --name=verify --ioengine=nbd --uri="$(uri c2)" --rw=randwrite --bs=64k --size=16M \
-	--loops=2 --iodepth=4 --verify=crc32c --eta=never --output="$scratch/fio.out" &
-fio_pid=$!
-two_open() { (($(dev_fds) >= 2)); }
-wait_for two_open >/dev/null
+wait_for opened c1 1 >/dev/null
+kill -0 $fio_pid 2>/dev/null || fail "fio ended before the daemon was killed"
 kill -9 "$daemon_pid"
 wait_daemon_dead
 kill -0 $copy_pid 2>/dev/null || fail "nbdcopy ended before the daemon was killed"
@@ -107,16 +114,18 @@ one_open() { (($(dev_fds) >= 1)); }
 wait_for one_open >/dev/null
 kill -9 "$nbdkit_pid"
 if wait $copy_pid; then fail "nbdcopy succeeded although its nbdkit was killed"; fi
-took=$(wait_for running_again)
-echo "adopted nbdkit restarted in $took"
+took=$(wait_for respawned)
+took2=$(wait_for serving)
+echo "adopted nbdkit: restarted after $took, serving $took2 later"
 nbdkit_pid=$(cat "$pidfile")
 [ "$(stat -c %i "$sock")" = "$sock_inode" ] || fail "nbd.sock was replaced"
 nbdcopy "$(uri c1)" "$scratch/c1.out"
 cmp "$scratch/c1.in" "$scratch/c1.out" || fail "c1 read after the restart differs"
 # Now the daemon's own child.
 kill -9 "$nbdkit_pid"
-took=$(wait_for running_again)
-echo "child nbdkit restarted in $took"
+took=$(wait_for respawned)
+took2=$(wait_for serving)
+echo "child nbdkit: restarted after $took, serving $took2 later"
 nbdkit_pid=$(cat "$pidfile")
 [ "$(stat -c %i "$sock")" = "$sock_inode" ] || fail "nbd.sock was replaced"
 nbdinfo --size "$(uri c2)" >/dev/null || fail "c2 cannot be opened after the restart"

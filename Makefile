@@ -5,6 +5,7 @@
 #   make check SANITIZE=1  the same, built with ASan+UBSan into build/san
 #   make demo            the main job, narrated (in the test guest where the host lacks dm-thin)
 #   make fuzz            libFuzzer targets (clang) into build/fuzz, each run FUZZ_SECONDS (60)
+#   make bench           benchmarks in the test guest and on the host (bench/run; not a test)
 #   make deps            install missing Debian packages (run by demo and check)
 #   make format          apply .clang-format to every C file
 
@@ -47,13 +48,14 @@ VM_PROGRAMS := $(patsubst tests/vm/%.c,$(BUILD)/tests/vm/%,$(wildcard tests/vm/*
 
 # Unit tests: tests/unit/test-NAME.c, each linked with the objects it tests.
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test-*.c))
-# Guest tests: tests/vm/test-*.sh, each in a fresh guest.
-VM_TESTS   := $(sort $(wildcard tests/vm/test-*.sh))
+# Guest tests: tests/vm/test-*.sh and the attacks of tests/security/test-*.sh, each in a
+# fresh guest.
+VM_TESTS   := $(sort $(wildcard tests/vm/test-*.sh)) $(sort $(wildcard tests/security/test-*.sh))
 
 C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] nbdkit-plugin/*.[ch] \
                 tests/unit/*.[ch] tests/vm/*.c bench/*.[ch] fuzz/*.[ch])
 
-.PHONY: all check check-unit check-vm check-format format deps demo clean install fuzz
+.PHONY: all check check-unit check-vm check-format format deps demo clean install fuzz bench
 all: $(PROGRAMS) $(UNIT_TESTS) $(VM_PROGRAMS)
 
 $(DAEMON): $(DAEMON_OBJS)
@@ -119,6 +121,20 @@ build/fuzz/fuzz-%: fuzz/fuzz-%.c $$(FUZZ_SRCS_$$*) $$(wildcard include/*.h fuzz/
 fuzz: deps
 	@$(MAKE) --no-print-directory $(FUZZ_TARGETS)
 	@fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# Benchmark programs: bench/NAME.c, linked with OBJS_NAME and LIBS_NAME; bench/run says
+# what runs where (BENCH_RUNS, BENCH_SECONDS, BENCH_VOLUMES, BENCH_RESULTS).
+BENCH_PROGRAMS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+OBJS_bench-meta := $(BUILD)/daemon/pool.o $(BUILD)/daemon/log.o
+LIBS_bench-meta := $(call pc,--libs,devmapper libcurl)
+OBJS_bench-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o
+LIBS_bench-broker := -lpthread
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $$(OBJS_$$*)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS_$*)
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_PROGRAMS)
+	@TP_BUILD=$(abspath $(BUILD)) bench/run
 
 deps:
 	@.ci/deps

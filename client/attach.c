@@ -171,8 +171,8 @@ int cmd_attach(struct ctx *c, const struct args *a)
 	for (i = 0; i < cfg.connections; i++) {
 		struct nbd_export e;
 
-		r = keeper_connect(socket_path, cfg.volume, KEEPER_HANDSHAKE_MS, &fds[i], &e,
-		                   reason, sizeof reason);
+		r = keeper_connect(socket_path, cfg.volume, cfg.read_only, KEEPER_HANDSHAKE_MS,
+		                   &fds[i], &e, reason, sizeof reason);
 		if (r == 0 && i > 0 && (e.size != cfg.export.size || e.flags != cfg.export.flags)) {
 			close(fds[i]);
 			r = -EPROTO;

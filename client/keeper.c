@@ -23,6 +23,7 @@
 
 #include <linux/nbd.h>
 
+#include "tp-broker.h"
 #include "tp-cleanup.h"
 #include "keeper.h"
 #include "nbd-device.h"
@@ -106,9 +107,10 @@ static int reason_errno(int r, char *reason, size_t len, const char *fmt, ...)
 	return r;
 }
 
-int keeper_connect(const char *socket_path, const char *volume, int timeout_ms, int *ret_fd,
-                   struct nbd_export *ret_export, char *reason, size_t reason_len)
+int keeper_connect(const char *socket_path, const char *volume, bool read_only, int timeout_ms,
+                   int *ret_fd, struct nbd_export *ret_export, char *reason, size_t reason_len)
 {
+	char export_name[sizeof TP_EXPORT_READ_ONLY_PREFIX + 2 * TP_NAME_MAX + 1];
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
 	struct timeval none = {0};
@@ -129,7 +131,10 @@ int keeper_connect(const char *socket_path, const char *volume, int timeout_ms, 
 		return reason_errno(-errno, reason, reason_len, "cannot reach %s: %s", socket_path,
 		                    strerror(errno));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
-	r = nbd_handshake(fd, volume, timeout_ms, ret_export, reason, reason_len);
+	/* Read-only asks the broker for an O_RDONLY fd: the server cannot write for us. */
+	snprintf(export_name, sizeof export_name, "%s%s",
+	         read_only ? TP_EXPORT_READ_ONLY_PREFIX : "", volume);
+	r = nbd_handshake(fd, export_name, timeout_ms, ret_export, reason, reason_len);
 	if (r == -ENOENT)
 		return reason_errno(r, reason, reason_len, "no such volume: %s", volume);
 	if (r < 0)
@@ -161,8 +166,8 @@ static int open_connections(const struct keeper_config *cfg, int *fds, char *rea
 		struct nbd_export e;
 		int r;
 
-		r = keeper_connect(cfg->socket_path, cfg->volume, KEEPER_HANDSHAKE_MS, &fds[i], &e,
-		                   reason, len);
+		r = keeper_connect(cfg->socket_path, cfg->volume, cfg->read_only,
+		                   KEEPER_HANDSHAKE_MS, &fds[i], &e, reason, len);
 		if (r == 0) {
 			r = check_same(cfg, &e, reason, len);
 			if (r < 0)
@@ -490,8 +495,8 @@ static int relay_reconnect(void *opaque, int *ret_fd)
 	struct nbd_export e;
 	int fd, r;
 
-	r = keeper_connect(ctx->cfg->socket_path, ctx->cfg->volume, KEEPER_HANDSHAKE_MS, &fd, &e,
-	                   reason, sizeof reason);
+	r = keeper_connect(ctx->cfg->socket_path, ctx->cfg->volume, ctx->cfg->read_only,
+	                   KEEPER_HANDSHAKE_MS, &fd, &e, reason, sizeof reason);
 	if (r == 0) {
 		r = check_same(ctx->cfg, &e, reason, sizeof reason);
 		if (r < 0)

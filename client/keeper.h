@@ -45,11 +45,12 @@ struct keeper_config {
 	int index;           /* /dev/nbdINDEX, or -1 for any free device */
 };
 
-/* Connect to SOCKET_PATH and negotiate VOLUME within TIMEOUT_MS: the connected socket in
+/* Connect to SOCKET_PATH and negotiate VOLUME (read-only if READ_ONLY: the server then
+ * holds the volume open read-only too) within TIMEOUT_MS: the connected socket in
  * *RET_FD, what the server said in *RET_EXPORT. On failure REASON (REASON_LEN bytes)
  * says why, e.g. "no such volume: VOLUME" or "cannot reach SOCKET_PATH: ...". */
-int keeper_connect(const char *socket_path, const char *volume, int timeout_ms, int *ret_fd,
-                   struct nbd_export *ret_export, char *reason, size_t reason_len);
+int keeper_connect(const char *socket_path, const char *volume, bool read_only, int timeout_ms,
+                   int *ret_fd, struct nbd_export *ret_export, char *reason, size_t reason_len);
 
 /* Configure a device with the CFG->connections negotiated sockets FDS (closed here, in
  * any case) over NL, or through the ioctl interface if NL is NULL, and start its keeper.

@@ -96,6 +96,12 @@ _Static_assert(sizeof(struct tp_broker_request) == 140, "request layout");
 _Static_assert(sizeof(struct tp_broker_reply) == 48, "reply layout");
 _Static_assert(sizeof(struct tp_broker_entry) == 168, "entry layout");
 
+/* An NBD export name is a reference, or this prefix and a reference: "ro:layer1" asks
+ * for layer1 read-only, so the broker hands an O_RDONLY fd even to the owner of a
+ * writable volume. NBD itself has no way for a client to say it will only read. No
+ * name contains ':', so the two forms never collide. */
+#define TP_EXPORT_READ_ONLY_PREFIX "ro:"
+
 /* Is REF a syntactically valid reference: NAME or OWNER/NAME, each a valid name? */
 static inline bool tp_broker_ref_valid(const char *ref)
 {

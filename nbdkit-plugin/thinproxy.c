@@ -374,7 +374,7 @@ static int check_device(int fd, uint64_t size, bool *ret_is_device)
 
 static void *thinproxy_open(int readonly)
 {
-	const char *name = nbdkit_export_name();
+	const char *name = nbdkit_export_name(), *ref = name;
 	struct tp_broker_reply rep;
 	CLEANUP_CLOSE int fd = -1;
 	struct handle *h;
@@ -383,13 +383,17 @@ static void *thinproxy_open(int readonly)
 
 	if (name == NULL)
 		return NULL;
-	if (!tp_broker_ref_valid(name))
+	if (strncmp(name, TP_EXPORT_READ_ONLY_PREFIX, strlen(TP_EXPORT_READ_ONLY_PREFIX)) == 0) {
+		ref = name + strlen(TP_EXPORT_READ_ONLY_PREFIX);
+		readonly = 1;
+	}
+	if (!tp_broker_ref_valid(ref))
 		return no_such_export(name);
-	if (broker_open(name, !readonly, &rep, &fd) < 0)
+	if (broker_open(ref, !readonly, &rep, &fd) < 0)
 		goto no_answer;
 	/* Read-only to this tenant (committed, an image, a read grant): serve it read-only,
 	 * as NBD has no way for the client to ask for that itself. */
-	if (rep.error == EROFS && !readonly && broker_open(name, false, &rep, &fd) < 0)
+	if (rep.error == EROFS && !readonly && broker_open(ref, false, &rep, &fd) < 0)
 		goto no_answer;
 	if (rep.error != 0)
 		return no_such_export(name);

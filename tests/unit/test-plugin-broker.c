@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,9 @@ int ops_principal_for_nbd_uid(uid_t uid, struct principal *ret_principal)
 	return 0;
 }
 
+/* What the last open asked the broker for: 1 write, 0 read, -1 nothing yet. */
+static atomic_int last_want_write = -1;
+
 int ops_open_export(const struct principal *p, const char *ref, bool want_write,
                     struct export_info *ret_info)
 {
@@ -106,6 +110,7 @@ int ops_open_export(const struct principal *p, const char *ref, bool want_write,
 	int fd;
 
 	ck_assert_str_eq(p->tenant, "alice");
+	last_want_write = want_write;
 	for (size_t i = 0; i < ARRAY_SIZE(exports); i++) {
 		if (strcmp(ref, exports[i].ref) != 0)
 			continue;
@@ -461,6 +466,35 @@ START_TEST(serves_read_only_volumes_read_only)
 }
 END_TEST
 
+START_TEST(opens_a_writable_volume_read_only_when_asked)
+{
+	static const char *names[] = {"ro:", "ro:nope", "ro:ro:vol1", "RO:vol1", "ro:/vol1",
+	                              "ro:vol1/", "rw:vol1"};
+	struct nbd_handle *h;
+	char buf[4096];
+
+	/* "ro:" asks the broker for a read-only fd of a volume the tenant could write. */
+	last_want_write = -1;
+	h = connect_export("ro:vol1");
+	ck_assert_int_eq(last_want_write, 0);
+	ck_assert_int_eq(nbd_is_read_only(h), 1);
+	ck_assert_int_eq(nbd_can_trim(h), 0);
+	ck_assert_int_eq(nbd_pread(h, buf, sizeof buf, 0, 0), 0);
+	ck_assert_int_eq(nbd_pwrite(h, buf, sizeof buf, 0, 0), -1);
+	ck_assert_int_eq(nbd_get_errno(), EPERM);
+	nbd_close(h);
+
+	/* The plain name still opens read-write. */
+	h = connect_export("vol1");
+	ck_assert_int_eq(last_want_write, 1);
+	ck_assert_int_eq(nbd_is_read_only(h), 0);
+	nbd_close(h);
+
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+		ck_assert_msg(connect_fails(names[i]) == ENOENT, "%s", names[i]);
+}
+END_TEST
+
 START_TEST(zeroes_whole_blocks_by_unmapping_them)
 {
 	struct nbd_handle *h = connect_export("vol1");
@@ -690,6 +724,7 @@ int main(void)
 	tcase_add_test(tc, refuses_everything_else_like_a_missing_name);
 	tcase_add_test(tc, reads_and_writes_through_the_brokered_fd);
 	tcase_add_test(tc, serves_read_only_volumes_read_only);
+	tcase_add_test(tc, opens_a_writable_volume_read_only_when_asked);
 	tcase_add_test(tc, zeroes_whole_blocks_by_unmapping_them);
 	tcase_add_test(tc, fast_zero_only_for_whole_blocks);
 	tcase_add_test(tc, trims_by_unmapping);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # thinproxy attach, detach and ls --attached on the host: a host-side attach for a tenant
 # over netlink, an explicit device and a busy one, two connections, read-only devices
-# (asked for, and a published image), the ioctl interface forced, a keeper that dies or
+# (asked for: nbdkit then holds the volume O_RDONLY; and a published image), the ioctl interface forced, a keeper that dies or
 # whose device is disconnected behind its back, and the errors, each with exit status 1
 # and one line naming the volume or device and the reason. (The usage battery of both
 # commands is in tests/unit/test-client-cli.c.)
@@ -24,6 +24,16 @@ fails() {
 }
 # attached DEVICE JQ: jq JQ on DEVICE's entry in ls --attached --json.
 attached() { tp --json ls --attached | jq -r --arg d "$1" ".[] | select(.device == \$d) | $2"; }
+# nbdkit_device_modes: the access mode (0 read-only, 2 read-write) of every block device
+# alice's nbdkit holds open, one per line.
+nbdkit_device_modes() {
+	local pid f
+	pid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
+	for f in /proc/"$pid"/fd/*; do
+		[ -b "$f" ] || continue
+		echo $((0$(sed -n 's/^flags:[[:space:]]*//p' "/proc/$pid/fdinfo/${f##*/}") & 3))
+	done
+}
 # keeper_gone PID: wait until PID has ended (at most 5 s).
 keeper_gone() {
 	local i
@@ -100,6 +110,9 @@ tp detach "$dev"
 step "read-only: asked for, and a published image"
 dev=$(ta attach v2 --readonly)
 [ "$(attached "$dev" .read_only)" = true ] || fail "not read-only: $(tp --json ls --attached)"
+modes=$(nbdkit_device_modes)
+[ -n "$modes" ] && [ -z "$(echo "$modes" | grep -v '^0$')" ] ||
+	fail "nbdkit holds v2 open with access modes '$modes', not read-only (0)"
 if dd if=/dev/zero of="$dev" bs=4k count=1 oflag=direct 2>"$scratch/dd.err"; then
 	fail "a write to the read-only $dev succeeded"
 fi

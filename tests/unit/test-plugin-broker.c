@@ -468,8 +468,8 @@ END_TEST
 
 START_TEST(opens_a_writable_volume_read_only_when_asked)
 {
-	static const char *names[] = {"ro:", "ro:nope", "ro:ro:vol1", "RO:vol1", "ro:/vol1",
-	                              "ro:vol1/", "rw:vol1"};
+	static const char *names[] = {"ro:",      "ro:nope",  "ro:ro:vol1", "RO:vol1",
+	                              "ro:/vol1", "ro:vol1/", "rw:vol1"};
 	struct nbd_handle *h;
 	char buf[4096];
 

@@ -195,6 +195,29 @@ static json_object *image_json(const struct image_view *im)
 
 /* Request bodies */
 
+/* Does the JSON text BODY (LEN bytes) use a single quote outside a string? json-c takes
+ * 'text' for a string even in strict mode; JSON does not. */
+static bool json_single_quoted(const char *body, size_t len)
+{
+	bool in_string = false;
+
+	for (size_t i = 0; i < len; i++) {
+		if (in_string && body[i] == '\\')
+			i++;
+		else if (body[i] == '"')
+			in_string = !in_string;
+		else if (!in_string && body[i] == '\'')
+			return true;
+	}
+	return false;
+}
+
+/* Does KEY hold a size in bytes (answered with invalid_size when it is not one)? */
+static bool size_field(const char *key)
+{
+	return strstr(key, "size") != NULL || strcmp(key, "max_used") == 0;
+}
+
 /* Parse the body as a JSON object whose keys are all in ALLOWED (NULL-terminated). */
 static int parse_body(const struct api_request *req, struct reply *rep, const char *const *allowed,
                       json_object **ret_obj)
@@ -210,8 +233,12 @@ static int parse_body(const struct api_request *req, struct reply *rep, const ch
 	tok = json_tokener_new_ex(8);
 	if (tok == NULL)
 		return -ENOMEM;
+	/* Strict: no trailing commas, no leading zeros, no bare words. */
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
 	obj = json_tokener_parse_ex(tok, req->body, (int)req->len);
 	jerr = json_tokener_get_error(tok);
+	if (jerr == json_tokener_success && json_single_quoted(req->body, req->len))
+		jerr = json_tokener_error_parse_string;
 	if (jerr == json_tokener_success && json_tokener_get_parse_end(tok) < req->len) {
 		size_t end = json_tokener_get_parse_end(tok);
 
@@ -289,7 +316,7 @@ static int get_uint(json_object *o, const char *key, uint64_t max, bool nullable
 		return 0;
 	}
 	if (v == NULL || !json_object_is_type(v, json_type_int)) {
-		reply_error(rep, 400, strstr(key, "size") ? "invalid_size" : "invalid_request",
+		reply_error(rep, 400, size_field(key) ? "invalid_size" : "invalid_request",
 		            "field \"%s\" must be a non-negative integer", key);
 		return -EINVAL;
 	}
@@ -298,7 +325,7 @@ static int get_uint(json_object *o, const char *key, uint64_t max, bool nullable
 	errno = 0;
 	i = json_object_get_int64(v);
 	if (i < 0 || errno == ERANGE || (uint64_t)i > max || json_object_get_uint64(v) > max) {
-		reply_error(rep, 400, strstr(key, "size") ? "invalid_size" : "invalid_request",
+		reply_error(rep, 400, size_field(key) ? "invalid_size" : "invalid_request",
 		            "field \"%s\" is out of range (0 to %" PRIu64 ")", key, max);
 		return -EINVAL;
 	}

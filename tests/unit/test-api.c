@@ -71,7 +71,7 @@ START_TEST(rejects_integers_beyond_int64)
 	    {"{\"max_size\":99999999999999999999999}", "invalid_size"},
 	    {"{\"max_size\":18446744073709551615}", "invalid_size"},
 	    {"{\"max_size\":18446744073709551616}", "invalid_size"},
-	    {"{\"max_used\":9223372036854775808}", "invalid_request"},
+	    {"{\"max_used\":9223372036854775808}", "invalid_size"},
 	};
 	char code[64];
 
@@ -87,6 +87,47 @@ START_TEST(rejects_integers_beyond_int64)
 }
 END_TEST
 
+/* json-c took single-quoted strings, trailing commas and leading zeros, which JSON is not. */
+START_TEST(rejects_what_json_is_not)
+{
+	static const char *bodies[] = {
+	    "{'name':'layer2','size':65536}",        "{\"name\":'layer2',\"size\":65536}",
+	    "{\"name\":\"layer2\",\"size\":65536,}", "{\"name\":\"layer2\",\"size\":065536}",
+	    "{\"name\":\"layer2\",\"size\":65536}x",
+	};
+	static const char quoted[] = "{\"name\":\"it's\",\"size\":65536}";
+	char code[64];
+
+	for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+		ck_assert_msg(answer(&fake_ops_alice, "POST", "/v1/volumes", bodies[i],
+		                     strlen(bodies[i]), code, sizeof code) == 400,
+		              "%s", bodies[i]);
+		ck_assert_str_eq(code, "invalid_request");
+	}
+	/* A quote inside a string is just a character (and here not a valid name). */
+	ck_assert_uint_eq(answer(&fake_ops_alice, "POST", "/v1/volumes", quoted, sizeof quoted - 1,
+	                         code, sizeof code),
+	                  400);
+	ck_assert_str_eq(code, "invalid_name");
+}
+END_TEST
+
+/* Every quota in bytes that is out of range is an invalid size, max_used included. */
+START_TEST(answers_invalid_size_for_every_byte_quota)
+{
+	static const char *bodies[] = {"{\"max_used\":-1}", "{\"max_used\":\"1G\"}",
+	                               "{\"max_size\":-1}", "{\"max_size\":1.5}"};
+	char code[64];
+
+	for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+		ck_assert_uint_eq(answer(&fake_ops_admin, "PATCH", "/v1/tenants/alice", bodies[i],
+		                         strlen(bodies[i]), code, sizeof code),
+		                  400);
+		ck_assert_msg(strcmp(code, "invalid_size") == 0, "%s: %s", bodies[i], code);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("api");
@@ -97,6 +138,8 @@ int main(void)
 	tcase_add_test(tc, accepts_json_body_followed_by_whitespace);
 	tcase_add_test(tc, rejects_json_body_followed_by_nul_bytes);
 	tcase_add_test(tc, rejects_integers_beyond_int64);
+	tcase_add_test(tc, rejects_what_json_is_not);
+	tcase_add_test(tc, answers_invalid_size_for_every_byte_quota);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

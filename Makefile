@@ -158,7 +158,7 @@ format:
 
 demo: deps
 	@$(MAKE) --no-print-directory all
-	@TP_BUILD=$(abspath $(BUILD)) tests/vm/run tests/vm/test-guest-dm-thin-nbd.sh
+	@TP_BUILD=$(abspath $(BUILD)) demo/demo.sh
 
 PREFIX     ?= /usr/local
 DESTDIR    ?=

@@ -126,7 +126,7 @@ fuzz: deps
 # what runs where (BENCH_RUNS, BENCH_SECONDS, BENCH_VOLUMES, BENCH_RESULTS).
 BENCH_PROGRAMS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 OBJS_bench-meta := $(BUILD)/daemon/pool.o $(BUILD)/daemon/log.o
-LIBS_bench-meta := $(call pc,--libs,devmapper libcurl)
+LIBS_bench-meta := $(call pc,--libs,devmapper libcurl libnbd)
 OBJS_bench-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o
 LIBS_bench-broker := -lpthread
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $$(OBJS_$$*)

@@ -1,0 +1,395 @@
+/* bench-meta: metadata latency of thinproxyd beside what it stands on, in one run (make
+ * bench, in the test guest). At each volume count of LEVELS it fills the tenant (through
+ * the API) and a pool of our own (through daemon/pool.c) up to that many volumes, then
+ * times SAMPLES rounds, interleaved, of:
+ *   api      create, snapshot and remove through the admin REST socket (one kept-alive
+ *            connection, as a client library would hold)
+ *   bare     the pool_* calls (libdevmapper) those operations make, on our own pool
+ *   dmsetup  the same sequence as dmsetup commands, one process each
+ *   open     an NBD connection to a new volume through the tenant's nbdkit (broker round
+ *            trip plus activation), again once active, and bare pool_activate_thin +
+ *            pool_open_thin
+ * Prints one line per sample: LEVEL KIND OP MICROSECONDS (tab-separated); progress and
+ * fill rates go to stderr. A benchmark, not a test: it asserts nothing about times.
+ *
+ *   bench-meta ADMIN_SOCK TENANT NBD_SOCK STATE_DIR LEVELS SAMPLES
+ * e.g. bench-meta /run/thinproxy/admin.sock alice /run/thinproxy/tenants/alice/nbd.sock
+ *      /run/bench-pool 10,1000,10000 50 */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libnbd.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../daemon/log.h"
+#include "../daemon/pool.h"
+
+#define GiB (UINT64_C(1) << 30)
+
+extern char **environ;
+
+static const char *admin_sock, *tenant, *nbd_sock;
+static CURL *curl;
+static struct pool *pool;
+static uint64_t tid;         /* our pool's transaction id */
+static uint32_t next_id = 1; /* our pool's next thin id */
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static _Noreturn void die(const char *what, int r)
+{
+	fprintf(stderr, "bench-meta: %s: %s\n", what, strerror(r < 0 ? -r : r));
+	exit(1);
+}
+
+static size_t discard_body(char *p, size_t size, size_t n, void *opaque)
+{
+	(void)p;
+	(void)opaque;
+	return size * n;
+}
+
+/* One REST call on the admin socket; returns the HTTP status (0 if it never answered). */
+static long api(const char *method, const char *path, const char *json)
+{
+	struct curl_slist *headers = NULL;
+	char url[512];
+	long status = 0;
+
+	snprintf(url, sizeof url, "http://localhost/v1/tenants/%s%s", tenant, path);
+	curl_easy_setopt(curl, CURLOPT_URL, url);
+	curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+	if (json) {
+		headers = curl_slist_append(headers, "Content-Type: application/json");
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, json);
+	} else {
+		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, NULL);
+		curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+		curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+	}
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+	if (curl_easy_perform(curl) == CURLE_OK)
+		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+	curl_slist_free_all(headers);
+	return status;
+}
+
+static void api_expect(const char *method, const char *path, const char *json, long want)
+{
+	long got = api(method, path, json);
+
+	if (got != want) {
+		fprintf(stderr, "bench-meta: %s %s: HTTP %ld, expected %ld\n", method, path, got,
+		        want);
+		exit(1);
+	}
+}
+
+static void api_create(const char *name)
+{
+	char json[160];
+
+	snprintf(json, sizeof json, "{\"name\":\"%s\",\"size\":%" PRIu64 "}", name, GiB);
+	api_expect("POST", "/volumes", json, 201);
+}
+
+static void api_snapshot(const char *name, const char *parent)
+{
+	char json[160];
+
+	snprintf(json, sizeof json, "{\"name\":\"%s\",\"parent\":\"%s\"}", name, parent);
+	api_expect("POST", "/volumes", json, 201);
+}
+
+/* Remove NAME; an nbdkit that has not yet closed its fd answers 409 for a moment. */
+static void api_remove(const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof path, "/volumes/%s", name);
+	for (int i = 0; i < 200; i++) {
+		long got = api("DELETE", path, NULL);
+
+		if (got == 204 || got == 200)
+			return;
+		if (got != 409)
+			break;
+		usleep(10000);
+	}
+	fprintf(stderr, "bench-meta: DELETE %s failed\n", path);
+	exit(1);
+}
+
+/* The pool calls the daemon's create, snapshot and remove make (daemon/ops.c). */
+
+static void bare_create(uint32_t id)
+{
+	struct pool_status st;
+	int r;
+
+	if ((r = pool_get_status(pool, &st)) < 0 || (r = pool_create_thin(pool, id)) < 0 ||
+	    (r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
+		die("bare create", r);
+	tid++;
+}
+
+static void bare_snapshot(uint32_t id, uint32_t origin)
+{
+	struct pool_status st;
+	struct thin_status ts;
+	int r;
+
+	if ((r = pool_thin_status(pool, origin, &ts)) < 0 || (r = pool_get_status(pool, &st)) < 0 ||
+	    (r = pool_create_snap(pool, id, origin)) < 0 ||
+	    (r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
+		die("bare snapshot", r);
+	tid++;
+}
+
+static void bare_remove(uint32_t id)
+{
+	struct thin_status ts;
+	int r;
+
+	if ((r = pool_thin_status(pool, id, &ts)) < 0 || (r = pool_deactivate_thin(pool, id)) < 0 ||
+	    (r = pool_delete_thin(pool, id)) < 0 ||
+	    (r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
+		die("bare remove", r);
+	tid++;
+}
+
+/* Run dmsetup ARGS..., output discarded; dies unless it succeeds. */
+static void dmsetup(const char *const *args)
+{
+	posix_spawn_file_actions_t fa;
+	char *argv[8];
+	int status, n = 0;
+	pid_t pid;
+
+	argv[n++] = "dmsetup";
+	while (*args && n < 7)
+		argv[n++] = (char *)*args++;
+	argv[n] = NULL;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	if (posix_spawnp(&pid, "dmsetup", &fa, NULL, argv, environ) != 0)
+		die("spawn dmsetup", errno);
+	posix_spawn_file_actions_destroy(&fa);
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "bench-meta: dmsetup %s %s %s failed\n", argv[1], argv[2],
+		        argv[n - 1]);
+		exit(1);
+	}
+}
+
+/* dmsetup message POOL 0 "MSG" followed by set_transaction_id. */
+static void dmsetup_message(const char *msg)
+{
+	char tids[64];
+
+	dmsetup((const char *[]){"message", pool_name(pool), "0", msg, NULL});
+	snprintf(tids, sizeof tids, "set_transaction_id %" PRIu64 " %" PRIu64, tid, tid + 1);
+	dmsetup((const char *[]){"message", pool_name(pool), "0", tids, NULL});
+	tid++;
+}
+
+static void dmsetup_create(uint32_t id)
+{
+	char msg[64];
+
+	dmsetup((const char *[]){"status", pool_name(pool), NULL});
+	snprintf(msg, sizeof msg, "create_thin %" PRIu32, id);
+	dmsetup_message(msg);
+}
+
+static void dmsetup_snapshot(uint32_t id, uint32_t origin)
+{
+	char msg[64];
+
+	dmsetup((const char *[]){"status", pool_name(pool), NULL});
+	snprintf(msg, sizeof msg, "create_snap %" PRIu32 " %" PRIu32, id, origin);
+	dmsetup_message(msg);
+}
+
+static void dmsetup_remove(uint32_t id)
+{
+	char msg[64];
+
+	dmsetup((const char *[]){"status", pool_name(pool), NULL});
+	snprintf(msg, sizeof msg, "delete %" PRIu32, id);
+	dmsetup_message(msg);
+}
+
+/* Time one NBD connection (handshake up to NBD_OPT_GO, which opens the export) to NAME
+ * on SOCK; closes it. */
+static uint64_t time_connect(const char *sock, const char *name)
+{
+	struct nbd_handle *h = nbd_create();
+	uint64_t t;
+
+	if (h == NULL || nbd_set_export_name(h, name) < 0)
+		die("nbd_create", ENOMEM);
+	t = now_us();
+	if (nbd_connect_unix(h, sock) < 0) {
+		fprintf(stderr, "bench-meta: connect %s on %s: %s\n", name, sock, nbd_get_error());
+		exit(1);
+	}
+	t = now_us() - t;
+	nbd_shutdown(h, 0);
+	nbd_close(h);
+	return t;
+}
+
+static void sample(unsigned level, const char *kind, const char *op, uint64_t us)
+{
+	printf("%u\t%s\t%s\t%" PRIu64 "\n", level, kind, op, us);
+}
+
+/* Fill the tenant and our pool up to LEVEL volumes each. */
+static void fill(unsigned level, unsigned *have)
+{
+	uint64_t t0 = now_us(), t1;
+	char name[32];
+	unsigned n = level - *have;
+
+	for (; *have < level; (*have)++) {
+		snprintf(name, sizeof name, "fill-%05u", *have);
+		api_create(name);
+		if (*have % 1000 == 999)
+			fprintf(stderr, "bench-meta: %u volumes\n", *have + 1);
+	}
+	t1 = now_us();
+	while (next_id <= level)
+		bare_create(next_id++);
+	if (n)
+		fprintf(stderr,
+		        "bench-meta: filled to %u volumes: %u API creates in %.1f s (%.0f/s), "
+		        "bare creates in %.1f s\n",
+		        level, n, (double)(t1 - t0) / 1e6, n / ((double)(t1 - t0) / 1e6),
+		        (double)(now_us() - t1) / 1e6);
+	printf("%u\tapi\tfill\t%" PRIu64 "\n", level, n ? (t1 - t0) / n : 0);
+}
+
+static void measure(unsigned level, unsigned samples)
+{
+	for (unsigned i = 0; i < samples; i++) {
+		uint32_t a = next_id, b = next_id + 1;
+		uint64_t t;
+		int fd, r;
+
+		/* API: a volume, a snapshot of it, both removed. */
+		t = now_us();
+		api_create("bench-origin");
+		sample(level, "api", "create", now_us() - t);
+		t = now_us();
+		api_snapshot("bench-snap", "bench-origin");
+		sample(level, "api", "snapshot", now_us() - t);
+		t = now_us();
+		api_remove("bench-snap");
+		sample(level, "api", "remove", now_us() - t);
+		t = now_us();
+		api_remove("bench-origin");
+		sample(level, "api", "remove", now_us() - t);
+
+		/* The same on our pool, bare. */
+		t = now_us();
+		bare_create(a);
+		sample(level, "bare", "create", now_us() - t);
+		t = now_us();
+		bare_snapshot(b, a);
+		sample(level, "bare", "snapshot", now_us() - t);
+		t = now_us();
+		bare_remove(b);
+		sample(level, "bare", "remove", now_us() - t);
+		t = now_us();
+		bare_remove(a);
+		sample(level, "bare", "remove", now_us() - t);
+
+		/* And with dmsetup. */
+		t = now_us();
+		dmsetup_create(a);
+		sample(level, "dmsetup", "create", now_us() - t);
+		t = now_us();
+		dmsetup_snapshot(b, a);
+		sample(level, "dmsetup", "snapshot", now_us() - t);
+		t = now_us();
+		dmsetup_remove(b);
+		sample(level, "dmsetup", "remove", now_us() - t);
+		t = now_us();
+		dmsetup_remove(a);
+		sample(level, "dmsetup", "remove", now_us() - t);
+
+		/* Opening an export: first (activation), again (already active); bare. */
+		api_create("bench-open");
+		sample(level, "api", "open", time_connect(nbd_sock, "bench-open"));
+		sample(level, "api", "open-active", time_connect(nbd_sock, "bench-open"));
+		api_remove("bench-open");
+		bare_create(a);
+		t = now_us();
+		if ((r = pool_activate_thin(pool, a, GiB, false)) < 0 ||
+		    (fd = r = pool_open_thin(pool, a, O_RDWR)) < 0)
+			die("bare activate", r);
+		sample(level, "bare", "open", now_us() - t);
+		close(fd);
+		bare_remove(a);
+	}
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	struct pool_config cfg = {.loop_size = 64 * GiB, .dm_name = "tpbench"};
+	struct pool_status st;
+	unsigned have = 0, samples;
+	char *levels, *tok, *save = NULL;
+	int r;
+
+	if (argc != 7) {
+		fprintf(stderr, "usage: bench-meta ADMIN_SOCK TENANT NBD_SOCK STATE_DIR LEVELS "
+		                "SAMPLES\n");
+		return 2;
+	}
+	admin_sock = argv[1];
+	tenant = argv[2];
+	nbd_sock = argv[3];
+	cfg.state_dir = argv[4];
+	levels = argv[5];
+	samples = (unsigned)strtoul(argv[6], NULL, 10);
+	log_init("bench-meta", false, LOG_WARNING);
+
+	if ((r = pool_open(&cfg, &pool)) < 0)
+		die("pool_open", r);
+	if ((r = pool_get_status(pool, &st)) < 0)
+		die("pool status", r);
+	tid = st.transaction_id;
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	curl = curl_easy_init();
+	curl_easy_setopt(curl, CURLOPT_UNIX_SOCKET_PATH, admin_sock);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard_body);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT, 120L);
+
+	for (tok = strtok_r(levels, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		unsigned level = (unsigned)strtoul(tok, NULL, 10);
+
+		fill(level, &have);
+		fprintf(stderr, "bench-meta: %u samples at %u volumes\n", samples, level);
+		measure(level, samples);
+	}
+	curl_easy_cleanup(curl);
+	pool_close(pool);
+	return 0;
+}

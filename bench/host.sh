@@ -51,6 +51,8 @@ loop() {
 }
 fio_dev=$(loop fio "$fio_mib")
 copy_dev=$(loop copy "$copy_mib")
+# Runs after the servers' cleanups: give them a moment to close the loop devices.
+cleanup "sleep 1"
 dd if=/dev/zero of="$fio_dev" bs=1M count="$fio_mib" oflag=direct status=none
 dd if=/dev/urandom of="$copy_dev" bs=1M count="$copy_mib" oflag=direct status=none
 

@@ -129,6 +129,9 @@ OBJS_bench-meta := $(BUILD)/daemon/pool.o $(BUILD)/daemon/log.o
 LIBS_bench-meta := $(call pc,--libs,devmapper libcurl libnbd)
 OBJS_bench-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o
 LIBS_bench-broker := -lpthread
+# bench-thinproxyd: the daemon with an in-memory stand-in for pool.c (the host's API view).
+OBJS_bench-thinproxyd := $(filter-out %/pool.o,$(DAEMON_OBJS))
+LIBS_bench-thinproxyd := $(call pc,--libs,$(DAEMON_PKGS)) -lpthread
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $$(OBJS_$$*)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS_$*)
 

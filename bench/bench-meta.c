@@ -10,7 +10,8 @@
  *            trip plus activation), again once active, and bare pool_activate_thin +
  *            pool_open_thin
  * Prints one line per sample: LEVEL KIND OP MICROSECONDS (tab-separated); progress and
- * fill rates go to stderr. A benchmark, not a test: it asserts nothing about times.
+ * fill rates go to stderr. With STATE_DIR "-", only the API is timed (no pool of its
+ * own, no open). A benchmark, not a test: it asserts nothing about times.
  *
  *   bench-meta ADMIN_SOCK TENANT NBD_SOCK STATE_DIR LEVELS SAMPLES
  * e.g. bench-meta /run/thinproxy/admin.sock alice /run/thinproxy/tenants/alice/nbd.sock
@@ -273,7 +274,7 @@ static void fill(unsigned level, unsigned *have)
 			fprintf(stderr, "bench-meta: %u volumes\n", *have + 1);
 	}
 	t1 = now_us();
-	while (next_id <= level)
+	while (pool && next_id <= level)
 		bare_create(next_id++);
 	if (n)
 		fprintf(stderr,
@@ -305,6 +306,8 @@ static void measure(unsigned level, unsigned samples)
 		api_remove("bench-origin");
 		sample(level, "api", "remove", now_us() - t);
 
+		if (pool == NULL)
+			continue;
 		/* The same on our pool, bare. */
 		t = now_us();
 		bare_create(a);
@@ -375,11 +378,14 @@ int main(int argc, char **argv)
 	samples = (unsigned)strtoul(argv[6], NULL, 10);
 	log_init("bench-meta", false, LOG_WARNING);
 
-	if ((r = pool_open(&cfg, &pool)) < 0)
-		die("pool_open", r);
-	if ((r = pool_get_status(pool, &st)) < 0)
-		die("pool status", r);
-	tid = st.transaction_id;
+	/* STATE_DIR "-": no pool of our own, the API alone (bench/host-meta.sh). */
+	if (strcmp(cfg.state_dir, "-") != 0) {
+		if ((r = pool_open(&cfg, &pool)) < 0)
+			die("pool_open", r);
+		if ((r = pool_get_status(pool, &st)) < 0)
+			die("pool status", r);
+		tid = st.transaction_id;
+	}
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	curl = curl_easy_init();

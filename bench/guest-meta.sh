@@ -52,9 +52,6 @@ for ((i = 0; i < 5; i++)); do
 	t1=$EPOCHREALTIME
 	printf '%s\tcurl\tls\t%s\n' "$volumes" $(((${t1/./} - ${t0/./}))) >>"$TP_RESULTS/meta.tsv"
 done
-# The listing itself, to time the client's side on the host (bench/host.sh).
-curl -sS --unix-socket "$run_dir/admin.sock" http://localhost/v1/tenants/alice/volumes \
-	>"$TP_RESULTS/ls.json"
 
 step "memory"
 rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }

@@ -927,6 +927,42 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	return send_reply(conn, &ans);
 }
 
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+size_t api_unescape(char *s)
+{
+	char *out = s;
+	int hi, lo;
+
+	for (const char *in = s; *in != '\0'; in++) {
+		if (in[0] == '%' && (hi = hex_value(in[1])) >= 0 && (lo = hex_value(in[2])) >= 0 &&
+		    (hi << 4 | lo) != '\0' && (hi << 4 | lo) != '/') {
+			*out++ = (char)(hi << 4 | lo);
+			in += 2;
+		} else {
+			*out++ = *in;
+		}
+	}
+	*out = '\0';
+	return (size_t)(out - s);
+}
+
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	(void)cls;
+	(void)conn;
+	return api_unescape(s);
+}
+
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                       enum MHD_RequestTerminationCode toe)
 {
@@ -987,7 +1023,8 @@ int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct
 	    srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, p->admin ? 256u : 64u,
 	    MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
 	    (size_t)(32 * 1024), MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
-	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_END);
+	    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_THREAD_STACK_SIZE,
+	    (size_t)(256 * 1024), MHD_OPTION_END);
 	if (srv->mhd == NULL) {
 		unlink(path);
 		free(srv->path);

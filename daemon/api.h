@@ -44,4 +44,9 @@ struct api_answer {
 int api_answer(const struct principal *p, const struct api_request *req,
                struct api_answer *ret_answer);
 
+/* Decode the %XX escapes of the URL S in place, except those of '/' and NUL, which stay
+ * as they are: an encoded slash never becomes a separator of the path, nor does an
+ * encoded NUL end it. Returns the new length. libmicrohttpd calls it for every URL. */
+size_t api_unescape(char *s);
+
 #endif

@@ -128,6 +128,34 @@ START_TEST(answers_invalid_size_for_every_byte_quota)
 }
 END_TEST
 
+/* An encoded slash or NUL stays encoded: "bob%2Fsecret" is one (invalid) segment and
+ * "secret%00/commit" does not end at "secret". Everything else decodes. */
+START_TEST(keeps_encoded_slashes_and_nuls_encoded)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"/v1/volumes/bob%2Fsecret", "/v1/volumes/bob%2Fsecret"},
+	    {"/v1/volumes/bob%2fsecret", "/v1/volumes/bob%2fsecret"},
+	    {"/v1/volumes/secret%00/commit", "/v1/volumes/secret%00/commit"},
+	    {"/v1/volumes/%6c%61yer1", "/v1/volumes/layer1"},
+	    {"/v1/volumes/%2e%2e", "/v1/volumes/.."},
+	    {"/v1/volumes/%d1%95ecret", "/v1/volumes/\xd1\x95" "ecret"},
+	    {"%", "%"},
+	    {"%4", "%4"},
+	    {"%zz%41", "%zzA"},
+	    {"", ""},
+	};
+	char buf[64];
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		snprintf(buf, sizeof buf, "%s", cases[i].in);
+		ck_assert_uint_eq(api_unescape(buf), strlen(cases[i].out));
+		ck_assert_str_eq(buf, cases[i].out);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("api");
@@ -140,6 +168,7 @@ int main(void)
 	tcase_add_test(tc, rejects_integers_beyond_int64);
 	tcase_add_test(tc, rejects_what_json_is_not);
 	tcase_add_test(tc, answers_invalid_size_for_every_byte_quota);
+	tcase_add_test(tc, keeps_encoded_slashes_and_nuls_encoded);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -140,7 +140,8 @@ START_TEST(keeps_encoded_slashes_and_nuls_encoded)
 	    {"/v1/volumes/secret%00/commit", "/v1/volumes/secret%00/commit"},
 	    {"/v1/volumes/%6c%61yer1", "/v1/volumes/layer1"},
 	    {"/v1/volumes/%2e%2e", "/v1/volumes/.."},
-	    {"/v1/volumes/%d1%95ecret", "/v1/volumes/\xd1\x95" "ecret"},
+	    {"/v1/volumes/%d1%95ecret", "/v1/volumes/\xd1\x95"
+	                                "ecret"},
 	    {"%", "%"},
 	    {"%4", "%4"},
 	    {"%zz%41", "%zzA"},

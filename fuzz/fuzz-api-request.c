@@ -6,8 +6,9 @@
  *   BODY
  *
  * P is 'A' for the admin socket or 'T' for tenant alice's socket (lower case: the body went
- * over the server's bound); URL is percent-decoded as libmicrohttpd does; QUERY may carry
- * force=...; everything after the first newline is the body. Checked on every answer:
+ * over the server's bound); URL is percent-decoded by api_unescape(), as the daemon has
+ * libmicrohttpd do; QUERY may carry force=...; everything after the first newline is the body.
+ * Checked on every answer:
  *   - a known status, never 500 (the fake operations do not fail internally, so a 500 is a
  *     route that answered nothing);
  *   - 204 without a body; everything else a JSON object ending in a newline (the metrics
@@ -34,31 +35,6 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static int hex(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
-		return (c | 0x20) - 'a' + 10;
-	return -1;
-}
-
-/* Percent-decode S in place, as libmicrohttpd does with the URL's path. */
-static void unescape(char *s)
-{
-	char *w = s;
-
-	for (; *s; s++) {
-		if (s[0] == '%' && hex(s[1]) >= 0 && hex(s[2]) >= 0) {
-			*w++ = (char)(hex(s[1]) << 4 | hex(s[2]));
-			s += 2;
-		} else {
-			*w++ = *s;
-		}
-	}
-	*w = '\0';
-}
-
 /* The value of "force" in QUERY (a&b=c form), in place; NULL if absent. */
 static const char *query_force(char *query)
 {
@@ -71,7 +47,7 @@ static const char *query_force(char *query)
 			*eq++ = '\0';
 		if (strcmp(arg, "force") == 0) {
 			if (eq)
-				unescape(eq);
+				api_unescape(eq);
 			return eq ? eq : "";
 		}
 	}
@@ -179,7 +155,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		*query++ = '\0';
 		req.force = query_force(query);
 	}
-	unescape(url);
+	api_unescape(url);
 	req.method = method;
 	req.url = url;
 	req.content_type = ctype;

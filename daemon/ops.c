@@ -132,7 +132,11 @@ static void make_view(const struct principal *p, const struct volume *v, struct 
 
 	memset(view, 0, sizeof *view);
 	volume_ref(p, v, view->name, sizeof view->name);
-	if (v->tenant_id)
+	/* The caller's own volumes (all of a listing, usually) need no query for the owner:
+	 * one per volume made `ls` at 10000 volumes spend half its time here. */
+	if (v->tenant_id && v->tenant_id == p->tenant_id && *p->tenant)
+		snprintf(view->owner, sizeof view->owner, "%s", p->tenant);
+	else if (v->tenant_id)
 		tenant_name(v->tenant_id, view->owner, sizeof view->owner);
 	if (v->parent_id && store_volume_get_by_id(ops.store, v->parent_id, &parent) == 0)
 		volume_ref(p, &parent, view->parent, sizeof view->parent);

@@ -1,8 +1,9 @@
 /* nbd-raw: a raw NBD client for the guest tests, for what libnbd's tools will not send:
- * export names that are empty, 5000 bytes long or hold a NUL, and requests that the
- * server's own flags forbid (a write to a read-only export). It speaks fixed newstyle
- * with simple replies only, and prints each answer as one line, so that a test can
- * compare the server's answers byte for byte.
+ * export names that are empty, 5000 bytes long or hold a NUL, requests that the server's
+ * own flags forbid (a write to a read-only export), and requests that break the protocol
+ * (unknown types and flags, any offset and length, a payload cut short). It speaks fixed
+ * newstyle with simple replies only, and prints each answer as one line, so that a test
+ * can compare the server's answers byte for byte.
  *
  *   nbd-raw SOCKET NAME [REQUEST...]
  *
@@ -13,7 +14,14 @@
  * the export). After an ack each REQUEST is sent and answered in turn:
  * "write OFF LEN" (bytes 0xa5), "read OFF LEN", "trim OFF LEN", "zero OFF LEN",
  * "fastzero OFF LEN" (NBD_CMD_FLAG_FAST_ZERO, holes allowed), "flush", printing
- * "write: ok" or "write: error N" (the NBD error number, e.g. 1 = EPERM).
+ * "write: ok" or "write: error N" (the NBD error number, e.g. 1 = EPERM); "dump OFF LEN"
+ * is a read that prints the data in hex after the "ok". Two more send what no client
+ * should: "cmd TYPE FLAGS OFF LEN" is a request of any type and flags (LEN bytes 0xa5
+ * follow only if TYPE is 1, a write), and "short OFF LEN SENT" is a write whose header
+ * announces LEN bytes of which only SENT follow before this client hangs up, printing
+ * "short: sent". Lengths are not limited here: payloads and read data are streamed. If
+ * the server closes the connection instead of answering a request, "NAME: closed" is
+ * printed and no further request is sent.
  * Exits 0 when the conversation ran, 2 on a protocol or I/O failure. */
 #include <endian.h>
 #include <errno.h>
@@ -22,6 +30,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -53,8 +62,8 @@
 #define NBD_CMD_WRITE_ZEROES   6
 #define NBD_CMD_FLAG_FAST_ZERO 16
 
-/* Largest request and reply this client handles. */
-#define MAX_IO   (32 * 1024 * 1024)
+/* Payloads and read data go through a buffer of this size. */
+#define CHUNK    (1024 * 1024)
 #define MAX_NAME 65536
 
 static _Noreturn void die(const char *what)
@@ -63,7 +72,8 @@ static _Noreturn void die(const char *what)
 	exit(2);
 }
 
-static void put(int fd, const void *buf, size_t len)
+/* Send LEN bytes of BUF. False if the server has closed the connection. */
+static bool send_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
 
@@ -72,28 +82,51 @@ static void put(int fd, const void *buf, size_t len)
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && (errno == EPIPE || errno == ECONNRESET))
+			return false;
 		if (n <= 0)
 			die("write");
 		p += n;
 		len -= (size_t)n;
 	}
+	return true;
 }
 
-static void get(int fd, void *buf, size_t len)
+static void put(int fd, const void *buf, size_t len)
+{
+	if (!send_all(fd, buf, len))
+		die("write");
+}
+
+/* Receive LEN bytes into BUF. False if the connection ends before the first byte. */
+static bool recv_all(int fd, void *buf, size_t len)
 {
 	char *p = buf;
+	bool first = true;
 
 	while (len > 0) {
 		ssize_t n = read(fd, p, len);
 
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (first && (n == 0 || (n < 0 && errno == ECONNRESET)))
+			return false;
 		if (n == 0)
 			errno = 0;
 		if (n <= 0)
 			die("read");
+		first = false;
 		p += n;
 		len -= (size_t)n;
+	}
+	return true;
+}
+
+static void get(int fd, void *buf, size_t len)
+{
+	if (!recv_all(fd, buf, len)) {
+		errno = 0;
+		die("read");
 	}
 }
 
@@ -252,40 +285,82 @@ static bool go(int fd, const char *name, size_t len)
 	}
 }
 
-/* One transmission request and its simple reply. */
-static void request(int fd, const char *what, uint16_t type, uint16_t flags, uint64_t off,
-                    uint32_t len)
+/* Put the request header; then the write payload, LEN (of which SENT) bytes 0xa5 for
+ * a write. False if the server closed the connection meanwhile. */
+static bool send_request(int fd, uint16_t type, uint16_t flags, uint64_t handle, uint64_t off,
+                         uint32_t len, uint64_t sent)
+{
+	static char buf[CHUNK];
+	struct {
+		uint32_t magic;
+		uint16_t flags, type;
+		uint64_t handle, off;
+		uint32_t len;
+	} __attribute__((packed)) req = {htobe32(NBD_REQ_MAGIC), htobe16(flags), htobe16(type),
+	                                 htobe64(handle),        htobe64(off),   htobe32(len)};
+
+	if (!send_all(fd, &req, sizeof req))
+		return false;
+	if (type != NBD_CMD_WRITE)
+		return true;
+	memset(buf, 0xa5, sizeof buf);
+	while (sent > 0) {
+		size_t n = sent < sizeof buf ? (size_t)sent : sizeof buf;
+
+		if (!send_all(fd, buf, n))
+			return false;
+		sent -= n;
+	}
+	return true;
+}
+
+/* One transmission request and its simple reply; false if the server closed the
+ * connection instead of answering. */
+static bool request(int fd, const char *what, uint16_t type, uint16_t flags, uint64_t off,
+                    uint32_t len, bool dump)
 {
 	static uint64_t handle;
-	CLEANUP_FREE char *buf = NULL;
-	uint32_t err;
+	static char buf[CHUNK];
+	uint32_t magic, err;
 
-	if ((type == NBD_CMD_READ || type == NBD_CMD_WRITE) && len > MAX_IO)
-		die("request too large");
-	buf = malloc(len ? len : 1);
-	if (buf == NULL)
-		die("malloc");
-	put32(fd, NBD_REQ_MAGIC);
-	put16(fd, flags);
-	put16(fd, type);
-	put64(fd, ++handle);
-	put64(fd, off);
-	put32(fd, len);
-	if (type == NBD_CMD_WRITE) {
-		memset(buf, 0xa5, len);
-		put(fd, buf, len);
+	if (!send_request(fd, type, flags, ++handle, off, len, len) ||
+	    !recv_all(fd, &magic, sizeof magic)) {
+		printf("%s: closed\n", what);
+		return false;
 	}
-	if (get32(fd) != NBD_SIMPLE_MAGIC)
+	if (be32toh(magic) != NBD_SIMPLE_MAGIC)
 		die("bad reply magic");
 	err = get32(fd);
 	if (get64(fd) != handle)
 		die("reply to another request");
-	if (err == 0 && type == NBD_CMD_READ)
-		get(fd, buf, len);
-	if (err == 0)
-		printf("%s: ok\n", what);
-	else
+	if (err != 0) {
 		printf("%s: error %" PRIu32 "\n", what, err);
+		return true;
+	}
+	printf("%s: ok%s", what, dump ? " " : "");
+	for (uint32_t left = type == NBD_CMD_READ ? len : 0; left > 0;) {
+		uint32_t n = left < sizeof buf ? left : sizeof buf;
+
+		get(fd, buf, n);
+		for (uint32_t j = 0; dump && j < n; j++)
+			printf("%02x", (unsigned char)buf[j]);
+		left -= n;
+	}
+	printf("\n");
+	return true;
+}
+
+/* The number at ARGV[I], at most MAX. */
+static uint64_t number(char **argv, int i, uint64_t max, const char *what)
+{
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	v = strtoull(argv[i], &end, 0);
+	if (errno || *end || end == argv[i] || v > max)
+		die(what);
+	return v;
 }
 
 int main(int argc, char **argv)
@@ -300,6 +375,8 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	len = decode_name(argv[2], name);
+	/* A server that hangs up shows as EPIPE, not as a signal. */
+	signal(SIGPIPE, SIG_IGN);
 	fd = connect_unix(argv[1]);
 	if (!go(fd, name, len)) {
 		put64(fd, NBD_OPTS_MAGIC);
@@ -314,33 +391,51 @@ int main(int argc, char **argv)
 			bool ranged;
 		} cmds[] = {
 		    {"read", NBD_CMD_READ, 0, true},
+		    {"dump", NBD_CMD_READ, 0, true},
 		    {"write", NBD_CMD_WRITE, 0, true},
 		    {"trim", NBD_CMD_TRIM, 0, true},
 		    {"zero", NBD_CMD_WRITE_ZEROES, 0, true},
 		    {"fastzero", NBD_CMD_WRITE_ZEROES, NBD_CMD_FLAG_FAST_ZERO, true},
 		    {"flush", NBD_CMD_FLUSH, 0, false},
 		};
-		unsigned long long off = 0, n = 0;
+		uint64_t off = 0, n = 0;
+		uint16_t type, flags;
 		size_t c;
 
+		if (strcmp(argv[i], "cmd") == 0 || strcmp(argv[i], "short") == 0) {
+			bool is_cmd = argv[i][0] == 'c';
+
+			if (i + (is_cmd ? 4 : 3) >= argc)
+				die("cmd needs TYPE FLAGS OFFSET LENGTH, short OFFSET LENGTH SENT");
+			type = is_cmd ? (uint16_t)number(argv, ++i, UINT16_MAX, "bad type")
+			              : NBD_CMD_WRITE;
+			flags = is_cmd ? (uint16_t)number(argv, ++i, UINT16_MAX, "bad flags") : 0;
+			off = number(argv, ++i, UINT64_MAX, "bad offset");
+			n = number(argv, ++i, UINT32_MAX, "bad length");
+			if (is_cmd) {
+				if (!request(fd, "cmd", type, flags, off, (uint32_t)n, false))
+					return 0;
+				continue;
+			}
+			/* Hang up half-way through the payload, without NBD_CMD_DISC. */
+			send_request(fd, type, flags, 1000000, off, (uint32_t)n,
+			             number(argv, ++i, n, "bad SENT"));
+			printf("short: sent\n");
+			return 0;
+		}
 		for (c = 0; c < ARRAY_SIZE(cmds) && strcmp(argv[i], cmds[c].name) != 0; c++)
 			;
 		if (c == ARRAY_SIZE(cmds))
 			die("unknown request");
 		if (cmds[c].ranged) {
-			char *end;
-
 			if (i + 2 >= argc)
 				die("request needs OFFSET LENGTH");
-			errno = 0;
-			off = strtoull(argv[++i], &end, 0);
-			if (errno || *end)
-				die("bad offset");
-			n = strtoull(argv[++i], &end, 0);
-			if (errno || *end || n > UINT32_MAX)
-				die("bad length");
+			off = number(argv, ++i, UINT64_MAX, "bad offset");
+			n = number(argv, ++i, UINT32_MAX, "bad length");
 		}
-		request(fd, cmds[c].name, cmds[c].type, cmds[c].flags, off, (uint32_t)n);
+		if (!request(fd, cmds[c].name, cmds[c].type, cmds[c].flags, off, (uint32_t)n,
+		             c == 1))
+			return 0;
 	}
 	/* NBD_CMD_DISC has no reply. */
 	put32(fd, NBD_REQ_MAGIC);

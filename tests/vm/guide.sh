@@ -121,7 +121,7 @@ __guide_skip() {
 	echo "== $name: block $1 (line $2) SKIPPED: $(sed 's/^# //' "${3%/block-*}/reason-$1")"
 	__guide_show "$3"
 }
-__guide_end() { echo "== $name: $2 of $1 blocks run, the others skipped as marked"; }
+__guide_end() { echo "== $name: $2 of $1 blocks run, $(($1 - $2)) skipped as marked"; }
 
 set +u
 set -e -o pipefail

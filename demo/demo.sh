@@ -91,7 +91,14 @@ finish() {
 		kill -KILL "$pid" 2>/dev/null
 	done
 	if [ -n "$daemon_pid" ]; then
-		for t in alice bob; do thinproxy --admin tenant rm "$t" --force >/dev/null 2>&1; done
+		# The tenants' nbdkits let go of a volume a moment after its device is detached:
+		# until then it is busy.
+		for t in $(thinproxy --admin tenant ls --quiet 2>/dev/null); do
+			for try in 1 2 3 4 5; do
+				thinproxy --admin tenant rm "$t" --force >/dev/null 2>&1 && break
+				sleep 1
+			done
+		done
 		kill -TERM "$daemon_pid" 2>/dev/null
 		wait "$daemon_pid" 2>/dev/null
 	fi

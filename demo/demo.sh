@@ -21,12 +21,14 @@ say() { printf '\n%s%s%s\n' "$bold" "$*" "$off"; }
 show() { printf '%s%s%s\n' "$dim" "$*" "$off"; }
 
 # Does this kernel have what thinproxy needs: dm-thin-pool, nbd and loop, loaded or
-# loadable?
+# loadable? What it lacks goes into $missing.
 kernel_ready() {
 	local m
+	missing=
 	for m in dm_thin_pool nbd loop; do
-		[ -d "/sys/module/$m" ] || modprobe -n -q "$m" 2>/dev/null || return 1
+		[ -d "/sys/module/$m" ] || modprobe -n -q "$m" 2>/dev/null || missing+=${missing:+ and }$m
 	done
+	[ -z "$missing" ]
 }
 
 if ! kernel_ready; then
@@ -34,9 +36,9 @@ if ! kernel_ready; then
 		echo "demo: the test guest lacks dm-thin-pool or nbd; giving up" >&2
 		exit 1
 	fi
-	say "This kernel has no dm-thin-pool or no nbd module, so the demo runs in a qemu guest with Debian's kernel (tests/vm/run)."
+	say "This kernel lacks $missing, so the demo runs in a qemu guest with Debian's kernel instead (tests/vm/run)."
 	results=$(mktemp -d /tmp/thinproxy-demo-guest.XXXXXX)
-	trap 'kill $ticker 2>/dev/null; rm -rf "$results"' EXIT
+	trap 'kill $ticker 2>/dev/null || true; rm -rf "$results"' EXIT
 	trap 'exit 130' INT
 	trap 'exit 143' TERM
 	# The guest boots in 20 to 60 seconds under TCG; say so while it does.

@@ -173,9 +173,19 @@ capture() {
 say "thinproxy demo: a host daemon lends thin volumes to two tenants, alice and bob."
 say "Start thinproxyd on its embedded pool: sparse files on loop devices in $work."
 daemon_log=$work/thinproxyd.log
-show "# thinproxyd --state-dir $work/state --run-dir $run_dir --pool-name $pool --loop-size 2G --foreground &"
-thinproxyd --state-dir "$work/state" --run-dir "$run_dir" --pool-name "$pool" --loop-size 2G \
-	--plugin "$build/nbdkit-thinproxy-plugin.so" --foreground >"$daemon_log" 2>&1 &
+daemon_cmd=(thinproxyd --state-dir "$work/state" --run-dir "$run_dir" --pool-name "$pool"
+	--loop-size 2G --plugin "$build/nbdkit-thinproxy-plugin.so")
+# A SANITIZE=1 build's plugin needs the sanitizer runtimes loaded before nbdkit starts.
+if ldd "$build/nbdkit-thinproxy-plugin.so" | grep -q 'lib[a-z]*san\.so'; then
+	libs=$(ldd "$build/nbdkit-thinproxy-plugin.so" | awk '/lib(a|ub)san\.so/ { printf "%s ", $3 }')
+	printf '#!/bin/sh\nLD_PRELOAD="%s" ASAN_OPTIONS=detect_leaks=0 exec nbdkit "$@"\n' \
+		"${libs% }" >"$work/nbdkit-sanitized"
+	chmod 0755 "$work/nbdkit-sanitized"
+	daemon_cmd+=(--nbdkit "$work/nbdkit-sanitized")
+fi
+daemon_cmd+=(--foreground)
+show "# ${daemon_cmd[*]} &"
+"${daemon_cmd[@]}" >"$daemon_log" 2>&1 &
 daemon_pid=$!
 for ((i = 0; i < 400; i++)); do
 	grep -q ' ready: ' "$daemon_log" && break

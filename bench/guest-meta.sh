@@ -32,6 +32,11 @@ wait_for_socket "$run_dir/tenants/alice/nbd.sock"
 	echo "levels: $levels; samples per level: $samples"
 } >"$TP_RESULTS/env-meta.txt"
 
+rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+nbdkit_pid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
+printf 'nbdkit (idle tenant)\tfresh, before any connection\t%s\n' "$(rss "$nbdkit_pid")" \
+	>"$TP_RESULTS/mem.tsv"
+
 step "bench-meta at $levels volumes, $samples samples each"
 start=$SECONDS
 "$prog" "$run_dir/admin.sock" alice "$run_dir/tenants/alice/nbd.sock" "$scratch/pool" \
@@ -54,14 +59,12 @@ for ((i = 0; i < 5; i++)); do
 done
 
 step "memory"
-rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
-nbdkit_pid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
 {
 	printf 'thinproxyd\t%s volumes\t%s\n' "$(tp --admin --tenant alice ls --quiet | wc -l)" "$(rss "$daemon_pid")"
-	printf 'nbdkit (idle tenant)\tno connection\t%s\n' "$(rss "$nbdkit_pid")"
+	printf 'nbdkit (idle tenant)\tidle, after the connections of bench-meta\t%s\n' "$(rss "$nbdkit_pid")"
 	tp --admin --tenant alice create idle --size 1G >/dev/null
 	nbdinfo --size "nbd+unix:///idle?socket=$run_dir/tenants/alice/nbd.sock" >/dev/null
 	printf 'nbdkit (idle tenant)\tafter one connection\t%s\n' "$(rss "$nbdkit_pid")"
-} >"$TP_RESULTS/mem.tsv"
+} >>"$TP_RESULTS/mem.tsv"
 cat "$TP_RESULTS/mem.tsv"
 step "done"

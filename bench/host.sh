@@ -46,7 +46,8 @@ loop() {
 	truncate -s "$2M" "$scratch/$1.img"
 	local dev
 	dev=$(losetup --find --show "$scratch/$1.img")
-	cleanup "losetup -d $dev"
+	# A server that has not quite exited still holds it: try again for a few seconds.
+	cleanup "for i in 1 2 3 4 5; do losetup -d $dev && ! losetup $dev && break; sleep 1; done"
 	echo "$dev"
 }
 fio_dev=$(loop fio "$fio_mib")

@@ -46,12 +46,13 @@ loop() {
 	truncate -s "$2M" "$scratch/$1.img"
 	local dev
 	dev=$(losetup --find --show "$scratch/$1.img")
-	# A server that has not quite exited still holds it: try again for a few seconds.
-	cleanup "for i in 1 2 3 4 5; do losetup -d $dev && ! losetup $dev && break; sleep 1; done"
 	echo "$dev"
 }
+# Detached at exit (registered here: loop runs in a subshell).
 fio_dev=$(loop fio "$fio_mib")
+cleanup "losetup -d $fio_dev"
 copy_dev=$(loop copy "$copy_mib")
+cleanup "losetup -d $copy_dev"
 # Runs after the servers' cleanups: give them a moment to close the loop devices.
 cleanup "sleep 1"
 dd if=/dev/zero of="$fio_dev" bs=1M count="$fio_mib" oflag=direct status=none

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -398,10 +399,27 @@ static int create_volume(const struct principal *p, const char *name, uint64_t s
 	return 0;
 }
 
+/* Whether V's thin device is open, allowing a client that has just let go a moment to
+ * close: a kernel device detached or an NBD client gone leaves the tenant's nbdkit
+ * closing its fd a little later, and a remove right after a detach should not race it.
+ * Waits at most CLOSE_GRACE_MS, and only while the device is open. */
+#define CLOSE_GRACE_MS 1000
+static bool still_open(const struct volume *v)
+{
+	struct thin_status ts;
+
+	for (int waited = 0;; waited += 20) {
+		if (pool_thin_status(ops.pool, v->thin_id, &ts) < 0 || !ts.active || !ts.open_count)
+			return false;
+		if (waited >= CLOSE_GRACE_MS)
+			return true;
+		nanosleep(&(struct timespec){.tv_nsec = 20 * 1000 * 1000}, NULL);
+	}
+}
+
 /* Remove V through the protocol. The caller checked it may. */
 static int remove_volume(struct volume *v)
 {
-	struct thin_status ts;
 	uint64_t tid, children;
 	int r;
 
@@ -411,7 +429,7 @@ static int remove_volume(struct volume *v)
 	if (children)
 		return fail(-EBUSY, "volume %s is busy: it is the parent of %" PRIu64 " snapshot%s",
 		            v->name, children, children == 1 ? "" : "s");
-	if (pool_thin_status(ops.pool, v->thin_id, &ts) == 0 && ts.active && ts.open_count)
+	if (still_open(v))
 		return fail(-EBUSY, "volume %s is busy: it is open (attached or being served)",
 		            v->name);
 	r = pool_deactivate_thin(ops.pool, v->thin_id);

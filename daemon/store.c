@@ -42,7 +42,39 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS grants ("
     "  volume_id INTEGER NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,"
     "  tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
-    "  write INTEGER NOT NULL, PRIMARY KEY (volume_id, tenant_id));";
+    "  write INTEGER NOT NULL, PRIMARY KEY (volume_id, tenant_id));"
+    /* Each tenant's totals, kept by triggers in the transaction that changes a volume,
+     * so that the quota check on every create reads one row instead of summing all the
+     * tenant's volumes. Rebuilt from the volumes on every open. */
+    "CREATE TABLE IF NOT EXISTS tenant_usage ("
+    "  tenant_id INTEGER PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,"
+    "  volumes INTEGER NOT NULL, size INTEGER NOT NULL, used INTEGER NOT NULL);"
+    "CREATE TRIGGER IF NOT EXISTS usage_add AFTER INSERT ON volumes"
+    "  WHEN NEW.tenant_id IS NOT NULL BEGIN"
+    "  INSERT OR IGNORE INTO tenant_usage VALUES (NEW.tenant_id, 0, 0, 0);"
+    "  UPDATE tenant_usage SET volumes = volumes + 1, size = size + NEW.size,"
+    "    used = used + NEW.used WHERE tenant_id = NEW.tenant_id;"
+    "  END;"
+    "CREATE TRIGGER IF NOT EXISTS usage_remove AFTER DELETE ON volumes"
+    "  WHEN OLD.tenant_id IS NOT NULL BEGIN"
+    "  UPDATE tenant_usage SET volumes = volumes - 1, size = size - OLD.size,"
+    "    used = used - OLD.used WHERE tenant_id = OLD.tenant_id;"
+    "  END;"
+    "CREATE TRIGGER IF NOT EXISTS usage_change AFTER UPDATE OF tenant_id, size, used ON volumes"
+    "  WHEN OLD.tenant_id IS NOT NEW.tenant_id OR OLD.size != NEW.size OR OLD.used != NEW.used"
+    "  BEGIN"
+    "  UPDATE tenant_usage SET volumes = volumes - 1, size = size - OLD.size,"
+    "    used = used - OLD.used WHERE tenant_id = OLD.tenant_id;"
+    "  INSERT OR IGNORE INTO tenant_usage SELECT NEW.tenant_id, 0, 0, 0"
+    "    WHERE NEW.tenant_id IS NOT NULL;"
+    "  UPDATE tenant_usage SET volumes = volumes + 1, size = size + NEW.size,"
+    "    used = used + NEW.used WHERE tenant_id = NEW.tenant_id;"
+    "  END;"
+    "BEGIN IMMEDIATE;"
+    "DELETE FROM tenant_usage;"
+    "INSERT INTO tenant_usage SELECT tenant_id, count(*), sum(size), sum(used) FROM volumes"
+    "  WHERE tenant_id IS NOT NULL GROUP BY tenant_id;"
+    "COMMIT;";
 
 static int store_error(struct store *store, const char *what)
 {
@@ -368,8 +400,8 @@ int store_tenant_usage(struct store *store, int64_t tenant_id, struct usage *ret
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt,
-	                "SELECT count(*), ifnull(sum(size), 0), ifnull(sum(used), 0) FROM volumes"
-	                " WHERE tenant_id = ?1",
+	                "SELECT ifnull(sum(volumes), 0), ifnull(sum(size), 0), ifnull(sum(used), 0)"
+	                " FROM tenant_usage WHERE tenant_id = ?1",
 	                1, tenant_id);
 
 	if (r < 0)

@@ -180,6 +180,52 @@ START_TEST(counts_usage_and_children)
 }
 END_TEST
 
+/* The totals the quota check reads follow every change, a rolled-back one not at all,
+ * and a store opened again (an older store, or one changed behind our back) has them
+ * rebuilt from its volumes. */
+START_TEST(keeps_usage_totals_through_every_change)
+{
+	int64_t a = add_tenant("alice", 2000), b = add_tenant("bob", 2001);
+	struct volume v1 = add_volume(a, "v1", 1, 0), v2 = add_volume(a, "v2", 2, 0);
+	char path[128];
+	struct usage u;
+
+	add_volume(b, "b1", 3, 0);
+	add_volume(0, "image", 4, 0);
+	v1.size = 4 << 20;
+	v1.used = 3 << 20;
+	ck_assert_int_eq(store_volume_update(st, &v1), 0);
+	ck_assert_int_eq(store_volume_remove(st, v2.id), 0);
+	ck_assert_int_eq(store_begin(st), 0);
+	add_volume(a, "temp", 5, 0);
+	store_rollback(st);
+	ck_assert_int_eq(store_tenant_usage(st, a, &u), 0);
+	ck_assert_uint_eq(u.volumes, 1);
+	ck_assert_uint_eq(u.size, 4 << 20);
+	ck_assert_uint_eq(u.used, 3 << 20);
+	ck_assert_int_eq(store_tenant_usage(st, b, &u), 0);
+	ck_assert_uint_eq(u.volumes, 1);
+	ck_assert_uint_eq(u.size, 1 << 20);
+
+	/* Reopened: rebuilt, the same. */
+	store_close(st);
+	snprintf(path, sizeof path, "%s/db", dir);
+	ck_assert_int_eq(store_open(path, &st), 0);
+	ck_assert_int_eq(store_tenant_usage(st, a, &u), 0);
+	ck_assert_uint_eq(u.volumes, 1);
+	ck_assert_uint_eq(u.size, 4 << 20);
+	ck_assert_uint_eq(u.used, 3 << 20);
+
+	/* A tenant without volumes has none; one whose volumes are gone can be removed. */
+	ck_assert_int_eq(store_tenant_usage(st, add_tenant("carol", 2002), &u), 0);
+	ck_assert_uint_eq(u.volumes + u.size + u.used, 0);
+	ck_assert_int_eq(store_volume_remove(st, v1.id), 0);
+	ck_assert_int_eq(store_tenant_usage(st, a, &u), 0);
+	ck_assert_uint_eq(u.volumes + u.size + u.used, 0);
+	ck_assert_int_eq(store_tenant_remove(st, a), 0);
+}
+END_TEST
+
 START_TEST(shows_images_only_where_published)
 {
 	int64_t a = add_tenant("alice", 2000), b = add_tenant("bob", 2001);
@@ -237,6 +283,7 @@ int main(void)
 	tcase_add_test(tc, lists_pending_volumes_with_their_transaction_id);
 	tcase_add_test(tc, rolls_back_an_uncommitted_transaction);
 	tcase_add_test(tc, counts_usage_and_children);
+	tcase_add_test(tc, keeps_usage_totals_through_every_change);
 	tcase_add_test(tc, shows_images_only_where_published);
 	tcase_add_test(tc, removing_a_tenant_removes_its_grants);
 	suite_add_tcase(s, tc);

@@ -90,10 +90,12 @@ OBJS_test-api := $(BUILD)/daemon/api.o $(BUILD)/fuzz/fake-ops.o
 LIBS_test-api := $(call pc,--libs,libmicrohttpd json-c)
 OBJS_test-handshake := $(BUILD)/client/handshake.o
 LIBS_test-client-output := $(call pc,--libs,json-c)
-OBJS_test-plugin-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o
+OBJS_test-plugin-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o \
+                           $(BUILD)/tests/unit/nbdkit-harness.o
 LIBS_test-plugin-broker := $(call pc,--libs,libnbd) -lpthread
 $(BUILD)/tests/test-plugin-broker: | $(PLUGIN)
-OBJS_test-supervise := $(BUILD)/daemon/supervise.o $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o
+OBJS_test-supervise := $(BUILD)/daemon/supervise.o $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o \
+                       $(BUILD)/tests/unit/nbdkit-harness.o
 LIBS_test-supervise := $(call pc,--libs,libnbd) -lpthread
 $(BUILD)/tests/test-supervise: | $(PLUGIN)
 # test-client-cli runs $(BUILD)/thinproxy itself, against throwaway canned-answer servers.

@@ -24,6 +24,7 @@
 #include "../../daemon/ops.h"
 #include "tp-broker.h"
 #include "tp-cleanup.h"
+#include "nbdkit-harness.h"
 
 #define KiB        (UINT64_C(1) << 10)
 #define MiB        (UINT64_C(1) << 20)
@@ -44,49 +45,6 @@ static char dir[] = "/tmp/tp-plugin-broker.XXXXXX";
 static char broker_sock[128], nbd_sock[128];
 static int extra_exports; /* LIST answers this many more, "extra-N", unopenable */
 static pid_t nbdkit_pid = -1;
-
-#if defined(__SANITIZE_ADDRESS__)
-#include <link.h>
-
-struct runtimes {
-	char asan[PATH_MAX], ubsan[PATH_MAX];
-};
-
-static int find_runtime(struct dl_phdr_info *info, size_t size, void *opaque)
-{
-	struct runtimes *rt = opaque;
-
-	(void)size;
-	if (strstr(info->dlpi_name, "/libasan.so"))
-		snprintf(rt->asan, sizeof rt->asan, "%s", info->dlpi_name);
-	if (strstr(info->dlpi_name, "/libubsan.so"))
-		snprintf(rt->ubsan, sizeof rt->ubsan, "%s", info->dlpi_name);
-	return 0;
-}
-#endif
-
-/* The nbdkit to run. A sanitized plugin needs the sanitizer runtimes loaded first, so
- * under ASan it is a wrapper in DIR that preloads the ones this test runs with. */
-static const char *nbdkit_program(void)
-{
-#if defined(__SANITIZE_ADDRESS__)
-	static char path[PATH_MAX];
-	struct runtimes rt = {"", ""};
-	FILE *f;
-
-	dl_iterate_phdr(find_runtime, &rt);
-	snprintf(path, sizeof path, "%s/nbdkit-sanitized", dir);
-	f = fopen(path, "we");
-	ck_assert_ptr_nonnull(f);
-	fprintf(f, "#!/bin/sh\nLD_PRELOAD='%s %s' ASAN_OPTIONS=detect_leaks=0 exec nbdkit \"$@\"\n",
-	        rt.asan, rt.ubsan);
-	fclose(f);
-	ck_assert_int_eq(chmod(path, 0755), 0);
-	return path;
-#else
-	return "nbdkit";
-#endif
-}
 
 /* The stand-in ops: what broker.c asks the daemon. */
 
@@ -161,40 +119,6 @@ int ops_pool_status(struct pool_view *ret_view)
 	return 0;
 }
 
-/* The broker, served by a thread as the daemon's main loop would. */
-
-static int broker_fd = -1;
-static pthread_t broker_thread;
-static volatile bool broker_stop;
-
-static void *serve_broker(void *arg)
-{
-	struct pollfd pfd = {.fd = broker_fd, .events = POLLIN};
-
-	(void)arg;
-	while (!broker_stop)
-		if (poll(&pfd, 1, 50) > 0)
-			broker_accept(broker_fd);
-	return NULL;
-}
-
-static void start_broker(void)
-{
-	broker_fd = broker_listen(broker_sock);
-	ck_assert_int_ge(broker_fd, 0);
-	broker_stop = false;
-	ck_assert_int_eq(pthread_create(&broker_thread, NULL, serve_broker, NULL), 0);
-}
-
-/* Stop answering, as a killed daemon does: the socket stays, nobody listens on it. */
-static void stop_broker(void)
-{
-	broker_stop = true;
-	pthread_join(broker_thread, NULL);
-	close(broker_fd);
-	broker_fd = -1;
-}
-
 static void write_file(const char *name, uint64_t size, int fill)
 {
 	char path[256], *buf = malloc(size);
@@ -224,12 +148,12 @@ static void setup(void)
 	write_file("vol1.img", 4 * MiB, 0xa1);
 	write_file("committed.img", 1 * MiB, 0xc0);
 	write_file("base.img", 2 * MiB, 0xba);
-	start_broker();
+	harness_broker_start(broker_sock);
 
 	snprintf(plugin, sizeof plugin, "%s/nbdkit-thinproxy-plugin.so", build);
 	snprintf(broker_arg, sizeof broker_arg, "broker=%s", broker_sock);
 	ck_assert_msg(access(plugin, R_OK) == 0, "%s is missing (make it first)", plugin);
-	nbdkit = nbdkit_program();
+	nbdkit = harness_nbdkit_program(dir);
 	nbdkit_pid = fork();
 	ck_assert_int_ge(nbdkit_pid, 0);
 	if (nbdkit_pid == 0) {
@@ -255,8 +179,8 @@ static void teardown(void)
 		if (kill(nbdkit_pid, SIGKILL) == 0)
 			waitpid(nbdkit_pid, NULL, 0);
 	}
-	if (broker_fd >= 0)
-		stop_broker();
+	if (harness_broker_running())
+		harness_broker_stop();
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	ck_assert_int_eq(system(cmd), 0);
 }
@@ -566,7 +490,7 @@ START_TEST(keeps_serving_open_connections_while_the_daemon_is_down)
 	struct nbd_handle *h = connect_export("vol1");
 	char buf[4096] = {1, 2, 3}, back[4096];
 
-	stop_broker();
+	harness_broker_stop();
 	/* Open connections go on; new ones fail (like a missing name, to the client). */
 	ck_assert_int_eq(nbd_pwrite(h, buf, sizeof buf, 0, LIBNBD_CMD_FLAG_FUA), 0);
 	ck_assert_int_eq(nbd_pread(h, back, sizeof back, 0, 0), 0);
@@ -574,7 +498,7 @@ START_TEST(keeps_serving_open_connections_while_the_daemon_is_down)
 	ck_assert_int_eq(connect_fails("vol1"), ENOENT);
 
 	/* A restarted daemon replaces its stale socket; nbdkit needs no restart. */
-	start_broker();
+	harness_broker_start(broker_sock);
 	nbd_close(h);
 	h = connect_export("vol1");
 	ck_assert_int_eq(nbd_pread(h, back, sizeof back, 0, 0), 0);

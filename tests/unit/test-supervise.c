@@ -19,6 +19,7 @@
 #include "../../daemon/ops.h"
 #include "../../daemon/supervise.h"
 #include "tp-cleanup.h"
+#include "nbdkit-harness.h"
 
 #define ALICE_UID 65534 /* nobody */
 #define BOB_UID   65533
@@ -29,49 +30,6 @@
 static char dir[] = "/tmp/tp-supervise.XXXXXX";
 static char run_dir[256], broker_sock[256], plugin[PATH_MAX];
 static const char *nbdkit; /* the program supervise runs */
-
-#if defined(__SANITIZE_ADDRESS__)
-#include <link.h>
-
-struct runtimes {
-	char asan[PATH_MAX], ubsan[PATH_MAX];
-};
-
-static int find_runtime(struct dl_phdr_info *info, size_t size, void *opaque)
-{
-	struct runtimes *rt = opaque;
-
-	(void)size;
-	if (strstr(info->dlpi_name, "/libasan.so"))
-		snprintf(rt->asan, sizeof rt->asan, "%s", info->dlpi_name);
-	if (strstr(info->dlpi_name, "/libubsan.so"))
-		snprintf(rt->ubsan, sizeof rt->ubsan, "%s", info->dlpi_name);
-	return 0;
-}
-#endif
-
-/* The nbdkit to run. A sanitized plugin needs the sanitizer runtimes loaded first, so
- * under ASan it is a wrapper in DIR that preloads the ones this test runs with. */
-static const char *nbdkit_program(void)
-{
-#if defined(__SANITIZE_ADDRESS__)
-	static char path[PATH_MAX];
-	struct runtimes rt = {"", ""};
-	FILE *f;
-
-	dl_iterate_phdr(find_runtime, &rt);
-	snprintf(path, sizeof path, "%s/nbdkit-sanitized", dir);
-	f = fopen(path, "we");
-	ck_assert_ptr_nonnull(f);
-	fprintf(f, "#!/bin/sh\nLD_PRELOAD='%s %s' ASAN_OPTIONS=detect_leaks=0 exec nbdkit \"$@\"\n",
-	        rt.asan, rt.ubsan);
-	fclose(f);
-	ck_assert_int_eq(chmod(path, 0755), 0);
-	return path;
-#else
-	return "nbdkit";
-#endif
-}
 
 /* The stand-in ops: ALICE_UID and BOB_UID are alice's and bob's nbdkits; each sees one
  * export, "vol", a file of its own byte. */
@@ -121,21 +79,6 @@ int ops_pool_status(struct pool_view *ret_view)
 	return 0;
 }
 
-static int broker_fd = -1;
-static pthread_t broker_thread;
-static volatile bool broker_stop;
-
-static void *serve_broker(void *arg)
-{
-	struct pollfd pfd = {.fd = broker_fd, .events = POLLIN};
-
-	(void)arg;
-	while (!broker_stop)
-		if (poll(&pfd, 1, 50) > 0)
-			broker_accept(broker_fd);
-	return NULL;
-}
-
 static void init_supervise(const char *program)
 {
 	struct supervise_config cfg = {
@@ -177,10 +120,8 @@ static void setup(void)
 	ck_assert_int_eq(mkdir(run_dir, 0755), 0);
 	write_volume("alice", 0xa1);
 	write_volume("bob", 0xb0);
-	broker_fd = broker_listen(broker_sock);
-	ck_assert_int_ge(broker_fd, 0);
-	ck_assert_int_eq(pthread_create(&broker_thread, NULL, serve_broker, NULL), 0);
-	nbdkit = nbdkit_program();
+	harness_broker_start(broker_sock);
+	nbdkit = harness_nbdkit_program(dir);
 	init_supervise(nbdkit);
 }
 
@@ -216,9 +157,7 @@ static void teardown(void)
 			kill(pid, SIGKILL);
 	}
 	supervise_shutdown();
-	broker_stop = true;
-	pthread_join(broker_thread, NULL);
-	close(broker_fd);
+	harness_broker_stop();
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	ck_assert_int_eq(system(cmd), 0);
 }

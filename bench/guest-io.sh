@@ -50,26 +50,8 @@ done
 step "starting the other servers on the same thin devices"
 b=$scratch/servers
 mkdir -p "$b"
-for v in fio copy; do
-	dev=${v}_dev
-	nbdkit -U "$b/file-$v.sock" -P "$b/file-$v.pid" file "${!dev}"
-	cleanup "kill \$(cat $b/file-$v.pid)"
-	qemu-nbd --fork -f raw -k "$b/qemu-$v.sock" -x "$v" -t -e 8 --pid-file="$b/qemu-$v.pid" "${!dev}"
-	cleanup "kill \$(cat $b/qemu-$v.pid)"
-done
-cat >"$b/nbd-server.conf" <<EOF
-[generic]
-user = root
-group = root
-unixsock = $b/nbd-server.sock
-[fio]
-exportname = $fio_dev
-[copy]
-exportname = $copy_dev
-EOF
-nbd-server -C "$b/nbd-server.conf" -p "$b/nbd-server.pid"
-cleanup "kill \$(cat $b/nbd-server.pid)"
-wait_for_socket "$b/nbd-server.sock"
+. "$TP_SRC/bench/servers.sh"
+start_servers "$b"
 
 step "attaching both volumes as kernel NBD devices"
 nbd_fio=$(tp --admin --tenant alice attach fio)

@@ -67,26 +67,8 @@ cleanup "kill $broker_pid"
 for ((i = 0; i < 100; i++)); do [ -S "$b/private/broker.sock" ] && break; sleep 0.05; done
 nbdkit -U "$b/plugin.sock" -P "$b/plugin.pid" "$plugin" tenant=bench "broker=$b/private/broker.sock"
 cleanup "kill \$(cat $b/plugin.pid)"
-for v in fio copy; do
-	dev=${v}_dev
-	nbdkit -U "$b/file-$v.sock" -P "$b/file-$v.pid" file "${!dev}"
-	cleanup "kill \$(cat $b/file-$v.pid)"
-	qemu-nbd --fork -f raw -k "$b/qemu-$v.sock" -x "$v" -t -e 8 --pid-file="$b/qemu-$v.pid" "${!dev}"
-	cleanup "kill \$(cat $b/qemu-$v.pid)"
-done
-cat >"$b/nbd-server.conf" <<EOF
-[generic]
-user = root
-group = root
-unixsock = $b/nbd-server.sock
-[fio]
-exportname = $fio_dev
-[copy]
-exportname = $copy_dev
-EOF
-nbd-server -C "$b/nbd-server.conf" -p "$b/nbd-server.pid"
-cleanup "kill \$(cat $b/nbd-server.pid)"
-for ((i = 0; i < 100; i++)); do [ -S "$b/nbd-server.sock" ] && break; sleep 0.05; done
+. "$src/bench/servers.sh"
+start_servers "$b"
 
 uri() {
 	case $1 in

@@ -20,7 +20,6 @@ cleanup "cp $daemon_log $TP_RESULTS/daemon-io.log"
 export TP_TEST_LOOP_SIZE=$(((fio_mib + copy_mib) * 2 + 1024))M
 start_daemon --log-level info
 cleanup "kill $daemon_pid"
-tp() { "$TP_BUILD/thinproxy" --dir "$run_dir" "$@"; }
 tp --admin tenant add alice >/dev/null
 sock=$run_dir/tenants/alice/nbd.sock
 wait_for_socket "$sock"

@@ -22,7 +22,6 @@ done
 # The same size as bench-meta's own pool, so that both have the same metadata device.
 export TP_TEST_LOOP_SIZE=64G
 start_daemon --log-level info
-tp() { "$TP_BUILD/thinproxy" --dir "$run_dir" "$@"; }
 tp --admin tenant add alice >/dev/null
 wait_for_socket "$run_dir/tenants/alice/nbd.sock"
 

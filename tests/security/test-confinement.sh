@@ -18,7 +18,6 @@ requires curl jq setpriv qemu-io stat readlink losetup getent pgrep
 raw=$TP_BUILD/tests/vm/nbd-raw
 broker=$TP_BUILD/tests/vm/broker-raw
 [ -x "$raw" ] && [ -x "$broker" ] || fail "nbd-raw or broker-raw is missing (make all)"
-step() { echo "== [${SECONDS}s] $*"; }
 
 cleanup "cp $daemon_log $TP_RESULTS/"
 start_daemon

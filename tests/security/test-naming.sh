@@ -18,7 +18,6 @@ raw=$TP_BUILD/tests/vm/nbd-raw
 asock=$run_dir/tenants/alice/control.sock
 anbd=$run_dir/tenants/alice/nbd.sock
 bnbd=$run_dir/tenants/bob/nbd.sock
-tp() { "$TP_BUILD/thinproxy" --dir "$run_dir" "$@"; }
 
 start_daemon
 step "alice with layer1; bob with secret (data), layer1 and a committed base; an image for bob"

@@ -15,7 +15,6 @@
 requires curl jq nbdcopy qemu-io sha256sum od cmp dd blockdev
 raw=$TP_BUILD/tests/vm/nbd-raw
 [ -x "$raw" ] || fail "$raw is missing (make all)"
-step() { echo "== [${SECONDS}s] $*"; }
 
 cleanup "cp $daemon_log $TP_RESULTS/"
 start_daemon

@@ -40,8 +40,9 @@ fail() {
 	exit 1
 }
 
-# step MESSAGE: narrate; keeps the guest log readable.
-step() { echo "== $*"; }
+# step MESSAGE: narrate, with the seconds since the test began; keeps the guest log
+# readable.
+step() { echo "== [${SECONDS}s] $*"; }
 
 # loopdev SIZE NAME: a sparse file in /run backed by a loop device; prints the device.
 loopdev() {
@@ -137,5 +138,32 @@ expect() {
 	fi
 }
 
+# tp ARG...: the client against the daemon under test.
+tp() { "$TP_BUILD/thinproxy" --dir "$run_dir" "$@"; }
+
+# fails STATUS PATTERN CMD...: CMD exits STATUS, with one stderr line matching PATTERN.
+fails() {
+	local want=$1 pattern=$2 rc=0
+	shift 2
+	"$@" 2>"$scratch/err" >/dev/null || rc=$?
+	[ "$rc" = "$want" ] || fail "$* exited $rc, expected $want: $(cat "$scratch/err")"
+	grep -Eq "$pattern" "$scratch/err" || fail "$*: stderr '$(cat "$scratch/err")' lacks '$pattern'"
+	[ "$(wc -l <"$scratch/err")" = 1 ] || fail "$*: more than one error line"
+}
+
 # field EXPR: jq EXPR applied to the last body.
 field() { jq -r "$1" <<<"$body"; }
+
+# run_guide FILE RUN TOTAL: run the sh blocks of the guide FILE in order
+# (tests/vm/guide.sh), print what they printed, and fail unless they all succeeded with
+# RUN of its TOTAL blocks run (the others marked as skipped). Their output is left in
+# $guide_out.
+run_guide() {
+	local rc=0
+	guide_out=$TP_RESULTS/guide.out
+	# Into a file, not a pipe: the daemon the guide starts keeps its stderr.
+	"$TP_SRC/tests/vm/guide.sh" "$1" >"$guide_out" 2>&1 || rc=$?
+	cat "$guide_out"
+	[ "$rc" = 0 ] || fail "the guide failed (exit $rc)"
+	grep -q "^== ${1##*/}: $2 of $3 blocks run" "$guide_out" || fail "not every block ran"
+}

@@ -7,13 +7,8 @@ requires nbdinfo nbdcopy fio cmp
 guide=$TP_SRC/docs/guide-benchmark.md
 
 step "the guide's blocks"
-# Into a file, not a pipe: the daemon the guide starts keeps its stderr.
-out=$TP_RESULTS/guide.out
-rc=0
-"$TP_SRC/tests/vm/guide.sh" "$guide" >"$out" 2>&1 || rc=$?
-cat "$out"
-[ "$rc" = 0 ] || fail "the guide failed (exit $rc)"
-grep -q '^== guide-benchmark.md: 6 of 6 blocks run' "$out" || fail "not every block ran"
+run_guide "$guide" 6 6
+out=$guide_out
 grep -Eq '^export="vol":' "$out" || fail "nbdinfo does not show the export vol"
 grep -Eq '^\s+can_multi_conn: true' "$out" || fail "nbdinfo: no can_multi_conn"
 [ "$(grep -Ec '^randread: .*err= 0' "$out")" = 1 ] || fail "fio's nbd randread did not run cleanly"

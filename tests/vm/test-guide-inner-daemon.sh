@@ -9,13 +9,8 @@ requires busybox mkfs.ext4 findmnt unshare chroot tar
 guide=$TP_SRC/docs/guide-inner-daemon.md
 
 step "the guide's blocks"
-# Into a file, not a pipe: the daemon the guide starts keeps its stderr.
-out=$TP_RESULTS/guide.out
-rc=0
-"$TP_SRC/tests/vm/guide.sh" "$guide" >"$out" 2>&1 || rc=$?
-cat "$out"
-[ "$rc" = 0 ] || fail "the guide failed (exit $rc)"
-grep -q '^== guide-inner-daemon.md: 10 of 12 blocks run' "$out" || fail "not every block ran"
+run_guide "$guide" 10 12
+out=$guide_out
 grep -qx 'hello from web, on base layer 1' "$out" || fail "web did not run /app/run"
 grep -qx 'hello from worker, on base layer 1' "$out" || fail "worker did not run /app/run"
 grep -qx 'written by web' "$out" || fail "web did not read its own write"

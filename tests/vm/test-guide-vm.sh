@@ -8,13 +8,8 @@ requires qemu-img qemu-io nbdcopy jq
 guide=$TP_SRC/docs/guide-vm.md
 
 step "the guide's blocks"
-# Into a file, not a pipe: the daemon the guide starts keeps its stderr.
-out=$TP_RESULTS/guide.out
-rc=0
-"$TP_SRC/tests/vm/guide.sh" "$guide" >"$out" 2>&1 || rc=$?
-cat "$out"
-[ "$rc" = 0 ] || fail "the guide failed (exit $rc)"
-grep -q '^== guide-vm.md: 10 of 12 blocks run' "$out" || fail "not every block ran"
+run_guide "$guide" 10 12
+out=$guide_out
 
 step "its sample output is real"
 [ -z "$(thinproxy --admin tenant ls --quiet)" ] || fail "tenants left: $(thinproxy --admin tenant ls)"

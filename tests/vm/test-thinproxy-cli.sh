@@ -4,18 +4,8 @@
 . "$(dirname "$0")/functions.sh"
 requires jq
 
-tp() { "$TP_BUILD/thinproxy" --dir "$run_dir" "$@"; }
 # tpt TENANT ARGS: as the tenant, through its own socket directory.
 tpt() { local t=$1; shift; "$TP_BUILD/thinproxy" --dir "$run_dir/tenants/$t" "$@"; }
-# fails STATUS PATTERN CMD...: CMD exits STATUS and its stderr matches PATTERN.
-fails() {
-	local want=$1 pattern=$2 rc=0
-	shift 2
-	"$@" 2>"$scratch/err" >/dev/null || rc=$?
-	[ "$rc" = "$want" ] || fail "$* exited $rc, expected $want: $(cat "$scratch/err")"
-	grep -Eq "$pattern" "$scratch/err" || fail "$*: stderr '$(cat "$scratch/err")' lacks '$pattern'"
-	[ "$(wc -l <"$scratch/err")" = 1 ] || fail "$*: more than one error line"
-}
 
 start_daemon
 

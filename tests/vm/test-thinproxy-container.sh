@@ -12,17 +12,6 @@ requires unshare nsenter mkfs.ext4 jq md5sum
 
 # The keepers' log lands with the results, for a look after a failure.
 export THINPROXY_KEEPER_LOG=$TP_RESULTS/keeper.log
-step() { echo "== [${SECONDS}s] $*"; }
-tp() { "$TP_BUILD/thinproxy" --dir "$run_dir" "$@"; }
-# fails STATUS PATTERN CMD...: CMD exits STATUS, with one stderr line matching PATTERN.
-fails() {
-	local want=$1 pattern=$2 rc=0
-	shift 2
-	"$@" 2>"$scratch/err" >/dev/null || rc=$?
-	[ "$rc" = "$want" ] || fail "$* exited $rc, expected $want: $(cat "$scratch/err")"
-	grep -Eq "$pattern" "$scratch/err" || fail "$*: stderr '$(cat "$scratch/err")' lacks '$pattern'"
-	[ "$(wc -l <"$scratch/err")" = 1 ] || fail "$*: more than one error line"
-}
 
 start_daemon
 tp --admin tenant add alice >/dev/null

@@ -10,8 +10,6 @@
 requires unshare nsenter mkfs.ext4 md5sum
 
 export THINPROXY_KEEPER_LOG=$TP_RESULTS/keeper.log
-step() { echo "== [${SECONDS}s] $*"; }
-tp() { "$TP_BUILD/thinproxy" --dir "$run_dir" "$@"; }
 mkfs() { mkfs.ext4 -q -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 "$@"; }
 
 # kill_nbdkit_during_copy DIR [CMD...]: copy $scratch/src into DIR/copy (with CMD before

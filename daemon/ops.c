@@ -413,6 +413,9 @@ static bool still_open(const struct volume *v)
 			return false;
 		if (waited >= CLOSE_GRACE_MS)
 			return true;
+		if (waited == 0)
+			log_debug("volume %s is open: waiting up to %d ms for it to close", v->name,
+			          CLOSE_GRACE_MS);
 		nanosleep(&(struct timespec){.tv_nsec = 20 * 1000 * 1000}, NULL);
 	}
 }

@@ -1,27 +1,17 @@
 #!/usr/bin/env bash
 # thinproxy attach, detach and ls --attached on the host: a host-side attach for a tenant
 # over netlink, an explicit device and a busy one, two connections, read-only devices
-# (asked for: nbdkit then holds the volume O_RDONLY; and a published image), the ioctl interface forced, a keeper that dies or
-# whose device is disconnected behind its back, and the errors, each with exit status 1
-# and one line naming the volume or device and the reason. (The usage battery of both
-# commands is in tests/unit/test-client-cli.c.)
+# (asked for: nbdkit then holds the volume O_RDONLY; and a published image), the ioctl
+# interface forced, a keeper that dies or whose device is disconnected behind its back,
+# rm of a volume whose client is just letting go (waited for, not busy), and the errors,
+# each with exit status 1 and one line naming the volume or device and the reason. (The
+# usage battery of both commands is in tests/unit/test-client-cli.c.)
 . "$(dirname "$0")/functions.sh"
-requires jq md5sum mkfs.ext4 nbd-client
+requires jq md5sum mkfs.ext4 nbd-client qemu-io
 
 export THINPROXY_KEEPER_LOG=$TP_RESULTS/keeper.log
-step() { echo "== [${SECONDS}s] $*"; }
-tp() { "$TP_BUILD/thinproxy" --dir "$run_dir" "$@"; }
 # As root on the host, for tenant alice.
 ta() { tp --admin --tenant alice "$@"; }
-# fails STATUS PATTERN CMD...: CMD exits STATUS, with one stderr line matching PATTERN.
-fails() {
-	local want=$1 pattern=$2 rc=0
-	shift 2
-	"$@" 2>"$scratch/err" >/dev/null || rc=$?
-	[ "$rc" = "$want" ] || fail "$* exited $rc, expected $want: $(cat "$scratch/err")"
-	grep -Eq "$pattern" "$scratch/err" || fail "$*: stderr '$(cat "$scratch/err")' lacks '$pattern'"
-	[ "$(wc -l <"$scratch/err")" = 1 ] || fail "$*: more than one error line"
-}
 # attached DEVICE JQ: jq JQ on DEVICE's entry in ls --attached --json.
 attached() { tp --json ls --attached | jq -r --arg d "$1" ".[] | select(.device == \$d) | $2"; }
 # nbdkit_device_modes: the access mode (0 read-only, 2 read-write) of every block device
@@ -144,6 +134,30 @@ keeper=$(attached "$dev" .keeper)
 nbd-client -d "$dev" >/dev/null 2>&1
 keeper_gone "$keeper" || fail "keeper $keeper outlived its device"
 [ ! -e "/run/thinproxy-client/${dev#/dev/}" ] || fail "the keeper left its record"
+
+step "rm as a client lets go waits for it (up to a second), and is not busy"
+ta create v3 --size 16M >/dev/null
+mkfifo "$scratch/hold"
+qemu-io -f raw "nbd+unix:///v3?socket=$run_dir/tenants/alice/nbd.sock" <"$scratch/hold" \
+	>/dev/null 2>&1 &
+exec 3>"$scratch/hold" # qemu-io holds v3 open until this closes
+nbdkit_pid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
+for ((i = 0; i < 200; i++)); do
+	for f in /proc/"$nbdkit_pid"/fd/*; do [ -b "$f" ] && break 2; done
+	sleep 0.05
+done
+fails 1 'rm v3: busy: .* open' ta rm v3
+# Let go once the daemon is waiting for the volume to close (its debug log says so).
+from=$(($(wc -l <"$daemon_log") + 1))
+ta rm v3 >/dev/null 2>"$scratch/err" 3>&- &
+rm_pid=$!
+for ((i = 0; i < 200; i++)); do
+	tail -n "+$from" "$daemon_log" | grep -q 'volume v3 is open: waiting' && break
+	sleep 0.02
+done
+exec 3>&-
+wait $rm_pid || fail "rm v3 as its client let go: $(cat "$scratch/err")"
+((i < 200)) || fail "the daemon did not wait for v3 to close"
 
 step "errors: one line, the volume or device, the reason"
 fails 1 'attach secret: no such volume: secret' ta attach secret

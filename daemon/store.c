@@ -12,8 +12,20 @@
 #include "store.h"
 #include "tp-cleanup.h"
 
+/* Every statement the store runs is a string literal: its prepared form is kept for the
+ * life of the connection, found again by the literal's address. A statement still in use
+ * further up the stack (stepped, not yet reset) is never handed out twice: the same SQL
+ * then gets a second prepared statement. Callers step a statement right after preparing
+ * it, before any other store call. */
+struct cached_stmt {
+	const char *sql;
+	sqlite3_stmt *stmt;
+};
+
 struct store {
 	sqlite3 *db;
+	struct cached_stmt *cache;
+	size_t n_cache;
 };
 
 static const char schema[] =
@@ -86,20 +98,36 @@ static int store_error(struct store *store, const char *what)
 	return -EIO;
 }
 
+/* Hand a statement back to the cache: reset, with no values bound. */
 static void cleanup_stmt(sqlite3_stmt **stmt)
 {
-	sqlite3_finalize(*stmt);
+	if (*stmt == NULL)
+		return;
+	sqlite3_reset(*stmt);
+	sqlite3_clear_bindings(*stmt);
 }
 #define CLEANUP_STMT __attribute__((cleanup(cleanup_stmt)))
 
 /* Prepare SQL and bind the int64 arguments that follow (N of them). */
 static int prepare(struct store *store, sqlite3_stmt **ret_stmt, const char *sql, int n, ...)
 {
-	sqlite3_stmt *stmt;
+	sqlite3_stmt *stmt = NULL;
+	struct cached_stmt *grown;
 	va_list ap;
 
-	if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK)
-		return store_error(store, sql);
+	for (size_t i = 0; i < store->n_cache && stmt == NULL; i++)
+		if (store->cache[i].sql == sql && !sqlite3_stmt_busy(store->cache[i].stmt))
+			stmt = store->cache[i].stmt;
+	if (stmt == NULL) {
+		grown = reallocarray(store->cache, store->n_cache + 1, sizeof *grown);
+		if (grown == NULL)
+			return -ENOMEM;
+		store->cache = grown;
+		if (sqlite3_prepare_v3(store->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt,
+		                       NULL) != SQLITE_OK)
+			return store_error(store, sql);
+		store->cache[store->n_cache++] = (struct cached_stmt){sql, stmt};
+	}
 	va_start(ap, n);
 	for (int i = 1; i <= n; i++)
 		sqlite3_bind_int64(stmt, i, va_arg(ap, int64_t));
@@ -134,9 +162,13 @@ int store_open(const char *path, struct store **ret_store)
 	}
 	sqlite3_busy_timeout(store->db, 5000);
 	/* WAL with synchronous=FULL: a committed change survives a crash of the daemon and
-	 * of the machine, which the reconciliation against the pool relies on. */
-	if (sqlite3_exec(store->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;", NULL,
-	                 NULL, &err) != SQLITE_OK ||
+	 * of the machine, which the reconciliation against the pool relies on. The daemon is
+	 * the store's only user: locked exclusively from the first access to the close, the
+	 * store takes no file lock per transaction and keeps the WAL index in memory. */
+	if (sqlite3_exec(store->db,
+	                 "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL;"
+	                 " PRAGMA synchronous = FULL;",
+	                 NULL, NULL, &err) != SQLITE_OK ||
 	    sqlite3_exec(store->db, schema, NULL, NULL, &err) != SQLITE_OK) {
 		log_error("store: cannot initialise %s: %s", path, err ? err : "unknown error");
 		sqlite3_free(err);
@@ -151,15 +183,19 @@ void store_close(struct store *store)
 {
 	if (store == NULL)
 		return;
+	for (size_t i = 0; i < store->n_cache; i++)
+		sqlite3_finalize(store->cache[i].stmt);
+	free(store->cache);
 	sqlite3_close(store->db);
 	free(store);
 }
 
 static int exec_sql(struct store *store, const char *sql)
 {
-	if (sqlite3_exec(store->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-		return store_error(store, sql);
-	return 0;
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, sql, 0);
+
+	return r < 0 ? r : exec_stmt(store, stmt, sql);
 }
 
 int store_begin(struct store *store)
@@ -175,7 +211,7 @@ int store_commit(struct store *store)
 void store_rollback(struct store *store)
 {
 	if (!sqlite3_get_autocommit(store->db))
-		sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
+		exec_sql(store, "ROLLBACK");
 }
 
 /* Read one int64 from a query returning one row. */

@@ -676,47 +676,49 @@ int ops_principal_for_nbd_uid(uid_t uid, struct principal *ret_principal)
 	return 0;
 }
 
-/* Append the views of VOLS to *VIEWS. */
-static int append_views(const struct principal *p, const struct volume *vols, size_t n,
-                        struct volume_view **views, size_t *nviews)
-{
-	struct volume_view *nv;
-	size_t i;
+/* A listing in progress: each settled volume becomes a view and goes to FN. */
+struct listing {
+	const struct principal *p;
+	ops_volume_fn fn;
+	void *opaque;
+	int fn_error; /* FN's own error, not the store's */
+};
 
-	nv = realloc(*views, (*nviews + n + 1) * sizeof *nv);
-	if (nv == NULL)
-		return -ENOMEM;
-	*views = nv;
-	for (i = 0; i < n; i++) {
-		if (vols[i].pending)
-			continue;
-		make_view(p, &vols[i], &nv[(*nviews)++]);
-	}
-	return 0;
+static int list_one(const struct volume *v, void *opaque)
+{
+	struct listing *l = opaque;
+	struct volume_view view;
+
+	if (v->pending)
+		return 0;
+	make_view(l->p, v, &view);
+	return l->fn_error = l->fn(&view, l->opaque);
 }
 
-int ops_volume_list(const struct principal *p, struct volume_view **ret_views, size_t *ret_n)
+int ops_volume_list(const struct principal *p, ops_volume_fn fn, void *opaque)
 {
-	CLEANUP_FREE struct volume *own = NULL, *images = NULL, *granted = NULL;
+	CLEANUP_FREE struct volume *images = NULL, *granted = NULL;
 	CLEANUP_FREE struct grant *grants = NULL;
-	CLEANUP_FREE struct volume_view *views = NULL;
-	size_t n_own = 0, n_images = 0, n_granted = 0, n = 0;
+	struct listing l = {.p = p, .fn = fn, .opaque = opaque};
+	size_t n_images = 0, n_granted = 0, i;
 	int r;
 
 	LOCKED;
-	r = store_volume_list(ops.store, p->tenant_id, &own, &n_own);
+	/* Own volumes, the many, stream from the store; the images and grants a tenant sees
+	 * are few and are read whole. */
+	r = store_volume_each(ops.store, p->tenant_id, list_one, &l);
 	if (r == 0 && p->tenant_id)
 		r = store_images_visible(ops.store, p->tenant_id, &images, &n_images);
 	if (r == 0 && p->tenant_id)
 		r = store_granted_to(ops.store, p->tenant_id, &granted, &grants, &n_granted);
+	for (i = 0; r == 0 && i < n_images; i++)
+		r = list_one(&images[i], &l);
+	for (i = 0; r == 0 && i < n_granted; i++)
+		r = list_one(&granted[i], &l);
+	if (r < 0 && r == l.fn_error)
+		return r;
 	if (r < 0)
 		return internal(r, "list volumes");
-	if ((r = append_views(p, own, n_own, &views, &n)) < 0 ||
-	    (r = append_views(p, images, n_images, &views, &n)) < 0 ||
-	    (r = append_views(p, granted, n_granted, &views, &n)) < 0)
-		return internal(r, "list volumes");
-	*ret_views = TAKE_PTR(views);
-	*ret_n = n;
 	return 0;
 }
 
@@ -908,28 +910,46 @@ int ops_open_export(const struct principal *p, const char *ref, bool want_write,
 	return fd;
 }
 
+struct export_list {
+	struct export_info *ex;
+	size_t n, cap;
+};
+
+static int add_export(const struct volume_view *v, void *opaque)
+{
+	struct export_list *l = opaque;
+	struct export_info *e;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 16;
+
+		e = reallocarray(l->ex, cap, sizeof *e);
+		if (e == NULL)
+			return -ENOMEM;
+		l->ex = e;
+		l->cap = cap;
+	}
+	e = &l->ex[l->n++];
+	memset(e, 0, sizeof *e);
+	snprintf(e->name, sizeof e->name, "%s", v->name);
+	e->size = v->size;
+	e->writable = v->writable;
+	e->state = v->state;
+	return 0;
+}
+
 int ops_list_exports(const struct principal *p, struct export_info **ret_exports, size_t *ret_n)
 {
-	CLEANUP_FREE struct volume_view *views = NULL;
-	CLEANUP_FREE struct export_info *ex = NULL;
-	size_t n, i;
-	int r;
+	struct export_list l = {0};
+	int r = ops_volume_list(p, add_export, &l);
 
-	r = ops_volume_list(p, &views, &n);
-	if (r < 0)
+	if (r < 0) {
+		free(l.ex);
 		return r;
-	ex = calloc(n ? n : 1, sizeof *ex);
-	if (ex == NULL)
-		return -ENOMEM;
-	for (i = 0; i < n; i++) {
-		snprintf(ex[i].name, sizeof ex[i].name, "%s", views[i].name);
-		ex[i].size = views[i].size;
-		ex[i].writable = views[i].writable;
-		ex[i].state = views[i].state;
 	}
-	*ret_exports = TAKE_PTR(ex);
-	*ret_n = n;
-	return 0;
+	*ret_exports = l.ex ? l.ex : calloc(1, sizeof *l.ex);
+	*ret_n = l.n;
+	return *ret_exports ? 0 : -ENOMEM;
 }
 
 /* Admin: tenants */

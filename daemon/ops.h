@@ -125,7 +125,12 @@ void ops_monitor(void);
 /* The principal for tenant NAME as the admin acts on it. */
 int ops_principal_for_tenant(const char *name, struct principal *ret_principal);
 
-int ops_volume_list(const struct principal *p, struct volume_view **ret_views, size_t *ret_n);
+/* Everything P sees: its own volumes by name, then the images published to it, then the
+ * volumes granted to it, one view at a time to FN. Nothing is gathered first, so a listing
+ * of 10000 volumes holds one view. A negative return from FN stops the listing and is
+ * returned. FN runs under the daemon lock and must not call ops_*. */
+typedef int (*ops_volume_fn)(const struct volume_view *v, void *opaque);
+int ops_volume_list(const struct principal *p, ops_volume_fn fn, void *opaque);
 int ops_volume_info(const struct principal *p, const char *name, struct volume_view *ret_view);
 int ops_volume_create(const struct principal *p, const char *name, uint64_t size,
                       struct volume_view *ret_view);

@@ -589,18 +589,34 @@ int store_volume_remove(struct store *store, int64_t id)
 	return sqlite3_changes(store->db) ? 0 : -ENOENT;
 }
 
+static const char volumes_of_tenant[] = "SELECT " VOLUME_COLUMNS " FROM volumes v"
+                                        " WHERE ifnull(v.tenant_id, 0) = ?1 ORDER BY v.name";
+
 int store_volume_list(struct store *store, int64_t tenant_id, struct volume **ret_volumes,
                       size_t *ret_n)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
-	int r = prepare(store, &stmt,
-	                "SELECT " VOLUME_COLUMNS " FROM volumes v"
-	                " WHERE ifnull(v.tenant_id, 0) = ?1 ORDER BY v.name",
-	                1, tenant_id);
+	int r = prepare(store, &stmt, volumes_of_tenant, 1, tenant_id);
 
 	return r < 0 ? r
 	             : collect(store, stmt, sizeof(struct volume), read_volume,
 	                       (void **)ret_volumes, ret_n);
+}
+
+int store_volume_each(struct store *store, int64_t tenant_id, store_volume_fn fn, void *opaque)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	struct volume v;
+	int rc, r = prepare(store, &stmt, volumes_of_tenant, 1, tenant_id);
+
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		read_volume(stmt, &v);
+		if ((r = fn(&v, opaque)) < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : store_error(store, "list volumes");
 }
 
 int store_volume_list_pending(struct store *store, struct volume **ret_volumes, size_t *ret_n)

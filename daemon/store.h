@@ -74,6 +74,10 @@ int store_volume_remove(struct store *store, int64_t id);
 /* Volumes of TENANT_ID (0: images), ordered by name. */
 int store_volume_list(struct store *store, int64_t tenant_id, struct volume **ret_volumes,
                       size_t *ret_n);
+/* The same, one row at a time to FN, with nothing held but the row: a negative return
+ * from FN stops the listing and is returned. FN may use the store. */
+typedef int (*store_volume_fn)(const struct volume *v, void *opaque);
+int store_volume_each(struct store *store, int64_t tenant_id, store_volume_fn fn, void *opaque);
 /* Every volume in state creating or deleting. */
 int store_volume_list_pending(struct store *store, struct volume **ret_volumes, size_t *ret_n);
 int store_volume_count_children(struct store *store, int64_t id, uint64_t *ret_n);

@@ -181,20 +181,19 @@ int ops_principal_for_tenant(const char *name, struct principal *ret_principal)
 	return 0;
 }
 
-int ops_volume_list(const struct principal *p, struct volume_view **ret_views, size_t *ret_n)
+int ops_volume_list(const struct principal *p, ops_volume_fn fn, void *opaque)
 {
-	struct volume_view *views = calloc(4, sizeof *views);
-	size_t n = 0;
+	struct volume_view view;
+	int r;
 
 	check_principal(p);
-	if (views == NULL)
-		return -ENOMEM;
 	for (size_t i = 0; i < sizeof volumes / sizeof volumes[0]; i++)
 		if (volumes[i].tenant_id == p->tenant_id ||
-		    (p->tenant_id != 0 && volumes[i].tenant_id == 0))
-			make_view(p, (int)i, &views[n++]);
-	*ret_views = views;
-	*ret_n = n;
+		    (p->tenant_id != 0 && volumes[i].tenant_id == 0)) {
+			make_view(p, (int)i, &view);
+			if ((r = fn(&view, opaque)) < 0)
+				return r;
+		}
 	return 0;
 }
 

@@ -25,7 +25,7 @@ struct http {
 /* An answer's body as it arrives. */
 struct buffer {
 	char *data;
-	size_t len;
+	size_t len, cap; /* cap: bytes DATA has room for */
 	bool too_large;
 };
 
@@ -98,13 +98,20 @@ static size_t collect(char *data, size_t size, size_t nmemb, void *opaque)
 		b->too_large = true;
 		return 0;
 	}
-	p = realloc(b->data, b->len + n + 1);
-	if (p == NULL)
-		return 0;
-	memcpy(p + b->len, data, n);
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? 2 * b->cap : 16384;
+
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		p = realloc(b->data, cap);
+		if (p == NULL)
+			return 0;
+		b->data = p;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, data, n);
 	b->len += n;
-	p[b->len] = '\0';
-	b->data = p;
+	b->data[b->len] = '\0';
 	return n;
 }
 
@@ -143,7 +150,7 @@ static int request(struct http *h, const char *what, const char *method, const c
                    const char *body, long *ret_status, struct buffer *ret_body)
 {
 	CLEANUP_SLIST struct curl_slist *headers = NULL;
-	struct buffer b = {NULL, 0, false};
+	struct buffer b = {0};
 	CLEANUP_FREE char *data = NULL;
 	char errbuf[CURL_ERROR_SIZE] = "";
 	char url[URL_MAX];
@@ -306,7 +313,7 @@ static int answer_error(const char *what, long status, const struct buffer *b)
 int http_json(struct http *h, const char *what, const char *method, const char *path,
               struct json_object *body, struct json_object **ret_answer)
 {
-	struct buffer b = {NULL, 0, false};
+	struct buffer b = {0};
 	CLEANUP_FREE char *data = NULL;
 	const char *text = NULL;
 	struct json_object *answer = NULL;
@@ -337,9 +344,115 @@ int http_json(struct http *h, const char *what, const char *method, const char *
 	return 0;
 }
 
+static const char *skip_space(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+		p++;
+	return p;
+}
+
+/* Whether *P (before END), after any white space, is C; steps past it if so. */
+static bool next_is(const char **p, const char *end, char c)
+{
+	*p = skip_space(*p, end);
+	if (*p == end || **p != c)
+		return false;
+	(*p)++;
+	return true;
+}
+
+/* Parse TEXT (LEN bytes), which must be the object {"KEY": [V, ...]} with the key
+ * written plainly (as the daemon writes its lists), handing each V to FN as soon as it is
+ * parsed and dropping it after; *RET_N counts them. -EBADMSG if TEXT is anything else; a
+ * negative return from FN stops and is returned. */
+static int parse_list(const char *text, size_t len, const char *key, http_each_fn fn, void *opaque,
+                      size_t *ret_n)
+{
+	const char *p = text, *end = text + len;
+	size_t key_len = strlen(key);
+	struct json_tokener *tok;
+	int r = 0;
+
+	if (len > INT32_MAX || !next_is(&p, end, '{') || !next_is(&p, end, '"') ||
+	    (size_t)(end - p) < key_len + 1 || memcmp(p, key, key_len) != 0 || p[key_len] != '"')
+		return -EBADMSG;
+	p += key_len + 1;
+	if (!next_is(&p, end, ':') || !next_is(&p, end, '['))
+		return -EBADMSG;
+	if (next_is(&p, end, ']'))
+		return next_is(&p, end, '}') && skip_space(p, end) == end ? 0 : -EBADMSG;
+	tok = json_tokener_new();
+	if (tok == NULL)
+		return -ENOMEM;
+	for (;;) {
+		struct json_object *v;
+
+		json_tokener_reset(tok);
+		v = json_tokener_parse_ex(tok, p, (int)(end - p));
+		if (v == NULL || json_tokener_get_error(tok) != json_tokener_success) {
+			json_object_put(v);
+			r = -EBADMSG;
+			break;
+		}
+		p += json_tokener_get_parse_end(tok);
+		r = fn(v, opaque);
+		json_object_put(v);
+		(*ret_n)++;
+		if (r < 0)
+			break;
+		if (next_is(&p, end, ','))
+			continue;
+		r = next_is(&p, end, ']') && next_is(&p, end, '}') && skip_space(p, end) == end
+		        ? 0
+		        : -EBADMSG;
+		break;
+	}
+	json_tokener_free(tok);
+	return r;
+}
+
+int http_json_each(struct http *h, const char *what, const char *path, const char *key,
+                   http_each_fn fn, void *opaque)
+{
+	struct buffer b = {0};
+	CLEANUP_FREE char *data = NULL;
+	CLEANUP_JSON struct json_object *answer = NULL;
+	struct json_object *list;
+	size_t n = 0;
+	long status = 0;
+	int r;
+
+	r = request(h, what, "GET", path, NULL, &status, &b);
+	data = b.data;
+	if (r < 0)
+		return r;
+	if (status < 200 || status > 299)
+		return answer_error(what, status, &b);
+	r = parse_list(b.data ? b.data : "", b.len, key, fn, opaque, &n);
+	if (r == -EBADMSG) {
+		/* Not the daemon's plain shape. Well-formed JSON with the list among other
+		 * members is still read, whole, unless elements already went to FN: then the
+		 * list was first and something follows it. */
+		if (parse_json(b.data ? b.data : "", b.len, &answer) < 0)
+			return error_line(r, what, "malformed JSON in the daemon's answer");
+		if (!json_object_object_get_ex(answer, key, &list) ||
+		    !json_object_is_type(list, json_type_array))
+			return error_line(r, what, "the daemon's answer has no \"%s\" list", key);
+		if (n > 0)
+			return error_line(r, what,
+			                  "the daemon's answer has more than its \"%s\" list", key);
+		r = 0;
+		for (size_t i = 0; r == 0 && i < json_object_array_length(list); i++)
+			r = fn(json_object_array_get_idx(list, i), opaque);
+	}
+	if (r < 0)
+		return error_line(r, what, "%s", strerror(-r));
+	return 0;
+}
+
 int http_text(struct http *h, const char *what, const char *path, char **ret_text)
 {
-	struct buffer b = {NULL, 0, false};
+	struct buffer b = {0};
 	CLEANUP_FREE char *data = NULL;
 	long status = 0;
 	int r;

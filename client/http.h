@@ -29,6 +29,15 @@ void http_close(struct http *h);
 int http_json(struct http *h, const char *what, const char *method, const char *path,
               struct json_object *body, struct json_object **ret_answer);
 
+/* GET PATH, whose answer is a list {"KEY": [...]}, and hand its elements to FN one at a
+ * time as they are parsed, each dropped once FN returns: a listing of 10000 volumes is
+ * never held as 10000 objects at once. A negative return from FN stops and is returned
+ * (with a line on stderr); an answer of any other shape prints "WHAT: ..." and returns
+ * -EBADMSG. */
+typedef int (*http_each_fn)(struct json_object *element, void *opaque);
+int http_json_each(struct http *h, const char *what, const char *path, const char *key,
+                   http_each_fn fn, void *opaque);
+
 /* GET PATH and hand the answer's body, NUL-terminated, to the caller in *RET_TEXT. */
 int http_text(struct http *h, const char *what, const char *path, char **ret_text);
 

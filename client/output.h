@@ -55,6 +55,21 @@ int print_tenants(FILE *f, struct json_object *list, bool quiet);
 int print_images(FILE *f, struct json_object *list, bool quiet);
 int print_grants(FILE *f, struct json_object *list);
 
+/* The same, one object at a time, for a listing parsed as it is read (http_json_each):
+ * rows_add takes each object (and is that function's callback), rows_print prints them
+ * all, rows_free frees what is held. Nothing is printed before rows_print. */
+struct rows {
+	FILE *f;
+	const char *const *keys;
+	size_t n;
+	struct table *t;
+};
+int volume_rows_begin(struct rows *rows, FILE *f, bool quiet);
+int rows_add(struct json_object *o, void *rows);
+int rows_print(struct rows *rows);
+void rows_free(struct rows *rows);
+#define CLEANUP_ROWS __attribute__((cleanup(rows_free)))
+
 /* One object, every field on its own "key: value" line. */
 int print_volume_details(FILE *f, struct json_object *volume);
 int print_tenant_details(FILE *f, struct json_object *tenant);

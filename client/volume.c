@@ -209,7 +209,7 @@ int cmd_info(struct ctx *c, const struct args *a)
 int cmd_ls(struct ctx *c, const struct args *a)
 {
 	CLEANUP_JSON struct json_object *answer = NULL;
-	struct json_object *list;
+	CLEANUP_ROWS struct rows rows = {0};
 	char path[PATH_LEN];
 	int r;
 
@@ -218,15 +218,17 @@ int cmd_ls(struct ctx *c, const struct args *a)
 	r = api_path(c, "volumes", NULL, NULL, path, sizeof path);
 	if (r < 0)
 		return error_line(r, "ls", "request path too long");
-	r = http_json(c->http, "ls", "GET", path, NULL, &answer);
+	if (c->json) {
+		r = http_json(c->http, "ls", "GET", path, NULL, &answer);
+		return r < 0 ? r : print_json(stdout, answer);
+	}
+	/* Row by row as the answer is parsed: at 10000 volumes, parsing the whole answer
+	 * into objects first was most of the client's time. */
+	r = volume_rows_begin(&rows, stdout, a->quiet);
 	if (r < 0)
-		return r;
-	if (c->json)
-		return print_json(stdout, answer);
-	r = answer_list("ls", answer, "volumes", &list);
-	if (r < 0)
-		return r;
-	return print_volumes(stdout, list, a->quiet);
+		return error_line(r, "ls", "%s", strerror(-r));
+	r = http_json_each(c->http, "ls", path, "volumes", rows_add, &rows);
+	return r < 0 ? r : rows_print(&rows);
 }
 
 int cmd_usage(struct ctx *c, const struct args *a)

@@ -801,6 +801,66 @@ START_TEST(lists_volumes_as_a_table_or_as_the_daemons_json)
 }
 END_TEST
 
+/* ls parses the list element by element; any spacing, and a list among other members,
+ * read the same, and -q prints the names alone. */
+START_TEST(lists_volumes_one_by_one_whatever_the_spacing)
+{
+	static const char spaced[] = " {\n \"volumes\" :\t[ {\"name\": \"a\", \"size\": 65536},\n"
+	                             "{\"name\":\"b\",\"size\":131072} ,{\"name\":\"c\"} ]\r\n}\n";
+	static const char among[] =
+	    "{\"count\": 3, \"volumes\": [{\"name\": \"a\", \"size\": 65536},"
+	    " {\"name\": \"b\", \"size\": 131072}, {\"name\": \"c\"}]}";
+	static const char table[] = "NAME  SIZE  USED  STATE  PARENT\n"
+	                            "a      64K     -  -      -\n"
+	                            "b     128K     -  -      -\n"
+	                            "c        -     -  -      -\n";
+	const char *bodies[] = {spaced, among};
+
+	for (size_t i = 0; i < ARRAY_SIZE(bodies); i++) {
+		pid_t pid = serve_once("control.sock", 200, "application/json", bodies[i]);
+		CLEANUP_RESULT struct result r = RUN("ls");
+		CLEANUP_RESULT struct result q = {0};
+
+		free(served_request(pid));
+		ck_assert_msg(r.status == 0, "body %zu: exit %d: %s", i, r.status, r.err);
+		ck_assert_str_eq(r.out, table);
+		pid = serve_once("control.sock", 200, "application/json", bodies[i]);
+		q = RUN("ls", "-q");
+		free(served_request(pid));
+		ck_assert_int_eq(q.status, 0);
+		ck_assert_str_eq(q.out, "a\nb\nc\n");
+	}
+}
+END_TEST
+
+/* An answer that breaks after some elements were read prints nothing of them; one
+ * without the list says so. (A list among other members is read when it comes last: see
+ * above. When it comes first, its elements are gone by the time the rest shows.) */
+START_TEST(prints_nothing_of_a_list_that_breaks_midway)
+{
+	static const struct {
+		const char *body, *error;
+	} cases[] = {
+	    {"{\"volumes\": [{\"name\": \"a\"}, {\"name\": \"b\"}, }", "malformed JSON"},
+	    {"{\"volumes\": [{\"name\": \"a\"} {\"name\": \"b\"}]}", "malformed JSON"},
+	    {"{\"volumes\": [{\"name\": \"a\"}]} []", "malformed JSON"},
+	    {"{\"volumes\": [{\"name\": \"a\"}], \"more\": 1}", "more than its \"volumes\" list"},
+	    {"{\"volumes\": {\"name\": \"a\"}}", "no \"volumes\" list"},
+	    {"{\"volume\": []}", "no \"volumes\" list"},
+	    {"[]", "no \"volumes\" list"},
+	    {"", "malformed JSON"},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		pid_t pid = serve_once("control.sock", 200, "application/json", cases[i].body);
+		CLEANUP_RESULT struct result r = RUN("ls");
+
+		free(served_request(pid));
+		assert_fails(&r, 1, cases[i].error);
+	}
+}
+END_TEST
+
 START_TEST(reports_an_error_status_without_an_error_object)
 {
 	pid_t pid = serve_once("control.sock", 502, "text/plain", "bad gateway");
@@ -995,6 +1055,8 @@ int main(void)
 	tcase_add_test(requests, lists_volumes_as_a_table_or_as_the_daemons_json);
 	tcase_add_test(requests, reports_an_error_status_without_an_error_object);
 	tcase_add_test(requests, refuses_malformed_json_in_a_success_answer);
+	tcase_add_test(requests, lists_volumes_one_by_one_whatever_the_spacing);
+	tcase_add_test(requests, prints_nothing_of_a_list_that_breaks_midway);
 	tcase_add_test(requests, adds_a_tenant_with_its_owner_and_quotas);
 	tcase_add_test(requests, sets_a_cleared_quota_to_null_with_patch);
 	tcase_add_test(requests, removes_a_tenant_by_force_with_a_query);

@@ -5,7 +5,9 @@
  *      pool transaction id T it starts from (one committed SQLite transaction);
  *   2. send the pool message (create_thin, create_snap or delete);
  *   3. set_transaction_id T -> T+1 and read it back;
- *   4. one SQLite transaction marks the row ready (or removes it) and records T+1.
+ *   4. one SQLite transaction marks the row ready (or removes it) and records T+1; it
+ *      is not synced to disk (store_begin_unsynced): if the machine loses it, step 4 is
+ *      what the start below replays, and the next change's step 1 syncs it anyway.
  *
  * On start, with S the store's transaction id and P the pool's: P == S means step 3
  * never happened, so pending creates are rolled back and pending removes rolled
@@ -283,7 +285,7 @@ static int finish_change(struct volume *v, uint64_t tid, const char *op, bool re
 	fault_point(remove                      ? "after-remove-tid"
 	            : strcmp(op, "create") == 0 ? "after-create-tid"
 	                                        : "after-snapshot-tid");
-	r = store_begin(ops.store);
+	r = store_begin_unsynced(ops.store);
 	if (r == 0) {
 		if (remove) {
 			r = store_volume_remove(ops.store, v->id);

@@ -26,6 +26,7 @@ struct store {
 	sqlite3 *db;
 	struct cached_stmt *cache;
 	size_t n_cache;
+	bool unsynced; /* in a store_begin_unsynced transaction */
 };
 
 static const char schema[] =
@@ -198,20 +199,51 @@ static int exec_sql(struct store *store, const char *sql)
 	return r < 0 ? r : exec_stmt(store, stmt, sql);
 }
 
+/* Back to synchronous=FULL after a store_begin_unsynced transaction. */
+static int store_synced_again(struct store *store)
+{
+	int r = 0;
+
+	if (store->unsynced && (r = exec_sql(store, "PRAGMA synchronous = FULL")) == 0)
+		store->unsynced = false;
+	return r;
+}
+
 int store_begin(struct store *store)
 {
-	return exec_sql(store, "BEGIN IMMEDIATE");
+	int r = store_synced_again(store);
+
+	return r < 0 ? r : exec_sql(store, "BEGIN IMMEDIATE");
+}
+
+/* In WAL mode synchronous=NORMAL syncs the log only at a checkpoint; the next commit at
+ * FULL syncs it, this transaction's frames included. */
+int store_begin_unsynced(struct store *store)
+{
+	int r = exec_sql(store, "PRAGMA synchronous = NORMAL");
+
+	if (r < 0)
+		return r;
+	store->unsynced = true;
+	r = exec_sql(store, "BEGIN IMMEDIATE");
+	if (r < 0)
+		store_synced_again(store);
+	return r;
 }
 
 int store_commit(struct store *store)
 {
-	return exec_sql(store, "COMMIT");
+	int r = exec_sql(store, "COMMIT");
+
+	store_synced_again(store);
+	return r;
 }
 
 void store_rollback(struct store *store)
 {
 	if (!sqlite3_get_autocommit(store->db))
 		exec_sql(store, "ROLLBACK");
+	store_synced_again(store);
 }
 
 /* Read one int64 from a query returning one row. */

@@ -1,5 +1,6 @@
 /* Unit tests for daemon/store.c on a real SQLite database in a temporary directory. */
 #include <check.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -164,6 +165,96 @@ START_TEST(rolls_back_an_uncommitted_transaction)
 }
 END_TEST
 
+/* An unsynced commit is a commit (kept across a reopen), and a rollback or an ordinary
+ * transaction after one works as before. */
+START_TEST(keeps_an_unsynced_commit_like_any_other)
+{
+	int64_t a = add_tenant("alice", 2000);
+	struct volume got;
+	char path[128];
+
+	ck_assert_int_eq(store_begin_unsynced(st), 0);
+	add_volume(a, "lazy", 1, 0);
+	ck_assert_int_eq(store_commit(st), 0);
+	ck_assert_int_eq(store_begin_unsynced(st), 0);
+	add_volume(a, "dropped", 2, 0);
+	store_rollback(st);
+	ck_assert_int_eq(store_begin(st), 0);
+	add_volume(a, "synced", 3, 0);
+	ck_assert_int_eq(store_commit(st), 0);
+
+	store_close(st);
+	snprintf(path, sizeof path, "%s/db", dir);
+	ck_assert_int_eq(store_open(path, &st), 0);
+	ck_assert_int_eq(store_volume_get(st, a, "lazy", &got), 0);
+	ck_assert_int_eq(store_volume_get(st, a, "dropped", &got), -ENOENT);
+	ck_assert_int_eq(store_volume_get(st, a, "synced", &got), 0);
+}
+END_TEST
+
+/* store_volume_each's callback may use the store, the listing's own query included
+ * (kept statements are never handed out while in use). */
+struct nested {
+	int64_t other;
+	size_t rows, inner_rows;
+	char names[4][TP_NAME_MAX + 1];
+};
+
+static int count_row(const struct volume *v, void *opaque)
+{
+	struct nested *n = opaque;
+
+	(void)v;
+	n->inner_rows++;
+	return 0;
+}
+
+static int visit_row(const struct volume *v, void *opaque)
+{
+	struct nested *n = opaque;
+	struct volume again;
+
+	ck_assert_uint_lt(n->rows, 4);
+	snprintf(n->names[n->rows++], sizeof n->names[0], "%s", v->name);
+	ck_assert_int_eq(store_volume_get_by_id(st, v->id, &again), 0);
+	ck_assert_str_eq(again.name, v->name);
+	return store_volume_each(st, n->other, count_row, n);
+}
+
+static int stop_at_second(const struct volume *v, void *opaque)
+{
+	size_t *seen = opaque;
+
+	(void)v;
+	return ++*seen == 2 ? -ECANCELED : 0;
+}
+
+START_TEST(lists_row_by_row_while_the_callback_uses_the_store)
+{
+	int64_t a = add_tenant("alice", 2000), b = add_tenant("bob", 2001);
+	struct nested n = {.other = b};
+	size_t seen = 0;
+
+	add_volume(a, "c", 1, 0);
+	add_volume(a, "a", 2, 0);
+	add_volume(a, "b", 3, 0);
+	add_volume(b, "x", 4, 0);
+	add_volume(b, "y", 5, 0);
+	ck_assert_int_eq(store_volume_each(st, a, visit_row, &n), 0);
+	ck_assert_uint_eq(n.rows, 3);
+	ck_assert_str_eq(n.names[0], "a");
+	ck_assert_str_eq(n.names[1], "b");
+	ck_assert_str_eq(n.names[2], "c");
+	ck_assert_uint_eq(n.inner_rows, 6);
+	ck_assert_int_eq(store_volume_each(st, a, stop_at_second, &seen), -ECANCELED);
+	ck_assert_uint_eq(seen, 2);
+	/* The statement the stopped listing used is free again. */
+	n = (struct nested){.other = b};
+	ck_assert_int_eq(store_volume_each(st, a, visit_row, &n), 0);
+	ck_assert_uint_eq(n.rows, 3);
+}
+END_TEST
+
 START_TEST(counts_usage_and_children)
 {
 	int64_t a = add_tenant("alice", 2000);
@@ -282,6 +373,8 @@ int main(void)
 	tcase_add_test(tc, allocates_the_lowest_free_nbd_uid);
 	tcase_add_test(tc, lists_pending_volumes_with_their_transaction_id);
 	tcase_add_test(tc, rolls_back_an_uncommitted_transaction);
+	tcase_add_test(tc, keeps_an_unsynced_commit_like_any_other);
+	tcase_add_test(tc, lists_row_by_row_while_the_callback_uses_the_store);
 	tcase_add_test(tc, counts_usage_and_children);
 	tcase_add_test(tc, keeps_usage_totals_through_every_change);
 	tcase_add_test(tc, shows_images_only_where_published);

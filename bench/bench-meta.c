@@ -8,7 +8,8 @@
  *   dmsetup  the same sequence as dmsetup commands, one process each (every 4th round)
  *   open     an NBD connection to a new volume through the tenant's nbdkit (broker round
  *            trip plus activation), again once active, and bare pool_activate_thin +
- *            pool_open_thin
+ *            pool_open_thin; with BENCH_HANDSHAKE_SOCK set, also the same connection to
+ *            the nbdkit listening there (the null plugin: the NBD handshake alone)
  * Prints one line per sample: LEVEL KIND OP MICROSECONDS (tab-separated); progress and
  * fill rates go to stderr. With STATE_DIR "-", only the API is timed (no pool of its
  * own, no open). A benchmark, not a test: it asserts nothing about times.
@@ -37,7 +38,7 @@
 
 extern char **environ;
 
-static const char *admin_sock, *tenant, *nbd_sock;
+static const char *admin_sock, *tenant, *nbd_sock, *handshake_sock;
 static CURL *curl;
 static struct pool *pool;
 static uint64_t tid;         /* our pool's transaction id */
@@ -344,6 +345,9 @@ static void measure(unsigned level, unsigned samples)
 		api_create("bench-open");
 		sample(level, "api", "open", time_connect(nbd_sock, "bench-open"));
 		sample(level, "api", "open-active", time_connect(nbd_sock, "bench-open"));
+		if (handshake_sock != NULL)
+			sample(level, "handshake", "open",
+			       time_connect(handshake_sock, "bench-open"));
 		api_remove("bench-open");
 		bare_create(a);
 		t = now_us();
@@ -376,6 +380,7 @@ int main(int argc, char **argv)
 	cfg.state_dir = argv[4];
 	levels = argv[5];
 	samples = (unsigned)strtoul(argv[6], NULL, 10);
+	handshake_sock = getenv("BENCH_HANDSHAKE_SOCK");
 	log_init("bench-meta", false, LOG_WARNING);
 
 	/* STATE_DIR "-": no pool of our own, the API alone (bench/host-meta.sh). */

@@ -36,9 +36,14 @@ nbdkit_pid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
 printf 'nbdkit (idle tenant)\tfresh, before any connection\t%s\n' "$(rss "$nbdkit_pid")" \
 	>"$TP_RESULTS/mem.tsv"
 
+# The NBD handshake alone, for the open measurement: the same nbdkit, the null plugin.
+nbdkit -f --unix "$scratch/handshake.sock" null size=1G &
+cleanup "kill $!"
+wait_for_socket "$scratch/handshake.sock"
+
 step "bench-meta at $levels volumes, $samples samples each"
 start=$SECONDS
-"$prog" "$run_dir/admin.sock" alice "$run_dir/tenants/alice/nbd.sock" "$scratch/pool" \
+BENCH_HANDSHAKE_SOCK=$scratch/handshake.sock "$prog" "$run_dir/admin.sock" alice "$run_dir/tenants/alice/nbd.sock" "$scratch/pool" \
 	"$levels" "$samples" >"$TP_RESULTS/meta.tsv" 2>"$TP_RESULTS/bench-meta.log" ||
 	{ cat "$TP_RESULTS/bench-meta.log"; fail "bench-meta failed"; }
 cat "$TP_RESULTS/bench-meta.log"

@@ -26,7 +26,6 @@ struct store {
 	sqlite3 *db;
 	struct cached_stmt *cache;
 	size_t n_cache;
-	bool unsynced; /* in a store_begin_unsynced transaction */
 };
 
 static const char schema[] =
@@ -137,11 +136,32 @@ static int prepare(struct store *store, sqlite3_stmt **ret_stmt, const char *sql
 	return 0;
 }
 
-/* Run a statement that returns no rows. */
+/* Make the write-ahead log durable: what synchronous=FULL does at every commit, done
+ * here only for the commits that need it (see store_open). */
+static int sync_log(struct store *store)
+{
+	sqlite3_file *log = NULL;
+
+	if (sqlite3_file_control(store->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &log) !=
+	    SQLITE_OK)
+		return store_error(store, "find the write-ahead log");
+	if (log == NULL || log->pMethods == NULL)
+		return 0; /* not opened yet: nothing written */
+	if (log->pMethods->xSync(log, SQLITE_SYNC_NORMAL) != SQLITE_OK) {
+		log_error("store: cannot sync the write-ahead log");
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Run a statement that returns no rows. A write outside a transaction is its own
+ * transaction, and is synced like store_commit's. */
 static int exec_stmt(struct store *store, sqlite3_stmt *stmt, const char *what)
 {
 	if (sqlite3_step(stmt) != SQLITE_DONE)
 		return store_error(store, what);
+	if (!sqlite3_stmt_readonly(stmt) && sqlite3_get_autocommit(store->db))
+		return sync_log(store);
 	return 0;
 }
 
@@ -162,13 +182,15 @@ int store_open(const char *path, struct store **ret_store)
 		return -EIO;
 	}
 	sqlite3_busy_timeout(store->db, 5000);
-	/* WAL with synchronous=FULL: a committed change survives a crash of the daemon and
-	 * of the machine, which the reconciliation against the pool relies on. The daemon is
-	 * the store's only user: locked exclusively from the first access to the close, the
-	 * store takes no file lock per transaction and keeps the WAL index in memory. */
+	/* A committed change survives a crash of the daemon and of the machine, which the
+	 * reconciliation against the pool relies on: the write-ahead log is synced at every
+	 * commit (sync_log, as synchronous=FULL would), except where the caller says a
+	 * commit may wait for the next one (store_commit_unsynced). The daemon is the
+	 * store's only user: locked exclusively from the first access to the close, the store
+	 * takes no file lock per transaction and keeps the WAL index in memory. */
 	if (sqlite3_exec(store->db,
 	                 "PRAGMA locking_mode = EXCLUSIVE; PRAGMA journal_mode = WAL;"
-	                 " PRAGMA synchronous = FULL;",
+	                 " PRAGMA synchronous = NORMAL;",
 	                 NULL, NULL, &err) != SQLITE_OK ||
 	    sqlite3_exec(store->db, schema, NULL, NULL, &err) != SQLITE_OK) {
 		log_error("store: cannot initialise %s: %s", path, err ? err : "unknown error");
@@ -199,51 +221,27 @@ static int exec_sql(struct store *store, const char *sql)
 	return r < 0 ? r : exec_stmt(store, stmt, sql);
 }
 
-/* Back to synchronous=FULL after a store_begin_unsynced transaction. */
-static int store_synced_again(struct store *store)
-{
-	int r = 0;
-
-	if (store->unsynced && (r = exec_sql(store, "PRAGMA synchronous = FULL")) == 0)
-		store->unsynced = false;
-	return r;
-}
-
 int store_begin(struct store *store)
 {
-	int r = store_synced_again(store);
-
-	return r < 0 ? r : exec_sql(store, "BEGIN IMMEDIATE");
-}
-
-/* In WAL mode synchronous=NORMAL syncs the log only at a checkpoint; the next commit at
- * FULL syncs it, this transaction's frames included. */
-int store_begin_unsynced(struct store *store)
-{
-	int r = exec_sql(store, "PRAGMA synchronous = NORMAL");
-
-	if (r < 0)
-		return r;
-	store->unsynced = true;
-	r = exec_sql(store, "BEGIN IMMEDIATE");
-	if (r < 0)
-		store_synced_again(store);
-	return r;
+	return exec_sql(store, "BEGIN IMMEDIATE");
 }
 
 int store_commit(struct store *store)
 {
 	int r = exec_sql(store, "COMMIT");
 
-	store_synced_again(store);
-	return r;
+	return r < 0 ? r : sync_log(store);
+}
+
+int store_commit_unsynced(struct store *store)
+{
+	return exec_sql(store, "COMMIT");
 }
 
 void store_rollback(struct store *store)
 {
 	if (!sqlite3_get_autocommit(store->db))
 		exec_sql(store, "ROLLBACK");
-	store_synced_again(store);
 }
 
 /* Read one int64 from a query returning one row. */
@@ -282,7 +280,13 @@ int store_set_pool_tid(struct store *store, uint64_t tid)
 	int r = prepare(store, &stmt, "UPDATE meta SET value = ?1 WHERE key = 'pool_tid'", 1,
 	                (int64_t)tid);
 
-	return r < 0 ? r : exec_stmt(store, stmt, "set pool transaction id");
+	if (r < 0 || (r = exec_stmt(store, stmt, "set pool transaction id")) < 0)
+		return r;
+	if (sqlite3_changes(store->db) != 1) {
+		log_error("store: no pool transaction id to set");
+		return -EIO;
+	}
+	return 0;
 }
 
 /* Tenants */

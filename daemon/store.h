@@ -46,12 +46,13 @@ struct usage {
 int store_open(const char *path, struct store **ret_store);
 void store_close(struct store *store);
 
+/* Transactions. store_commit returns once the transaction is on disk (so does every
+ * single write outside one); store_commit_unsynced does not wait: a crash of the daemon
+ * keeps the transaction, a crash of the machine may lose it until the next synced
+ * commit, which covers it too. Only for changes the daemon redoes on start if lost. */
 int store_begin(struct store *store);
-/* A transaction whose commit is not synced to disk: a crash of the daemon keeps it, a
- * crash of the machine may lose it until the next store_begin transaction commits (that
- * sync covers it too). Only for changes the daemon redoes on start if lost. */
-int store_begin_unsynced(struct store *store);
 int store_commit(struct store *store);
+int store_commit_unsynced(struct store *store);
 void store_rollback(struct store *store);
 
 int store_get_pool_tid(struct store *store, uint64_t *ret_tid);

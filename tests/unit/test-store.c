@@ -173,10 +173,10 @@ START_TEST(keeps_an_unsynced_commit_like_any_other)
 	struct volume got;
 	char path[128];
 
-	ck_assert_int_eq(store_begin_unsynced(st), 0);
+	ck_assert_int_eq(store_begin(st), 0);
 	add_volume(a, "lazy", 1, 0);
-	ck_assert_int_eq(store_commit(st), 0);
-	ck_assert_int_eq(store_begin_unsynced(st), 0);
+	ck_assert_int_eq(store_commit_unsynced(st), 0);
+	ck_assert_int_eq(store_begin(st), 0);
 	add_volume(a, "dropped", 2, 0);
 	store_rollback(st);
 	ck_assert_int_eq(store_begin(st), 0);

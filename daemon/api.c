@@ -1055,7 +1055,7 @@ int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct
 	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC, 0, NULL, NULL, handle,
 	    srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, p->admin ? 256u : 64u,
 	    MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	    (size_t)(32 * 1024), MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+	    (size_t)(16 * 1024), MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
 	    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_THREAD_STACK_SIZE,
 	    (size_t)(256 * 1024), MHD_OPTION_END);
 	if (srv->mhd == NULL) {

@@ -128,7 +128,7 @@ fuzz: deps
 # what runs where (BENCH_RUNS, BENCH_SECONDS, BENCH_VOLUMES, BENCH_RESULTS).
 BENCH_PROGRAMS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
 OBJS_bench-meta := $(BUILD)/daemon/pool.o $(BUILD)/daemon/log.o
-LIBS_bench-meta := $(call pc,--libs,devmapper libcurl libnbd)
+LIBS_bench-meta := $(call pc,--libs,devmapper libnbd)
 OBJS_bench-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o
 LIBS_bench-broker := -lpthread
 # bench-thinproxyd: the daemon with an in-memory stand-in for pool.c (the host's API view).

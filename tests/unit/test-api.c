@@ -157,6 +157,74 @@ START_TEST(keeps_encoded_slashes_and_nuls_encoded)
 }
 END_TEST
 
+/* GET URL on socket P; returns the body (malloc'ed), asserting status 200. */
+static char *get(const struct principal *p, const char *url)
+{
+	struct api_request req = {.method = "GET", .url = url};
+	struct api_answer ans;
+
+	fake_ops_socket = *p;
+	ck_assert_int_eq(api_answer(p, &req, &ans), 0);
+	ck_assert_msg(ans.status == 200, "GET %s: %u", url, ans.status);
+	ck_assert_ptr_nonnull(ans.body);
+	ck_assert_str_eq(ans.content_type, "application/json");
+	ck_assert_uint_eq(ans.len, strlen(ans.body));
+	return ans.body;
+}
+
+/* Volumes and images are written as text, not by json-c: every member as documented,
+ * null where empty, and a listing's elements the same as the single answers. */
+START_TEST(writes_a_volume_alike_alone_and_in_a_listing)
+{
+	char *one = get(&fake_ops_alice, "/v1/volumes/work");
+	char *admin = get(&fake_ops_admin, "/v1/tenants/alice/volumes/work");
+	char *list = get(&fake_ops_alice, "/v1/volumes");
+	char *images = get(&fake_ops_admin, "/v1/images");
+	json_object *top = json_tokener_parse(list), *arr, *el, *single;
+	size_t names = 0;
+
+	ck_assert_str_eq(one, "{\"name\":\"work\",\"owner\":\"alice\",\"size\":2147483648,"
+	                      "\"used\":715827882,\"state\":\"ready\",\"parent\":\"base\","
+	                      "\"created\":\"2023-11-14T22:13:20Z\",\"writable\":true}\n");
+	ck_assert_str_eq(admin, "{\"name\":\"work\",\"owner\":\"alice\",\"size\":2147483648,"
+	                        "\"used\":715827882,\"state\":\"ready\",\"parent\":\"base\","
+	                        "\"created\":\"2023-11-14T22:13:20Z\",\"writable\":true,"
+	                        "\"thin_id\":2}\n");
+	ck_assert_str_eq(images, "{\"images\":[{\"name\":\"images/debian\",\"owner\":null,"
+	                         "\"size\":4294967296,\"used\":1431655765,\"state\":\"image\","
+	                         "\"parent\":null,\"created\":\"2023-11-14T22:13:20Z\","
+	                         "\"writable\":false,\"thin_id\":4,\"published\":[\"alice\"]}]}\n");
+	ck_assert_ptr_nonnull(top);
+	ck_assert(json_object_object_get_ex(top, "volumes", &arr));
+	ck_assert_uint_eq(json_object_array_length(arr), 3);
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		const char *name;
+		char url[128];
+
+		el = json_object_array_get_idx(arr, i);
+		name = json_object_get_string(json_object_object_get(el, "name"));
+		if (strchr(name, '/') != NULL) {
+			ck_assert_str_eq(name, "images/debian");
+			ck_assert(json_object_object_get(el, "owner") == NULL);
+			continue;
+		}
+		snprintf(url, sizeof url, "/v1/volumes/%s", name);
+		free(one);
+		one = get(&fake_ops_alice, url);
+		single = json_tokener_parse(one);
+		ck_assert_msg(json_object_equal(el, single), "%s: %s", name, one);
+		json_object_put(single);
+		names++;
+	}
+	ck_assert_uint_eq(names, 2);
+	json_object_put(top);
+	free(one);
+	free(admin);
+	free(list);
+	free(images);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("api");
@@ -170,6 +238,7 @@ int main(void)
 	tcase_add_test(tc, rejects_what_json_is_not);
 	tcase_add_test(tc, answers_invalid_size_for_every_byte_quota);
 	tcase_add_test(tc, keeps_encoded_slashes_and_nuls_encoded);
+	tcase_add_test(tc, writes_a_volume_alike_alone_and_in_a_listing);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -310,6 +310,22 @@ static int answer_error(const char *what, long status, const struct buffer *b)
 	return -err;
 }
 
+/* request(), and a line on stderr for any answer but a 2xx: -errno then, with nothing
+ * left in *B; on success the caller frees B->data. */
+static int request_ok(struct http *h, const char *what, const char *method, const char *path,
+                      const char *body, struct buffer *b)
+{
+	long status = 0;
+	int r = request(h, what, method, path, body, &status, b);
+
+	if (r == 0 && (status < 200 || status > 299)) {
+		r = answer_error(what, status, b);
+		free(b->data);
+		b->data = NULL;
+	}
+	return r;
+}
+
 int http_json(struct http *h, const char *what, const char *method, const char *path,
               struct json_object *body, struct json_object **ret_answer)
 {
@@ -317,7 +333,6 @@ int http_json(struct http *h, const char *what, const char *method, const char *
 	CLEANUP_FREE char *data = NULL;
 	const char *text = NULL;
 	struct json_object *answer = NULL;
-	long status = 0;
 	int r;
 
 	if (body != NULL) {
@@ -326,12 +341,10 @@ int http_json(struct http *h, const char *what, const char *method, const char *
 		if (text == NULL)
 			return error_line(-ENOMEM, what, "%s", strerror(ENOMEM));
 	}
-	r = request(h, what, method, path, text, &status, &b);
+	r = request_ok(h, what, method, path, text, &b);
 	data = b.data; /* freed on every way out */
 	if (r < 0)
 		return r;
-	if (status < 200 || status > 299)
-		return answer_error(what, status, &b);
 	if (b.len > 0) {
 		r = parse_json(b.data, b.len, &answer);
 		if (r < 0)
@@ -419,15 +432,12 @@ int http_json_each(struct http *h, const char *what, const char *path, const cha
 	CLEANUP_JSON struct json_object *answer = NULL;
 	struct json_object *list;
 	size_t n = 0;
-	long status = 0;
 	int r;
 
-	r = request(h, what, "GET", path, NULL, &status, &b);
+	r = request_ok(h, what, "GET", path, NULL, &b);
 	data = b.data;
 	if (r < 0)
 		return r;
-	if (status < 200 || status > 299)
-		return answer_error(what, status, &b);
 	r = parse_list(b.data ? b.data : "", b.len, key, fn, opaque, &n);
 	if (r == -EBADMSG) {
 		/* Not the daemon's plain shape. Well-formed JSON with the list among other
@@ -454,15 +464,12 @@ int http_text(struct http *h, const char *what, const char *path, char **ret_tex
 {
 	struct buffer b = {0};
 	CLEANUP_FREE char *data = NULL;
-	long status = 0;
 	int r;
 
-	r = request(h, what, "GET", path, NULL, &status, &b);
+	r = request_ok(h, what, "GET", path, NULL, &b);
 	data = b.data;
 	if (r < 0)
 		return r;
-	if (status < 200 || status > 299)
-		return answer_error(what, status, &b);
 	if (data == NULL) {
 		data = strdup("");
 		if (data == NULL)

@@ -275,9 +275,8 @@ static const char *field(struct json_object *o, const char *key, char *buf, size
 	return buf;
 }
 
-/* Print LIST (an array, or one object) as a table of COLUMNS showing KEYS, or only the
- * "name" of each object if QUIET. */
-/* QUIET: a table of the names alone, without a header, which prints one name a line. */
+/* Rows of COLUMNS showing KEYS; if QUIET, a table of the names alone, without a header,
+ * which prints one name a line. */
 static int rows_begin(struct rows *rows, FILE *f, const struct column *columns,
                       const char *const *keys, size_t n, bool quiet)
 {
@@ -316,6 +315,8 @@ void rows_free(struct rows *rows)
 	rows->t = NULL;
 }
 
+/* Print LIST (an array, or one object) as a table of COLUMNS showing KEYS, or only the
+ * "name" of each object if QUIET. */
 static int print_objects(FILE *f, struct json_object *list, const struct column *columns,
                          const char *const *keys, size_t n, bool quiet)
 {

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "../../daemon/store.h"
@@ -162,6 +163,51 @@ START_TEST(rolls_back_an_uncommitted_transaction)
 	add_volume(a, "temp", 1, 0);
 	store_rollback(st);
 	ck_assert_int_eq(store_volume_get(st, a, "temp", &got), -ENOENT);
+}
+END_TEST
+
+/* Every call SQLite makes to put the store on disk, counted: these definitions stand in
+ * for libc's in this program, SQLite's included. */
+static unsigned disk_syncs;
+
+int fdatasync(int fd)
+{
+	disk_syncs++;
+	return (int)syscall(SYS_fdatasync, fd);
+}
+
+int fsync(int fd)
+{
+	disk_syncs++;
+	return (int)syscall(SYS_fsync, fd);
+}
+
+/* store_commit and a write outside a transaction wait for the disk; store_commit_unsynced
+ * does not, and neither do the writes inside a transaction before its commit. */
+START_TEST(syncs_every_commit_but_the_unsynced_ones)
+{
+	int64_t a;
+	unsigned before = disk_syncs;
+
+	a = add_tenant("alice", 2000);
+	ck_assert_uint_gt(disk_syncs, before);
+
+	before = disk_syncs;
+	ck_assert_int_eq(store_begin(st), 0);
+	add_volume(a, "v1", 1, 0);
+	ck_assert_uint_eq(disk_syncs, before);
+	ck_assert_int_eq(store_commit(st), 0);
+	ck_assert_uint_gt(disk_syncs, before);
+
+	before = disk_syncs;
+	ck_assert_int_eq(store_begin(st), 0);
+	add_volume(a, "v2", 2, 0);
+	ck_assert_int_eq(store_commit_unsynced(st), 0);
+	ck_assert_uint_eq(disk_syncs, before);
+
+	before = disk_syncs;
+	add_volume(a, "v3", 3, 0);
+	ck_assert_uint_gt(disk_syncs, before);
 }
 END_TEST
 
@@ -374,6 +420,7 @@ int main(void)
 	tcase_add_test(tc, lists_pending_volumes_with_their_transaction_id);
 	tcase_add_test(tc, rolls_back_an_uncommitted_transaction);
 	tcase_add_test(tc, keeps_an_unsynced_commit_like_any_other);
+	tcase_add_test(tc, syncs_every_commit_but_the_unsynced_ones);
 	tcase_add_test(tc, lists_row_by_row_while_the_callback_uses_the_store);
 	tcase_add_test(tc, counts_usage_and_children);
 	tcase_add_test(tc, keeps_usage_totals_through_every_change);

@@ -58,6 +58,8 @@ for ((i = 0; i < 10; i++)); do
 	printf '%s\tcurl\tls\t%s\n' "$volumes" $(((${t1/./} - ${t0/./}))) >>"$out_dir/meta.tsv"
 done
 
+cp "$scratch/daemon.log" "$out_dir/daemon-meta.log"
+
 rss() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 {
 	printf 'thinproxyd (in-memory pool)\t%s volumes\t%s\n' "$volumes" "$(rss "$pid")"

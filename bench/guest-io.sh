@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# bench/guest-io.sh RUNS SECONDS FIO_MIB COPY_MIB: the data path in the test guest, on two
+# bench/guest-io.sh RUNS SECONDS FIO_MIB COPY_MIB [CONFIGS]: the data path in the test guest, on two
 # thin volumes of one pool. The same fio jobs against thinproxy's plugin (through the
 # broker, the tenant's nbd.sock), nbdkit's file plugin, qemu-nbd and nbd-server on the
 # same thin device, the device attached as /dev/nbdN by `thinproxy attach`, and the raw
 # thin device itself (libaio, direct=1: the limit); nbdcopy of the copy volume to null
 # through each. RUNS rounds, configurations interleaved, the order rotated each round.
+# CONFIGS (BENCH_CONFIGS), a space-separated subset, runs just those.
 # Writes io.tsv (config, job, run, value, unit) and env.txt to $TP_RESULTS.
 # Run through bench/run (tests/vm/run); a benchmark, not a test.
 . "$TP_SRC/tests/vm/functions.sh"
 requires fio nbdkit qemu-nbd nbd-server nbdcopy nbdinfo jq curl dd
 
-runs=${1:-3} secs=${2:-10} fio_mib=${3:-256} copy_mib=${4:-1024}
+runs=${1:-3} secs=${2:-10} fio_mib=${3:-256} copy_mib=${4:-1024} only=${5:-}
 M=$((1 << 20))
 out=$TP_RESULTS/io.tsv
 : >"$out"

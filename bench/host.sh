@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# bench/host.sh DIR RUNS SECONDS FIO_MIB COPY_MIB: the data path on this host, without a
+# bench/host.sh DIR RUNS SECONDS FIO_MIB COPY_MIB [CONFIGS]: the data path on this host, without a
 # guest (and without dm-thin): two loop devices on files in /dev/shm (memory, as the
 # guest's pool is: the servers' costs, not a disk's, are what is compared) in place of
 # thin devices. thinproxy's plugin in a real nbdkit gets its fds from the real broker
 # (build/bench/bench-broker, daemon/broker.c with fixed exports), beside nbdkit's file
 # plugin, qemu-nbd and nbd-server on the same loop devices and the raw loop device
 # (libaio, direct=1). No kernel NBD here: hosts without the nbd module are why the guest
-# exists. Writes io.tsv and env-io.txt to DIR. Needs root (losetup). Not a test.
+# exists. CONFIGS (BENCH_CONFIGS), a space-separated subset, runs just those. Writes
+# io.tsv and env-io.txt to DIR. Needs root (losetup). Not a test.
 set -euo pipefail
 
 out_dir=$(realpath -m "$1")
-runs=${2:-3} secs=${3:-10} fio_mib=${4:-256} copy_mib=${5:-1024}
+runs=${2:-3} secs=${3:-10} fio_mib=${4:-256} copy_mib=${5:-1024} only=${6:-}
 src=$(realpath -e "$(dirname "$0")/..")
 build=${TP_BUILD:-$src/build}
 broker=$build/bench/bench-broker

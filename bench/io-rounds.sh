@@ -3,6 +3,7 @@
 # copy_mib, configs, fio_dev and copy_dev (the devices under the servers: their page cache
 # is dropped before each measurement), out (the TSV to append to), scratch, machine and
 # env_file, and defines uri CONFIG VOLUME (an NBD URI or a block device); volumes are "fio" and "copy".
+# only, if set, is a space-separated subset of configs (BENCH_CONFIGS): just those run.
 # fail and step as in tests/vm/functions.sh.
 
 # The jobs: name, rw, block size, queue depth.
@@ -44,12 +45,19 @@ run_copy() {
 		"$(awk -v m="$copy_mib" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", m / (b - a) }')" >>"$out"
 }
 
+if [ -n "${only:-}" ]; then
+	for c in $only; do
+		[[ " ${configs[*]} " == *" $c "* ]] || fail "unknown configuration $c (known: ${configs[*]})"
+	done
+	read -r -a configs <<<"$only"
+fi
+
 {
 	echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "machine: $machine"
 	echo "cpu: $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
 	echo "versions: nbdkit $(nbdkit --version | awk '{ print $2 }'), $(qemu-nbd --version | head -1), nbd-server $(nbd-server -V 2>&1 | awk '/version/ { print $NF; exit }'), $(fio --version), $(nbdcopy --version | head -1)"
-	echo "fio: ${secs}s time_based after 1s ramp, ${fio_mib} MiB thin volume; nbdcopy: ${copy_mib} MiB volume; runs: $runs"
+	echo "fio: ${secs}s time_based after 1s ramp, ${fio_mib} MiB thin volume; nbdcopy: ${copy_mib} MiB volume; runs: $runs; servers: ${configs[*]}"
 } >"$env_file"
 
 for ((run = 1; run <= runs; run++)); do

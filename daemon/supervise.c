@@ -59,7 +59,7 @@ struct tenant_proc {
 static struct {
 	bool initialized;
 	char *run_dir, *nbdkit, *plugin, *broker;
-	bool verbose, syslog;
+	bool syslog;
 	struct tenant_proc *procs;
 } sv;
 
@@ -177,7 +177,6 @@ int supervise_init(const struct supervise_config *cfg)
 		free_config();
 		return -ENOMEM;
 	}
-	sv.verbose = cfg->verbose;
 	sv.syslog = cfg->syslog;
 	r = make_dir(tenants, 0755);
 	if (r < 0) {
@@ -469,8 +468,6 @@ static int spawn(struct tenant_proc *t)
 	/* Foreground, and no --exit-with-parent: it must survive the daemon. */
 	argv[n++] = sv.nbdkit;
 	argv[n++] = "-f";
-	if (sv.verbose)
-		argv[n++] = "-v";
 	if (sv.syslog)
 		argv[n++] = "--log=syslog";
 	argv[n++] = sv.plugin;

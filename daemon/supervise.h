@@ -24,7 +24,6 @@ struct supervise_config {
 	const char *nbdkit;  /* a path, or a name looked up in PATH; NULL: "nbdkit" */
 	const char *plugin;  /* NULL: SUPERVISE_PLUGIN_DEFAULT */
 	const char *broker;  /* the broker's socket, for the plugin's broker= */
-	bool verbose;        /* nbdkit -v */
 	bool syslog;         /* nbdkit --log=syslog; else it inherits the daemon's stderr */
 };
 

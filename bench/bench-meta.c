@@ -264,7 +264,7 @@ static void dmsetup_create(uint32_t id)
 {
 	char msg[64];
 
-	dmsetup((const char *[]){"status", pool_name(pool), NULL});
+	dmsetup((const char *[]){"status", "--noflush", pool_name(pool), NULL});
 	snprintf(msg, sizeof msg, "create_thin %" PRIu32, id);
 	dmsetup_message(msg);
 }
@@ -273,7 +273,7 @@ static void dmsetup_snapshot(uint32_t id, uint32_t origin)
 {
 	char msg[64];
 
-	dmsetup((const char *[]){"status", pool_name(pool), NULL});
+	dmsetup((const char *[]){"status", "--noflush", pool_name(pool), NULL});
 	snprintf(msg, sizeof msg, "create_snap %" PRIu32 " %" PRIu32, id, origin);
 	dmsetup_message(msg);
 }
@@ -282,7 +282,7 @@ static void dmsetup_remove(uint32_t id)
 {
 	char msg[64];
 
-	dmsetup((const char *[]){"status", pool_name(pool), NULL});
+	dmsetup((const char *[]){"status", "--noflush", pool_name(pool), NULL});
 	snprintf(msg, sizeof msg, "delete %" PRIu32, id);
 	dmsetup_message(msg);
 }

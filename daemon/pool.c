@@ -142,14 +142,18 @@ static int task_run_node_op(struct dm_task *dmt)
 }
 
 /* Run a TYPE task (DM_DEVICE_INFO, _STATUS or _TABLE) on NAME and hand it on in *RET_DMT
- * (if not NULL) to read its results. A missing device is no error: RET_INFO->exists is 0. */
+ * (if not NULL) to read its results. A missing device is no error: RET_INFO->exists is 0.
+ * A status is asked without a flush: to answer one with it, a thin-pool commits its
+ * metadata first (writing the superblock and flushing the metadata device), and its
+ * counts are right without (they come from the space maps in memory). Every change we
+ * make is committed by its own message. */
 static int dev_query(int type, const char *name, struct dm_task **ret_dmt, struct dm_info *ret_info)
 {
 	CLEANUP_DM_TASK struct dm_task *dmt = task_new(type, name);
 	struct dm_info info;
 	int r;
 
-	if (dmt == NULL)
+	if (dmt == NULL || (type == DM_DEVICE_STATUS && !dm_task_no_flush(dmt)))
 		return -ENOMEM;
 	memset(&info, 0, sizeof info);
 	r = task_run(dmt);

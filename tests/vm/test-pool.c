@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -239,6 +240,68 @@ START_TEST(creates_thin_and_reports_mapped_bytes)
 	ck_assert_uint_eq(ts.open_count, 1);
 	ck_assert_int_eq(pool_get_status(pool, &ps), 0);
 	ck_assert_uint_eq(ps.data_used, 17);
+	close(fd);
+	pool_close(pool);
+}
+END_TEST
+
+/* Write requests the loop device over FILE has completed (/sys/block/loopN/stat). */
+static uint64_t loop_writes(const char *file)
+{
+	DIR *d = opendir("/sys/block");
+	struct dirent *e;
+	char path[300], found[PATH_MAX], line[256];
+	unsigned long long writes = 0;
+	bool ok = false;
+
+	ck_assert_ptr_nonnull(d);
+	while (!ok && (e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, "loop", 4) != 0)
+			continue;
+		snprintf(path, sizeof path, "/sys/block/%s/loop/backing_file", e->d_name);
+		if (!read_line(path, found, sizeof found) || strcmp(found, file) != 0)
+			continue;
+		snprintf(path, sizeof path, "/sys/block/%s/stat", e->d_name);
+		ok = read_line(path, line, sizeof line) &&
+		     sscanf(line, "%*u %*u %*u %*u %llu", &writes) == 1;
+	}
+	closedir(d);
+	ck_assert_msg(ok, "no loop device over %s", file);
+	return writes;
+}
+
+/* The pool's counts come from its space maps in memory: a status shows blocks mapped by
+ * a write not yet committed, and reading one commits nothing (a thin-pool asked for its
+ * status with a flush writes its superblock and flushes its metadata device first). */
+START_TEST(status_counts_uncommitted_blocks_and_writes_no_metadata)
+{
+	struct pool *pool = open_embedded(64 * MiB);
+	struct pool_status ps;
+	char meta[160];
+	uint64_t writes;
+	void *buf;
+	int fd;
+
+	ck_assert_int_eq(pool_create_thin(pool, 1), 0);
+	ck_assert_int_eq(pool_activate_thin(pool, 1, 16 * MiB, false), 0);
+	fd = pool_open_thin(pool, 1, O_RDWR | O_DIRECT);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(posix_memalign(&buf, 4096, MiB), 0);
+	memset(buf, 0xa5, MiB);
+	ck_assert_int_eq(pwrite(fd, buf, MiB, 0), (ssize_t)MiB);
+	ck_assert_int_eq(pool_get_status(pool, &ps), 0);
+	ck_assert_uint_eq(ps.data_used, 16);
+
+	/* Commit (a flush does), then read the status a few times: the metadata device
+	 * sees no write. Nothing else writes it while nothing changes. */
+	ck_assert_int_eq(fdatasync(fd), 0);
+	snprintf(meta, sizeof meta, "%s/pool/metadata.img", state_dir);
+	writes = loop_writes(meta);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(pool_get_status(pool, &ps), 0);
+	ck_assert_uint_eq(ps.data_used, 16);
+	ck_assert_uint_eq(loop_writes(meta), writes);
+	free(buf);
 	close(fd);
 	pool_close(pool);
 }
@@ -919,6 +982,7 @@ int main(void)
 	 * their nodes); "pool": pools, messages and refusals. */
 	tcase_set_timeout(thin, 60);
 	tcase_add_test(thin, creates_thin_and_reports_mapped_bytes);
+	tcase_add_test(thin, status_counts_uncommitted_blocks_and_writes_no_metadata);
 	tcase_add_test(thin, activation_of_missing_id_is_enoent_and_leaves_no_device);
 	tcase_add_test(thin, activation_replaces_empty_map_left_by_a_crash);
 	tcase_add_test(thin, activation_is_idempotent_and_rejects_another_table);

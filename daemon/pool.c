@@ -143,17 +143,18 @@ static int task_run_node_op(struct dm_task *dmt)
 
 /* Run a TYPE task (DM_DEVICE_INFO, _STATUS or _TABLE) on NAME and hand it on in *RET_DMT
  * (if not NULL) to read its results. A missing device is no error: RET_INFO->exists is 0.
- * A status is asked without a flush: to answer one with it, a thin-pool commits its
- * metadata first (writing the superblock and flushing the metadata device), and its
- * counts are right without (they come from the space maps in memory). Every change we
- * make is committed by its own message. */
-static int dev_query(int type, const char *name, struct dm_task **ret_dmt, struct dm_info *ret_info)
+ * A status is asked without a flush unless FLUSH: to answer one with it, a thin-pool
+ * commits its metadata first (writing the superblock and flushing the metadata device),
+ * and its counts are right without (they come from the space maps in memory). Every
+ * change we make is committed by its own message. */
+static int dev_query_flush(int type, const char *name, bool flush, struct dm_task **ret_dmt,
+                           struct dm_info *ret_info)
 {
 	CLEANUP_DM_TASK struct dm_task *dmt = task_new(type, name);
 	struct dm_info info;
 	int r;
 
-	if (dmt == NULL || (type == DM_DEVICE_STATUS && !dm_task_no_flush(dmt)))
+	if (dmt == NULL || (type == DM_DEVICE_STATUS && !flush && !dm_task_no_flush(dmt)))
 		return -ENOMEM;
 	memset(&info, 0, sizeof info);
 	r = task_run(dmt);
@@ -165,6 +166,11 @@ static int dev_query(int type, const char *name, struct dm_task **ret_dmt, struc
 	if (ret_dmt != NULL)
 		*ret_dmt = TAKE_PTR(dmt);
 	return 0;
+}
+
+static int dev_query(int type, const char *name, struct dm_task **ret_dmt, struct dm_info *ret_info)
+{
+	return dev_query_flush(type, name, false, ret_dmt, ret_info);
 }
 
 /* The only target of a STATUS or TABLE task: its length in sectors, type and parameters
@@ -867,9 +873,9 @@ uint64_t pool_block_size(const struct pool *pool)
 	return pool->block_sectors * SECTOR;
 }
 
-int pool_get_status(struct pool *pool, struct pool_status *ret_status)
+/* The pool's status, asked with a flush if FLUSH (see dev_query_flush). */
+static int read_status(struct pool *pool, bool flush, struct pool_status *ret_status)
 {
-	DM_RELEASE_ON_RETURN;
 	CLEANUP_DM_TASK struct dm_task *dmt = NULL;
 	CLEANUP_FREE char *copy = NULL;
 	struct pool_status s;
@@ -880,7 +886,7 @@ int pool_get_status(struct pool *pool, struct pool_status *ret_status)
 	size_t n;
 	int r;
 
-	r = dev_query(DM_DEVICE_STATUS, pool->dm_name, &dmt, &info);
+	r = dev_query_flush(DM_DEVICE_STATUS, pool->dm_name, flush, &dmt, &info);
 	if (r < 0)
 		return r;
 	if (!info.exists)
@@ -911,6 +917,19 @@ int pool_get_status(struct pool *pool, struct pool_status *ret_status)
 	s.needs_check = n > 7 && strcmp(tok[7], "needs_check") == 0;
 	*ret_status = s;
 	return 0;
+}
+
+int pool_get_status(struct pool *pool, struct pool_status *ret_status)
+{
+	DM_RELEASE_ON_RETURN;
+	int r = read_status(pool, false, ret_status);
+
+	/* A pool out of data space looks for free space again only when it commits, which
+	 * it does not do by itself in that mode: blocks a trim freed stay unusable until
+	 * something commits (a message does). Asking again with a flush commits. */
+	if (r == 0 && ret_status->out_of_data_space)
+		r = read_status(pool, true, ret_status);
+	return r;
 }
 
 int pool_set_transaction_id(struct pool *pool, uint64_t old_id, uint64_t new_id)

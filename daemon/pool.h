@@ -76,7 +76,9 @@ const char *pool_name(const struct pool *pool);
 /* Data block size in bytes. */
 uint64_t pool_block_size(const struct pool *pool);
 
-/* -EIO if the pool has failed ("Fail" status), -ENODEV if its dm device is gone. */
+/* Read without a flush, so without making the pool commit its metadata, unless the pool
+ * is out of data space: then it commits, so that it sees blocks freed since (by a trim).
+ * -EIO if the pool has failed ("Fail" status), -ENODEV if its dm device is gone. */
 int pool_get_status(struct pool *pool, struct pool_status *ret_status);
 /* set_transaction_id OLD NEW; -EINVAL-free: fails with -ESTALE if the pool's id is not OLD. */
 int pool_set_transaction_id(struct pool *pool, uint64_t old_id, uint64_t new_id);

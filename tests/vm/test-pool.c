@@ -72,27 +72,38 @@ static bool read_line(const char *file, char *buf, size_t size)
 	return true;
 }
 
-/* The sysfs attribute dm/ATTR ("uuid", "suspended") of the dm device NAME; false if no
- * dm device has that name. */
-static bool dm_attr(const char *name, const char *attr, char *buf, size_t size)
+/* The sysfs attribute ATTR of the block device whose name starts with PREFIX and whose
+ * attribute KEY reads VALUE, into BUF; false if there is no such device. */
+static bool block_attr(const char *prefix, const char *key, const char *value, const char *attr,
+                       char *buf, size_t size)
 {
 	DIR *d = opendir("/sys/block");
 	struct dirent *e;
-	char path[300], found[128];
+	char path[PATH_MAX + 64], found[PATH_MAX];
 	bool ok = false;
 
 	ck_assert_ptr_nonnull(d);
 	while (!ok && (e = readdir(d)) != NULL) {
-		if (strncmp(e->d_name, "dm-", 3) != 0)
+		if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
 			continue;
-		snprintf(path, sizeof path, "/sys/block/%s/dm/name", e->d_name);
-		if (!read_line(path, found, sizeof found) || strcmp(found, name) != 0)
+		snprintf(path, sizeof path, "/sys/block/%s/%s", e->d_name, key);
+		if (!read_line(path, found, sizeof found) || strcmp(found, value) != 0)
 			continue;
-		snprintf(path, sizeof path, "/sys/block/%s/dm/%s", e->d_name, attr);
+		snprintf(path, sizeof path, "/sys/block/%s/%s", e->d_name, attr);
 		ok = read_line(path, buf, size);
 	}
 	closedir(d);
 	return ok;
+}
+
+/* The sysfs attribute dm/ATTR ("uuid", "suspended") of the dm device NAME; false if no
+ * dm device has that name. */
+static bool dm_attr(const char *name, const char *attr, char *buf, size_t size)
+{
+	char path[64];
+
+	snprintf(path, sizeof path, "dm/%s", attr);
+	return block_attr("dm-", "dm/name", name, path, buf, size);
 }
 
 static bool dm_exists(const char *name)
@@ -248,25 +259,12 @@ END_TEST
 /* Write requests the loop device over FILE has completed (/sys/block/loopN/stat). */
 static uint64_t loop_writes(const char *file)
 {
-	DIR *d = opendir("/sys/block");
-	struct dirent *e;
-	char path[300], found[PATH_MAX], line[256];
 	unsigned long long writes = 0;
-	bool ok = false;
+	char line[256];
 
-	ck_assert_ptr_nonnull(d);
-	while (!ok && (e = readdir(d)) != NULL) {
-		if (strncmp(e->d_name, "loop", 4) != 0)
-			continue;
-		snprintf(path, sizeof path, "/sys/block/%s/loop/backing_file", e->d_name);
-		if (!read_line(path, found, sizeof found) || strcmp(found, file) != 0)
-			continue;
-		snprintf(path, sizeof path, "/sys/block/%s/stat", e->d_name);
-		ok = read_line(path, line, sizeof line) &&
-		     sscanf(line, "%*u %*u %*u %*u %llu", &writes) == 1;
-	}
-	closedir(d);
-	ck_assert_msg(ok, "no loop device over %s", file);
+	ck_assert_msg(block_attr("loop", "loop/backing_file", file, "stat", line, sizeof line),
+	              "no loop device over %s", file);
+	ck_assert_int_eq(sscanf(line, "%*u %*u %*u %*u %llu", &writes), 1);
 	return writes;
 }
 

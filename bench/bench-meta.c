@@ -312,6 +312,14 @@ static void sample(unsigned level, const char *kind, const char *op, uint64_t us
 	printf("%u\t%s\t%s\t%" PRIu64 "\n", level, kind, op, us);
 }
 
+/* Run CALL and print its time as a sample. */
+#define TIMED(level, kind, op, call)                     \
+	do {                                             \
+		uint64_t t0_ = now_us();                 \
+		call;                                    \
+		sample(level, kind, op, now_us() - t0_); \
+	} while (0)
+
 /* The same calls in batches of BATCH of a kind (api-batch, bare-batch): every call comes
  * right after one like it, so the code it runs is warm, where in measure() each comes
  * after the others' (under TCG, cold code costs about twice as much). The API's and our
@@ -321,48 +329,32 @@ static void sample(unsigned level, const char *kind, const char *op, uint64_t us
 static void api_batch(unsigned level)
 {
 	char name[32], parent[32];
-	uint64_t t;
 
 	for (int i = 0; i < BATCH; i++) {
 		snprintf(name, sizeof name, "batch-%d", i);
-		t = now_us();
-		api_create(name);
-		sample(level, "api-batch", "create", now_us() - t);
+		TIMED(level, "api-batch", "create", api_create(name));
 	}
 	for (int i = 0; i < BATCH; i++) {
 		snprintf(name, sizeof name, "batch-snap-%d", i);
 		snprintf(parent, sizeof parent, "batch-%d", i);
-		t = now_us();
-		api_snapshot(name, parent);
-		sample(level, "api-batch", "snapshot", now_us() - t);
+		TIMED(level, "api-batch", "snapshot", api_snapshot(name, parent));
 	}
 	for (int i = 0; i < 2 * BATCH; i++) {
 		snprintf(name, sizeof name, i < BATCH ? "batch-snap-%d" : "batch-%d", i % BATCH);
-		t = now_us();
-		api_remove(name);
-		sample(level, "api-batch", "remove", now_us() - t);
+		TIMED(level, "api-batch", "remove", api_remove(name));
 	}
 }
 
 static void bare_batch(unsigned level)
 {
-	uint64_t t;
-
-	for (uint32_t i = 0; i < BATCH; i++) {
-		t = now_us();
-		bare_create(next_id + i);
-		sample(level, "bare-batch", "create", now_us() - t);
-	}
-	for (uint32_t i = 0; i < BATCH; i++) {
-		t = now_us();
-		bare_snapshot(next_id + BATCH + i, next_id + i);
-		sample(level, "bare-batch", "snapshot", now_us() - t);
-	}
-	for (uint32_t i = 0; i < 2 * BATCH; i++) {
-		t = now_us();
-		bare_remove(i < BATCH ? next_id + BATCH + i : next_id + i - BATCH);
-		sample(level, "bare-batch", "remove", now_us() - t);
-	}
+	for (uint32_t i = 0; i < BATCH; i++)
+		TIMED(level, "bare-batch", "create", bare_create(next_id + i));
+	for (uint32_t i = 0; i < BATCH; i++)
+		TIMED(level, "bare-batch", "snapshot",
+		      bare_snapshot(next_id + BATCH + i, next_id + i));
+	for (uint32_t i = 0; i < 2 * BATCH; i++)
+		TIMED(level, "bare-batch", "remove",
+		      bare_remove(i < BATCH ? next_id + BATCH + i : next_id + i - BATCH));
 }
 
 static void measure_batches(unsigned level, unsigned samples)
@@ -406,39 +398,19 @@ static void fill(unsigned level, unsigned *have)
 /* One round through the API: a volume, a snapshot of it, both removed. */
 static void api_round(unsigned level)
 {
-	uint64_t t;
-
-	t = now_us();
-	api_create("bench-origin");
-	sample(level, "api", "create", now_us() - t);
-	t = now_us();
-	api_snapshot("bench-snap", "bench-origin");
-	sample(level, "api", "snapshot", now_us() - t);
-	t = now_us();
-	api_remove("bench-snap");
-	sample(level, "api", "remove", now_us() - t);
-	t = now_us();
-	api_remove("bench-origin");
-	sample(level, "api", "remove", now_us() - t);
+	TIMED(level, "api", "create", api_create("bench-origin"));
+	TIMED(level, "api", "snapshot", api_snapshot("bench-snap", "bench-origin"));
+	TIMED(level, "api", "remove", api_remove("bench-snap"));
+	TIMED(level, "api", "remove", api_remove("bench-origin"));
 }
 
 /* The same on our pool, bare: thin ids A and B. */
 static void bare_round(unsigned level, uint32_t a, uint32_t b)
 {
-	uint64_t t;
-
-	t = now_us();
-	bare_create(a);
-	sample(level, "bare", "create", now_us() - t);
-	t = now_us();
-	bare_snapshot(b, a);
-	sample(level, "bare", "snapshot", now_us() - t);
-	t = now_us();
-	bare_remove(b);
-	sample(level, "bare", "remove", now_us() - t);
-	t = now_us();
-	bare_remove(a);
-	sample(level, "bare", "remove", now_us() - t);
+	TIMED(level, "bare", "create", bare_create(a));
+	TIMED(level, "bare", "snapshot", bare_snapshot(b, a));
+	TIMED(level, "bare", "remove", bare_remove(b));
+	TIMED(level, "bare", "remove", bare_remove(a));
 }
 
 static void measure(unsigned level, unsigned samples)
@@ -467,18 +439,10 @@ static void measure(unsigned level, unsigned samples)
 		 * a large part of a second. */
 		if (i % DMSETUP_EVERY != 0)
 			goto open;
-		t = now_us();
-		dmsetup_create(a);
-		sample(level, "dmsetup", "create", now_us() - t);
-		t = now_us();
-		dmsetup_snapshot(b, a);
-		sample(level, "dmsetup", "snapshot", now_us() - t);
-		t = now_us();
-		dmsetup_remove(b);
-		sample(level, "dmsetup", "remove", now_us() - t);
-		t = now_us();
-		dmsetup_remove(a);
-		sample(level, "dmsetup", "remove", now_us() - t);
+		TIMED(level, "dmsetup", "create", dmsetup_create(a));
+		TIMED(level, "dmsetup", "snapshot", dmsetup_snapshot(b, a));
+		TIMED(level, "dmsetup", "remove", dmsetup_remove(b));
+		TIMED(level, "dmsetup", "remove", dmsetup_remove(a));
 
 		/* Opening an export: first (activation), again (already active); bare. */
 	open:

@@ -7,7 +7,9 @@
  *            HTTP/1.1 below (libcurl, under TCG, spends about 4 ms of CPU on each request
  *            itself, more than the daemon's own work: that is the client's cost, not the
  *            API's)
- *   bare     the pool_* calls (libdevmapper) those operations make, on our own pool
+ *   bare     the pool_* calls (libdevmapper) those operations make, on our own pool;
+ *            each also split as the daemon splits a change in its log (bare-checks,
+ *            bare-message, bare-set_transaction_id)
  *   dmsetup  the same sequence as dmsetup commands, one process each (every 4th round)
  *   open     an NBD connection to a new volume through the tenant's nbdkit (broker round
  *            trip plus activation), again once active, and bare pool_activate_thin +
@@ -187,41 +189,74 @@ static void api_remove(const char *name)
 	exit(1);
 }
 
-/* The pool calls the daemon's create, snapshot and remove make (daemon/ops.c). */
+/* The pool calls the daemon's create, snapshot and remove make (daemon/ops.c). With
+ * STEPS, each also notes there how long its parts took, split as the daemon's log line
+ * splits a change: the checks before the message (status reads; for remove also the
+ * deactivation), the message, and set_transaction_id. */
+enum { STEP_CHECKS, STEP_MESSAGE, STEP_TID, STEPS };
 
-static void bare_create(uint32_t id)
+/* The time since *T belongs to step I (noted in STEPS, if given); *T becomes now. */
+static void step(uint64_t *steps, int i, uint64_t *t)
+{
+	uint64_t now = now_us();
+
+	if (steps)
+		steps[i] = now - *t;
+	*t = now;
+}
+
+static void bare_create(uint32_t id, uint64_t *steps)
 {
 	struct pool_status st;
+	uint64_t t = now_us();
 	int r;
 
-	if ((r = pool_get_status(pool, &st)) < 0 || (r = pool_create_thin(pool, id)) < 0 ||
-	    (r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
-		die("bare create", r);
+	if ((r = pool_get_status(pool, &st)) < 0)
+		die("bare create: status", r);
+	step(steps, STEP_CHECKS, &t);
+	if ((r = pool_create_thin(pool, id)) < 0)
+		die("bare create: create_thin", r);
+	step(steps, STEP_MESSAGE, &t);
+	if ((r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
+		die("bare create: set_transaction_id", r);
+	step(steps, STEP_TID, &t);
 	tid++;
 }
 
-static void bare_snapshot(uint32_t id, uint32_t origin)
+static void bare_snapshot(uint32_t id, uint32_t origin, uint64_t *steps)
 {
 	struct pool_status st;
 	struct thin_status ts;
+	uint64_t t = now_us();
 	int r;
 
-	if ((r = pool_thin_status(pool, origin, &ts)) < 0 || (r = pool_get_status(pool, &st)) < 0 ||
-	    (r = pool_create_snap(pool, id, origin)) < 0 ||
-	    (r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
-		die("bare snapshot", r);
+	if ((r = pool_thin_status(pool, origin, &ts)) < 0 || (r = pool_get_status(pool, &st)) < 0)
+		die("bare snapshot: status", r);
+	step(steps, STEP_CHECKS, &t);
+	if ((r = pool_create_snap(pool, id, origin)) < 0)
+		die("bare snapshot: create_snap", r);
+	step(steps, STEP_MESSAGE, &t);
+	if ((r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
+		die("bare snapshot: set_transaction_id", r);
+	step(steps, STEP_TID, &t);
 	tid++;
 }
 
-static void bare_remove(uint32_t id)
+static void bare_remove(uint32_t id, uint64_t *steps)
 {
 	struct thin_status ts;
+	uint64_t t = now_us();
 	int r;
 
-	if ((r = pool_thin_status(pool, id, &ts)) < 0 || (r = pool_deactivate_thin(pool, id)) < 0 ||
-	    (r = pool_delete_thin(pool, id)) < 0 ||
-	    (r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
-		die("bare remove", r);
+	if ((r = pool_thin_status(pool, id, &ts)) < 0 || (r = pool_deactivate_thin(pool, id)) < 0)
+		die("bare remove: deactivate", r);
+	step(steps, STEP_CHECKS, &t);
+	if ((r = pool_delete_thin(pool, id)) < 0)
+		die("bare remove: delete", r);
+	step(steps, STEP_MESSAGE, &t);
+	if ((r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
+		die("bare remove: set_transaction_id", r);
+	step(steps, STEP_TID, &t);
 	tid++;
 }
 
@@ -348,13 +383,13 @@ static void api_batch(unsigned level)
 static void bare_batch(unsigned level)
 {
 	for (uint32_t i = 0; i < BATCH; i++)
-		TIMED(level, "bare-batch", "create", bare_create(next_id + i));
+		TIMED(level, "bare-batch", "create", bare_create(next_id + i, NULL));
 	for (uint32_t i = 0; i < BATCH; i++)
 		TIMED(level, "bare-batch", "snapshot",
-		      bare_snapshot(next_id + BATCH + i, next_id + i));
+		      bare_snapshot(next_id + BATCH + i, next_id + i, NULL));
 	for (uint32_t i = 0; i < 2 * BATCH; i++)
 		TIMED(level, "bare-batch", "remove",
-		      bare_remove(i < BATCH ? next_id + BATCH + i : next_id + i - BATCH));
+		      bare_remove(i < BATCH ? next_id + BATCH + i : next_id + i - BATCH, NULL));
 }
 
 static void measure_batches(unsigned level, unsigned samples)
@@ -385,7 +420,7 @@ static void fill(unsigned level, unsigned *have)
 	}
 	t1 = now_us();
 	while (pool && next_id <= level)
-		bare_create(next_id++);
+		bare_create(next_id++, NULL);
 	if (n)
 		fprintf(stderr,
 		        "bench-meta: filled to %u volumes: %u API creates in %.1f s (%.0f/s), "
@@ -404,13 +439,30 @@ static void api_round(unsigned level)
 	TIMED(level, "api", "remove", api_remove("bench-origin"));
 }
 
+/* The steps of one bare change as samples: bare-checks, bare-message and
+ * bare-set_transaction_id, beside the daemon's account of the same steps. */
+static void step_samples(unsigned level, const char *op, const uint64_t *steps)
+{
+	static const char *const kinds[STEPS] = {"bare-checks", "bare-message",
+	                                         "bare-set_transaction_id"};
+
+	for (int i = 0; i < STEPS; i++)
+		sample(level, kinds[i], op, steps[i]);
+}
+
 /* The same on our pool, bare: thin ids A and B. */
 static void bare_round(unsigned level, uint32_t a, uint32_t b)
 {
-	TIMED(level, "bare", "create", bare_create(a));
-	TIMED(level, "bare", "snapshot", bare_snapshot(b, a));
-	TIMED(level, "bare", "remove", bare_remove(b));
-	TIMED(level, "bare", "remove", bare_remove(a));
+	uint64_t steps[STEPS];
+
+	TIMED(level, "bare", "create", bare_create(a, steps));
+	step_samples(level, "create", steps);
+	TIMED(level, "bare", "snapshot", bare_snapshot(b, a, steps));
+	step_samples(level, "snapshot", steps);
+	TIMED(level, "bare", "remove", bare_remove(b, steps));
+	step_samples(level, "remove", steps);
+	TIMED(level, "bare", "remove", bare_remove(a, steps));
+	step_samples(level, "remove", steps);
 }
 
 static void measure(unsigned level, unsigned samples)
@@ -453,14 +505,14 @@ static void measure(unsigned level, unsigned samples)
 			sample(level, "handshake", "open",
 			       time_connect(handshake_sock, "bench-open"));
 		api_remove("bench-open");
-		bare_create(a);
+		bare_create(a, NULL);
 		t = now_us();
 		if ((r = pool_activate_thin(pool, a, GiB, false)) < 0 ||
 		    (fd = r = pool_open_thin(pool, a, O_RDWR)) < 0)
 			die("bare activate", r);
 		sample(level, "bare", "open", now_us() - t);
 		close(fd);
-		bare_remove(a);
+		bare_remove(a, NULL);
 	}
 	fflush(stdout);
 }

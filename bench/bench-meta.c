@@ -205,6 +205,19 @@ static void step(uint64_t *steps, int i, uint64_t *t)
 	*t = now;
 }
 
+/* The rest of every bare change once its checks are done: the message's result R
+ * (WHAT names it), then set_transaction_id, each timed as its step. */
+static void bare_finish(const char *what, int r, uint64_t *steps, uint64_t *t)
+{
+	if (r < 0)
+		die(what, r);
+	step(steps, STEP_MESSAGE, t);
+	if ((r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
+		die("bare set_transaction_id", r);
+	step(steps, STEP_TID, t);
+	tid++;
+}
+
 static void bare_create(uint32_t id, uint64_t *steps)
 {
 	struct pool_status st;
@@ -214,13 +227,7 @@ static void bare_create(uint32_t id, uint64_t *steps)
 	if ((r = pool_get_status(pool, &st)) < 0)
 		die("bare create: status", r);
 	step(steps, STEP_CHECKS, &t);
-	if ((r = pool_create_thin(pool, id)) < 0)
-		die("bare create: create_thin", r);
-	step(steps, STEP_MESSAGE, &t);
-	if ((r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
-		die("bare create: set_transaction_id", r);
-	step(steps, STEP_TID, &t);
-	tid++;
+	bare_finish("bare create_thin", pool_create_thin(pool, id), steps, &t);
 }
 
 static void bare_snapshot(uint32_t id, uint32_t origin, uint64_t *steps)
@@ -233,13 +240,7 @@ static void bare_snapshot(uint32_t id, uint32_t origin, uint64_t *steps)
 	if ((r = pool_thin_status(pool, origin, &ts)) < 0 || (r = pool_get_status(pool, &st)) < 0)
 		die("bare snapshot: status", r);
 	step(steps, STEP_CHECKS, &t);
-	if ((r = pool_create_snap(pool, id, origin)) < 0)
-		die("bare snapshot: create_snap", r);
-	step(steps, STEP_MESSAGE, &t);
-	if ((r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
-		die("bare snapshot: set_transaction_id", r);
-	step(steps, STEP_TID, &t);
-	tid++;
+	bare_finish("bare create_snap", pool_create_snap(pool, id, origin), steps, &t);
 }
 
 static void bare_remove(uint32_t id, uint64_t *steps)
@@ -251,13 +252,7 @@ static void bare_remove(uint32_t id, uint64_t *steps)
 	if ((r = pool_thin_status(pool, id, &ts)) < 0 || (r = pool_deactivate_thin(pool, id)) < 0)
 		die("bare remove: deactivate", r);
 	step(steps, STEP_CHECKS, &t);
-	if ((r = pool_delete_thin(pool, id)) < 0)
-		die("bare remove: delete", r);
-	step(steps, STEP_MESSAGE, &t);
-	if ((r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
-		die("bare remove: set_transaction_id", r);
-	step(steps, STEP_TID, &t);
-	tid++;
+	bare_finish("bare delete", pool_delete_thin(pool, id), steps, &t);
 }
 
 /* Run dmsetup ARGS..., output discarded; dies unless it succeeds. */

@@ -82,6 +82,10 @@ $(BUILD)/%.o: %.c
 # e.g. OBJS_test-store := $(BUILD)/daemon/store.o, LIBS_test-store := -lsqlite3.
 OBJS_test-store := $(BUILD)/daemon/store.o $(BUILD)/daemon/log.o
 LIBS_test-store := $(call pc,--libs,sqlite3)
+# test-change: the change protocol on a real store and the fake pool.
+OBJS_test-change := $(BUILD)/daemon/change.o $(BUILD)/daemon/store.o $(BUILD)/daemon/log.o \
+                    $(BUILD)/tests/unit/fake-pool.o
+LIBS_test-change := $(call pc,--libs,sqlite3)
 OBJS_test-pool := $(BUILD)/daemon/pool.o $(BUILD)/daemon/log.o
 LIBS_test-pool := $(call pc,--libs,devmapper check)
 OBJS_test-client-output := $(BUILD)/client/output.o
@@ -126,14 +130,17 @@ fuzz: deps
 
 # Benchmark programs: bench/NAME.c, linked with OBJS_NAME and LIBS_NAME; bench/run says
 # what runs where (BENCH_RUNS, BENCH_SECONDS, BENCH_VOLUMES, BENCH_RESULTS).
-BENCH_PROGRAMS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+BENCH_PROGRAMS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c)) \
+                  $(BUILD)/bench/bench-thinproxyd
 OBJS_bench-meta := $(BUILD)/daemon/pool.o $(BUILD)/daemon/log.o
 LIBS_bench-meta := $(call pc,--libs,devmapper libnbd)
 OBJS_bench-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o
 LIBS_bench-broker := -lpthread
-# bench-thinproxyd: the daemon with an in-memory stand-in for pool.c (the host's API view).
-OBJS_bench-thinproxyd := $(filter-out %/pool.o,$(DAEMON_OBJS))
-LIBS_bench-thinproxyd := $(call pc,--libs,$(DAEMON_PKGS)) -lpthread
+# bench-thinproxyd: the daemon with the unit tests' stand-in for pool.c, so that its API
+# runs on a host without dm-thin.
+$(BUILD)/bench/bench-thinproxyd: $(filter-out %/pool.o,$(DAEMON_OBJS)) $(BUILD)/tests/unit/fake-pool.o
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(DAEMON_PKGS)) -lpthread
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $$(OBJS_$$*)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS_$*)
 

@@ -9,7 +9,7 @@
  *            API's)
  *   bare     the pool_* calls (libdevmapper) those operations make, on our own pool;
  *            each also split as the daemon splits a change in its log (bare-checks,
- *            bare-message, bare-set_transaction_id)
+ *            bare-message)
  *   dmsetup  the same sequence as dmsetup commands, one process each (every 4th round)
  *   open     an NBD connection to a new volume through the tenant's nbdkit (broker round
  *            trip plus activation), again once active, and bare pool_activate_thin +
@@ -50,7 +50,6 @@ static const char *admin_sock, *tenant, *nbd_sock, *handshake_sock;
 static int api_fd = -1;        /* the kept-alive connection to ADMIN_SOCK */
 static uint64_t api_last_used; /* when it last answered, in microseconds */
 static struct pool *pool;
-static uint64_t tid;         /* our pool's transaction id */
 static uint32_t next_id = 1; /* our pool's next thin id */
 
 static uint64_t now_us(void)
@@ -189,11 +188,11 @@ static void api_remove(const char *name)
 	exit(1);
 }
 
-/* The pool calls the daemon's create, snapshot and remove make (daemon/ops.c). With
- * STEPS, each also notes there how long its parts took, split as the daemon's log line
- * splits a change: the checks before the message (status reads; for remove also the
- * deactivation), the message, and set_transaction_id. */
-enum { STEP_CHECKS, STEP_MESSAGE, STEP_TID, STEPS };
+/* The pool calls the daemon's create, snapshot and remove make (daemon/ops.c,
+ * daemon/change.c). With STEPS, each also notes there how long its parts took, split as
+ * the daemon's log line splits a change: the checks before the message (status reads; for
+ * remove also the deactivation) and the message. */
+enum { STEP_CHECKS, STEP_MESSAGE, STEPS };
 
 /* The time since *T belongs to step I (noted in STEPS, if given); *T becomes now. */
 static void step(uint64_t *steps, int i, uint64_t *t)
@@ -206,16 +205,12 @@ static void step(uint64_t *steps, int i, uint64_t *t)
 }
 
 /* The rest of every bare change once its checks are done: the message's result R
- * (WHAT names it), then set_transaction_id, each timed as its step. */
+ * (WHAT names it), timed as its step. */
 static void bare_finish(const char *what, int r, uint64_t *steps, uint64_t *t)
 {
 	if (r < 0)
 		die(what, r);
 	step(steps, STEP_MESSAGE, t);
-	if ((r = pool_set_transaction_id(pool, tid, tid + 1)) < 0)
-		die("bare set_transaction_id", r);
-	step(steps, STEP_TID, t);
-	tid++;
 }
 
 static void bare_create(uint32_t id, uint64_t *steps)
@@ -279,15 +274,10 @@ static void dmsetup(const char *const *args)
 	}
 }
 
-/* dmsetup message POOL 0 "MSG" followed by set_transaction_id. */
+/* dmsetup message POOL 0 "MSG". */
 static void dmsetup_message(const char *msg)
 {
-	char tids[64];
-
 	dmsetup((const char *[]){"message", pool_name(pool), "0", msg, NULL});
-	snprintf(tids, sizeof tids, "set_transaction_id %" PRIu64 " %" PRIu64, tid, tid + 1);
-	dmsetup((const char *[]){"message", pool_name(pool), "0", tids, NULL});
-	tid++;
 }
 
 static void dmsetup_create(uint32_t id)
@@ -434,12 +424,11 @@ static void api_round(unsigned level)
 	TIMED(level, "api", "remove", api_remove("bench-origin"));
 }
 
-/* The steps of one bare change as samples: bare-checks, bare-message and
- * bare-set_transaction_id, beside the daemon's account of the same steps. */
+/* The steps of one bare change as samples: bare-checks and bare-message, beside the
+ * daemon's account of the same steps. */
 static void step_samples(unsigned level, const char *op, const uint64_t *steps)
 {
-	static const char *const kinds[STEPS] = {"bare-checks", "bare-message",
-	                                         "bare-set_transaction_id"};
+	static const char *const kinds[STEPS] = {"bare-checks", "bare-message"};
 
 	for (int i = 0; i < STEPS; i++)
 		sample(level, kinds[i], op, steps[i]);
@@ -540,7 +529,6 @@ int main(int argc, char **argv)
 			die("pool_open", r);
 		if ((r = pool_get_status(pool, &st)) < 0)
 			die("pool status", r);
-		tid = st.transaction_id;
 	}
 
 	for (tok = strtok_r(levels, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {

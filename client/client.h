@@ -55,7 +55,8 @@ struct args {
 
 /* Where and how a command runs: the global options, and the connection to the daemon. */
 struct ctx {
-	const char *dir; /* the socket directory */
+	const char *dir;         /* the socket directory */
+	const char *socket_path; /* the socket commands talk to */
 	bool admin;
 	const char *tenant; /* --admin --tenant T: volume commands act on T */
 	bool json;

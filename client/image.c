@@ -2,10 +2,14 @@
  * grant, revoke and grants. */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "tp-cleanup.h"
+#include "tp-rules.h"
 #include "client.h"
 #include "output.h"
 
@@ -16,6 +20,67 @@
 static int show_image(const struct ctx *c, struct json_object *answer)
 {
 	return c->json ? print_json(stdout, answer) : print_images(stdout, answer, false);
+}
+
+/* An import's progress on a terminal: while the import's request runs, another thread
+ * asks the daemon every second how far the copy is (GET /v1/images, state importing) on a
+ * connection of its own, and rewrites one line on stderr. */
+struct progress {
+	const char *socket_path, *name;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done, shown;
+};
+
+static int show_progress(struct json_object *image, void *opaque)
+{
+	struct progress *p = opaque;
+	struct json_object *o;
+	char done_text[32], size_text[32];
+	uint64_t done, size;
+
+	if (!json_object_object_get_ex(image, "name", &o) ||
+	    strcmp(json_object_get_string(o), p->name) != 0 ||
+	    !json_object_object_get_ex(image, "imported", &o))
+		return 0;
+	done = (uint64_t)json_object_get_int64(o);
+	if (!json_object_object_get_ex(image, "size", &o))
+		return 0;
+	size = (uint64_t)json_object_get_int64(o);
+	tp_format_size(done, done_text, sizeof done_text);
+	tp_format_size(size, size_text, sizeof size_text);
+	fprintf(stderr, "\rimage import %s: %s of %s (%u%%)\033[K", p->name, done_text, size_text,
+	        size ? (unsigned)(done * 100 / size) : 0);
+	p->shown = true;
+	return 0;
+}
+
+static void *follow_import(void *opaque)
+{
+	struct progress *p = opaque;
+	struct http *h = NULL;
+	struct timespec until;
+
+	error_lines_quiet();
+	if (http_open(p->socket_path, &h) < 0)
+		return NULL;
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += 1;
+		while (!p->done && pthread_cond_timedwait(&p->cond, &p->lock, &until) == 0)
+			;
+		if (p->done)
+			break;
+		pthread_mutex_unlock(&p->lock);
+		http_json_each(h, NULL, "/v1/images", "images", show_progress, p);
+		pthread_mutex_lock(&p->lock);
+	}
+	if (p->shown)
+		fputs("\r\033[K", stderr);
+	pthread_mutex_unlock(&p->lock);
+	http_close(h);
+	return NULL;
 }
 
 int cmd_image_import(struct ctx *c, const struct args *a)
@@ -40,7 +105,31 @@ int cmd_image_import(struct ctx *c, const struct args *a)
 	if (body == NULL || json_add_string(body, "name", name) < 0 ||
 	    json_add_string(body, "from", from) < 0)
 		return error_line(-ENOMEM, what, "%s", strerror(ENOMEM));
-	r = http_json(c->http, what, "POST", "/v1/images", body, &answer);
+	if (isatty(STDERR_FILENO) && c->socket_path != NULL) {
+		struct progress p = {.socket_path = c->socket_path, .name = name};
+		pthread_condattr_t ca;
+		pthread_t thread;
+		bool following;
+
+		pthread_mutex_init(&p.lock, NULL);
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&p.cond, &ca);
+		pthread_condattr_destroy(&ca);
+		following = pthread_create(&thread, NULL, follow_import, &p) == 0;
+		r = http_json(c->http, what, "POST", "/v1/images", body, &answer);
+		if (following) {
+			pthread_mutex_lock(&p.lock);
+			p.done = true;
+			pthread_cond_signal(&p.cond);
+			pthread_mutex_unlock(&p.lock);
+			pthread_join(thread, NULL);
+		}
+		pthread_cond_destroy(&p.cond);
+		pthread_mutex_destroy(&p.lock);
+	} else {
+		r = http_json(c->http, what, "POST", "/v1/images", body, &answer);
+	}
 	if (r < 0)
 		return r;
 	return show_image(c, answer);

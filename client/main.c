@@ -640,6 +640,7 @@ static int run(int argc, char **argv)
 	if (r < 0)
 		return EXIT_FAILURE;
 	c.http = http;
+	c.socket_path = socket_path;
 	r = cmd->run(&c, &a);
 	http_close(http);
 	/* Commands' own failures are never usage errors. */

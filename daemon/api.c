@@ -199,6 +199,8 @@ static void put_image(FILE *f, const struct image_view *im)
 
 	fputc('{', f);
 	put_volume_members(f, &host, &im->volume);
+	if (strcmp(im->volume.state, "importing") == 0)
+		fprintf(f, ",\"imported\":%" PRId64, api_size(im->imported));
 	fputs(",\"published\":", f);
 	if (im->published_all) {
 		fputs("\"all\"", f);
@@ -461,6 +463,49 @@ static void volume_reply(struct reply *rep, const struct principal *p, unsigned 
 	json_text_end(rep, f, status);
 }
 
+/* ops_children_fn: "TENANT":N, into the stream of the struct children_writer OPAQUE. */
+struct children_writer {
+	FILE *f;
+	bool any;
+};
+
+static int put_child(const char *tenant, uint64_t n, void *opaque)
+{
+	struct children_writer *w = opaque;
+
+	if (w->any)
+		fputc(',', w->f);
+	w->any = true;
+	put_string(w->f, tenant, false);
+	fprintf(w->f, ":%" PRId64, api_size(n));
+	return ferror(w->f) ? -ENOMEM : 0;
+}
+
+/* One volume, as a listing shows it, and the snapshots of it by tenant:
+ * "snapshots": {"alice": 2, "bob": 1}. */
+static void volume_info_reply(struct reply *rep, const struct principal *p, const char *name)
+{
+	struct children_writer w = {0};
+	struct volume_view v;
+	FILE *f;
+	int r = ops_volume_info(p, name, &v);
+
+	if (r < 0)
+		return reply_ops_error(rep, r);
+	if ((f = w.f = json_text_begin(rep)) == NULL)
+		return;
+	fputc('{', f);
+	put_volume_members(f, p, &v);
+	fputs(",\"snapshots\":{", f);
+	r = ops_volume_children(p, name, put_child, &w);
+	if (r < 0 && !ferror(f)) {
+		json_text_drop(rep, f);
+		return reply_ops_error(rep, r);
+	}
+	fputs("}}", f);
+	json_text_end(rep, f, 200);
+}
+
 /* A listing written out as it streams from the store, one volume at a time: never the
  * whole list in memory but as the text of the answer. */
 struct list_writer {
@@ -545,7 +590,7 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 		return method_not_allowed(rep, "GET or POST");
 	if (n == 2) {
 		if (is(rt, "GET"))
-			return volume_reply(rep, p, 200, ops_volume_info(p, seg[1], &v), &v);
+			return volume_info_reply(rep, p, seg[1]);
 		if (is(rt, "DELETE")) {
 			r = ops_volume_remove(p, seg[1]);
 			if (r < 0)
@@ -882,6 +927,8 @@ static void route_admin(struct route *rt)
 		json_object_object_add(o, "data", d);
 		json_object_object_add(m, "used", json_size(pv.meta_used));
 		json_object_object_add(m, "total", json_size(pv.meta_total));
+		json_object_object_add(m, "limit", json_size(pv.meta_limit));
+		json_object_object_add(m, "state", json_object_new_string(pv.meta_state));
 		json_object_object_add(o, "metadata", m);
 		json_object_object_add(o, "mode", json_object_new_string(pv.mode));
 		json_object_object_add(o, "needs_check", json_object_new_boolean(pv.needs_check));
@@ -1145,13 +1192,15 @@ int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct
 	}
 	srv->principal = *p;
 	srv->fd = fd;
-	/* One polling thread per socket; requests on it are handled one at a time and ops
-	 * serialise across sockets. Connection count, memory and idle time are bounded so
-	 * that a tenant flooding its own socket cannot exhaust the daemon. */
+	/* One polling thread per tenant socket: its requests are handled one at a time, and
+	 * ops serialise across sockets. The admin socket has a few, so that a long image
+	 * import leaves it answering (its progress, for one). Connection count, memory and
+	 * idle time are bounded so that a tenant flooding its own socket cannot exhaust the
+	 * daemon. */
 	srv->mhd = MHD_start_daemon(
 	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC, 0, NULL, NULL, handle,
-	    srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT, p->admin ? 256u : 64u,
-	    MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+	    srv, MHD_OPTION_THREAD_POOL_SIZE, p->admin ? 4u : 1u, MHD_OPTION_LISTEN_SOCKET, fd,
+	    MHD_OPTION_CONNECTION_LIMIT, p->admin ? 256u : 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
 	    /* Room for any request line and headers of ours; libmicrohttpd clears it for every
 	     * request, so no more (32 KiB cost the daemon 10% more instructions per change). */
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024), MHD_OPTION_NOTIFY_COMPLETED,

@@ -23,6 +23,8 @@ enum {
 	OPT_METADATA,
 	OPT_POOL_NAME,
 	OPT_LOOP_SIZE,
+	OPT_METADATA_SIZE,
+	OPT_METADATA_MAX,
 	OPT_BLOCK_SIZE,
 	OPT_MIN_FREE,
 	OPT_LOW_WATER,
@@ -45,6 +47,8 @@ static const struct option options[] = {
     {"metadata", required_argument, NULL, OPT_METADATA},
     {"pool-name", required_argument, NULL, OPT_POOL_NAME},
     {"loop-size", required_argument, NULL, OPT_LOOP_SIZE},
+    {"metadata-size", required_argument, NULL, OPT_METADATA_SIZE},
+    {"metadata-max", required_argument, NULL, OPT_METADATA_MAX},
     {"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
     {"min-free", required_argument, NULL, OPT_MIN_FREE},
     {"low-water", required_argument, NULL, OPT_LOW_WATER},
@@ -71,6 +75,9 @@ static const char usage_text[] =
     "  --metadata DEV       ... and metadata device DEV\n"
     "  --pool-name NAME     dm name of our own pool (default thinproxy-pool)\n"
     "  --loop-size SIZE     embedded pool's data size (default 10G)\n"
+    "  --metadata-size SIZE embedded pool's first metadata size (default: for 10000\n"
+    "                       volumes, by thin_metadata_size's rule, twice over)\n"
+    "  --metadata-max SIZE  the most it grows to when half full (default 15.9G)\n"
     "  --block-size SIZE    new pools' block size, 64K to 1G (default 64K)\n"
     "  --min-free SIZE|N%   refuse new volumes below this free space (default 5%)\n"
     "  --low-water N%       warn when free data or metadata drops below (default 20%)\n"
@@ -155,6 +162,17 @@ static int apply(struct config *cfg, int opt, const char *name, const char *v)
 		r = tp_parse_size(v, &cfg->loop_size);
 		if (r == 0 && (cfg->loop_size < (UINT64_C(64) << 20) || cfg->loop_size % 512))
 			r = -EINVAL;
+		break;
+	case OPT_METADATA_SIZE:
+	case OPT_METADATA_MAX:
+		/* dm-thin: a few blocks of 4 KiB at least; it uses no more than ~15.9 GiB. */
+		r = tp_parse_size(v, &n);
+		if (r == 0 && (n < (UINT64_C(2) << 20) || n % 4096))
+			r = -EINVAL;
+		if (r == 0 && opt == OPT_METADATA_SIZE)
+			cfg->metadata_size = n;
+		else if (r == 0)
+			cfg->metadata_max = n;
 		break;
 	case OPT_BLOCK_SIZE:
 		r = tp_parse_size(v, &n);
@@ -335,6 +353,15 @@ int config_parse(struct config *cfg, int argc, char **argv)
 	}
 	if (!cfg->data != !cfg->metadata) {
 		fprintf(stderr, "thinproxyd: --data and --metadata go together\n");
+		goto usage;
+	}
+	if ((cfg->metadata_size || cfg->metadata_max) && (cfg->pool || cfg->data)) {
+		fprintf(stderr, "thinproxyd: --metadata-size and --metadata-max are for the "
+		                "embedded pool, not --pool or --data\n");
+		goto usage;
+	}
+	if (cfg->metadata_size && cfg->metadata_max && cfg->metadata_max < cfg->metadata_size) {
+		fprintf(stderr, "thinproxyd: --metadata-max is below --metadata-size\n");
 		goto usage;
 	}
 	if (cfg->state_dir[0] != '/' || cfg->run_dir[0] != '/') {

@@ -10,6 +10,7 @@ struct config {
 	char *state_dir, *run_dir;
 	char *pool, *data, *metadata, *pool_name;
 	uint64_t loop_size, block_size;
+	uint64_t metadata_size, metadata_max; /* the embedded pool's; 0: the defaults */
 	uint64_t min_free;
 	unsigned min_free_percent, low_water_percent;
 	char *nbdkit, *plugin;

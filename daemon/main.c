@@ -26,7 +26,10 @@
 #include "supervise.h"
 #include "tp-cleanup.h"
 
-#define MONITOR_SECONDS 5
+/* The loop's timer: the pool's space is watched every tick (a status read: cheap), the
+ * volumes' used bytes refreshed every MONITOR_TICKS. */
+#define TICK_SECONDS  1
+#define MONITOR_TICKS 5
 
 static struct config cfg;
 
@@ -220,8 +223,8 @@ static int run(void)
 	struct pool_config pc = {0};
 	struct supervise_config sc = {0};
 	struct ops_config oc = {0};
-	struct itimerspec its = {.it_interval = {MONITOR_SECONDS, 0},
-	                         .it_value = {MONITOR_SECONDS, 0}};
+	struct itimerspec its = {.it_interval = {TICK_SECONDS, 0}, .it_value = {TICK_SECONDS, 0}};
+	unsigned monitor_ticks = 0;
 	struct epoll_event ev;
 	sigset_t mask;
 	bool running = true;
@@ -259,6 +262,8 @@ static int run(void)
 	pc.metadata_dev = cfg.metadata;
 	pc.state_dir = cfg.state_dir;
 	pc.loop_size = cfg.loop_size;
+	pc.metadata_size = cfg.metadata_size;
+	pc.metadata_max = cfg.metadata_max;
 	pc.dm_name = cfg.pool_name;
 	pc.block_sectors = (uint32_t)(cfg.block_size / 512);
 	r = pool_open(&pc, &pool);
@@ -365,7 +370,9 @@ static int run(void)
 
 				if (read(tfd, &ticks, sizeof ticks) < 0 && errno != EAGAIN)
 					log_warning("timerfd read failed, ignoring");
-				ops_monitor();
+				ops_watch();
+				if (++monitor_ticks % MONITOR_TICKS == 0)
+					ops_monitor();
 				supervise_reap();
 			} else if (fd == broker_fd) {
 				broker_accept(broker_fd);
@@ -375,6 +382,7 @@ static int run(void)
 	r = 0;
 out:
 	report_ready(&ready_fd, r < 0 ? 1 : 0);
+	ops_interrupt();
 	/* Sockets first, so that no request arrives while the rest goes away; tenants'
 	 * nbdkit processes stay up: attached devices outlive the daemon. */
 	api_stop(admin);

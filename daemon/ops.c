@@ -1,26 +1,13 @@
-/* The operations of thinproxyd. Every change to the pool follows one protocol, so that
- * a daemon killed at any instant can be restarted and reconciled (ops_init):
- *
- *   1. record the intent in the store: the row in state creating/deleting, with the
- *      pool transaction id T it starts from (one committed SQLite transaction);
- *   2. send the pool message (create_thin, create_snap or delete);
- *   3. set_transaction_id T -> T+1 and read it back;
- *   4. one SQLite transaction marks the row ready (or removes it) and records T+1; it
- *      is not synced to disk (store_commit_unsynced): if the machine loses it, step 4 is
- *      what the start below replays, and the next change's step 1 syncs it anyway.
- *
- * On start, with S the store's transaction id and P the pool's: P == S means step 3
- * never happened, so pending creates are rolled back and pending removes rolled
- * forward (both by a delete that tolerates a missing thin id, because step 2 may or may
- * not have happened); P == S+1 means only step 4 is missing, so it is replayed; any
- * other difference is refused, as it means the store and the pool are not each other's.
- */
+/* The operations of thinproxyd: what the REST API and the broker may ask for, each one
+ * checked and carried out under the daemon lock. Changes to the pool go through the change
+ * protocol of daemon/change.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "change.h"
 #include "log.h"
 #include "ops.h"
 #include "pool.h"
@@ -42,7 +30,23 @@ static struct {
 	struct pool *pool;
 	struct ops_config cfg;
 	bool low_data, low_meta; /* below the low-water mark, already logged */
+	bool meta_warned;        /* above META_WARN_PERCENT, already logged */
+	bool meta_grow_failed;   /* growing the metadata failed, already logged */
+	struct import *imports;  /* in progress */
 } ops = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* An image import in progress: its copy runs without the lock and counts what it did. */
+struct import {
+	struct import *next;
+	int64_t volume_id;
+	_Atomic uint64_t copied;
+};
+
+/* Set when the daemon stops: a copy in progress gives up. */
+static atomic_bool interrupted;
+
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x)  STRINGIFY_(x)
 
 static __thread char ops_errmsg[512];
 
@@ -77,18 +81,6 @@ static void unlock(pthread_mutex_t **m)
 #define LOCKED                                                                 \
 	__attribute__((cleanup(unlock))) pthread_mutex_t *_locked = &ops.lock; \
 	pthread_mutex_lock(_locked)
-
-/* Fault injection for the crash tests: THINPROXY_FAULT=STEP kills the daemon at STEP
- * the way kill -9 would, with no chance to clean up. */
-static void fault_point(const char *step)
-{
-	const char *want = getenv("THINPROXY_FAULT");
-
-	if (want != NULL && strcmp(want, step) == 0) {
-		log_warning("fault injection: killing the daemon at %s", step);
-		kill(getpid(), SIGKILL);
-	}
-}
 
 /* References and views */
 
@@ -164,7 +156,7 @@ static int own_volume(const struct principal *p, const char *name, struct volume
 		            "starting with a letter or digit",
 		            name);
 	r = store_volume_get(ops.store, p->tenant_id, name, ret);
-	if (r == -ENOENT || (r == 0 && ret->pending))
+	if (r == -ENOENT || (r == 0 && !volume_settled(ret)))
 		return fail(-ENOENT, "no such volume: %s", name);
 	if (r < 0)
 		return internal(r, "read volume");
@@ -199,7 +191,7 @@ static int resolve_ref(const struct principal *p, const char *ref, struct volume
 		}
 	} else if (tp_name_valid(owner) && store_tenant_get(ops.store, owner, &t) == 0) {
 		r = store_volume_get(ops.store, t.id, slash + 1, ret);
-		if (r == 0 && !ret->pending &&
+		if (r == 0 && volume_settled(ret) &&
 		    (t.id == p->tenant_id ||
 		     store_grant_get(ops.store, ret->id, p->tenant_id, &g) == 0))
 			return 0;
@@ -208,6 +200,50 @@ static int resolve_ref(const struct principal *p, const char *ref, struct volume
 }
 
 /* Quotas and pool space */
+
+/* Metadata space. Writes to snapshots that unshare their mappings use metadata that no
+ * quota counts, and a pool out of it turns read-only for everyone: so the embedded pool's
+ * metadata grows from half full, new volumes are refused from META_REFUSE_PERCENT (while
+ * it cannot grow), and from META_WARN_PERCENT the daemon warns. */
+#define META_GROW_PERCENT   50
+#define META_WARN_PERCENT   75
+#define META_REFUSE_PERCENT 80
+
+static unsigned meta_percent(const struct pool_status *st)
+{
+	return st->meta_total ? (unsigned)(st->meta_used * 100 / st->meta_total) : 100;
+}
+
+/* Grow the embedded pool's metadata while it is half full or more and may grow; *ST is
+ * read again after each growth. */
+static void grow_metadata(struct pool_status *st)
+{
+	uint64_t before, bytes;
+	int r;
+
+	while (meta_percent(st) >= META_GROW_PERCENT &&
+	       pool_metadata_limit(ops.pool) > st->meta_total * 4096) {
+		before = st->meta_total * 4096;
+		r = pool_grow_metadata(ops.pool, &bytes);
+		if (r < 0) {
+			if (!ops.meta_grow_failed)
+				log_errno(LOG_ERR, r,
+				          "pool %s: metadata %u%% used, cannot grow it: %m",
+				          pool_name(ops.pool), meta_percent(st));
+			ops.meta_grow_failed = true;
+			return;
+		}
+		ops.meta_grow_failed = false;
+		if (pool_get_status(ops.pool, st) < 0)
+			return;
+		log_notice("pool %s: metadata was %" PRIu64
+		           " MiB and half full or more: grown to %" PRIu64 " MiB, %u%% used",
+		           pool_name(ops.pool), before >> 20, (st->meta_total * 4096) >> 20,
+		           meta_percent(st));
+		if (st->meta_total * 4096 <= before)
+			return; /* the pool did not take it: do not try again and again */
+	}
+}
 
 static int check_pool_space(void)
 {
@@ -219,11 +255,17 @@ static int check_pool_space(void)
 		return internal(r, "read pool status");
 	if (st.read_only || st.needs_check)
 		return fail(-ENOSPC, "pool %s is read-only or needs a check", pool_name(ops.pool));
+	grow_metadata(&st);
+	if (meta_percent(&st) >= META_REFUSE_PERCENT)
+		return fail(-ENOSPC,
+		            "pool full: %u%% of its metadata is used, and new volumes are refused "
+		            "from %d%%",
+		            meta_percent(&st), META_REFUSE_PERCENT);
 	free_bytes = (st.data_total - st.data_used) * bs;
 	floor = ops.cfg.min_free;
 	if (st.data_total * bs / 100 * ops.cfg.min_free_percent > floor)
 		floor = st.data_total * bs / 100 * ops.cfg.min_free_percent;
-	if (free_bytes < floor || st.out_of_data_space || st.meta_used * 20 > st.meta_total * 19)
+	if (free_bytes < floor || st.out_of_data_space)
 		return fail(-ENOSPC,
 		            "pool full: %" PRIu64 " MiB free, at least %" PRIu64
 		            " MiB required to create volumes",
@@ -271,132 +313,15 @@ static int check_size(uint64_t size)
 	return 0;
 }
 
-/* The pool change protocol */
-
-/* Where the time of one change goes, for its log line: the checks before step 1 (store
- * reads and pool status), then each step. */
-enum phase { PHASE_CHECKS, PHASE_INTENT, PHASE_MESSAGE, PHASE_TID, PHASE_COMMIT, PHASES };
-struct change_clock {
-	uint64_t start, last; /* microseconds */
-	uint64_t us[PHASES];
-};
-
-static uint64_t clock_us(void)
+/* Create NAME for P with change OP: a new thin device, a snapshot of ORIGIN or an image
+ * to import. */
+static int create_volume(const struct principal *p, enum change_op op, const char *name,
+                         uint64_t size, const struct volume *origin, struct change_clock *clk,
+                         struct volume *ret_volume)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-static void clock_start(struct change_clock *c)
-{
-	*c = (struct change_clock){.start = clock_us()};
-	c->last = c->start;
-}
-
-/* The time since the last lap (or the start) belongs to PHASE. */
-static void clock_lap(struct change_clock *c, enum phase phase)
-{
-	uint64_t now = clock_us();
-
-	c->us[phase] += now - c->last;
-	c->last = now;
-}
-
-/* "in 11.23 ms (checks 4.01, intent 0.92, ...)" in BUF. */
-static const char *clock_text(const struct change_clock *c, char *buf, size_t len)
-{
-	static const char *const names[PHASES] = {"checks", "intent", "message",
-	                                          "set_transaction_id", "commit"};
-	uint64_t total = c->last - c->start;
-	int n = snprintf(buf, len, "in %" PRIu64 ".%02" PRIu64 " ms (", total / 1000,
-	                 total % 1000 / 10);
-
-	for (int i = 0; i < PHASES && n > 0 && (size_t)n < len; i++)
-		n += snprintf(buf + n, len - (size_t)n, "%s%s %" PRIu64 ".%02" PRIu64,
-		              i ? ", " : "", names[i], c->us[i] / 1000, c->us[i] % 1000 / 10);
-	if (n > 0 && (size_t)n < len)
-		snprintf(buf + n, len - (size_t)n, ")");
-	return buf;
-}
-
-/* Steps 3 and 4 after a successful message: bump the transaction id, then commit. */
-static int finish_change(struct volume *v, uint64_t tid, const char *op, bool remove,
-                         struct change_clock *clk)
-{
-	int r;
-
-	r = pool_set_transaction_id(ops.pool, tid, tid + 1);
-	if (r < 0)
-		return internal(r, "set_transaction_id");
-	clock_lap(clk, PHASE_TID);
-	fault_point(remove                      ? "after-remove-tid"
-	            : strcmp(op, "create") == 0 ? "after-create-tid"
-	                                        : "after-snapshot-tid");
-	r = store_begin(ops.store);
-	if (r == 0) {
-		if (remove) {
-			r = store_volume_remove(ops.store, v->id);
-		} else {
-			v->state = VOLUME_READY;
-			v->pending = false;
-			r = store_volume_update(ops.store, v);
-		}
-	}
-	if (r == 0)
-		r = store_set_pool_tid(ops.store, tid + 1);
-	if (r == 0)
-		r = store_commit_unsynced(ops.store);
-	if (r < 0) {
-		store_rollback(ops.store);
-		return internal(r, "commit volume change");
-	}
-	clock_lap(clk, PHASE_COMMIT);
-	return 0;
-}
-
-/* Step 1: record V (state creating or deleting) with the current transaction id. */
-static int record_intent(struct volume *v, bool insert, uint64_t *ret_tid)
-{
-	uint64_t tid;
-	int r = store_begin(ops.store);
-
-	if (r == 0)
-		r = store_get_pool_tid(ops.store, &tid);
-	if (r == 0) {
-		v->pending = true;
-		v->pending_tid = tid;
-		r = insert ? store_volume_add(ops.store, v) : store_volume_update(ops.store, v);
-	}
-	if (r == 0)
-		r = store_commit(ops.store);
-	if (r < 0) {
-		store_rollback(ops.store);
-		if (r == -EEXIST)
-			return fail(-EEXIST, "volume %s exists", v->name);
-		return internal(r, "record volume intent");
-	}
-	*ret_tid = tid;
-	return 0;
-}
-
-/* Undo an intent whose message failed: the thin id was never created. */
-static void drop_intent(struct volume *v)
-{
-	if (store_volume_remove(ops.store, v->id) < 0)
-		log_error("dropping the record of failed volume %s, ignoring", v->name);
-}
-
-/* Create NAME for P as a new thin device or as a snapshot of ORIGIN (NULL: new). */
-static int create_volume(const struct principal *p, const char *name, uint64_t size,
-                         const struct volume *origin, struct change_clock *clk,
-                         struct volume_view *ret_view)
-{
-	const char *op = origin ? "snapshot" : "create";
+	const char *what = op == CHANGE_SNAPSHOT ? "snapshot" : "create";
 	struct volume v = {0}, existing;
 	char times[160];
-	uint64_t tid;
 	int r;
 
 	if (!tp_name_valid(name))
@@ -406,7 +331,8 @@ static int create_volume(const struct principal *p, const char *name, uint64_t s
 		            name);
 	r = store_volume_get(ops.store, p->tenant_id, name, &existing);
 	if (r == 0)
-		return fail(-EEXIST, "volume %s exists", name);
+		return fail(-EEXIST, "%s %s exists%s", op == CHANGE_IMPORT ? "image" : "volume",
+		            name, existing.state == VOLUME_IMPORTING ? " (being imported)" : "");
 	if (r != -ENOENT)
 		return internal(r, "read volume");
 	if ((r = check_size(size)) < 0 || (r = check_quota(p, size)) < 0 ||
@@ -416,81 +342,109 @@ static int create_volume(const struct principal *p, const char *name, uint64_t s
 	snprintf(v.name, sizeof v.name, "%s", name);
 	v.tenant_id = p->tenant_id;
 	v.size = size;
-	v.state = VOLUME_CREATING;
 	if (origin) {
 		v.parent_id = origin->id;
 		v.used = origin->used;
 	}
-	r = store_free_thin_id(ops.store, POOL_THIN_ID_MAX, &v.thin_id);
+	change_clock_lap(clk, PHASE_CHECKS);
+	r = change_create(op, &v, origin ? origin->thin_id : 0, clk);
+	if (r == -EEXIST)
+		return fail(r, "volume %s exists", name);
 	if (r == -ENOSPC)
-		return fail(-ENOSPC, "pool full: no free thin device id");
+		return fail(r, "pool full: cannot %s %s", what, name);
+	if (r == -EROFS)
+		return fail(-ENOSPC,
+		            "pool %s cannot take changes now: it is read-only or a change "
+		            "waits to be settled",
+		            pool_name(ops.pool));
 	if (r < 0)
-		return internal(r, "allocate thin id");
-	clock_lap(clk, PHASE_CHECKS);
-	r = record_intent(&v, true, &tid);
-	if (r < 0)
-		return r;
-	clock_lap(clk, PHASE_INTENT);
-	fault_point(origin ? "after-snapshot-intent" : "after-create-intent");
-
-	r = origin ? pool_create_snap(ops.pool, v.thin_id, origin->thin_id)
-	           : pool_create_thin(ops.pool, v.thin_id);
-	if (r < 0) {
-		drop_intent(&v);
-		if (r == -ENOSPC)
-			return fail(r, "pool full: cannot %s %s", op, name);
-		return internal(r, origin ? "create_snap" : "create_thin");
-	}
-	clock_lap(clk, PHASE_MESSAGE);
-	fault_point(origin ? "after-create-snap" : "after-create-thin");
-	r = finish_change(&v, tid, op, false, clk);
-	if (r < 0)
-		return r;
-	fault_point(origin ? "after-snapshot-done" : "after-create-done");
-	log_info("%s %s%s%s: thin %" PRIu32 ", %" PRIu64 " bytes %s", op, p->tenant,
-	         *p->tenant ? "/" : "", name, v.thin_id, size,
-	         clock_text(clk, times, sizeof times));
-	make_view(p, &v, ret_view);
+		return fail(r, "%s of %s failed: %s", what, name, strerror(-r));
+	log_info("%s %s%s%s: thin %" PRIu32 ", %" PRIu64 " bytes %s",
+	         op == CHANGE_IMPORT ? "import" : what, p->tenant, *p->tenant ? "/" : "", name,
+	         v.thin_id, size, change_clock_text(clk, times, sizeof times));
+	*ret_volume = v;
 	return 0;
 }
 
 /* Whether V's thin device is open, allowing a client that has just let go a moment to
  * close: a kernel device detached or an NBD client gone leaves the tenant's nbdkit
  * closing its fd a little later, and a remove right after a detach should not race it.
- * Waits at most CLOSE_GRACE_MS, and only while the device is open. */
+ * Waits at most CLOSE_GRACE_MS, and only while the device is open, with the daemon lock
+ * let go between looks so that the broker and other requests go on meanwhile. On return
+ * *V is what the store holds now (-ENOENT: it went while the lock was let go). */
 #define CLOSE_GRACE_MS 1000
-static bool still_open(const struct volume *v)
+static int still_open(struct volume *v, bool *ret_open)
 {
 	struct thin_status ts;
+	int r;
 
 	for (int waited = 0;; waited += 20) {
-		if (pool_thin_status(ops.pool, v->thin_id, &ts) < 0 || !ts.active || !ts.open_count)
-			return false;
-		if (waited >= CLOSE_GRACE_MS)
-			return true;
+		if (pool_thin_status(ops.pool, v->thin_id, &ts) < 0 || !ts.active ||
+		    !ts.open_count) {
+			*ret_open = false;
+			return 0;
+		}
+		if (waited >= CLOSE_GRACE_MS) {
+			*ret_open = true;
+			return 0;
+		}
 		if (waited == 0)
 			log_debug("volume %s is open: waiting up to %d ms for it to close", v->name,
 			          CLOSE_GRACE_MS);
+		pthread_mutex_unlock(&ops.lock);
 		nanosleep(&(struct timespec){.tv_nsec = 20 * 1000 * 1000}, NULL);
+		pthread_mutex_lock(&ops.lock);
+		if (ops.store == NULL)
+			return -ESHUTDOWN;
+		r = store_volume_get_by_id(ops.store, v->id, v);
+		if (r < 0)
+			return r;
+		if (!volume_settled(v))
+			return -ENOENT;
 	}
+}
+
+/* store_children_fn: "alice 2, bob 1" into the buffer OPAQUE (256 bytes). */
+static int list_children(const char *tenant, uint64_t n, void *opaque)
+{
+	char *buf = opaque;
+	size_t len = strlen(buf);
+
+	snprintf(buf + len, 256 - len, "%s%s %" PRIu64, len ? ", " : "", tenant, n);
+	return 0;
 }
 
 /* Remove V through the protocol. The caller checked it may. */
 static int remove_volume(struct volume *v, struct change_clock *clk)
 {
-	uint64_t tid, children;
+	uint64_t children;
 	char times[160];
+	bool open;
 	int r;
 
-	r = store_volume_count_children(ops.store, v->id, &children);
+	r = still_open(v, &open);
+	if (r == -ENOENT)
+		return fail(r, "no such volume: %s", v->name);
 	if (r < 0)
-		return internal(r, "count snapshots");
-	if (children)
-		return fail(-EBUSY, "volume %s is busy: it is the parent of %" PRIu64 " snapshot%s",
-		            v->name, children, children == 1 ? "" : "s");
-	if (still_open(v))
+		return internal(r, "read volume");
+	if (open)
 		return fail(-EBUSY, "volume %s is busy: it is open (attached or being served)",
 		            v->name);
+	/* A volume's own owner's snapshots keep it (layers); other tenants' snapshots (made
+	 * through a grant) do not: they are let go of it below. An image keeps all. */
+	r = store_volume_count_children_of(ops.store, v->id, v->tenant_id, &children);
+	if (r < 0)
+		return internal(r, "count snapshots");
+	if (children) {
+		char by_tenant[256] = "";
+
+		if (v->tenant_id == 0)
+			store_volume_children_by_tenant(ops.store, v->id, list_children, by_tenant);
+		return fail(
+		    -EBUSY, "%s %s is busy: it is the parent of %" PRIu64 " snapshot%s%s%s%s",
+		    v->tenant_id ? "volume" : "image", v->name, children, children == 1 ? "" : "s",
+		    *by_tenant ? " (" : "", by_tenant, *by_tenant ? ")" : "");
+	}
 	r = pool_deactivate_thin(ops.pool, v->thin_id);
 	if (r == -EBUSY)
 		return fail(-EBUSY, "volume %s is busy: it is open (attached or being served)",
@@ -498,108 +452,23 @@ static int remove_volume(struct volume *v, struct change_clock *clk)
 	if (r < 0)
 		return internal(r, "deactivate thin device");
 
-	clock_lap(clk, PHASE_CHECKS);
-	v->state = VOLUME_DELETING;
-	r = record_intent(v, false, &tid);
+	r = store_volume_detach_children(ops.store, v->id, v->tenant_id);
 	if (r < 0)
-		return r;
-	clock_lap(clk, PHASE_INTENT);
-	fault_point("after-remove-intent");
-	r = pool_delete_thin(ops.pool, v->thin_id);
-	if (r < 0 && r != -ENOENT)
-		return internal(r, "delete thin device");
-	clock_lap(clk, PHASE_MESSAGE);
-	fault_point("after-delete-thin");
-	r = finish_change(v, tid, "remove", true, clk);
+		return internal(r, "detach other tenants' snapshots");
+	change_clock_lap(clk, PHASE_CHECKS);
+	r = change_remove(v, clk);
+	if (r == -EBUSY)
+		return fail(r, "volume %s is busy: the pool says its thin device is in use",
+		            v->name);
+	if (r == -EROFS)
+		return fail(-ENOSPC,
+		            "pool %s cannot take changes now: it is read-only or a change "
+		            "waits to be settled",
+		            pool_name(ops.pool));
 	if (r < 0)
-		return r;
-	fault_point("after-remove-done");
+		return fail(r, "removal of %s failed: %s", v->name, strerror(-r));
 	log_info("removed volume %s (thin %" PRIu32 ") %s", v->name, v->thin_id,
-	         clock_text(clk, times, sizeof times));
-	return 0;
-}
-
-/* Reconciliation */
-
-static int reconcile(void)
-{
-	CLEANUP_FREE struct volume *pending = NULL;
-	struct pool_status st;
-	uint64_t stid;
-	size_t n, i;
-	int r;
-
-	r = pool_get_status(ops.pool, &st);
-	if (r < 0)
-		return log_errno(LOG_ERR, r, "read status of pool %s: %m", pool_name(ops.pool));
-	r = store_get_pool_tid(ops.store, &stid);
-	if (r == 0)
-		r = store_volume_list_pending(ops.store, &pending, &n);
-	if (r < 0)
-		return r;
-	if (st.transaction_id != stid && st.transaction_id != stid + 1) {
-		log_error("pool %s has transaction id %" PRIu64 " but the store expects %" PRIu64
-		          ": they do not belong together (another store, or a pool changed "
-		          "behind thinproxyd's back); refusing to start",
-		          pool_name(ops.pool), st.transaction_id, stid);
-		return -ESTALE;
-	}
-	for (i = 0; i < n; i++) {
-		struct volume *v = &pending[i];
-		bool done = st.transaction_id == stid + 1 && v->pending_tid == stid;
-
-		if (done) {
-			/* Step 4 is all that is missing: replay it. */
-			r = store_begin(ops.store);
-			if (r == 0) {
-				if (v->state == VOLUME_DELETING) {
-					r = store_volume_remove(ops.store, v->id);
-				} else {
-					v->state = VOLUME_READY;
-					v->pending = false;
-					r = store_volume_update(ops.store, v);
-				}
-			}
-			if (r == 0)
-				r = store_set_pool_tid(ops.store, st.transaction_id);
-			if (r == 0)
-				r = store_commit(ops.store);
-			if (r < 0) {
-				store_rollback(ops.store);
-				return r;
-			}
-			stid = st.transaction_id;
-			log_notice(
-			    "reconcile: completed the interrupted %s of volume %s (thin %" PRIu32
-			    ")",
-			    v->state == VOLUME_DELETING ? "removal" : "creation", v->name,
-			    v->thin_id);
-			continue;
-		}
-		/* The transaction id never moved: the message may or may not have reached the
-		 * pool. Pending creates are rolled back, pending removes rolled forward; both
-		 * mean the thin id must not exist. */
-		pool_deactivate_thin(ops.pool, v->thin_id);
-		r = pool_delete_thin(ops.pool, v->thin_id);
-		if (r < 0 && r != -ENOENT)
-			return log_errno(LOG_ERR, r, "reconcile: delete thin %" PRIu32 ": %m",
-			                 v->thin_id);
-		r = store_volume_remove(ops.store, v->id);
-		if (r < 0)
-			return r;
-		log_notice("reconcile: %s volume %s (thin %" PRIu32 ")",
-		           v->state == VOLUME_DELETING ? "finished removing"
-		                                       : "rolled back creation of",
-		           v->name, v->thin_id);
-	}
-	if (st.transaction_id == stid + 1) {
-		/* No pending row matched, yet the pool moved: only possible if the store lost a
-		 * committed row, which WAL with synchronous=FULL rules out. */
-		log_error("pool %s is one transaction ahead of the store with nothing pending; "
-		          "refusing to start",
-		          pool_name(ops.pool));
-		return -ESTALE;
-	}
+	         change_clock_text(clk, times, sizeof times));
 	return 0;
 }
 
@@ -614,7 +483,7 @@ int ops_init(struct store *store, struct pool *pool, const struct ops_config *cf
 	ops.cfg = *cfg;
 	LOCKED;
 	/* pool_open already resumed thin devices a crash left suspended. */
-	r = reconcile();
+	r = change_init(store, pool);
 	if (r < 0)
 		return r;
 	r = store_tenant_list(store, &tenants, &n);
@@ -627,9 +496,15 @@ int ops_init(struct store *store, struct pool *pool, const struct ops_config *cf
 	return 0;
 }
 
+void ops_interrupt(void)
+{
+	atomic_store(&interrupted, true);
+}
+
 void ops_shutdown(void)
 {
 	LOCKED;
+	change_shutdown();
 	ops.store = NULL;
 	ops.pool = NULL;
 }
@@ -643,7 +518,7 @@ static void refresh_used(struct volume *v, bool activate)
 
 	if (pool_thin_status(ops.pool, v->thin_id, &ts) < 0)
 		return;
-	if (!ts.active && activate && !v->pending) {
+	if (!ts.active && activate && volume_settled(v)) {
 		if (pool_activate_thin(ops.pool, v->thin_id, v->size, v->state != VOLUME_READY) <
 		        0 ||
 		    pool_thin_status(ops.pool, v->thin_id, &ts) < 0)
@@ -669,14 +544,16 @@ static int refresh_active(uint32_t thin_id, void *opaque)
 	return 0;
 }
 
-void ops_monitor(void)
+void ops_watch(void)
 {
 	struct pool_status st;
 	uint64_t data_free_pct, meta_free_pct;
+	bool meta_high;
 
 	LOCKED;
 	if (ops.pool == NULL || pool_get_status(ops.pool, &st) < 0)
 		return;
+	grow_metadata(&st);
 	data_free_pct = st.data_total ? (st.data_total - st.data_used) * 100 / st.data_total : 0;
 	meta_free_pct = st.meta_total ? (st.meta_total - st.meta_used) * 100 / st.meta_total : 0;
 	if ((data_free_pct < ops.cfg.low_water_percent) != ops.low_data) {
@@ -694,6 +571,26 @@ void ops_monitor(void)
 		        pool_name(ops.pool), meta_free_pct, ops.low_meta ? "below" : "back above",
 		        ops.cfg.low_water_percent);
 	}
+	meta_high = meta_percent(&st) >= META_WARN_PERCENT;
+	if (meta_high != ops.meta_warned) {
+		ops.meta_warned = meta_high;
+		log_msg(
+		    meta_high ? LOG_WARNING : LOG_NOTICE, "pool %s: %u%% of its metadata is used%s",
+		    pool_name(ops.pool), meta_percent(&st),
+		    meta_high
+		        ? meta_percent(&st) >= META_REFUSE_PERCENT
+		              ? ": new volumes are refused"
+		              : ": new volumes are refused from " STRINGIFY(META_REFUSE_PERCENT) "%"
+		        : ", back to normal");
+	}
+}
+
+void ops_monitor(void)
+{
+	LOCKED;
+	if (ops.pool == NULL)
+		return;
+	pool_resume_left_suspended(ops.pool);
 	/* Only active volumes can change their mapping; inactive ones keep what the store
 	 * recorded when they were last active. */
 	pool_for_each_active(ops.pool, refresh_active, NULL);
@@ -749,7 +646,7 @@ static int list_one(const struct volume *v, void *opaque)
 	struct listing *l = opaque;
 	struct volume_view view;
 
-	if (v->pending)
+	if (!volume_settled(v))
 		return 0;
 	make_view(l->p, v, &view);
 	return l->fn_error = l->fn(&view, l->opaque);
@@ -796,25 +693,44 @@ int ops_volume_info(const struct principal *p, const char *name, struct volume_v
 	return 0;
 }
 
+int ops_volume_children(const struct principal *p, const char *name, ops_children_fn fn,
+                        void *opaque)
+{
+	struct volume v;
+	int r;
+
+	LOCKED;
+	r = own_volume(p, name, &v);
+	if (r < 0)
+		return r;
+	r = store_volume_children_by_tenant(ops.store, v.id, fn, opaque);
+	return r < 0 ? internal(r, "count snapshots") : 0;
+}
+
 int ops_volume_create(const struct principal *p, const char *name, uint64_t size,
                       struct volume_view *ret_view)
 {
 	struct change_clock clk;
+	struct volume v;
+	int r;
 
 	LOCKED;
-	clock_start(&clk);
-	return create_volume(p, name, size, NULL, &clk, ret_view);
+	change_clock_start(&clk);
+	r = create_volume(p, CHANGE_CREATE, name, size, NULL, &clk, &v);
+	if (r == 0)
+		make_view(p, &v, ret_view);
+	return r;
 }
 
 int ops_volume_snapshot(const struct principal *p, const char *name, const char *parent,
                         uint64_t size, struct volume_view *ret_view)
 {
 	struct change_clock clk;
-	struct volume origin;
+	struct volume origin, v;
 	int r;
 
 	LOCKED;
-	clock_start(&clk);
+	change_clock_start(&clk);
 	r = resolve_ref(p, parent, &origin);
 	if (r < 0)
 		return r;
@@ -826,7 +742,10 @@ int ops_volume_snapshot(const struct principal *p, const char *name, const char 
 		            "invalid size %" PRIu64 ": a snapshot of %s needs at least %" PRIu64
 		            " bytes",
 		            size, parent, origin.size);
-	return create_volume(p, name, size, &origin, &clk, ret_view);
+	r = create_volume(p, CHANGE_SNAPSHOT, name, size, &origin, &clk, &v);
+	if (r == 0)
+		make_view(p, &v, ret_view);
+	return r;
 }
 
 int ops_volume_commit(const struct principal *p, const char *name, struct volume_view *ret_view)
@@ -905,7 +824,7 @@ int ops_volume_remove(const struct principal *p, const char *name)
 	int r;
 
 	LOCKED;
-	clock_start(&clk);
+	change_clock_start(&clk);
 	r = own_volume(p, name, &v);
 	if (r < 0)
 		return r;
@@ -1172,7 +1091,7 @@ int ops_tenant_remove(const char *name, bool force)
 		for (i = 0; i < n; i++) {
 			if (vols[i].id == 0)
 				continue;
-			clock_start(&clk);
+			change_clock_start(&clk);
 			r = remove_volume(&vols[i], &clk);
 			if (r == 0) {
 				vols[i].id = 0;
@@ -1217,6 +1136,12 @@ int ops_pool_status(struct pool_view *ret_view)
 	ret_view->data_total = st.data_total * bs;
 	ret_view->meta_used = st.meta_used * 4096;
 	ret_view->meta_total = st.meta_total * 4096;
+	ret_view->meta_limit = pool_metadata_limit(ops.pool);
+	if (ret_view->meta_limit < ret_view->meta_total)
+		ret_view->meta_limit = ret_view->meta_total;
+	ret_view->meta_state = meta_percent(&st) >= META_REFUSE_PERCENT ? "full"
+	                       : meta_percent(&st) >= META_WARN_PERCENT ? "warning"
+	                                                                : "ok";
 	ret_view->mode = st.read_only ? "ro" : st.out_of_data_space ? "out_of_data_space" : "rw";
 	ret_view->needs_check = st.needs_check;
 	ret_view->min_free = ops.cfg.min_free;
@@ -1234,6 +1159,9 @@ static int image_view(const struct volume *v, struct image_view *view)
 {
 	memset(view, 0, sizeof *view);
 	make_view(&host, v, &view->volume);
+	for (struct import *imp = ops.imports; imp != NULL; imp = imp->next)
+		if (imp->volume_id == v->id)
+			view->imported = atomic_load(&imp->copied);
 	return store_publications(ops.store, v->id, &view->published_all, &view->published,
 	                          &view->n_published);
 }
@@ -1250,8 +1178,9 @@ static bool all_zero(const char *buf, size_t len)
 	return len == 0 || (buf[0] == 0 && memcmp(buf, buf + 1, len - 1) == 0);
 }
 
-/* Copy SRC into the thin device behind FD, leaving all-zero blocks unmapped. */
-static int copy_image(int src, int dst, uint64_t size, uint64_t block)
+/* Copy SIZE bytes of SRC into the thin device behind DST, leaving all-zero blocks
+ * unmapped, counting the bytes done in *COPIED. -ECANCELED if the daemon stops. */
+static int copy_image(int src, int dst, uint64_t size, uint64_t block, _Atomic uint64_t *copied)
 {
 	CLEANUP_FREE char *buf = NULL;
 	size_t chunk = 1 << 20;
@@ -1265,6 +1194,8 @@ static int copy_image(int src, int dst, uint64_t size, uint64_t block)
 	for (off = 0; off < size;) {
 		size_t want = size - off < chunk ? (size_t)(size - off) : chunk, got = 0, b;
 
+		if (atomic_load(&interrupted))
+			return -ECANCELED;
 		while (got < want) {
 			ssize_t n = pread(src, buf + got, want - got, (off_t)(off + got));
 			if (n < 0 && errno == EINTR)
@@ -1293,19 +1224,62 @@ static int copy_image(int src, int dst, uint64_t size, uint64_t block)
 			}
 		}
 		off += want;
+		atomic_store(copied, off);
 	}
 	return fsync(dst) < 0 ? -errno : 0;
+}
+
+/* Under the lock: the import of V is over (IMP unlisted). If it failed with ERR, the half
+ * imported image goes again. */
+static int end_import(struct import *imp, struct volume *v, const char *path, int err)
+{
+	struct change_clock clk;
+	struct import **i;
+	int r;
+
+	for (i = &ops.imports; *i != NULL; i = &(*i)->next)
+		if (*i == imp) {
+			*i = imp->next;
+			break;
+		}
+	if (ops.store == NULL)
+		return fail(-ECANCELED,
+		            "import of image %s interrupted: the daemon is stopping; "
+		            "its next start removes what was copied",
+		            v->name);
+	if (err < 0) {
+		log_errno(LOG_ERR, err, "import of image %s from %s: %m", v->name, path);
+		fail(err, "import of image %s from %s failed: %s", v->name, path, strerror(-err));
+		change_clock_start(&clk);
+		if (remove_volume(v, &clk) < 0)
+			log_error(
+			    "removing the half-imported image %s failed; the next start tries "
+			    "again, ignoring",
+			    v->name);
+		return err;
+	}
+	refresh_used(v, false);
+	r = pool_deactivate_thin(ops.pool, v->thin_id);
+	if (r < 0)
+		log_errno(LOG_WARNING, r, "deactivate imported image %s: %m, ignoring", v->name);
+	v->state = VOLUME_COMMITTED;
+	r = store_volume_update(ops.store, v);
+	if (r < 0)
+		return internal(r, "commit image");
+	log_info("imported image %s from %s (%" PRIu64 " bytes, %" PRIu64 " mapped)", v->name, path,
+	         v->size, v->used);
+	return 0;
 }
 
 int ops_image_import(const char *name, const char *path, struct image_view *ret_view)
 {
 	CLEANUP_CLOSE int src = -1;
 	CLEANUP_CLOSE int dst = -1;
+	struct import imp = {0};
 	struct change_clock clk;
-	struct volume_view vv;
 	struct volume v;
 	struct stat st;
-	uint64_t size;
+	uint64_t size, len, block;
 	int r;
 
 	if (path == NULL || path[0] != '/')
@@ -1321,44 +1295,37 @@ int ops_image_import(const char *name, const char *path, struct image_view *ret_
 	} else {
 		return fail(-EINVAL, "invalid image source %s: not a file or block device", path);
 	}
+	len = size;
 	size = (size + 511) & ~UINT64_C(511);
 	if (size < TP_SIZE_MIN)
 		size = TP_SIZE_MIN;
 
-	LOCKED;
-	clock_start(&clk);
-	r = create_volume(&host, name, size, NULL, &clk, &vv);
-	if (r < 0)
-		return r;
-	r = store_volume_get(ops.store, 0, name, &v);
-	if (r < 0)
-		return internal(r, "read image");
-	/* The copy holds the lock: imports are rare, admin-only and must not race a
-	 * publish of a half-filled image. */
-	r = pool_activate_thin(ops.pool, v.thin_id, v.size, false);
-	if (r == 0)
-		r = dst = pool_open_thin(ops.pool, v.thin_id, O_RDWR);
-	if (r >= 0)
-		r = copy_image(src, dst, (uint64_t)(S_ISREG(st.st_mode) ? st.st_size : (off_t)size),
-		               pool_block_size(ops.pool));
-	if (r < 0) {
-		log_errno(LOG_ERR, r, "import of image %s from %s: %m", name, path);
-		fail(r, "import of image %s from %s failed: %s", name, path, strerror(-r));
-		close(TAKE_FD(dst));
-		clock_start(&clk);
-		if (remove_volume(&v, &clk) < 0)
-			log_error("removing the half-imported image %s failed, ignoring", name);
-		return r;
+	{
+		LOCKED;
+		change_clock_start(&clk);
+		r = create_volume(&host, CHANGE_IMPORT, name, size, NULL, &clk, &v);
+		if (r < 0)
+			return r;
+		block = pool_block_size(ops.pool);
+		r = pool_activate_thin(ops.pool, v.thin_id, v.size, false);
+		if (r == 0)
+			r = dst = pool_open_thin(ops.pool, v.thin_id, O_RDWR);
+		if (r < 0)
+			return end_import(&imp, &v, path, r);
+		imp.volume_id = v.id;
+		imp.next = ops.imports;
+		ops.imports = &imp;
 	}
+	/* The copy runs without the lock, so that the broker and every other request go on
+	 * during a long import. Nothing else touches the image meanwhile: it is not
+	 * committed, so it can be neither published, opened nor removed. */
+	r = copy_image(src, dst, len, block, &imp.copied);
 	close(TAKE_FD(dst));
-	refresh_used(&v, false);
-	pool_deactivate_thin(ops.pool, v.thin_id);
-	v.state = VOLUME_COMMITTED;
-	r = store_volume_update(ops.store, &v);
+
+	LOCKED;
+	r = end_import(&imp, &v, path, r);
 	if (r < 0)
-		return internal(r, "commit image");
-	log_info("imported image %s from %s (%" PRIu64 " bytes, %" PRIu64 " mapped)", name, path,
-	         v.size, v.used);
+		return r;
 	r = image_view(&v, ret_view);
 	return r < 0 ? internal(r, "read image") : 0;
 }
@@ -1370,6 +1337,8 @@ static int image_by_name(const char *name, struct volume *ret)
 	if (!tp_name_valid(name))
 		return fail(-EINVAL, "invalid image name \"%.80s\"", name);
 	r = store_volume_get(ops.store, 0, name, ret);
+	if (r == 0 && ret->state == VOLUME_IMPORTING)
+		return fail(-EBUSY, "image %s is busy: it is being imported", name);
 	if (r == -ENOENT || (r == 0 && ret->state != VOLUME_COMMITTED))
 		return fail(-ENOENT, "no such image: %s", name);
 	return r < 0 ? internal(r, "read image") : 0;
@@ -1410,7 +1379,7 @@ int ops_image_list(struct image_view **ret_views, size_t *ret_n)
 	if (views == NULL)
 		return -ENOMEM;
 	for (i = 0; i < n; i++) {
-		if (vols[i].state != VOLUME_COMMITTED)
+		if (vols[i].state != VOLUME_COMMITTED && vols[i].state != VOLUME_IMPORTING)
 			continue;
 		if ((r = image_view(&vols[i], &views[k++])) < 0) {
 			ops_image_views_free(views, k);
@@ -1429,7 +1398,7 @@ int ops_image_remove(const char *name)
 	int r;
 
 	LOCKED;
-	clock_start(&clk);
+	change_clock_start(&clk);
 	r = image_by_name(name, &v);
 	return r < 0 ? r : remove_volume(&v, &clk);
 }
@@ -1449,7 +1418,7 @@ static int grant_target(const struct grant_view *g, struct volume *ret_volume,
 	if (!tp_name_valid(g->volume))
 		return fail(-EINVAL, "invalid volume name \"%.80s\"", g->volume);
 	r = store_volume_get(ops.store, owner.id, g->volume, ret_volume);
-	if (r == -ENOENT || (r == 0 && ret_volume->pending))
+	if (r == -ENOENT || (r == 0 && !volume_settled(ret_volume)))
 		return fail(-ENOENT, "no such volume: %s/%s", g->owner, g->volume);
 	return r < 0 ? internal(r, "read volume") : 0;
 }
@@ -1550,10 +1519,12 @@ int ops_metrics(char **ret_text)
 	        "# TYPE thinproxy_pool_data_bytes gauge\n"
 	        "thinproxy_pool_data_bytes{state=\"used\"} %" PRIu64 "\n"
 	        "thinproxy_pool_data_bytes{state=\"total\"} %" PRIu64 "\n"
-	        "# HELP thinproxy_pool_metadata_bytes Metadata space of the thin pool.\n"
+	        "# HELP thinproxy_pool_metadata_bytes Metadata space of the thin pool (limit: what "
+	        "it may grow to).\n"
 	        "# TYPE thinproxy_pool_metadata_bytes gauge\n"
 	        "thinproxy_pool_metadata_bytes{state=\"used\"} %" PRIu64 "\n"
 	        "thinproxy_pool_metadata_bytes{state=\"total\"} %" PRIu64 "\n"
+	        "thinproxy_pool_metadata_bytes{state=\"limit\"} %" PRIu64 "\n"
 	        "# HELP thinproxy_pool_transaction_id The pool's transaction id.\n"
 	        "# TYPE thinproxy_pool_transaction_id counter\n"
 	        "thinproxy_pool_transaction_id %" PRIu64 "\n"
@@ -1561,6 +1532,8 @@ int ops_metrics(char **ret_text)
 	        "# TYPE thinproxy_pool_out_of_space gauge\n"
 	        "thinproxy_pool_out_of_space %d\n",
 	        st.data_used * bs, st.data_total * bs, st.meta_used * 4096, st.meta_total * 4096,
+	        pool_metadata_limit(ops.pool) > st.meta_total * 4096 ? pool_metadata_limit(ops.pool)
+	                                                             : st.meta_total * 4096,
 	        st.transaction_id, st.out_of_data_space ? 1 : 0);
 	fprintf(f, "# HELP thinproxy_tenant_volumes Volumes a tenant owns.\n"
 	           "# TYPE thinproxy_tenant_volumes gauge\n"

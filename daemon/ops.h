@@ -95,6 +95,8 @@ struct pool_view {
 	char name[128];
 	uint64_t transaction_id, block_size;
 	uint64_t data_used, data_total, meta_used, meta_total; /* bytes */
+	uint64_t meta_limit;    /* bytes the metadata may grow to (meta_total: it cannot) */
+	const char *meta_state; /* "ok", "warning", "full" (new volumes refused) */
 	const char *mode;
 	bool needs_check;
 	uint64_t min_free, volumes;
@@ -102,6 +104,7 @@ struct pool_view {
 
 struct image_view {
 	struct volume_view volume;
+	uint64_t imported; /* state "importing": the bytes copied in so far */
 	bool published_all;
 	size_t n_published;
 	char (*published)[TP_NAME_MAX + 1]; /* malloc'ed */
@@ -118,8 +121,15 @@ const char *ops_error_message(void);
 /* Take over STORE and POOL, reconcile them (see docs/architecture.md) and bring every
  * tenant up. Fails if the store and the pool disagree in a way that cannot be repaired. */
 int ops_init(struct store *store, struct pool *pool, const struct ops_config *cfg);
+/* The daemon is stopping: long operations in other threads (an image import's copy) give
+ * up at once. Call before stopping the API, then ops_shutdown. */
+void ops_interrupt(void);
 void ops_shutdown(void);
-/* Periodic: refresh used bytes of active volumes, log low-water crossings. */
+/* Every second: grow the embedded pool's metadata when it is half full, log low-water and
+ * metadata-threshold crossings. */
+void ops_watch(void);
+/* Every few seconds: refresh used bytes of active volumes, resume devices left
+ * suspended. */
 void ops_monitor(void);
 
 /* The principal for tenant NAME as the admin acts on it. */
@@ -132,6 +142,12 @@ int ops_principal_for_tenant(const char *name, struct principal *ret_principal);
 typedef int (*ops_volume_fn)(const struct volume_view *v, void *opaque);
 int ops_volume_list(const struct principal *p, ops_volume_fn fn, void *opaque);
 int ops_volume_info(const struct principal *p, const char *name, struct volume_view *ret_view);
+/* The snapshots of P's volume NAME by the tenant owning them, one tenant at a time to FN
+ * (in name order): the owner sees who depends on what it shares through grants. FN runs
+ * under the daemon lock and must not call ops_*. */
+typedef int (*ops_children_fn)(const char *tenant, uint64_t n, void *opaque);
+int ops_volume_children(const struct principal *p, const char *name, ops_children_fn fn,
+                        void *opaque);
 int ops_volume_create(const struct principal *p, const char *name, uint64_t size,
                       struct volume_view *ret_view);
 /* A snapshot of PARENT (a reference); SIZE 0 = the parent's size, else at least it. */
@@ -151,6 +167,9 @@ int ops_tenant_remove(const char *name, bool force);
 
 int ops_pool_status(struct pool_view *ret_view);
 
+/* Import the file or block device PATH as image NAME. The copy runs without the daemon
+ * lock; meanwhile the image shows in ops_image_list as "importing", with the bytes copied
+ * so far. An import the daemon does not finish is removed at its next start. */
 int ops_image_import(const char *name, const char *path, struct image_view *ret_view);
 int ops_image_publish(const char *name, const char *tenant /* NULL = all */,
                       struct image_view *ret_view);

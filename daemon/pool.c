@@ -33,9 +33,16 @@
 #define MIN_BLOCK_SECTORS     128     /* dm-thin: 64 KiB .. 1 GiB, multiples of 64 KiB */
 #define MAX_BLOCK_SECTORS     2097152 /* 1 GiB */
 #define DEFAULT_LOOP_SIZE     (UINT64_C(10) << 30)
-#define META_BYTES_PER_BLOCK  48 /* mapping btree + space maps, with room for snapshots */
-#define META_MIN              (UINT64_C(16) << 20)
-#define META_MAX              (UINT64_C(16) << 30) /* dm-thin ignores what lies beyond ~16 GiB */
+/* Metadata of a new embedded pool, by thin_metadata_size's rule: a 4 KiB mapping leaf per
+ * 126 data blocks (leaves half full) and a 4 KiB root per thin device, for this many thin
+ * devices, times two for snapshots whose writes unshare their mappings. It grows later. */
+#define META_BLOCK        UINT64_C(4096)
+#define META_LEAF_ENTRIES 126
+#define META_THINS        10000
+#define META_HEADROOM     2
+#define META_MIN          (UINT64_C(2) << 20)
+/* dm-thin uses no more of a metadata device than 255 * 2^14 blocks of 4 KiB. */
+#define META_MAX (UINT64_C(255) * 16384 * META_BLOCK)
 
 /* error_if_no_space arrived with thin-pool 1.10; everything else we use is older. */
 #define THIN_POOL_MIN_MAJOR 1
@@ -44,8 +51,13 @@
 struct pool {
 	char *dm_name;   /* the thin-pool dm device */
 	char *thin_base; /* our thin devices are "<thin_base>-<id>" */
+	/* The embedded pool's metadata file, which pool_grow_metadata grows; NULL for a pool
+	 * on devices or an existing one, whose metadata is the admin's to grow. */
+	char *metadata_file;
+	uint64_t metadata_max; /* bytes the metadata file may grow to */
 	uint32_t major, minor;
 	uint32_t block_sectors;
+	bool left_suspended; /* a resume failed: pool_resume_left_suspended has work */
 };
 
 struct thin_names {
@@ -468,16 +480,15 @@ static int check_versions(void)
 	return 0;
 }
 
-/* Metadata for DATA_BYTES of data in BLOCK_BYTES blocks, as lvm2 and
- * thin_metadata_size estimate it (48 bytes a block), within dm-thin's limits. */
+/* Metadata for DATA_BYTES of data in BLOCK_BYTES blocks (see META_THINS), within
+ * dm-thin's limits. */
 static uint64_t metadata_size(uint64_t data_bytes, uint64_t block_bytes)
 {
-	uint64_t bytes = data_bytes / block_bytes * META_BYTES_PER_BLOCK;
+	uint64_t leaves = (data_bytes / block_bytes + META_LEAF_ENTRIES - 1) / META_LEAF_ENTRIES;
+	uint64_t bytes = (leaves + META_THINS) * META_BLOCK * META_HEADROOM;
 	uint64_t mib = UINT64_C(1) << 20;
 
 	bytes = (bytes + mib - 1) / mib * mib;
-	if (bytes < META_MIN)
-		return META_MIN;
 	return bytes > META_MAX ? META_MAX : bytes;
 }
 
@@ -611,7 +622,7 @@ static int make_pool_on_devices(struct pool *p, const char *uuid, const char *da
  * that go away with the pool. On a restart after the pool went away (a reboot), the same
  * files come back and dm-thin finds its metadata in them. */
 static int make_embedded_pool(struct pool *p, const char *uuid, const char *state_dir,
-                              uint64_t loop_size)
+                              uint64_t loop_size, uint64_t meta_size)
 {
 	CLEANUP_CLOSE int state = -1, dir = -1, data = -1, metadata = -1;
 	CLEANUP_CLOSE int data_loop = -1, metadata_loop = -1;
@@ -640,7 +651,8 @@ static int make_embedded_pool(struct pool *p, const char *uuid, const char *stat
 	r = sparse_file(dir, "data.img", loop_size, &data_bytes, &data);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "%s/pool/data.img: %m", state_dir);
-	r = sparse_file(dir, "metadata.img", metadata_size(data_bytes, block_bytes),
+	r = sparse_file(dir, "metadata.img",
+	                meta_size != 0 ? meta_size : metadata_size(data_bytes, block_bytes),
 	                &metadata_bytes, &metadata);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "%s/pool/metadata.img: %m", state_dir);
@@ -689,7 +701,7 @@ static int open_own_pool(struct pool *p, const struct pool_config *cfg)
 	}
 	if (cfg->data_dev != NULL)
 		return make_pool_on_devices(p, uuid, cfg->data_dev, cfg->metadata_dev);
-	return make_embedded_pool(p, uuid, cfg->state_dir, cfg->loop_size);
+	return make_embedded_pool(p, uuid, cfg->state_dir, cfg->loop_size, cfg->metadata_size);
 }
 
 /* Read the pool device's number and block size from its live table. */
@@ -743,11 +755,13 @@ static int resume_if_suspended(uint32_t id, void *opaque)
 		return 0;
 	thin_names(pool, id, &n);
 	r = dev_resume(n.name);
-	if (r < 0)
-		log_errno(LOG_WARNING, r,
-		          "resuming %s, left suspended by an earlier run: %m, ignoring", n.name);
-	else
-		log_notice("resumed %s, left suspended by an earlier run", n.name);
+	if (r < 0) {
+		log_errno(LOG_WARNING, r, "resuming %s, left suspended: %m; trying again later",
+		          n.name);
+		pool->left_suspended = true;
+	} else {
+		log_notice("resumed %s, left suspended", n.name);
+	}
 	return 0;
 }
 
@@ -757,6 +771,7 @@ void pool_close(struct pool *pool)
 		return;
 	free(pool->dm_name);
 	free(pool->thin_base);
+	free(pool->metadata_file);
 	free(pool);
 }
 
@@ -824,6 +839,16 @@ int pool_open(const struct pool_config *cfg, struct pool **ret_pool)
 		if (r < 0)
 			goto fail;
 	}
+	if (cfg->existing == NULL && cfg->data_dev == NULL) {
+		if (asprintf(&p->metadata_file, "%s/pool/metadata.img", cfg->state_dir) < 0) {
+			p->metadata_file = NULL;
+			r = -ENOMEM;
+			goto fail;
+		}
+		p->metadata_max = cfg->metadata_max != 0 && cfg->metadata_max < META_MAX
+		                      ? cfg->metadata_max
+		                      : META_MAX;
+	}
 	r = read_pool_table(p);
 	if (r < 0)
 		goto fail;
@@ -861,6 +886,119 @@ int pool_open(const struct pool_config *cfg, struct pool **ret_pool)
 fail:
 	pool_close(p);
 	return r;
+}
+
+/* The device number of the pool's metadata device, from its table. */
+static int metadata_devnum(struct pool *pool, dev_t *ret_devnum)
+{
+	CLEANUP_DM_TASK struct dm_task *dmt = NULL;
+	const char *type, *params;
+	struct dm_info info;
+	uint64_t sectors;
+	unsigned maj, min;
+	int r;
+
+	r = dev_query(DM_DEVICE_TABLE, pool->dm_name, &dmt, &info);
+	if (r < 0)
+		return r;
+	if (!info.exists)
+		return -ENODEV;
+	r = dev_single_target(dmt, &sectors, &type, &params);
+	if (r < 0 || strcmp(type, "thin-pool") != 0 || sscanf(params, "%u:%u ", &maj, &min) != 2)
+		return -EINVAL;
+	*ret_devnum = makedev(maj, min);
+	return 0;
+}
+
+/* Open the loop device DEVNUM if the file FILE (open) is what it reads. */
+static int open_loop_of(dev_t devnum, int file, int *ret_fd)
+{
+	char sys[64], link[PATH_MAX], path[NAME_MAX + 8];
+	CLEANUP_CLOSE int fd = -1;
+	struct loop_info64 li;
+	struct stat st, fst;
+	const char *name;
+	ssize_t n;
+
+	snprintf(sys, sizeof sys, "/sys/dev/block/%u:%u", major(devnum), minor(devnum));
+	n = readlink(sys, link, sizeof link - 1);
+	if (n < 0)
+		return -errno;
+	link[n] = '\0';
+	name = strrchr(link, '/') ? strrchr(link, '/') + 1 : link;
+	if (strlen(name) > NAME_MAX)
+		return -ENAMETOOLONG;
+	snprintf(path, sizeof path, "/dev/%s", name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || fstat(file, &fst) < 0)
+		return -errno;
+	if (!S_ISBLK(st.st_mode) || st.st_rdev != devnum)
+		return -ENODEV;
+	if (ioctl(fd, LOOP_GET_STATUS64, &li) < 0)
+		return errno == ENXIO ? -ENODEV : -errno;
+	if (li.lo_inode != fst.st_ino || li.lo_device != fst.st_dev)
+		return -EPERM;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+int pool_grow_metadata(struct pool *pool, uint64_t *ret_bytes)
+{
+	DM_RELEASE_ON_RETURN;
+	CLEANUP_CLOSE int file = -1;
+	CLEANUP_CLOSE int loop = -1;
+	uint64_t bytes, mib = UINT64_C(1) << 20;
+	struct stat st;
+	dev_t devnum;
+	int r;
+
+	if (pool->metadata_file == NULL)
+		return -EOPNOTSUPP;
+	file = open(pool->metadata_file, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (file < 0 || fstat(file, &st) < 0)
+		return log_errno(LOG_ERR, -errno, "pool %s: metadata file %s: %m", pool->dm_name,
+		                 pool->metadata_file);
+	if ((uint64_t)st.st_size >= pool->metadata_max)
+		return -ENOSPC;
+	bytes = (uint64_t)st.st_size * 2;
+	bytes = (bytes + mib - 1) / mib * mib;
+	if (bytes > pool->metadata_max)
+		bytes = pool->metadata_max;
+	/* Only the loop device made of this very file: the check before any change. */
+	r = metadata_devnum(pool, &devnum);
+	if (r == 0)
+		r = open_loop_of(devnum, file, &loop);
+	if (r < 0)
+		return log_errno(LOG_ERR, r,
+		                 "pool %s: its metadata device is not the loop device of %s (%m): "
+		                 "not growing it",
+		                 pool->dm_name, pool->metadata_file);
+	if (ftruncate(file, (off_t)bytes) < 0)
+		return log_errno(LOG_ERR, -errno, "pool %s: grow %s to %" PRIu64 " bytes: %m",
+		                 pool->dm_name, pool->metadata_file, bytes);
+	if (ioctl(loop, LOOP_SET_CAPACITY, 0) < 0)
+		return log_errno(LOG_ERR, -errno, "pool %s: LOOP_SET_CAPACITY on its metadata: %m",
+		                 pool->dm_name);
+	/* dm-thin looks at the metadata device's size when the pool resumes. */
+	r = dev_suspend(pool->dm_name);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "pool %s: suspend to grow its metadata: %m",
+		                 pool->dm_name);
+	r = dev_resume(pool->dm_name);
+	if (r < 0)
+		return log_errno(LOG_ERR, r,
+		                 "pool %s: resume after growing its metadata: %m; the pool is "
+		                 "left suspended",
+		                 pool->dm_name);
+	*ret_bytes = bytes;
+	return 0;
+}
+
+uint64_t pool_metadata_limit(const struct pool *pool)
+{
+	return pool->metadata_file != NULL ? pool->metadata_max : 0;
 }
 
 const char *pool_name(const struct pool *pool)
@@ -982,12 +1120,13 @@ int pool_create_snap(struct pool *pool, uint32_t id, uint32_t origin_id)
 	if (suspend) {
 		rr = dev_resume(origin.name);
 		if (rr < 0) {
+			/* The message's outcome stands either way: the caller's record of the
+			 * change must match the pool. The origin is resumed later. */
 			log_errno(LOG_ERR, rr,
 			          "resuming %s after create_snap %" PRIu32 " from %" PRIu32
-			          ": %m; it stays suspended",
+			          ": %m; it stays suspended until the next try",
 			          origin.name, id, origin_id);
-			if (r == 0)
-				r = rr;
+			pool->left_suspended = true;
 		}
 	}
 	return r;
@@ -1001,6 +1140,36 @@ int pool_delete_thin(struct pool *pool, uint32_t id)
 		return -EINVAL;
 	/* dm-thin itself refuses (EBUSY) to delete a thin device that a table uses. */
 	return pool_message(pool, "delete %" PRIu32, id);
+}
+
+int pool_thin_exists(struct pool *pool, uint32_t id)
+{
+	DM_RELEASE_ON_RETURN;
+	int r;
+
+	if (id > POOL_THIN_ID_MAX)
+		return -EINVAL;
+	/* dm-thin's create_snap looks up the new id first (taken: EEXIST) and the origin
+	 * second (missing: ENODATA), and changes nothing before both are found. With the id
+	 * as its own origin, the answer is whether the id exists. */
+	r = pool_message(pool, "create_snap %" PRIu32 " %" PRIu32, id, id);
+	if (r == -EEXIST)
+		return 1;
+	if (r == -ENOENT)
+		return 0;
+	return r == 0 ? -EIO : r;
+}
+
+int pool_resume_left_suspended(struct pool *pool)
+{
+	DM_RELEASE_ON_RETURN;
+	int r;
+
+	if (!pool->left_suspended)
+		return 0;
+	pool->left_suspended = false;
+	r = pool_for_each_active(pool, resume_if_suspended, pool);
+	return r < 0 ? r : 0;
 }
 
 int pool_activate_thin(struct pool *pool, uint32_t id, uint64_t size, bool read_only)
@@ -1105,9 +1274,12 @@ int pool_resize_thin(struct pool *pool, uint32_t id, uint64_t size)
 		return r;
 	}
 	r = dev_resume(n.name);
-	if (r < 0)
-		log_errno(LOG_ERR, r, "resuming %s after its resize: %m; it stays suspended",
+	if (r < 0) {
+		log_errno(LOG_ERR, r,
+		          "resuming %s after its resize: %m; it stays suspended until the next try",
 		          n.name);
+		pool->left_suspended = true;
+	}
 	return r;
 }
 

@@ -34,6 +34,10 @@ struct pool_config {
 	 * devices that go away with the pool. Files only ever grow. */
 	const char *state_dir;
 	uint64_t loop_size;
+	/* The embedded pool's metadata: its size when first made (0: by thin_metadata_size's
+	 * rule for loop_size), and the most pool_grow_metadata grows it to (0: dm-thin's
+	 * limit, about 15.9 GiB). */
+	uint64_t metadata_size, metadata_max;
 	/* Our pool's dm name (default "thinproxy-pool"); thin device names derive from it.
 	 * At most 96 characters from [A-Za-z0-9#+.:=@_-]. */
 	const char *dm_name;
@@ -69,6 +73,13 @@ struct thin_status {
  * pool is missing, -EINVAL for a bad config or a device that is not a thin-pool,
  * -EOPNOTSUPP if the kernel lacks dm-thin, -EIO if the pool has failed. */
 int pool_open(const struct pool_config *cfg, struct pool **ret_pool);
+/* Grow the embedded pool's metadata: double its file (at most to the configured maximum),
+ * tell its loop device, and have dm-thin take the new space (a suspend and resume of the
+ * pool). *RET_BYTES is the new size. -EOPNOTSUPP for a pool that is not the embedded one
+ * (its metadata device is the admin's), -ENOSPC at the maximum. */
+int pool_grow_metadata(struct pool *pool, uint64_t *ret_bytes);
+/* The most the pool's metadata can grow to, in bytes: 0 if it cannot grow. */
+uint64_t pool_metadata_limit(const struct pool *pool);
 /* Forget POOL (NULL is fine). Leaves the dm pool and thin devices active. */
 void pool_close(struct pool *pool);
 /* The pool's dm name. */
@@ -83,14 +94,24 @@ int pool_get_status(struct pool *pool, struct pool_status *ret_status);
 /* set_transaction_id OLD NEW; -EINVAL-free: fails with -ESTALE if the pool's id is not OLD. */
 int pool_set_transaction_id(struct pool *pool, uint64_t old_id, uint64_t new_id);
 
-/* Pool messages. create_thin and create_snap fail with -EEXIST if ID is taken; delete
+/* Pool messages. Each one either changes the pool's metadata and commits it, or changes
+ * nothing and fails. create_thin and create_snap fail with -EEXIST if ID is taken; delete
  * fails with -ENOENT if ID does not exist, -EBUSY if ID is active; create_snap fails with
- * -ENOENT if ORIGIN_ID does not exist. create_snap suspends an active origin around the
- * message and resumes it on every path; if that resume fails, it returns the resume's
- * error (the snapshot may exist) and logs that the origin is left suspended. */
+ * -ENOENT if ORIGIN_ID does not exist. All fail with -EINVAL while the pool is read-only.
+ * create_snap suspends an active origin around the message and resumes it on every path;
+ * should that resume fail, the snapshot stands (0 when the message succeeded), the error is
+ * logged and pool_resume_left_suspended() tries again. */
 int pool_create_thin(struct pool *pool, uint32_t id);
 int pool_create_snap(struct pool *pool, uint32_t id, uint32_t origin_id);
 int pool_delete_thin(struct pool *pool, uint32_t id);
+/* Whether thin ID exists in the pool's metadata: 1 or 0, or -errno if the pool cannot say
+ * (-EINVAL while it is read-only). A message that the pool refuses without changing
+ * anything, so it costs no metadata commit, but the kernel logs the refusal: for recovery,
+ * not for every change. */
+int pool_thin_exists(struct pool *pool, uint32_t id);
+/* Resume the thin devices a failed resume (create_snap, resize) left suspended; 0 if
+ * none are. */
+int pool_resume_left_suspended(struct pool *pool);
 
 /* Activate thin ID with SIZE bytes (a multiple of 512), read-only if READ_ONLY.
  * Already active with the same table is success; active with another size or mode is

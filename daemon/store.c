@@ -51,6 +51,22 @@ static const char schema[] =
     "  image_id INTEGER NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,"
     "  tenant_id INTEGER NOT NULL," /* 0 = every tenant */
     "  PRIMARY KEY (image_id, tenant_id));"
+    /* The one pool change in flight (store.h, struct pool_change). */
+    "CREATE TABLE IF NOT EXISTS pool_change ("
+    "  id INTEGER PRIMARY KEY CHECK (id = 1), op INTEGER NOT NULL,"
+    "  volume_id INTEGER NOT NULL, thin_id INTEGER NOT NULL, origin_thin_id INTEGER NOT NULL,"
+    "  prior_state INTEGER NOT NULL, failed INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS foreign_thin_ids (thin_id INTEGER PRIMARY KEY);"
+    /* Thin ids come from a counter (store_thin_id_next). A store from before it, one with
+     * volumes or a pool transaction id, gets a legacy mark at its highest id + 1: its
+     * thinproxy allocated ids as max + 1 and could leave devices behind at them. */
+    "INSERT OR IGNORE INTO meta SELECT 'legacy_thin_ids',"
+    "  CASE WHEN EXISTS (SELECT 1 FROM volumes)"
+    "    OR (SELECT value FROM meta WHERE key = 'pool_tid') > 0"
+    "  THEN ifnull((SELECT max(thin_id) FROM volumes), 0) + 1 ELSE 0 END"
+    "  WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'next_thin_id');"
+    "INSERT OR IGNORE INTO meta SELECT 'next_thin_id', ifnull(max(thin_id), 0) + 1 FROM volumes;"
+    "INSERT OR IGNORE INTO meta VALUES ('legacy_checked', 0);"
     "CREATE TABLE IF NOT EXISTS grants ("
     "  volume_id INTEGER NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,"
     "  tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
@@ -258,16 +274,38 @@ static int query_int(struct store *store, sqlite3_stmt *stmt, int64_t *ret)
 	return store_error(store, sqlite3_sql(stmt));
 }
 
-int store_get_pool_tid(struct store *store, uint64_t *ret_tid)
+/* The integer meta value KEY; -ENOENT if it is not there. */
+static int meta_get(struct store *store, const char *key, int64_t *ret_value)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
-	int64_t v;
-	int r;
+	int r = prepare(store, &stmt, "SELECT value FROM meta WHERE key = ?1", 0);
 
-	r = prepare(store, &stmt, "SELECT value FROM meta WHERE key = 'pool_tid'", 0);
 	if (r < 0)
 		return r;
-	r = query_int(store, stmt, &v);
+	sqlite3_bind_text(stmt, 1, key, -1, SQLITE_STATIC);
+	return query_int(store, stmt, ret_value);
+}
+
+static int meta_set(struct store *store, const char *key, int64_t value)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "INSERT OR REPLACE INTO meta VALUES (?2, ?1)", 1, value);
+
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
+	return exec_stmt(store, stmt, key);
+}
+
+int store_get_pool_tid(struct store *store, uint64_t *ret_tid)
+{
+	int64_t v;
+	int r = meta_get(store, "pool_tid", &v);
+
+	if (r == -ENOENT) {
+		log_error("store: no pool transaction id");
+		return -EIO;
+	}
 	if (r < 0)
 		return r;
 	*ret_tid = (uint64_t)v;
@@ -276,17 +314,71 @@ int store_get_pool_tid(struct store *store, uint64_t *ret_tid)
 
 int store_set_pool_tid(struct store *store, uint64_t tid)
 {
-	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
-	int r = prepare(store, &stmt, "UPDATE meta SET value = ?1 WHERE key = 'pool_tid'", 1,
-	                (int64_t)tid);
+	return meta_set(store, "pool_tid", (int64_t)tid);
+}
 
-	if (r < 0 || (r = exec_stmt(store, stmt, "set pool transaction id")) < 0)
+int store_get_pairing(struct store *store, uint64_t *ret_tid)
+{
+	int64_t v;
+	int r = meta_get(store, "pairing", &v);
+
+	if (r == 0 && v == 0)
+		r = -ENOENT;
+	if (r < 0)
 		return r;
-	if (sqlite3_changes(store->db) != 1) {
-		log_error("store: no pool transaction id to set");
-		return -EIO;
-	}
+	*ret_tid = (uint64_t)v;
 	return 0;
+}
+
+int store_set_pairing(struct store *store, uint64_t tid)
+{
+	return meta_set(store, "pairing", (int64_t)tid);
+}
+
+/* The change in flight */
+
+int store_change_get(struct store *store, struct pool_change *ret_change)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int rc, r = prepare(store, &stmt,
+	                    "SELECT op, volume_id, thin_id, origin_thin_id, prior_state, failed"
+	                    " FROM pool_change WHERE id = 1",
+	                    0);
+
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(stmt);
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	if (rc != SQLITE_ROW)
+		return store_error(store, "read the pool change");
+	memset(ret_change, 0, sizeof *ret_change);
+	ret_change->op = (enum change_op)sqlite3_column_int(stmt, 0);
+	ret_change->volume_id = sqlite3_column_int64(stmt, 1);
+	ret_change->thin_id = (uint32_t)sqlite3_column_int64(stmt, 2);
+	ret_change->origin_thin_id = (uint32_t)sqlite3_column_int64(stmt, 3);
+	ret_change->prior_state = (enum volume_state)sqlite3_column_int(stmt, 4);
+	ret_change->failed = sqlite3_column_int(stmt, 5) != 0;
+	return 0;
+}
+
+int store_change_set(struct store *store, const struct pool_change *c)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt,
+	                "INSERT OR REPLACE INTO pool_change VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)", 6,
+	                (int64_t)c->op, c->volume_id, (int64_t)c->thin_id,
+	                (int64_t)c->origin_thin_id, (int64_t)c->prior_state, (int64_t)c->failed);
+
+	return r < 0 ? r : exec_stmt(store, stmt, "record the pool change");
+}
+
+int store_change_clear(struct store *store)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "DELETE FROM pool_change", 0);
+
+	return r < 0 ? r : exec_stmt(store, stmt, "clear the pool change");
 }
 
 /* Tenants */
@@ -490,7 +582,7 @@ int store_tenant_usage(struct store *store, int64_t tenant_id, struct usage *ret
 
 #define VOLUME_COLUMNS                                                                      \
 	"v.id, ifnull(v.tenant_id, 0), v.name, v.thin_id, v.size, ifnull(v.parent_id, 0), " \
-	"v.state, v.used, v.created, v.pending_tid"
+	"v.state, v.used, v.created"
 
 static void read_volume(sqlite3_stmt *stmt, void *ptr)
 {
@@ -506,8 +598,6 @@ static void read_volume(sqlite3_stmt *stmt, void *ptr)
 	v->state = (enum volume_state)sqlite3_column_int(stmt, 6);
 	v->used = (uint64_t)sqlite3_column_int64(stmt, 7);
 	v->created = sqlite3_column_int64(stmt, 8);
-	v->pending = sqlite3_column_type(stmt, 9) != SQLITE_NULL;
-	v->pending_tid = (uint64_t)sqlite3_column_int64(stmt, 9);
 }
 
 static int query_volume(struct store *store, sqlite3_stmt *stmt, struct volume *ret_volume)
@@ -538,7 +628,7 @@ int store_volume_add(struct store *store, struct volume *v)
 		v->created = time(NULL);
 	r = prepare(store, &stmt,
 	            "INSERT INTO volumes (tenant_id, name, thin_id, size, parent_id, state, used,"
-	            " created, pending_tid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	            " created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 	            0);
 	if (r < 0)
 		return r;
@@ -550,10 +640,6 @@ int store_volume_add(struct store *store, struct volume *v)
 	sqlite3_bind_int(stmt, 6, v->state);
 	sqlite3_bind_int64(stmt, 7, (int64_t)v->used);
 	sqlite3_bind_int64(stmt, 8, v->created);
-	if (v->pending)
-		sqlite3_bind_int64(stmt, 9, (int64_t)v->pending_tid);
-	else
-		sqlite3_bind_null(stmt, 9);
 	r = exec_stmt(store, stmt, "add volume");
 	if (r < 0)
 		return r;
@@ -598,17 +684,15 @@ int store_volume_get_by_thin_id(struct store *store, uint32_t thin_id, struct vo
 int store_volume_update(struct store *store, const struct volume *v)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	/* pending_tid is what thinproxy before the change record kept per volume: cleared
+	 * with the first update. */
 	int r = prepare(store, &stmt,
-	                "UPDATE volumes SET size = ?2, state = ?3, used = ?4, pending_tid = ?5"
+	                "UPDATE volumes SET size = ?2, state = ?3, used = ?4, pending_tid = NULL"
 	                " WHERE id = ?1",
 	                4, v->id, (int64_t)v->size, (int64_t)v->state, (int64_t)v->used);
 
 	if (r < 0)
 		return r;
-	if (v->pending)
-		sqlite3_bind_int64(stmt, 5, (int64_t)v->pending_tid);
-	else
-		sqlite3_bind_null(stmt, 5);
 	r = exec_stmt(store, stmt, "update volume");
 	if (r == 0 && sqlite3_changes(store->db) == 0)
 		return -ENOENT;
@@ -655,13 +739,13 @@ int store_volume_each(struct store *store, int64_t tenant_id, store_volume_fn fn
 	return rc == SQLITE_DONE ? 0 : store_error(store, "list volumes");
 }
 
-int store_volume_list_pending(struct store *store, struct volume **ret_volumes, size_t *ret_n)
+int store_volume_list_state(struct store *store, enum volume_state state,
+                            struct volume **ret_volumes, size_t *ret_n)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	int r = prepare(store, &stmt,
-	                "SELECT " VOLUME_COLUMNS " FROM volumes v WHERE v.state IN (?1, ?2)"
-	                " ORDER BY v.id",
-	                2, (int64_t)VOLUME_CREATING, (int64_t)VOLUME_DELETING);
+	                "SELECT " VOLUME_COLUMNS " FROM volumes v WHERE v.state = ?1 ORDER BY v.id",
+	                1, (int64_t)state);
 
 	return r < 0 ? r
 	             : collect(store, stmt, sizeof(struct volume), read_volume,
@@ -680,6 +764,54 @@ int store_volume_count_children(struct store *store, int64_t id, uint64_t *ret_n
 	return 0;
 }
 
+int store_volume_count_children_of(struct store *store, int64_t id, int64_t tenant_id,
+                                   uint64_t *ret_n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int64_t v;
+	int r = prepare(store, &stmt,
+	                "SELECT count(*) FROM volumes WHERE parent_id = ?1"
+	                " AND (?2 = 0 OR tenant_id = ?2)",
+	                2, id, tenant_id);
+
+	if (r < 0 || (r = query_int(store, stmt, &v)) < 0)
+		return r;
+	*ret_n = (uint64_t)v;
+	return 0;
+}
+
+int store_volume_children_by_tenant(struct store *store, int64_t id, store_children_fn fn,
+                                    void *opaque)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int rc, r = prepare(store, &stmt,
+	                    "SELECT t.name, count(*) FROM volumes v JOIN tenants t"
+	                    " ON t.id = v.tenant_id WHERE v.parent_id = ?1"
+	                    " GROUP BY t.id ORDER BY t.name",
+	                    1, id);
+
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		r = fn((const char *)sqlite3_column_text(stmt, 0),
+		       (uint64_t)sqlite3_column_int64(stmt, 1), opaque);
+		if (r < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : store_error(store, "count snapshots by tenant");
+}
+
+int store_volume_detach_children(struct store *store, int64_t id, int64_t tenant_id)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt,
+	                "UPDATE volumes SET parent_id = NULL WHERE parent_id = ?1"
+	                " AND ifnull(tenant_id, 0) != ?2",
+	                2, id, tenant_id);
+
+	return r < 0 ? r : exec_stmt(store, stmt, "detach snapshots");
+}
+
 int store_volume_count(struct store *store, uint64_t *ret_n)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
@@ -692,30 +824,91 @@ int store_volume_count(struct store *store, uint64_t *ret_n)
 	return 0;
 }
 
-int store_free_thin_id(struct store *store, uint32_t max, uint32_t *ret_id)
+/* The lowest id from FROM to MAX that neither a volume nor a foreign id holds: FROM
+ * itself, or one above a taken id. -ENOENT if there is none. */
+static int free_thin_id_from(struct store *store, int64_t from, uint32_t max, int64_t *ret_id)
 {
-	CLEANUP_STMT sqlite3_stmt *top = NULL;
-	CLEANUP_STMT sqlite3_stmt *gap = NULL;
-	int64_t v;
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt,
+	                "SELECT c FROM (SELECT ?1 AS c"
+	                " UNION ALL SELECT thin_id + 1 FROM volumes WHERE thin_id >= ?1"
+	                " UNION ALL SELECT thin_id + 1 FROM foreign_thin_ids WHERE thin_id >= ?1)"
+	                " WHERE c <= ?2"
+	                " AND NOT EXISTS (SELECT 1 FROM volumes WHERE thin_id = c)"
+	                " AND NOT EXISTS (SELECT 1 FROM foreign_thin_ids WHERE thin_id = c)"
+	                " ORDER BY c LIMIT 1",
+	                2, from, (int64_t)max);
+
+	return r < 0 ? r : query_int(store, stmt, ret_id);
+}
+
+int store_thin_id_next(struct store *store, uint32_t max, uint32_t *ret_id, bool *ret_unverified)
+{
+	int64_t next, legacy, id;
 	int r;
 
-	r = prepare(store, &top, "SELECT ifnull(max(thin_id), 0) + 1 FROM volumes", 0);
-	if (r < 0 || (r = query_int(store, top, &v)) < 0)
-		return r;
-	if (v <= (int64_t)max) {
-		*ret_id = (uint32_t)v;
-		return 0;
-	}
-	r = prepare(store, &gap,
-	            "SELECT c FROM (SELECT 1 AS c UNION SELECT thin_id + 1 FROM volumes)"
-	            " WHERE c NOT IN (SELECT thin_id FROM volumes) ORDER BY c LIMIT 1",
-	            0);
-	if (r < 0 || (r = query_int(store, gap, &v)) < 0)
-		return r;
-	if (v > (int64_t)max)
+	if ((r = meta_get(store, "next_thin_id", &next)) < 0 ||
+	    (r = meta_get(store, "legacy_thin_ids", &legacy)) < 0)
+		return r == -ENOENT ? -EIO : r;
+	if (next < 1 || next > (int64_t)max)
+		next = 1;
+	r = free_thin_id_from(store, next, max, &id);
+	if (r == -ENOENT && next > 1)
+		r = free_thin_id_from(store, 1, max, &id);
+	if (r == -ENOENT)
 		return -ENOSPC;
-	*ret_id = (uint32_t)v;
+	if (r == 0)
+		r = meta_set(store, "next_thin_id", id + 1);
+	if (r < 0)
+		return r;
+	*ret_id = (uint32_t)id;
+	*ret_unverified = id < legacy;
 	return 0;
+}
+
+int store_thin_id_add_foreign(struct store *store, uint32_t id)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "INSERT OR IGNORE INTO foreign_thin_ids VALUES (?1)", 1,
+	                (int64_t)id);
+
+	return r < 0 ? r : exec_stmt(store, stmt, "record a foreign thin id");
+}
+
+int store_thin_id_count_foreign(struct store *store, uint64_t *ret_n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int64_t v;
+	int r = prepare(store, &stmt, "SELECT count(*) FROM foreign_thin_ids", 0);
+
+	if (r < 0 || (r = query_int(store, stmt, &v)) < 0)
+		return r;
+	*ret_n = (uint64_t)v;
+	return 0;
+}
+
+int store_thin_id_legacy(struct store *store, uint32_t *ret_mark)
+{
+	int64_t mark, checked;
+	int r;
+
+	if ((r = meta_get(store, "legacy_thin_ids", &mark)) < 0 ||
+	    (r = meta_get(store, "legacy_checked", &checked)) < 0)
+		return r == -ENOENT ? -EIO : r;
+	*ret_mark = checked ? 0 : (uint32_t)mark;
+	return 0;
+}
+
+int store_thin_id_legacy_done(struct store *store, uint32_t next)
+{
+	int64_t cur;
+	int r = meta_get(store, "next_thin_id", &cur);
+
+	if (r == 0 && (int64_t)next > cur)
+		r = meta_set(store, "next_thin_id", next);
+	if (r == 0)
+		r = meta_set(store, "legacy_checked", 1);
+	return r;
 }
 
 /* Images and publications */
@@ -900,6 +1093,8 @@ const char *volume_state_name(enum volume_state s)
 		return "committed";
 	case VOLUME_DELETING:
 		return "deleting";
+	case VOLUME_IMPORTING:
+		return "importing";
 	}
 	return "unknown";
 }

@@ -22,7 +22,16 @@ struct tenant {
 	int64_t created;
 };
 
-enum volume_state { VOLUME_CREATING, VOLUME_READY, VOLUME_COMMITTED, VOLUME_DELETING };
+/* The values are stored: never renumber. A volume is settled when ready or committed;
+ * creating and deleting belong to the one pool change in flight (struct pool_change), and
+ * importing to an image whose contents are being copied in. */
+enum volume_state {
+	VOLUME_CREATING = 0,
+	VOLUME_READY = 1,
+	VOLUME_COMMITTED = 2,
+	VOLUME_DELETING = 3,
+	VOLUME_IMPORTING = 4,
+};
 
 struct volume {
 	int64_t id;
@@ -34,9 +43,25 @@ struct volume {
 	enum volume_state state;
 	uint64_t used; /* mapped bytes, as last read from the thin target */
 	int64_t created;
-	/* For creating/deleting: the pool transaction id before the pending change. */
-	bool pending;
-	uint64_t pending_tid;
+};
+
+static inline bool volume_settled(const struct volume *v)
+{
+	return v->state == VOLUME_READY || v->state == VOLUME_COMMITTED;
+}
+
+/* The one change to the pool in flight (docs/architecture.md, "The pool change protocol"):
+ * recorded in the same transaction that marks its volume creating or deleting, cleared in
+ * the one that settles it. */
+enum change_op { CHANGE_CREATE = 1, CHANGE_SNAPSHOT = 2, CHANGE_REMOVE = 3, CHANGE_IMPORT = 4 };
+
+struct pool_change {
+	enum change_op op;
+	int64_t volume_id;
+	uint32_t thin_id;
+	uint32_t origin_thin_id;       /* CHANGE_SNAPSHOT: the origin */
+	enum volume_state prior_state; /* CHANGE_REMOVE: the state to return to if undone */
+	bool failed;                   /* the pool refused the message: undo, never redo */
 };
 
 struct usage {
@@ -55,8 +80,18 @@ int store_commit(struct store *store);
 int store_commit_unsynced(struct store *store);
 void store_rollback(struct store *store);
 
+/* The pool's transaction id the store belongs with (see ops.c, pairing). */
 int store_get_pool_tid(struct store *store, uint64_t *ret_tid);
 int store_set_pool_tid(struct store *store, uint64_t tid);
+/* A pairing in progress: the id about to be set on the pool; -ENOENT if none. */
+int store_get_pairing(struct store *store, uint64_t *ret_tid);
+int store_set_pairing(struct store *store, uint64_t tid); /* 0 clears it */
+
+/* The change in flight: -ENOENT if there is none. Set and clear belong in the transaction
+ * that changes the change's volume. */
+int store_change_get(struct store *store, struct pool_change *ret_change);
+int store_change_set(struct store *store, const struct pool_change *change);
+int store_change_clear(struct store *store);
 
 int store_tenant_add(struct store *store, struct tenant *t); /* sets t->id */
 int store_tenant_get(struct store *store, const char *name, struct tenant *ret_tenant);
@@ -83,12 +118,37 @@ int store_volume_list(struct store *store, int64_t tenant_id, struct volume **re
  * from FN stops the listing and is returned. FN may use the store. */
 typedef int (*store_volume_fn)(const struct volume *v, void *opaque);
 int store_volume_each(struct store *store, int64_t tenant_id, store_volume_fn fn, void *opaque);
-/* Every volume in state creating or deleting. */
-int store_volume_list_pending(struct store *store, struct volume **ret_volumes, size_t *ret_n);
+/* Every volume in state STATE. */
+int store_volume_list_state(struct store *store, enum volume_state state,
+                            struct volume **ret_volumes, size_t *ret_n);
 int store_volume_count_children(struct store *store, int64_t id, uint64_t *ret_n);
+/* Snapshots of volume ID that tenant TENANT_ID owns (0: images' children of any tenant,
+ * that is, all of them). */
+int store_volume_count_children_of(struct store *store, int64_t id, int64_t tenant_id,
+                                   uint64_t *ret_n);
+/* The snapshots of volume ID counted by the tenant owning them, to FN by tenant name. */
+typedef int (*store_children_fn)(const char *tenant, uint64_t n, void *opaque);
+int store_volume_children_by_tenant(struct store *store, int64_t id, store_children_fn fn,
+                                    void *opaque);
+/* Let the snapshots of volume ID that other tenants than TENANT_ID own forget their
+ * parent: they keep their data (a thin snapshot shares blocks, not a life), and the owner
+ * may remove what it owns. */
+int store_volume_detach_children(struct store *store, int64_t id, int64_t tenant_id);
 int store_volume_count(struct store *store, uint64_t *ret_n);
-/* A thin id no row holds: one above the highest, else the lowest gap from 1. */
-int store_free_thin_id(struct store *store, uint32_t max, uint32_t *ret_id);
+/* Thin ids come from a counter that only grows, so an id is not handed out again until
+ * the counter has gone round all MAX of them; then the next one after it that no volume
+ * and no foreign id holds. *RET_UNVERIFIED says the id is below the store's legacy mark:
+ * an older thinproxy may have left a device there, so the pool must be asked first.
+ * -ENOSPC if every id is taken. */
+int store_thin_id_next(struct store *store, uint32_t max, uint32_t *ret_id, bool *ret_unverified);
+/* Ids the pool holds that no volume does (found when a create met one): never handed out. */
+int store_thin_id_add_foreign(struct store *store, uint32_t id);
+int store_thin_id_count_foreign(struct store *store, uint64_t *ret_n);
+/* Stores made by a thinproxy before the counter: ids from the legacy mark up may hold
+ * devices that older versions left behind. *RET_MARK is 0 once they have been looked at
+ * (store_thin_id_legacy_done) or for a store that never had them. */
+int store_thin_id_legacy(struct store *store, uint32_t *ret_mark);
+int store_thin_id_legacy_done(struct store *store, uint32_t next);
 
 /* Images published to TENANT_ID (or to all). */
 int store_publish(struct store *store, int64_t image_id, int64_t tenant_id /* 0 = all */);

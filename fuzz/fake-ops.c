@@ -207,6 +207,15 @@ int ops_volume_info(const struct principal *p, const char *name, struct volume_v
 	return 0;
 }
 
+/* Every fake volume has one snapshot, of tenant "bob". */
+int ops_volume_children(const struct principal *p, const char *name, ops_children_fn fn,
+                        void *opaque)
+{
+	int i = own_volume(p, name);
+
+	return i < 0 ? i : fn("bob", 1, opaque);
+}
+
 int ops_volume_create(const struct principal *p, const char *name, uint64_t size,
                       struct volume_view *ret_view)
 {
@@ -428,6 +437,8 @@ int ops_pool_status(struct pool_view *ret_view)
 	ret_view->data_total = UINT64_C(100) << 30;
 	ret_view->meta_used = UINT64_C(1) << 20;
 	ret_view->meta_total = UINT64_C(128) << 20;
+	ret_view->meta_limit = UINT64_C(1) << 30;
+	ret_view->meta_state = "ok";
 	ret_view->mode = "rw";
 	ret_view->min_free = UINT64_C(1) << 30;
 	ret_view->volumes = 4;

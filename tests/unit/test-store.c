@@ -6,6 +6,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "../../daemon/store.h"
 
 static char dir[64];
@@ -91,20 +93,53 @@ START_TEST(refuses_a_thin_id_twice)
 }
 END_TEST
 
-START_TEST(allocates_thin_ids_above_the_highest_then_from_gaps)
+/* The next thin id for a create, which the test then takes for a volume. */
+static uint32_t next_thin_id(uint32_t max, bool *ret_unverified)
 {
-	int64_t a = add_tenant("alice", 2000);
+	bool unverified;
 	uint32_t id;
 
-	ck_assert_int_eq(store_free_thin_id(st, 10, &id), 0);
-	ck_assert_uint_eq(id, 1);
-	add_volume(a, "v1", 1, 0);
-	add_volume(a, "v2", 2, 0);
-	add_volume(a, "v10", 10, 0);
-	ck_assert_int_eq(store_free_thin_id(st, 10, &id), 0);
-	ck_assert_uint_eq(id, 3);
-	ck_assert_int_eq(store_free_thin_id(st, 100, &id), 0);
-	ck_assert_uint_eq(id, 11);
+	ck_assert_int_eq(store_thin_id_next(st, max, &id, &unverified), 0);
+	if (ret_unverified)
+		*ret_unverified = unverified;
+	return id;
+}
+
+START_TEST(hands_out_a_removed_volumes_thin_id_again_only_after_going_round)
+{
+	int64_t a = add_tenant("alice", 2000);
+	struct volume v1, v2;
+
+	ck_assert_uint_eq(next_thin_id(4, NULL), 1);
+	v1 = add_volume(a, "v1", 1, 0);
+	ck_assert_uint_eq(next_thin_id(4, NULL), 2);
+	v2 = add_volume(a, "v2", 2, 0);
+	ck_assert_int_eq(store_volume_remove(st, v2.id), 0);
+	/* 2 is free again, but the counter goes on. */
+	ck_assert_uint_eq(next_thin_id(4, NULL), 3);
+	add_volume(a, "v3", 3, 0);
+	ck_assert_uint_eq(next_thin_id(4, NULL), 4);
+	add_volume(a, "v4", 4, 0);
+	/* Round: the lowest id nothing holds. */
+	ck_assert_uint_eq(next_thin_id(4, NULL), 2);
+	add_volume(a, "v2again", 2, 0);
+	ck_assert_int_eq(store_volume_remove(st, v1.id), 0);
+	ck_assert_uint_eq(next_thin_id(4, NULL), 1);
+}
+END_TEST
+
+START_TEST(never_hands_out_a_foreign_thin_id)
+{
+	uint64_t n = 9;
+
+	ck_assert_int_eq(store_thin_id_add_foreign(st, 1), 0);
+	ck_assert_int_eq(store_thin_id_add_foreign(st, 3), 0);
+	ck_assert_int_eq(store_thin_id_add_foreign(st, 3), 0);
+	ck_assert_int_eq(store_thin_id_count_foreign(st, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(next_thin_id(4, NULL), 2);
+	ck_assert_uint_eq(next_thin_id(4, NULL), 4);
+	ck_assert_uint_eq(next_thin_id(4, NULL), 2);
 }
 END_TEST
 
@@ -112,10 +147,51 @@ START_TEST(reports_no_free_thin_id_when_all_are_taken)
 {
 	int64_t a = add_tenant("alice", 2000);
 	uint32_t id;
+	bool unverified;
 
 	add_volume(a, "v1", 1, 0);
-	add_volume(a, "v2", 2, 0);
-	ck_assert_int_eq(store_free_thin_id(st, 2, &id), -ENOSPC);
+	ck_assert_int_eq(store_thin_id_add_foreign(st, 2), 0);
+	ck_assert_int_eq(store_thin_id_next(st, 2, &id, &unverified), -ENOSPC);
+}
+END_TEST
+
+/* A store an older thinproxy used (volumes, a transaction id, no counter): its ids from
+ * the highest + 1 up are to be looked at once, and the ones below after going round. */
+START_TEST(marks_a_legacy_stores_ids_for_checking)
+{
+	int64_t a = add_tenant("alice", 2000);
+	uint32_t mark = 9;
+	bool unverified;
+	char path[128], *err = NULL;
+	sqlite3 *db;
+
+	add_volume(a, "v1", 1, 0);
+	add_volume(a, "v5", 5, 0);
+	ck_assert_int_eq(store_thin_id_legacy(st, &mark), 0);
+	ck_assert_uint_eq(mark, 0); /* a new store has no legacy */
+	store_close(st);
+	snprintf(path, sizeof path, "%s/db", dir);
+	ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db,
+	                              "DELETE FROM meta WHERE key IN ('next_thin_id',"
+	                              " 'legacy_thin_ids', 'legacy_checked');"
+	                              " UPDATE meta SET value = 7 WHERE key = 'pool_tid'",
+	                              NULL, NULL, &err),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	ck_assert_int_eq(store_open(path, &st), 0);
+
+	ck_assert_int_eq(store_thin_id_legacy(st, &mark), 0);
+	ck_assert_uint_eq(mark, 6);
+	ck_assert_int_eq(store_thin_id_legacy_done(st, 8), 0);
+	ck_assert_int_eq(store_thin_id_legacy(st, &mark), 0);
+	ck_assert_uint_eq(mark, 0);
+	ck_assert_uint_eq(next_thin_id(9, &unverified), 8);
+	ck_assert(!unverified);
+	ck_assert_uint_eq(next_thin_id(9, &unverified), 9);
+	ck_assert(!unverified);
+	ck_assert_uint_eq(next_thin_id(9, &unverified), 2);
+	ck_assert(unverified);
 }
 END_TEST
 
@@ -133,24 +209,63 @@ START_TEST(allocates_the_lowest_free_nbd_uid)
 }
 END_TEST
 
-START_TEST(lists_pending_volumes_with_their_transaction_id)
+START_TEST(lists_volumes_in_a_state)
 {
 	int64_t a = add_tenant("alice", 2000);
-	struct volume v = add_volume(a, "v", 1, 0), *pending = NULL;
+	struct volume v = add_volume(a, "v", 1, 0), *rows = NULL;
 	size_t n = 9;
 
-	ck_assert_int_eq(store_volume_list_pending(st, &pending, &n), 0);
+	add_volume(a, "w", 2, 0);
+	ck_assert_int_eq(store_volume_list_state(st, VOLUME_DELETING, &rows, &n), 0);
 	ck_assert_uint_eq(n, 0);
-	free(pending);
+	free(rows);
 	v.state = VOLUME_DELETING;
-	v.pending = true;
-	v.pending_tid = 12;
 	ck_assert_int_eq(store_volume_update(st, &v), 0);
-	ck_assert_int_eq(store_volume_list_pending(st, &pending, &n), 0);
+	ck_assert_int_eq(store_volume_list_state(st, VOLUME_DELETING, &rows, &n), 0);
 	ck_assert_uint_eq(n, 1);
-	ck_assert(pending[0].pending);
-	ck_assert_uint_eq(pending[0].pending_tid, 12);
-	free(pending);
+	ck_assert_str_eq(rows[0].name, "v");
+	ck_assert(!volume_settled(&rows[0]));
+	free(rows);
+}
+END_TEST
+
+/* At most one change: a second one replaces the first, and clearing leaves none. */
+START_TEST(keeps_one_change_record)
+{
+	struct pool_change c = {.op = CHANGE_SNAPSHOT,
+	                        .volume_id = 4,
+	                        .thin_id = 17,
+	                        .origin_thin_id = 3,
+	                        .prior_state = VOLUME_READY},
+	                   got;
+
+	ck_assert_int_eq(store_change_get(st, &got), -ENOENT);
+	ck_assert_int_eq(store_change_set(st, &c), 0);
+	c.op = CHANGE_REMOVE;
+	c.failed = true;
+	ck_assert_int_eq(store_change_set(st, &c), 0);
+	ck_assert_int_eq(store_change_get(st, &got), 0);
+	ck_assert_int_eq(got.op, CHANGE_REMOVE);
+	ck_assert_int_eq(got.volume_id, 4);
+	ck_assert_uint_eq(got.thin_id, 17);
+	ck_assert_uint_eq(got.origin_thin_id, 3);
+	ck_assert_int_eq(got.prior_state, VOLUME_READY);
+	ck_assert(got.failed);
+	ck_assert_int_eq(store_change_clear(st), 0);
+	ck_assert_int_eq(store_change_get(st, &got), -ENOENT);
+}
+END_TEST
+
+START_TEST(keeps_a_pairing_until_cleared)
+{
+	uint64_t tid = 0;
+
+	ck_assert_int_eq(store_get_pairing(st, &tid), -ENOENT);
+	ck_assert_int_eq(store_set_pairing(st, 123456789), 0);
+	ck_assert_int_eq(store_get_pairing(st, &tid), 0);
+	ck_assert_uint_eq(tid, 123456789);
+	ck_assert_int_eq(store_set_pairing(st, 0), 0);
+	ck_assert_int_eq(store_get_pairing(st, &tid), -ENOENT);
 }
 END_TEST
 
@@ -414,10 +529,14 @@ int main(void)
 	tcase_add_test(tc, starts_with_pool_transaction_id_zero_and_keeps_what_is_set);
 	tcase_add_test(tc, same_volume_name_in_two_tenants_but_not_twice_in_one);
 	tcase_add_test(tc, refuses_a_thin_id_twice);
-	tcase_add_test(tc, allocates_thin_ids_above_the_highest_then_from_gaps);
+	tcase_add_test(tc, hands_out_a_removed_volumes_thin_id_again_only_after_going_round);
+	tcase_add_test(tc, never_hands_out_a_foreign_thin_id);
 	tcase_add_test(tc, reports_no_free_thin_id_when_all_are_taken);
+	tcase_add_test(tc, marks_a_legacy_stores_ids_for_checking);
 	tcase_add_test(tc, allocates_the_lowest_free_nbd_uid);
-	tcase_add_test(tc, lists_pending_volumes_with_their_transaction_id);
+	tcase_add_test(tc, lists_volumes_in_a_state);
+	tcase_add_test(tc, keeps_one_change_record);
+	tcase_add_test(tc, keeps_a_pairing_until_cleared);
 	tcase_add_test(tc, rolls_back_an_uncommitted_transaction);
 	tcase_add_test(tc, keeps_an_unsynced_commit_like_any_other);
 	tcase_add_test(tc, syncs_every_commit_but_the_unsynced_ones);

@@ -24,6 +24,9 @@
 #define KiB     (UINT64_C(1) << 10)
 #define MiB     (UINT64_C(1) << 20)
 #define RUN_DIR "/run/test-pool"
+/* The embedded pool's metadata for DATA bytes in 64 KiB blocks. */
+#define META_EXPECTED(data) \
+	((((((data) / (64 * KiB) + 125) / 126 + 10000) * 4096 * 2) + MiB - 1) / MiB * MiB)
 
 static char dm_name[32], state_dir[64];
 
@@ -204,7 +207,9 @@ START_TEST(opens_embedded_pool_with_error_if_no_space_on_sparse_files)
 	ck_assert_uint_eq(st.transaction_id, 0);
 	ck_assert_uint_eq(st.data_total, 64 * MiB / (64 * KiB));
 	ck_assert_uint_eq(st.data_used, 0);
-	ck_assert_uint_eq(st.meta_total, 16 * MiB / (4 * KiB));
+	/* thin_metadata_size's rule: a 4 KiB leaf per 126 blocks and a 4 KiB root for each
+	 * of 10000 thin devices, twice over, in whole MiB. */
+	ck_assert_uint_eq(st.meta_total, META_EXPECTED(64 * MiB) / (4 * KiB));
 	ck_assert_uint_eq(st.block_sectors, 128);
 	ck_assert(st.error_if_no_space);
 	ck_assert(!st.read_only && !st.out_of_data_space && !st.needs_check);
@@ -215,7 +220,7 @@ START_TEST(opens_embedded_pool_with_error_if_no_space_on_sparse_files)
 	ck_assert_uint_lt((uint64_t)data.st_blocks * 512, 64 * MiB);
 	snprintf(path, sizeof path, "%s/pool/metadata.img", state_dir);
 	ck_assert_int_eq(stat(path, &meta), 0);
-	ck_assert_uint_eq(meta.st_size, 16 * MiB);
+	ck_assert_uint_eq(meta.st_size, META_EXPECTED(64 * MiB));
 
 	ck_assert(dm_attr(dm_name, "uuid", uuid, sizeof uuid));
 	snprintf(want, sizeof want, "THINPROXY-POOL-%s", dm_name);
@@ -300,6 +305,72 @@ START_TEST(status_counts_uncommitted_blocks_and_writes_no_metadata)
 	ck_assert_uint_eq(ps.data_used, 16);
 	ck_assert_uint_eq(loop_writes(meta), writes);
 	free(buf);
+	close(fd);
+	pool_close(pool);
+}
+END_TEST
+
+/* pool_thin_exists answers from the pool's metadata and changes nothing: no metadata
+ * write, and the ids it was asked about are as they were. */
+START_TEST(thin_exists_answers_and_writes_no_metadata)
+{
+	struct pool *pool = open_embedded(64 * MiB);
+	char meta[160];
+	uint64_t writes;
+
+	ck_assert_int_eq(pool_create_thin(pool, 3), 0);
+	snprintf(meta, sizeof meta, "%s/pool/metadata.img", state_dir);
+	writes = loop_writes(meta);
+	ck_assert_int_eq(pool_thin_exists(pool, 3), 1);
+	ck_assert_int_eq(pool_thin_exists(pool, 4), 0);
+	ck_assert_int_eq(pool_thin_exists(pool, POOL_THIN_ID_MAX), 0);
+	ck_assert_uint_eq(loop_writes(meta), writes);
+	ck_assert_int_eq(pool_thin_exists(pool, POOL_THIN_ID_MAX + 1), -EINVAL);
+	ck_assert_int_eq(pool_create_thin(pool, 4), 0);
+	ck_assert_int_eq(pool_create_thin(pool, 3), -EEXIST);
+	pool_close(pool);
+}
+END_TEST
+
+/* The embedded pool's metadata doubles up to its maximum, and dm-thin takes the space
+ * while a thin device is open and written. */
+START_TEST(grows_embedded_metadata_up_to_its_maximum)
+{
+	struct pool_config cfg = {
+	    .loop_size = 64 * MiB, .metadata_size = 2 * MiB, .metadata_max = 4 * MiB};
+	struct pool *pool = NULL;
+	struct pool_status st;
+	char path[160];
+	struct stat sb;
+	uint64_t bytes = 0;
+	int fd;
+
+	name_this_test();
+	cfg.state_dir = state_dir;
+	cfg.dm_name = dm_name;
+	ck_assert_int_eq(pool_open(&cfg, &pool), 0);
+	ck_assert_uint_eq(pool_metadata_limit(pool), 4 * MiB);
+	ck_assert_int_eq(pool_get_status(pool, &st), 0);
+	ck_assert_uint_eq(st.meta_total, 2 * MiB / (4 * KiB));
+	ck_assert_int_eq(pool_create_thin(pool, 1), 0);
+	ck_assert_int_eq(pool_activate_thin(pool, 1, 16 * MiB, false), 0);
+	fd = pool_open_thin(pool, 1, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	write_pattern(fd, 7, MiB, 0);
+
+	ck_assert_int_eq(pool_grow_metadata(pool, &bytes), 0);
+	ck_assert_uint_eq(bytes, 4 * MiB);
+	ck_assert_int_eq(pool_get_status(pool, &st), 0);
+	ck_assert_uint_eq(st.meta_total, 4 * MiB / (4 * KiB));
+	ck_assert(!st.read_only && !st.needs_check);
+	snprintf(path, sizeof path, "%s/pool/metadata.img", state_dir);
+	ck_assert_int_eq(stat(path, &sb), 0);
+	ck_assert_uint_eq(sb.st_size, 4 * MiB);
+	ck_assert(!dm_suspended(dm_name));
+	write_pattern(fd, 8, MiB, 4 * MiB);
+	expect_pattern(fd, 7, MiB, 0);
+	expect_pattern(fd, 8, MiB, 4 * MiB);
+	ck_assert_int_eq(pool_grow_metadata(pool, &bytes), -ENOSPC);
 	close(fd);
 	pool_close(pool);
 }
@@ -875,6 +946,9 @@ START_TEST(own_pool_on_devices_carries_our_uuid_and_reattaches)
 	ck_assert_uint_eq(st.data_total, 32 * MiB / (128 * KiB));
 	ck_assert(st.error_if_no_space);
 	ck_assert_int_eq(pool_create_thin(pool, 1), 0);
+	/* Its metadata device is the admin's to grow. */
+	ck_assert_uint_eq(pool_metadata_limit(pool), 0);
+	ck_assert_int_eq(pool_grow_metadata(pool, &(uint64_t){0}), -EOPNOTSUPP);
 	pool_close(pool);
 
 	pool = NULL;
@@ -1001,10 +1075,12 @@ int main(void)
 	tcase_add_test(thin, resize_grows_active_thin);
 	tcase_add_test(thin, open_thin_remakes_missing_or_stale_device_node);
 	tcase_add_test(thin, for_each_active_lists_only_this_pools_devices);
+	tcase_add_test(thin, grows_embedded_metadata_up_to_its_maximum);
 	suite_add_tcase(s, thin);
 	tcase_set_timeout(pool, 60);
 	tcase_add_test(pool, opens_embedded_pool_with_error_if_no_space_on_sparse_files);
 	tcase_add_test(pool, create_thin_of_taken_id_is_eexist);
+	tcase_add_test(pool, thin_exists_answers_and_writes_no_metadata);
 	tcase_add_test(pool, snapshot_of_missing_origin_is_enoent);
 	tcase_add_test(pool, delete_of_missing_id_is_enoent);
 	tcase_add_test(pool, delete_of_active_id_is_ebusy_and_frees_the_id_once_inactive);

@@ -3,7 +3,7 @@
 # with line numbers), its pool modes (own pool on given devices, an existing pool by
 # name), the free-space floor (507) and the low-water log.
 . "$(dirname "$0")/functions.sh"
-requires dmsetup
+requires dmsetup sqlite3
 
 d=$TP_BUILD/thinproxyd
 # rejects PATTERN ARGS...: thinproxyd ARGS exits 2 (usage) or 1 with PATTERN on stderr.
@@ -17,11 +17,16 @@ rejects() {
 
 step "help, version, bad options and values"
 "$d" --help | grep -q -- '--loop-size SIZE' || fail "--help"
+"$d" --help | grep -q -- '--metadata-max SIZE' || fail "--help lacks --metadata-max"
 "$d" --version | grep -q '^thinproxyd ' || fail "--version"
 rejects 'unrecognized option' --bogus
 rejects "requires an argument" --state-dir
 rejects 'invalid value for loop-size' --loop-size 12Q
 rejects 'invalid value for block-size' --block-size 100K
+rejects 'invalid value for metadata-size' --metadata-size 1M
+rejects 'invalid value for metadata-max' --metadata-max 4097K
+rejects 'for the embedded pool' --metadata-max 8M --pool foreign
+rejects 'below --metadata-size' --metadata-size 8M --metadata-max 4M
 rejects 'invalid value for min-free' --min-free 120%
 rejects 'exclude each other' --pool x --data /dev/a --metadata /dev/b
 rejects 'go together' --data /dev/a
@@ -106,13 +111,17 @@ admin_api POST /v1/tenants '{"name":"t"}'
 tenant_api t POST /v1/volumes '{"name":"v","size":1048576}'
 expect 201
 admin_api GET /v1/pool
-[ "$(field .name)" = foreign ] && [ "$(field .transaction_id)" = 1 ] || fail "existing pool: $body"
+# A new store pairs with the pool: both get the same new transaction id.
+tid=$(field .transaction_id)
+[ "$(field .name)" = foreign ] && [ "$tid" != 0 ] || fail "existing pool: $body"
 stop_daemon
-dmsetup status foreign | grep -q ' thin-pool 1 ' || fail "the existing pool went away or changed"
+dmsetup status foreign | grep -q " thin-pool $tid " || fail "the existing pool went away or changed"
+[ "$(sqlite3 "$state_dir/thinproxy.db" "SELECT value FROM meta WHERE key = 'pool_tid'")" = "$tid" ] ||
+	fail "the store is not paired with the pool"
 
 step "a store that does not belong to the pool: refused, with the reason"
 mv "$state_dir" "$scratch/kept-state"
-rejects 'one transaction ahead of the store' --foreground --state-dir "$state_dir" \
+rejects 'they do not belong together' --foreground --state-dir "$state_dir" \
 	--run-dir "$run_dir" --pool foreign
 rm -rf "$state_dir"
 mv "$scratch/kept-state" "$state_dir"

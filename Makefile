@@ -102,6 +102,9 @@ OBJS_test-supervise := $(BUILD)/daemon/supervise.o $(BUILD)/daemon/broker.o $(BU
                        $(BUILD)/tests/unit/nbdkit-harness.o
 LIBS_test-supervise := $(call pc,--libs,libnbd) -lpthread
 $(BUILD)/tests/test-supervise: | $(PLUGIN)
+# test-relay runs nbdkit's file plugin; the relay logs through keeper_log, which it defines.
+OBJS_test-relay := $(BUILD)/client/relay.o $(BUILD)/client/handshake.o
+LIBS_test-relay := -lpthread
 # test-client-cli runs $(BUILD)/thinproxy itself, against throwaway canned-answer servers.
 $(BUILD)/tests/test-client-cli: | $(CLIENT)
 $(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o $$(OBJS_test-$$*)

@@ -1,12 +1,21 @@
 /* A reconnecting userspace relay between the kernel's NBD client and the server (see
  * relay.h).
  *
+ * Three threads: the request thread reads the kernel's requests and sends them; the reply
+ * thread reads the server's replies, answers the kernel and reconnects; the resend thread
+ * sends the outstanding requests again on each fresh connection. The reply thread never
+ * writes to the server: a server answers only as fast as its replies are read (nbdkit
+ * stops reading requests while its replies cannot be written), so a reply thread that
+ * resent a few MiB of writes itself, with reads outstanding, would wait for a server
+ * that waits for it.
+ *
  * Locking: LOCK guards the list of outstanding requests and the connection's state.
  * SERVER_WLOCK is held for every write to the server, and while a new request is added
- * to the list, so that a replay after a reconnect and the request thread never send the
- * same request twice on one connection. KERNEL_WLOCK is held for every write to the
- * kernel. Order: SERVER_WLOCK before LOCK. Only the reply thread removes requests from
- * the list and frees them. */
+ * to the list. A request records the connection it was last sent on, set under both
+ * locks by the thread that sends it there, so the request thread and the resend thread
+ * never send the same request twice on one connection. KERNEL_WLOCK is held for every
+ * write to the kernel. Order: SERVER_WLOCK before LOCK. Only the reply thread removes
+ * requests from the list and frees them, never one that is being sent. */
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -46,8 +55,8 @@ struct pending {
 	uint16_t cmd;
 	uint32_t len;
 	unsigned char *data; /* NBD_CMD_WRITE's payload */
-	unsigned gen;        /* the connection it was last sent on */
-	bool sending;        /* the request thread is writing it */
+	unsigned gen;        /* the connection it was last sent on, 0 if none */
+	bool sending;        /* a thread is writing it to the server */
 };
 
 struct relay {
@@ -58,11 +67,12 @@ struct relay {
 
 	int kernel_fd;
 	int stop_pipe[2];
-	pthread_t requests, replies;
-	bool have_requests, have_replies;
+	pthread_t requests, replies, resends;
+	bool have_requests, have_replies, have_resends;
 
 	pthread_mutex_t lock, server_wlock, kernel_wlock;
 	pthread_cond_t sent;   /* a request is no longer being sent */
+	pthread_cond_t resend; /* resend_gen is set, or the relay stops */
 	int server_fd;         /* -1 while the server is away */
 	unsigned gen;          /* counts connections */
 	bool up;               /* server_fd is connected */
@@ -72,6 +82,13 @@ struct relay {
 	struct timespec since; /* when the server went away */
 	struct pending *head, **tail;
 	size_t n_pending;
+
+	/* For the resend thread: the fresh connection whose outstanding requests are to be
+	 * sent (0: none), and for its log line how long after the loss it was made and how
+	 * many attempts it took. */
+	unsigned resend_gen;
+	int64_t resend_after_ms;
+	int resend_attempts;
 };
 
 static uint32_t get32(const unsigned char *p)
@@ -219,11 +236,29 @@ static int send_request(int fd, const struct pending *p)
 	return rc;
 }
 
+/* Send P on the current connection, FD. Called with SERVER_WLOCK and LOCK held; returns
+ * with LOCK released. A failed write leaves the request in the list for the resend after
+ * the reconnect; the reply thread notices the broken connection by itself, or now. */
+static int send_on(struct relay *r, int fd, struct pending *p)
+{
+	int rc;
+
+	p->gen = r->gen;
+	p->sending = true;
+	pthread_mutex_unlock(&r->lock);
+	rc = send_request(fd, p);
+	pthread_mutex_lock(&r->lock);
+	p->sending = false;
+	pthread_cond_broadcast(&r->sent);
+	pthread_mutex_unlock(&r->lock);
+	if (rc < 0)
+		shutdown(fd, SHUT_RDWR);
+	return rc;
+}
+
 /* The kernel's request P: keep it until its reply, and send it if the server is there. */
 static void submit(struct relay *r, struct pending *p)
 {
-	int fd, rc;
-
 	pthread_mutex_lock(&r->server_wlock);
 	pthread_mutex_lock(&r->lock);
 	if (r->failing || r->stopping || r->n_pending >= PENDING_MAX) {
@@ -242,19 +277,7 @@ static void submit(struct relay *r, struct pending *p)
 		pthread_mutex_unlock(&r->server_wlock);
 		return;
 	}
-	fd = r->server_fd;
-	p->gen = r->gen;
-	p->sending = true;
-	pthread_mutex_unlock(&r->lock);
-	rc = send_request(fd, p);
-	pthread_mutex_lock(&r->lock);
-	p->sending = false;
-	pthread_cond_broadcast(&r->sent);
-	pthread_mutex_unlock(&r->lock);
-	/* A failed write leaves the request in the list for the replay; the reply thread
-	 * notices the broken connection by itself, or now. */
-	if (rc < 0)
-		shutdown(fd, SHUT_RDWR);
+	send_on(r, r->server_fd, p);
 	pthread_mutex_unlock(&r->server_wlock);
 }
 
@@ -355,13 +378,13 @@ static void connection_lost(struct relay *r, const char *why)
 	pthread_mutex_unlock(&r->server_wlock);
 }
 
-/* Connect again, with growing pauses, until it works or the relay ends; then send every
- * outstanding request again. Past the dead-connection timeout, outstanding and new
- * requests fail. Returns 0, or -ECANCELED if the relay ended. Reply thread only. */
+/* Connect again, with growing pauses, until it works or the relay ends; then have the
+ * resend thread send every outstanding request again. Past the dead-connection timeout,
+ * outstanding and new requests fail. Returns 0, or -ECANCELED if the relay ended. Reply
+ * thread only. */
 static int reconnect(struct relay *r)
 {
 	int delay = RETRY_FIRST_MS, fd = -1, rc, attempts = 0;
-	size_t resent = 0;
 
 	for (;;) {
 		if (ending(r))
@@ -388,35 +411,109 @@ static int reconnect(struct relay *r)
 		delay = delay * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : delay * 2;
 	}
 
-	/* Nothing is added to the list while SERVER_WLOCK is held, and only this thread
-	 * removes from it: the list may be walked without LOCK. */
-	pthread_mutex_lock(&r->server_wlock);
+	/* No request in the list was sent on the new connection yet: the resend thread
+	 * sends them, while this thread goes back to reading replies. */
 	pthread_mutex_lock(&r->lock);
+	if (r->stopping || r->disconnecting) {
+		/* Ended while we connected: nothing will be sent, or read, on it. */
+		pthread_mutex_unlock(&r->lock);
+		close(fd);
+		return -ECANCELED;
+	}
 	r->server_fd = fd;
 	r->gen++;
 	r->up = true;
 	r->failing = false;
-	for (struct pending *p = r->head; p != NULL; p = p->next)
-		p->gen = r->gen;
+	r->resend_gen = r->gen;
+	r->resend_after_ms = elapsed_ms(&r->since);
+	r->resend_attempts = attempts;
+	pthread_cond_signal(&r->resend);
 	pthread_mutex_unlock(&r->lock);
-	for (struct pending *p = r->head; p != NULL; p = p->next, resent++)
-		if (send_request(fd, p) < 0) {
-			/* Broken again: the next read says so. */
-			shutdown(fd, SHUT_RDWR);
-			break;
-		}
-	pthread_mutex_unlock(&r->server_wlock);
-	keeper_log(LOG_NOTICE, "%s: reconnected after %lld ms (%d attempts), %zu requests resent",
-	           r->name, (long long)elapsed_ms(&r->since), attempts, resent);
 	return 0;
 }
 
-/* The outstanding request with HANDLE, or NULL. */
+/* Send every outstanding request that was not sent on connection GEN yet, oldest first;
+ * the number sent, or -ECONNRESET if GEN broke first. Resend thread only. */
+static ssize_t resend(struct relay *r, unsigned gen)
+{
+	ssize_t resent = 0;
+
+	/* Held throughout, so that an NBD_CMD_DISC from the kernel follows the requests
+	 * it was sent after, as it did on the old connection. */
+	pthread_mutex_lock(&r->server_wlock);
+	for (;;) {
+		struct pending *p = NULL;
+
+		pthread_mutex_lock(&r->lock);
+		if (!r->up || r->gen != gen) {
+			pthread_mutex_unlock(&r->lock);
+			resent = -ECONNRESET;
+			break;
+		}
+		/* From the head each time: a request sent a moment ago may have been
+		 * answered and freed since. */
+		for (p = r->head; p != NULL && p->gen == gen; p = p->next)
+			;
+		if (p == NULL) {
+			pthread_mutex_unlock(&r->lock);
+			break;
+		}
+		if (send_on(r, r->server_fd, p) < 0) {
+			resent = -ECONNRESET;
+			break;
+		}
+		resent++;
+	}
+	pthread_mutex_unlock(&r->server_wlock);
+	return resent;
+}
+
+/* The resend thread: after each reconnect, every outstanding request on the fresh
+ * connection, while the reply thread goes on reading the replies. */
+static void *resends_main(void *arg)
+{
+	struct relay *r = arg;
+
+	pthread_mutex_lock(&r->lock);
+	for (;;) {
+		struct timespec start;
+		int64_t after_ms;
+		int attempts;
+		unsigned gen;
+		ssize_t resent;
+
+		while (!r->stopping && r->resend_gen == 0)
+			pthread_cond_wait(&r->resend, &r->lock);
+		if (r->stopping)
+			break;
+		gen = r->resend_gen;
+		after_ms = r->resend_after_ms;
+		attempts = r->resend_attempts;
+		r->resend_gen = 0;
+		pthread_mutex_unlock(&r->lock);
+		/* Broken again before it was done: the reply thread says so, and the next
+		 * reconnect logs. */
+		clock_gettime(CLOCK_MONOTONIC, &start);
+		resent = resend(r, gen);
+		if (resent >= 0)
+			keeper_log(LOG_NOTICE,
+			           "%s: reconnected after %lld ms (%d attempts), %zd requests "
+			           "resent in %lld ms",
+			           r->name, (long long)after_ms, attempts, resent,
+			           (long long)elapsed_ms(&start));
+		pthread_mutex_lock(&r->lock);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
+}
+
+/* The outstanding request with HANDLE, or NULL if none was sent on the current
+ * connection: the server cannot answer what it was never asked. LOCK held. */
 static struct pending *find(struct relay *r, const unsigned char *handle)
 {
 	for (struct pending *p = r->head; p != NULL; p = p->next)
 		if (memcmp(p->handle, handle, 8) == 0)
-			return p;
+			return p->gen == r->gen ? p : NULL;
 	return NULL;
 }
 
@@ -511,17 +608,15 @@ static void *replies_main(void *arg)
 			break;
 	}
 
-	/* The server is gone for good (after NBD_CMD_DISC) or the relay ends: what is still
-	 * outstanding fails, and the kernel sees its connection close. */
-	fail_pending(r);
+	/* The server is gone for good (after NBD_CMD_DISC) or the relay ends: nothing is
+	 * sent any more, what is still outstanding fails, and the kernel sees its
+	 * connection close. */
 	pthread_mutex_lock(&r->lock);
 	r->stopping = true;
-	if (r->server_fd >= 0) {
-		close(r->server_fd);
-		r->server_fd = -1;
-	}
-	r->up = false;
+	pthread_cond_signal(&r->resend);
 	pthread_mutex_unlock(&r->lock);
+	connection_lost(r, "the relay ends");
+	fail_pending(r);
 	shutdown(r->kernel_fd, SHUT_RDWR);
 	return NULL;
 }
@@ -547,6 +642,7 @@ int relay_start(const struct relay_config *cfg, struct relay **ret_relay)
 	pthread_mutex_init(&r->server_wlock, NULL);
 	pthread_mutex_init(&r->kernel_wlock, NULL);
 	pthread_cond_init(&r->sent, NULL);
+	pthread_cond_init(&r->resend, NULL);
 	if (pipe2(r->stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
 		rc = -errno;
 		goto fail;
@@ -555,6 +651,10 @@ int relay_start(const struct relay_config *cfg, struct relay **ret_relay)
 	if (rc < 0)
 		goto fail;
 	r->have_replies = true;
+	rc = -pthread_create(&r->resends, NULL, resends_main, r);
+	if (rc < 0)
+		goto fail;
+	r->have_resends = true;
 	rc = -pthread_create(&r->requests, NULL, requests_main, r);
 	if (rc < 0)
 		goto fail;
@@ -575,12 +675,15 @@ void relay_stop(struct relay *r)
 	r->stopping = true;
 	if (r->server_fd >= 0)
 		shutdown(r->server_fd, SHUT_RDWR);
+	pthread_cond_signal(&r->resend);
 	pthread_mutex_unlock(&r->lock);
 	shutdown(r->kernel_fd, SHUT_RDWR);
 	if (r->stop_pipe[1] >= 0)
 		wake(r);
 	if (r->have_requests)
 		pthread_join(r->requests, NULL);
+	if (r->have_resends)
+		pthread_join(r->resends, NULL);
 	if (r->have_replies)
 		pthread_join(r->replies, NULL);
 	else if (r->server_fd >= 0)
@@ -598,5 +701,6 @@ void relay_stop(struct relay *r)
 	pthread_mutex_destroy(&r->server_wlock);
 	pthread_mutex_destroy(&r->kernel_wlock);
 	pthread_cond_destroy(&r->sent);
+	pthread_cond_destroy(&r->resend);
 	free(r);
 }

@@ -10,8 +10,9 @@
  * requests and every new one fail with EIO until it is back. The server is not trusted:
  * a reply it was not asked for, or one with a bad magic, counts as a broken connection.
  *
- * Two threads per relay: one reads the kernel's requests, one the server's replies and
- * does the reconnecting. */
+ * Three threads per relay: one reads the kernel's requests, one the server's replies and
+ * does the reconnecting, and one sends the outstanding requests again on a fresh
+ * connection, so that replies are read while it does. */
 #ifndef TP_CLIENT_RELAY_H
 #define TP_CLIENT_RELAY_H
 

@@ -274,3 +274,17 @@ int pool_for_each_active(struct pool *pool, int (*fn)(uint32_t id, void *opaque)
 	(void)opaque;
 	return 0;
 }
+
+/* A roomy pool has no need to grow. */
+int pool_grow_metadata(struct pool *pool, uint64_t *ret_bytes)
+{
+	(void)pool;
+	(void)ret_bytes;
+	return -EOPNOTSUPP;
+}
+
+uint64_t pool_metadata_limit(const struct pool *pool)
+{
+	(void)pool;
+	return 0;
+}

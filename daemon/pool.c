@@ -422,6 +422,27 @@ static int target_version(const char *target, uint32_t ret_version[3])
 	return -ENOENT;
 }
 
+/* Why libdevmapper made no task. It makes one only once it has reached the kernel
+ * through its control node, and a kernel without device-mapper would otherwise pass for
+ * ENOMEM. It has already tried to load dm-mod (opening the node does, by its fixed
+ * minor); the kernel lists the control device once dm-mod is in. */
+static int explain_no_task(void)
+{
+	CLEANUP_CLOSE int fd = -1;
+	char path[PATH_MAX];
+
+	if (access("/sys/class/misc/device-mapper", F_OK) < 0) {
+		log_error("the kernel has no device-mapper (modprobe dm-mod; CONFIG_BLK_DEV_DM)");
+		return -EOPNOTSUPP;
+	}
+	snprintf(path, sizeof path, "%s/control", dm_dir());
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return log_errno(LOG_ERR, -errno,
+		                 "cannot reach device-mapper through %s (are we root?): %m", path);
+	return -ENOMEM;
+}
+
 /* libdevmapper's API (1.02), the kernel's dm ioctl interface (4) and thin-pool. */
 static int check_versions(void)
 {
@@ -431,7 +452,7 @@ static int check_versions(void)
 	int r;
 
 	if (dmt == NULL)
-		return -ENOMEM;
+		return explain_no_task();
 	if (!dm_get_library_version(lib, sizeof lib))
 		return -EIO;
 	if (strncmp(lib, "1.02.", 5) != 0) {
@@ -646,6 +667,10 @@ static int make_embedded_pool(struct pool *p, const char *uuid, const char *stat
 		return log_errno(LOG_ERR, r, "%s/pool/metadata.img: %m", state_dir);
 
 	data_loop = loop_attach(data, "thinproxy pool data");
+	if (data_loop < 0 && access("/dev/loop-control", F_OK) < 0)
+		return log_errno(LOG_ERR, -EOPNOTSUPP,
+		                 "the kernel has no loop devices for the embedded pool (no "
+		                 "/dev/loop-control; modprobe loop)");
 	if (data_loop < 0)
 		return log_errno(LOG_ERR, data_loop, "loop device for %s/pool/data.img: %m",
 		                 state_dir);

@@ -19,6 +19,7 @@ enum {
 	OPT_STATE_DIR,
 	OPT_RUN_DIR,
 	OPT_POOL,
+	OPT_ALLOW_SKIP_BLOCK_ZEROING,
 	OPT_DATA,
 	OPT_METADATA,
 	OPT_POOL_NAME,
@@ -41,6 +42,7 @@ static const struct option options[] = {
     {"state-dir", required_argument, NULL, OPT_STATE_DIR},
     {"run-dir", required_argument, NULL, OPT_RUN_DIR},
     {"pool", required_argument, NULL, OPT_POOL},
+    {"allow-skip-block-zeroing", no_argument, NULL, OPT_ALLOW_SKIP_BLOCK_ZEROING},
     {"data", required_argument, NULL, OPT_DATA},
     {"metadata", required_argument, NULL, OPT_METADATA},
     {"pool-name", required_argument, NULL, OPT_POOL_NAME},
@@ -67,6 +69,8 @@ static const char usage_text[] =
     "  --state-dir DIR      store and embedded pool (default /var/lib/thinproxy)\n"
     "  --run-dir DIR        sockets (default /run/thinproxy)\n"
     "  --pool NAME          use the existing thin-pool dm device NAME\n"
+    "  --allow-skip-block-zeroing\n"
+    "                       ... even if it does not zero new blocks (unsafe)\n"
     "  --data DEV           create (or reattach) our pool on data device DEV ...\n"
     "  --metadata DEV       ... and metadata device DEV\n"
     "  --pool-name NAME     dm name of our own pool (default thinproxy-pool)\n"
@@ -195,6 +199,9 @@ static int apply(struct config *cfg, int opt, const char *name, const char *v)
 	case OPT_FOREGROUND:
 		cfg->foreground = true;
 		break;
+	case OPT_ALLOW_SKIP_BLOCK_ZEROING:
+		cfg->allow_skip_block_zeroing = true;
+		break;
 	default:
 		return -EINVAL;
 	}
@@ -257,7 +264,8 @@ static int read_file(struct config *cfg, const char *path, bool must_exist)
 			        key);
 			return -EINVAL;
 		}
-		if (opt == OPT_SYSLOG || opt == OPT_FOREGROUND) {
+		if (opt == OPT_SYSLOG || opt == OPT_FOREGROUND ||
+		    opt == OPT_ALLOW_SKIP_BLOCK_ZEROING) {
 			if (val && strcmp(val, "true") != 0 && strcmp(val, "yes") != 0) {
 				if (strcmp(val, "false") == 0 || strcmp(val, "no") == 0)
 					continue;

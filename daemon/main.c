@@ -261,6 +261,7 @@ static int run(void)
 	pc.loop_size = cfg.loop_size;
 	pc.dm_name = cfg.pool_name;
 	pc.block_sectors = (uint32_t)(cfg.block_size / 512);
+	pc.allow_skip_block_zeroing = cfg.allow_skip_block_zeroing;
 	r = pool_open(&pc, &pool);
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "open the thin pool: %m");

@@ -46,6 +46,7 @@ struct pool {
 	char *thin_base; /* our thin devices are "<thin_base>-<id>" */
 	uint32_t major, minor;
 	uint32_t block_sectors;
+	bool skip_block_zeroing; /* its table says so: new blocks are not zeroed */
 };
 
 struct thin_names {
@@ -725,7 +726,8 @@ static int read_pool_table(struct pool *p)
 	const char *type, *params;
 	struct dm_info info;
 	uint64_t sectors, block_sectors;
-	char *tok[4];
+	char *tok[16];
+	size_t n, i;
 	int r;
 
 	r = dev_query(DM_DEVICE_TABLE, p->dm_name, &dmt, &info);
@@ -740,18 +742,23 @@ static int read_pool_table(struct pool *p)
 		log_error("dm device %s is not a thin-pool", p->dm_name);
 		return -EINVAL;
 	}
-	/* "<metadata dev> <data dev> <block sectors> <low water mark> [features]" */
+	/* "<metadata dev> <data dev> <block sectors> <low water mark> [<#features>
+	 * <feature>...]": the kernel lists at most five features. */
 	copy = strdup(params);
 	if (copy == NULL)
 		return -ENOMEM;
-	if (split(copy, tok, 4) < 4 || parse_u64(tok[2], &block_sectors) < 0 ||
-	    block_sectors == 0 || block_sectors > MAX_BLOCK_SECTORS) {
+	n = split(copy, tok, 16);
+	if (n < 4 || parse_u64(tok[2], &block_sectors) < 0 || block_sectors == 0 ||
+	    block_sectors > MAX_BLOCK_SECTORS) {
 		log_error("dm device %s: unexpected thin-pool table \"%s\"", p->dm_name, params);
 		return -EINVAL;
 	}
 	p->major = info.major;
 	p->minor = info.minor;
 	p->block_sectors = (uint32_t)block_sectors;
+	p->skip_block_zeroing = false;
+	for (i = 5; i < n; i++)
+		p->skip_block_zeroing |= strcmp(tok[i], "skip_block_zeroing") == 0;
 	return 0;
 }
 
@@ -852,6 +859,23 @@ int pool_open(const struct pool_config *cfg, struct pool **ret_pool)
 	r = read_pool_table(p);
 	if (r < 0)
 		goto fail;
+	/* dm-thin zeroes a block when it first maps it, unless the pool was made with
+	 * skip_block_zeroing: then a tenant reads whatever the block held before, which may
+	 * be another tenant's data that was freed (a removed volume, a trim). Ours never
+	 * are; an existing pool has to be accepted explicitly. */
+	if (p->skip_block_zeroing && !cfg->allow_skip_block_zeroing) {
+		log_error("pool %s does not zero new blocks (skip_block_zeroing): a tenant would "
+		          "read data that other tenants freed; recreate it without "
+		          "skip_block_zeroing, or start with --allow-skip-block-zeroing if every "
+		          "tenant may read every other's old data",
+		          p->dm_name);
+		r = -EPERM;
+		goto fail;
+	}
+	if (p->skip_block_zeroing)
+		log_warning("pool %s does not zero new blocks (skip_block_zeroing, allowed): "
+		            "tenants can read data that other tenants freed",
+		            p->dm_name);
 
 	r = pool_get_status(p, &status);
 	if (r < 0) {

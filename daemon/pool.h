@@ -40,6 +40,10 @@ struct pool_config {
 	/* New pools: data block size in 512-byte sectors (default 128 = 64 KiB); a multiple
 	 * of 128 up to 2097152. */
 	uint32_t block_sectors;
+	/* Accept a pool whose table says skip_block_zeroing: a new block then holds whatever
+	 * the data device held there, possibly another tenant's freed data. Refused unless
+	 * set. */
+	bool allow_skip_block_zeroing;
 };
 
 struct pool_status {
@@ -66,7 +70,8 @@ struct thin_status {
  * create the pool described by CFG. Resumes any of this pool's thin devices that an
  * earlier run left suspended (a crash inside create_snap or resize). Logs why it failed:
  * -EEXIST if CFG's dm name belongs to a device that is not ours, -ENOENT if the existing
- * pool is missing, -EINVAL for a bad config or a device that is not a thin-pool,
+ * pool is missing, -EINVAL for a bad config or a device that is not a thin-pool, -EPERM
+ * for a pool that skips block zeroing without CFG->allow_skip_block_zeroing,
  * -EOPNOTSUPP if the kernel lacks dm-thin, -EIO if the pool has failed. */
 int pool_open(const struct pool_config *cfg, struct pool **ret_pool);
 /* Forget POOL (NULL is fine). Leaves the dm pool and thin devices active. */

@@ -129,13 +129,23 @@ static int task_run(struct dm_task *dmt)
 
 /* Run DMT, which makes, changes or removes a /dev/mapper node, and wait until the node is
  * right: through udev when it runs (with a cookie), else libdevmapper makes the node itself
- * (it detects a missing udev, or DM_DISABLE_UDEV=1, and then ignores the cookie). */
+ * (it detects a missing udev, or DM_DISABLE_UDEV=1, and then ignores the cookie).
+ *
+ * Every device we make holds tenant data: the pool maps straight onto the data device,
+ * and a thin device holds what its tenant wrote. The cookie's flags keep udev to the
+ * /dev/mapper node: no disk rules (blkid, /dev/disk/by-label and by-uuid links from
+ * labels a tenant chose), no subsystem rules (LVM's, for LVM's own devices), no other
+ * rules (LVM autoactivation of a volume group a tenant wrote, md assembly, bcache).
+ * 12-thinproxy.rules does the same for events we do not cause. */
 static int task_run_node_op(struct dm_task *dmt)
 {
+	const uint16_t flags = DM_UDEV_DISABLE_DISK_RULES_FLAG |
+	                       DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG |
+	                       DM_UDEV_DISABLE_OTHER_RULES_FLAG;
 	uint32_t cookie = 0;
 	int r;
 
-	if (!dm_task_set_cookie(dmt, &cookie, 0))
+	if (!dm_task_set_cookie(dmt, &cookie, flags))
 		return -EIO;
 	r = task_run(dmt);
 	(void)dm_udev_wait(cookie);

@@ -33,6 +33,7 @@ enum {
 	OPT_LOG_LEVEL,
 	OPT_SYSLOG,
 	OPT_FOREGROUND,
+	OPT_TEARDOWN,
 	OPT_HELP,
 	OPT_VERSION,
 };
@@ -56,6 +57,7 @@ static const struct option options[] = {
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"syslog", no_argument, NULL, OPT_SYSLOG},
     {"foreground", no_argument, NULL, OPT_FOREGROUND},
+    {"teardown", no_argument, NULL, OPT_TEARDOWN},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -84,6 +86,8 @@ static const char usage_text[] =
     "  --log-level LEVEL    error, warning, notice, info (default) or debug\n"
     "  --syslog             log to syslog instead of stderr\n"
     "  --foreground         do not detach\n"
+    "  --teardown           with the daemon stopped: stop the tenants' nbdkits, take the\n"
+    "                       thin devices and the pool down, then exit\n"
     "  --help               show this help\n"
     "  --version            show the version\n";
 
@@ -202,6 +206,9 @@ static int apply(struct config *cfg, int opt, const char *name, const char *v)
 	case OPT_ALLOW_SKIP_BLOCK_ZEROING:
 		cfg->allow_skip_block_zeroing = true;
 		break;
+	case OPT_TEARDOWN:
+		cfg->teardown = true;
+		break;
 	default:
 		return -EINVAL;
 	}
@@ -259,7 +266,8 @@ static int read_file(struct config *cfg, const char *path, bool must_exist)
 				val++;
 		}
 		opt = option_by_name(key);
-		if (opt < 0 || opt == OPT_CONFIG || opt == OPT_HELP || opt == OPT_VERSION) {
+		if (opt < 0 || opt == OPT_CONFIG || opt == OPT_HELP || opt == OPT_VERSION ||
+		    opt == OPT_TEARDOWN) {
 			fprintf(stderr, "thinproxyd: %s:%u: unknown setting \"%s\"\n", path, lineno,
 			        key);
 			return -EINVAL;

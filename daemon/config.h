@@ -17,6 +17,7 @@ struct config {
 	int log_level;
 	bool syslog, foreground;
 	bool allow_skip_block_zeroing;
+	bool teardown; /* --teardown: take the pool down instead of serving */
 };
 
 /* Fill CFG from ARGV (and the config file it names, or the default one if it exists).

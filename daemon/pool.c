@@ -47,6 +47,8 @@ struct pool {
 	uint32_t major, minor;
 	uint32_t block_sectors;
 	bool skip_block_zeroing; /* its table says so: new blocks are not zeroed */
+	bool own;                /* ours (THINPROXY-POOL-), not an existing pool */
+	bool embedded;           /* ours, on loop devices over files */
 };
 
 struct thin_names {
@@ -721,8 +723,12 @@ static int open_own_pool(struct pool *p, const struct pool_config *cfg)
 			return -EEXIST;
 		}
 		log_info("pool %s: reattached", p->dm_name);
+		p->own = true;
 		return 0;
 	}
+	if (cfg->attach_only)
+		return -ENODEV;
+	p->own = true;
 	if (cfg->data_dev != NULL)
 		return make_pool_on_devices(p, uuid, cfg->data_dev, cfg->metadata_dev);
 	return make_embedded_pool(p, uuid, cfg->state_dir, cfg->loop_size);
@@ -802,6 +808,64 @@ void pool_close(struct pool *pool)
 	free(pool);
 }
 
+/* Warn about the loop device DEVNUM (under the embedded pool a moment ago) if it is still
+ * attached: it clears itself once the pool lets go of it (LO_FLAGS_AUTOCLEAR), unless
+ * something else holds it open. */
+static void check_loop_cleared(dev_t devnum)
+{
+	char path[96];
+
+	snprintf(path, sizeof path, "/sys/dev/block/%u:%u/loop/backing_file", major(devnum),
+	         minor(devnum));
+	if (access(path, F_OK) == 0)
+		log_warning("loop device %u:%u of the pool is still attached: something else "
+		            "holds it open; it goes when that lets go",
+		            major(devnum), minor(devnum));
+}
+
+int pool_remove(struct pool *pool)
+{
+	DM_RELEASE_ON_RETURN;
+	CLEANUP_DM_TASK struct dm_task *dmt = NULL;
+	char uuid[DM_UUID_BUF];
+	struct dm_info info;
+	const char *found, *type, *params;
+	unsigned meta_major, meta_minor, data_major, data_minor;
+	uint64_t sectors;
+	bool loops;
+	int r;
+
+	if (!pool->own)
+		return -EPERM;
+	snprintf(uuid, sizeof uuid, "%s%s", OWN_POOL_UUID_PREFIX, pool->dm_name);
+	r = dev_query(DM_DEVICE_TABLE, pool->dm_name, &dmt, &info);
+	if (r < 0)
+		return r;
+	if (!info.exists)
+		return 0;
+	found = dm_task_get_uuid(dmt);
+	if (found == NULL || strcmp(found, uuid) != 0) {
+		log_warning("refusing to remove dm device %s: its UUID \"%s\" is not %s",
+		            pool->dm_name, found != NULL ? found : "", uuid);
+		return -EPERM;
+	}
+	/* Each active thin device holds the pool open; dm would refuse the remove. */
+	if (info.open_count > 0)
+		return -EBUSY;
+	/* "<metadata dev> <data dev> ...": the embedded pool's loop devices. */
+	loops =
+	    pool->embedded && dev_single_target(dmt, &sectors, &type, &params) == 0 &&
+	    sscanf(params, "%u:%u %u:%u", &meta_major, &meta_minor, &data_major, &data_minor) == 4;
+	r = dev_remove(pool->dm_name);
+	if (r < 0)
+		return r == -ENXIO ? 0 : r;
+	if (loops) {
+		check_loop_cleared(makedev(meta_major, meta_minor));
+		check_loop_cleared(makedev(data_major, data_minor));
+	}
+	return 0;
+}
+
 int pool_open(const struct pool_config *cfg, struct pool **ret_pool)
 {
 	DM_RELEASE_ON_RETURN;
@@ -848,6 +912,7 @@ int pool_open(const struct pool_config *cfg, struct pool **ret_pool)
 	p->dm_name = strdup(cfg->existing != NULL ? cfg->existing : base);
 	p->thin_base = strdup(base);
 	p->block_sectors = cfg->block_sectors != 0 ? cfg->block_sectors : DEFAULT_BLOCK_SECTORS;
+	p->embedded = cfg->existing == NULL && cfg->data_dev == NULL;
 	if (p->dm_name == NULL || p->thin_base == NULL) {
 		r = -ENOMEM;
 		goto fail;

@@ -181,6 +181,8 @@ PLUGINDIR  ?= $(call pc,--variable=plugindir,nbdkit)
 MAN1       := $(wildcard docs/*.1)
 MAN5       := $(wildcard docs/*.5)
 MAN8       := $(wildcard docs/*.8)
+# udev reads rules from /etc/udev/rules.d and its own directories, never from PREFIX.
+UDEVRULESDIR ?= /etc/udev/rules.d
 
 install: all
 	install -D -m 0755 $(DAEMON) $(DESTDIR)$(PREFIX)/sbin/thinproxyd
@@ -192,6 +194,9 @@ install: all
 	install -m 0644 $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5/
 	install -m 0644 $(MAN8) $(DESTDIR)$(PREFIX)/share/man/man8/
 	install -D -m 0644 daemon/thinproxyd.service $(DESTDIR)/etc/systemd/system/thinproxyd.service
+	install -D -m 0644 daemon/12-thinproxy.rules $(DESTDIR)$(UDEVRULESDIR)/12-thinproxy.rules
+	install -D -m 0644 daemon/thinproxy-lvm.conf \
+		$(DESTDIR)$(PREFIX)/share/thinproxy/thinproxy-lvm.conf
 	install -D -m 0644 client/thinproxy.bash-completion \
 		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/thinproxy
 

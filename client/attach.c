@@ -72,6 +72,15 @@ static int parse_device(const char *what, const char *s, int *ret_index)
 	return 0;
 }
 
+/* The error for a kernel without the NBD driver, which would otherwise show as a
+ * missing netlink family or a missing device. */
+static int no_nbd_driver(const char *what)
+{
+	return error_line(-ENODEV, what,
+	                  "the kernel's nbd module is not loaded (no /dev/nbd* and no nbd netlink "
+	                  "family): modprobe nbd, on the host for a container");
+}
+
 /* Which kernel interface to use: netlink where the nbd family is visible, else the
  * ioctl interface. $THINPROXY_NBD_INTERFACE=ioctl or =netlink forces one (for tests of
  * the fallback). *RET_NL is NULL for the ioctl interface. */
@@ -82,10 +91,14 @@ static int open_interface(const char *what, struct nbd_nl **ret_nl)
 	int r;
 
 	if (force != NULL && strcmp(force, "ioctl") == 0) {
+		if (!nbd_driver_present())
+			return no_nbd_driver(what);
 		*ret_nl = NULL;
 		return 0;
 	}
 	r = nbd_nl_open(&nl);
+	if (r == -ENOENT && !nbd_driver_present())
+		return no_nbd_driver(what);
 	if (r == -ENOENT && (force == NULL || strcmp(force, "netlink") != 0)) {
 		/* Not loaded, or out of sight from this network namespace. */
 		*ret_nl = NULL;

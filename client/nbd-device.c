@@ -160,6 +160,21 @@ int nbd_device_list(int **ret_indices, size_t *ret_n)
 	return 0;
 }
 
+bool nbd_driver_present(void)
+{
+	CLEANUP_DIR DIR *d = NULL;
+	struct dirent *e;
+	int index;
+
+	if (access("/sys/module/nbd", F_OK) == 0)
+		return true;
+	d = opendir("/dev");
+	while (d != NULL && (e = readdir(d)) != NULL)
+		if (e->d_type == DT_BLK && nbd_device_parse(e->d_name, &index) == 0)
+			return true;
+	return false;
+}
+
 /* Undo mountinfo's octal escapes (\040 for a space) in S, in place. */
 static void unescape(char *s)
 {

@@ -25,6 +25,10 @@ int nbd_device_backend(int index, char *buf, size_t len);
 int nbd_device_size(int index, uint64_t *ret_size);
 int nbd_device_read_only(int index, bool *ret_read_only);
 
+/* Whether the kernel has the NBD driver here: sysfs shows its module (loaded or built
+ * in), or /dev holds an NBD device (a container may be given a device without sysfs). */
+bool nbd_driver_present(void);
+
 /* The numbers of all NBD devices, ascending, in a new array *RET_INDICES (the caller
  * frees it) of *RET_N entries. */
 int nbd_device_list(int **ret_indices, size_t *ret_n);

@@ -19,6 +19,7 @@ enum {
 	OPT_STATE_DIR,
 	OPT_RUN_DIR,
 	OPT_POOL,
+	OPT_ALLOW_SKIP_BLOCK_ZEROING,
 	OPT_DATA,
 	OPT_METADATA,
 	OPT_POOL_NAME,
@@ -34,6 +35,7 @@ enum {
 	OPT_LOG_LEVEL,
 	OPT_SYSLOG,
 	OPT_FOREGROUND,
+	OPT_TEARDOWN,
 	OPT_HELP,
 	OPT_VERSION,
 };
@@ -43,6 +45,7 @@ static const struct option options[] = {
     {"state-dir", required_argument, NULL, OPT_STATE_DIR},
     {"run-dir", required_argument, NULL, OPT_RUN_DIR},
     {"pool", required_argument, NULL, OPT_POOL},
+    {"allow-skip-block-zeroing", no_argument, NULL, OPT_ALLOW_SKIP_BLOCK_ZEROING},
     {"data", required_argument, NULL, OPT_DATA},
     {"metadata", required_argument, NULL, OPT_METADATA},
     {"pool-name", required_argument, NULL, OPT_POOL_NAME},
@@ -58,6 +61,7 @@ static const struct option options[] = {
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"syslog", no_argument, NULL, OPT_SYSLOG},
     {"foreground", no_argument, NULL, OPT_FOREGROUND},
+    {"teardown", no_argument, NULL, OPT_TEARDOWN},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -71,6 +75,8 @@ static const char usage_text[] =
     "  --state-dir DIR      store and embedded pool (default /var/lib/thinproxy)\n"
     "  --run-dir DIR        sockets (default /run/thinproxy)\n"
     "  --pool NAME          use the existing thin-pool dm device NAME\n"
+    "  --allow-skip-block-zeroing\n"
+    "                       ... even if it does not zero new blocks (unsafe)\n"
     "  --data DEV           create (or reattach) our pool on data device DEV ...\n"
     "  --metadata DEV       ... and metadata device DEV\n"
     "  --pool-name NAME     dm name of our own pool (default thinproxy-pool)\n"
@@ -87,6 +93,8 @@ static const char usage_text[] =
     "  --log-level LEVEL    error, warning, notice, info (default) or debug\n"
     "  --syslog             log to syslog instead of stderr\n"
     "  --foreground         do not detach\n"
+    "  --teardown           with the daemon stopped: stop the tenants' nbdkits, take the\n"
+    "                       thin devices and the pool down, then exit\n"
     "  --help               show this help\n"
     "  --version            show the version\n";
 
@@ -213,6 +221,12 @@ static int apply(struct config *cfg, int opt, const char *name, const char *v)
 	case OPT_FOREGROUND:
 		cfg->foreground = true;
 		break;
+	case OPT_ALLOW_SKIP_BLOCK_ZEROING:
+		cfg->allow_skip_block_zeroing = true;
+		break;
+	case OPT_TEARDOWN:
+		cfg->teardown = true;
+		break;
 	default:
 		return -EINVAL;
 	}
@@ -270,12 +284,14 @@ static int read_file(struct config *cfg, const char *path, bool must_exist)
 				val++;
 		}
 		opt = option_by_name(key);
-		if (opt < 0 || opt == OPT_CONFIG || opt == OPT_HELP || opt == OPT_VERSION) {
+		if (opt < 0 || opt == OPT_CONFIG || opt == OPT_HELP || opt == OPT_VERSION ||
+		    opt == OPT_TEARDOWN) {
 			fprintf(stderr, "thinproxyd: %s:%u: unknown setting \"%s\"\n", path, lineno,
 			        key);
 			return -EINVAL;
 		}
-		if (opt == OPT_SYSLOG || opt == OPT_FOREGROUND) {
+		if (opt == OPT_SYSLOG || opt == OPT_FOREGROUND ||
+		    opt == OPT_ALLOW_SKIP_BLOCK_ZEROING) {
 			if (val && strcmp(val, "true") != 0 && strcmp(val, "yes") != 0) {
 				if (strcmp(val, "false") == 0 || strcmp(val, "no") == 0)
 					continue;

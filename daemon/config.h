@@ -17,6 +17,8 @@ struct config {
 	uint32_t nbd_uid_base;
 	int log_level;
 	bool syslog, foreground;
+	bool allow_skip_block_zeroing;
+	bool teardown; /* --teardown: take the pool down instead of serving */
 };
 
 /* Fill CFG from ARGV (and the config file it names, or the default one if it exists).

@@ -24,6 +24,7 @@
 #include "pool.h"
 #include "store.h"
 #include "supervise.h"
+#include "teardown.h"
 #include "tp-cleanup.h"
 
 /* The loop's timer: the pool's space is watched every tick (a status read: cheap), the
@@ -206,6 +207,59 @@ static int lock_pidfile(const char *path)
 	return fd;
 }
 
+/* The pool and the supervisor as configured. */
+static void pool_config_from(struct pool_config *pc)
+{
+	pc->existing = cfg.pool;
+	pc->data_dev = cfg.data;
+	pc->metadata_dev = cfg.metadata;
+	pc->state_dir = cfg.state_dir;
+	pc->loop_size = cfg.loop_size;
+	pc->metadata_size = cfg.metadata_size;
+	pc->metadata_max = cfg.metadata_max;
+	pc->dm_name = cfg.pool_name;
+	pc->block_sectors = (uint32_t)(cfg.block_size / 512);
+	pc->allow_skip_block_zeroing = cfg.allow_skip_block_zeroing;
+}
+
+static void supervise_config_from(struct supervise_config *sc, const char *broker_path)
+{
+	sc->run_dir = cfg.run_dir;
+	sc->nbdkit = cfg.nbdkit;
+	sc->plugin = cfg.plugin;
+	sc->broker = broker_path;
+	sc->syslog = cfg.syslog;
+}
+
+/* --teardown: with no daemon on this run directory (its pid file lock says so), take
+ * down what one left up (daemon/teardown.c). */
+static int run_teardown(void)
+{
+	CLEANUP_FREE char *db = path_join(cfg.state_dir, "thinproxy.db", NULL);
+	CLEANUP_FREE char *pidfile = path_join(cfg.run_dir, "thinproxyd.pid", NULL);
+	CLEANUP_FREE char *broker_path = path_join(cfg.run_dir, "private", "broker.sock");
+	CLEANUP_CLOSE int pid_fd = -1;
+	struct pool_config pc = {0};
+	struct supervise_config sc = {0};
+	int r;
+
+	if (!db || !pidfile || !broker_path)
+		return -ENOMEM;
+	r = ensure_dir(cfg.run_dir, 0755);
+	if (r < 0)
+		return r;
+	pid_fd = lock_pidfile(pidfile);
+	if (pid_fd == -EBUSY)
+		log_error("--teardown: stop thinproxyd first");
+	if (pid_fd < 0)
+		return pid_fd;
+	pool_config_from(&pc);
+	supervise_config_from(&sc, broker_path);
+	r = teardown(db, &pc, &sc);
+	unlink(pidfile);
+	return r;
+}
+
 static int run(void)
 {
 	CLEANUP_FREE char *db = NULL, *tenants_dir = NULL, *private_dir = NULL, *pidfile = NULL,
@@ -257,26 +311,14 @@ static int run(void)
 	r = store_open(db, &store);
 	if (r < 0)
 		goto out;
-	pc.existing = cfg.pool;
-	pc.data_dev = cfg.data;
-	pc.metadata_dev = cfg.metadata;
-	pc.state_dir = cfg.state_dir;
-	pc.loop_size = cfg.loop_size;
-	pc.metadata_size = cfg.metadata_size;
-	pc.metadata_max = cfg.metadata_max;
-	pc.dm_name = cfg.pool_name;
-	pc.block_sectors = (uint32_t)(cfg.block_size / 512);
+	pool_config_from(&pc);
 	r = pool_open(&pc, &pool);
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "open the thin pool: %m");
 		goto out;
 	}
 
-	sc.run_dir = cfg.run_dir;
-	sc.nbdkit = cfg.nbdkit;
-	sc.plugin = cfg.plugin;
-	sc.broker = broker_path;
-	sc.syslog = cfg.syslog;
+	supervise_config_from(&sc, broker_path);
 	r = supervise_init(&sc);
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "start the nbdkit supervisor: %m");
@@ -414,7 +456,8 @@ int main(int argc, char **argv)
 		config_free(&cfg);
 		return r > 0 ? EXIT_SUCCESS : 2;
 	}
-	log_init("thinproxyd", cfg.syslog, cfg.log_level);
+	/* A teardown is a command run by hand: it answers on stderr. */
+	log_init("thinproxyd", cfg.syslog && !cfg.teardown, cfg.log_level);
 	if (geteuid() != 0) {
 		log_error("must run as root: it manages device-mapper devices");
 		config_free(&cfg);
@@ -432,7 +475,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	umask(022);
 
-	r = run();
+	r = cfg.teardown ? run_teardown() : run();
 	config_free(&cfg);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

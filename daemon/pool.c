@@ -57,7 +57,10 @@ struct pool {
 	uint64_t metadata_max; /* bytes the metadata file may grow to */
 	uint32_t major, minor;
 	uint32_t block_sectors;
-	bool left_suspended; /* a resume failed: pool_resume_left_suspended has work */
+	bool left_suspended;     /* a resume failed: pool_resume_left_suspended has work */
+	bool skip_block_zeroing; /* its table says so: new blocks are not zeroed */
+	bool own;                /* ours (THINPROXY-POOL-), not an existing pool */
+	bool embedded;           /* ours, on loop devices over files */
 };
 
 struct thin_names {
@@ -140,13 +143,23 @@ static int task_run(struct dm_task *dmt)
 
 /* Run DMT, which makes, changes or removes a /dev/mapper node, and wait until the node is
  * right: through udev when it runs (with a cookie), else libdevmapper makes the node itself
- * (it detects a missing udev, or DM_DISABLE_UDEV=1, and then ignores the cookie). */
+ * (it detects a missing udev, or DM_DISABLE_UDEV=1, and then ignores the cookie).
+ *
+ * Every device we make holds tenant data: the pool maps straight onto the data device,
+ * and a thin device holds what its tenant wrote. The cookie's flags keep udev to the
+ * /dev/mapper node: no disk rules (blkid, /dev/disk/by-label and by-uuid links from
+ * labels a tenant chose), no subsystem rules (LVM's, for LVM's own devices), no other
+ * rules (LVM autoactivation of a volume group a tenant wrote, md assembly, bcache).
+ * 12-thinproxy.rules does the same for events we do not cause. */
 static int task_run_node_op(struct dm_task *dmt)
 {
+	const uint16_t flags = DM_UDEV_DISABLE_DISK_RULES_FLAG |
+	                       DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG |
+	                       DM_UDEV_DISABLE_OTHER_RULES_FLAG;
 	uint32_t cookie = 0;
 	int r;
 
-	if (!dm_task_set_cookie(dmt, &cookie, 0))
+	if (!dm_task_set_cookie(dmt, &cookie, flags))
 		return -EIO;
 	r = task_run(dmt);
 	(void)dm_udev_wait(cookie);
@@ -434,6 +447,27 @@ static int target_version(const char *target, uint32_t ret_version[3])
 	return -ENOENT;
 }
 
+/* Why libdevmapper made no task. It makes one only once it has reached the kernel
+ * through its control node, and a kernel without device-mapper would otherwise pass for
+ * ENOMEM. It has already tried to load dm-mod (opening the node does, by its fixed
+ * minor); the kernel lists the control device once dm-mod is in. */
+static int explain_no_task(void)
+{
+	CLEANUP_CLOSE int fd = -1;
+	char path[PATH_MAX];
+
+	if (access("/sys/class/misc/device-mapper", F_OK) < 0) {
+		log_error("the kernel has no device-mapper (modprobe dm-mod; CONFIG_BLK_DEV_DM)");
+		return -EOPNOTSUPP;
+	}
+	snprintf(path, sizeof path, "%s/control", dm_dir());
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return log_errno(LOG_ERR, -errno,
+		                 "cannot reach device-mapper through %s (are we root?): %m", path);
+	return -ENOMEM;
+}
+
 /* libdevmapper's API (1.02), the kernel's dm ioctl interface (4) and thin-pool. */
 static int check_versions(void)
 {
@@ -443,7 +477,7 @@ static int check_versions(void)
 	int r;
 
 	if (dmt == NULL)
-		return -ENOMEM;
+		return explain_no_task();
 	if (!dm_get_library_version(lib, sizeof lib))
 		return -EIO;
 	if (strncmp(lib, "1.02.", 5) != 0) {
@@ -658,6 +692,10 @@ static int make_embedded_pool(struct pool *p, const char *uuid, const char *stat
 		return log_errno(LOG_ERR, r, "%s/pool/metadata.img: %m", state_dir);
 
 	data_loop = loop_attach(data, "thinproxy pool data");
+	if (data_loop < 0 && access("/dev/loop-control", F_OK) < 0)
+		return log_errno(LOG_ERR, -EOPNOTSUPP,
+		                 "the kernel has no loop devices for the embedded pool (no "
+		                 "/dev/loop-control; modprobe loop)");
 	if (data_loop < 0)
 		return log_errno(LOG_ERR, data_loop, "loop device for %s/pool/data.img: %m",
 		                 state_dir);
@@ -697,8 +735,12 @@ static int open_own_pool(struct pool *p, const struct pool_config *cfg)
 			return -EEXIST;
 		}
 		log_info("pool %s: reattached", p->dm_name);
+		p->own = true;
 		return 0;
 	}
+	if (cfg->attach_only)
+		return -ENODEV;
+	p->own = true;
 	if (cfg->data_dev != NULL)
 		return make_pool_on_devices(p, uuid, cfg->data_dev, cfg->metadata_dev);
 	return make_embedded_pool(p, uuid, cfg->state_dir, cfg->loop_size, cfg->metadata_size);
@@ -712,7 +754,8 @@ static int read_pool_table(struct pool *p)
 	const char *type, *params;
 	struct dm_info info;
 	uint64_t sectors, block_sectors;
-	char *tok[4];
+	char *tok[16];
+	size_t n, i;
 	int r;
 
 	r = dev_query(DM_DEVICE_TABLE, p->dm_name, &dmt, &info);
@@ -727,18 +770,23 @@ static int read_pool_table(struct pool *p)
 		log_error("dm device %s is not a thin-pool", p->dm_name);
 		return -EINVAL;
 	}
-	/* "<metadata dev> <data dev> <block sectors> <low water mark> [features]" */
+	/* "<metadata dev> <data dev> <block sectors> <low water mark> [<#features>
+	 * <feature>...]": the kernel lists at most five features. */
 	copy = strdup(params);
 	if (copy == NULL)
 		return -ENOMEM;
-	if (split(copy, tok, 4) < 4 || parse_u64(tok[2], &block_sectors) < 0 ||
-	    block_sectors == 0 || block_sectors > MAX_BLOCK_SECTORS) {
+	n = split(copy, tok, 16);
+	if (n < 4 || parse_u64(tok[2], &block_sectors) < 0 || block_sectors == 0 ||
+	    block_sectors > MAX_BLOCK_SECTORS) {
 		log_error("dm device %s: unexpected thin-pool table \"%s\"", p->dm_name, params);
 		return -EINVAL;
 	}
 	p->major = info.major;
 	p->minor = info.minor;
 	p->block_sectors = (uint32_t)block_sectors;
+	p->skip_block_zeroing = false;
+	for (i = 5; i < n; i++)
+		p->skip_block_zeroing |= strcmp(tok[i], "skip_block_zeroing") == 0;
 	return 0;
 }
 
@@ -773,6 +821,64 @@ void pool_close(struct pool *pool)
 	free(pool->thin_base);
 	free(pool->metadata_file);
 	free(pool);
+}
+
+/* Warn about the loop device DEVNUM (under the embedded pool a moment ago) if it is still
+ * attached: it clears itself once the pool lets go of it (LO_FLAGS_AUTOCLEAR), unless
+ * something else holds it open. */
+static void check_loop_cleared(dev_t devnum)
+{
+	char path[96];
+
+	snprintf(path, sizeof path, "/sys/dev/block/%u:%u/loop/backing_file", major(devnum),
+	         minor(devnum));
+	if (access(path, F_OK) == 0)
+		log_warning("loop device %u:%u of the pool is still attached: something else "
+		            "holds it open; it goes when that lets go",
+		            major(devnum), minor(devnum));
+}
+
+int pool_remove(struct pool *pool)
+{
+	DM_RELEASE_ON_RETURN;
+	CLEANUP_DM_TASK struct dm_task *dmt = NULL;
+	char uuid[DM_UUID_BUF];
+	struct dm_info info;
+	const char *found, *type, *params;
+	unsigned meta_major, meta_minor, data_major, data_minor;
+	uint64_t sectors;
+	bool loops;
+	int r;
+
+	if (!pool->own)
+		return -EPERM;
+	snprintf(uuid, sizeof uuid, "%s%s", OWN_POOL_UUID_PREFIX, pool->dm_name);
+	r = dev_query(DM_DEVICE_TABLE, pool->dm_name, &dmt, &info);
+	if (r < 0)
+		return r;
+	if (!info.exists)
+		return 0;
+	found = dm_task_get_uuid(dmt);
+	if (found == NULL || strcmp(found, uuid) != 0) {
+		log_warning("refusing to remove dm device %s: its UUID \"%s\" is not %s",
+		            pool->dm_name, found != NULL ? found : "", uuid);
+		return -EPERM;
+	}
+	/* Each active thin device holds the pool open; dm would refuse the remove. */
+	if (info.open_count > 0)
+		return -EBUSY;
+	/* "<metadata dev> <data dev> ...": the embedded pool's loop devices. */
+	loops =
+	    pool->embedded && dev_single_target(dmt, &sectors, &type, &params) == 0 &&
+	    sscanf(params, "%u:%u %u:%u", &meta_major, &meta_minor, &data_major, &data_minor) == 4;
+	r = dev_remove(pool->dm_name);
+	if (r < 0)
+		return r == -ENXIO ? 0 : r;
+	if (loops) {
+		check_loop_cleared(makedev(meta_major, meta_minor));
+		check_loop_cleared(makedev(data_major, data_minor));
+	}
+	return 0;
 }
 
 int pool_open(const struct pool_config *cfg, struct pool **ret_pool)
@@ -821,6 +927,7 @@ int pool_open(const struct pool_config *cfg, struct pool **ret_pool)
 	p->dm_name = strdup(cfg->existing != NULL ? cfg->existing : base);
 	p->thin_base = strdup(base);
 	p->block_sectors = cfg->block_sectors != 0 ? cfg->block_sectors : DEFAULT_BLOCK_SECTORS;
+	p->embedded = cfg->existing == NULL && cfg->data_dev == NULL;
 	if (p->dm_name == NULL || p->thin_base == NULL) {
 		r = -ENOMEM;
 		goto fail;
@@ -852,6 +959,23 @@ int pool_open(const struct pool_config *cfg, struct pool **ret_pool)
 	r = read_pool_table(p);
 	if (r < 0)
 		goto fail;
+	/* dm-thin zeroes a block when it first maps it, unless the pool was made with
+	 * skip_block_zeroing: then a tenant reads whatever the block held before, which may
+	 * be another tenant's data that was freed (a removed volume, a trim). Ours never
+	 * are; an existing pool has to be accepted explicitly. */
+	if (p->skip_block_zeroing && !cfg->allow_skip_block_zeroing) {
+		log_error("pool %s does not zero new blocks (skip_block_zeroing): a tenant would "
+		          "read data that other tenants freed; recreate it without "
+		          "skip_block_zeroing, or start with --allow-skip-block-zeroing if every "
+		          "tenant may read every other's old data",
+		          p->dm_name);
+		r = -EPERM;
+		goto fail;
+	}
+	if (p->skip_block_zeroing)
+		log_warning("pool %s does not zero new blocks (skip_block_zeroing, allowed): "
+		            "tenants can read data that other tenants freed",
+		            p->dm_name);
 
 	r = pool_get_status(p, &status);
 	if (r < 0) {

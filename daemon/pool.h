@@ -44,6 +44,12 @@ struct pool_config {
 	/* New pools: data block size in 512-byte sectors (default 128 = 64 KiB); a multiple
 	 * of 128 up to 2097152. */
 	uint32_t block_sectors;
+	/* Only attach to the pool if it is active: never create our own (-ENODEV). */
+	bool attach_only;
+	/* Accept a pool whose table says skip_block_zeroing: a new block then holds whatever
+	 * the data device held there, possibly another tenant's freed data. Refused unless
+	 * set. */
+	bool allow_skip_block_zeroing;
 };
 
 struct pool_status {
@@ -70,8 +76,10 @@ struct thin_status {
  * create the pool described by CFG. Resumes any of this pool's thin devices that an
  * earlier run left suspended (a crash inside create_snap or resize). Logs why it failed:
  * -EEXIST if CFG's dm name belongs to a device that is not ours, -ENOENT if the existing
- * pool is missing, -EINVAL for a bad config or a device that is not a thin-pool,
- * -EOPNOTSUPP if the kernel lacks dm-thin, -EIO if the pool has failed. */
+ * pool is missing, -EINVAL for a bad config or a device that is not a thin-pool, -EPERM
+ * for a pool that skips block zeroing without CFG->allow_skip_block_zeroing,
+ * -EOPNOTSUPP if the kernel lacks dm-thin, -EIO if the pool has failed, -ENODEV if
+ * CFG->attach_only and our pool is not active (not logged). */
 int pool_open(const struct pool_config *cfg, struct pool **ret_pool);
 /* Grow the embedded pool's metadata: double its file (at most to the configured maximum),
  * tell its loop device, and have dm-thin take the new space (a suspend and resume of the
@@ -82,6 +90,11 @@ int pool_grow_metadata(struct pool *pool, uint64_t *ret_bytes);
 uint64_t pool_metadata_limit(const struct pool *pool);
 /* Forget POOL (NULL is fine). Leaves the dm pool and thin devices active. */
 void pool_close(struct pool *pool);
+/* Remove our own pool's dm device; the embedded pool's loop devices clear themselves as
+ * it lets go of them (a warning if one stays, held by something else). 0 if it is not
+ * active; -EPERM for an existing pool (not ours), -EBUSY while it is open (a thin device
+ * of it is active). */
+int pool_remove(struct pool *pool);
 /* The pool's dm name. */
 const char *pool_name(const struct pool *pool);
 /* Data block size in bytes. */

@@ -288,3 +288,9 @@ uint64_t pool_metadata_limit(const struct pool *pool)
 	(void)pool;
 	return 0;
 }
+
+int pool_remove(struct pool *pool)
+{
+	(void)pool;
+	return 0;
+}

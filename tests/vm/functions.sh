@@ -103,6 +103,27 @@ start_daemon() {
 	fail "thinproxyd did not start"
 }
 
+# refuses_to_start PATTERN [FLAG...]: thinproxyd, started as start_daemon starts it, exits
+# non-zero without becoming ready, with PATTERN (grep -E) in what it printed. A daemon
+# that starts after all is stopped and fails the test, so nothing waits for it.
+refuses_to_start() {
+	local pattern=$1 pid out=$scratch/refused.log rc=0
+	shift
+	"$TP_BUILD/thinproxyd" --foreground --state-dir "$state_dir" --run-dir "$run_dir" \
+		--loop-size "${TP_TEST_LOOP_SIZE:-2G}" --plugin "$TP_BUILD/nbdkit-thinproxy-plugin.so" \
+		"$@" >"$out" 2>&1 &
+	pid=$!
+	while kill -0 $pid 2>/dev/null && ! grep -q ' ready: ' "$out"; do sleep 0.1; done
+	if grep -q ' ready: ' "$out"; then
+		kill $pid
+		wait $pid || true
+		fail "thinproxyd $* started: $(cat "$out")"
+	fi
+	wait $pid || rc=$?
+	[ $rc != 0 ] || fail "thinproxyd $* exited 0: $(cat "$out")"
+	grep -Eq -- "$pattern" "$out" || fail "thinproxyd $*: '$(cat "$out")' lacks '$pattern'"
+}
+
 # stop_daemon: SIGTERM and wait; fails the test if the daemon exits non-zero.
 stop_daemon() {
 	[ -n "$daemon_pid" ] || return 0

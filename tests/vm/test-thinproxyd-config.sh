@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # thinproxyd's command line and config file (help, bad options, bad values, file errors
 # with line numbers), its pool modes (own pool on given devices, an existing pool by
-# name), the free-space floor (507) and the low-water log.
+# name, refused if it skips block zeroing unless allowed), the free-space floor (507) and
+# the low-water log.
 . "$(dirname "$0")/functions.sh"
 requires dmsetup sqlite3
 
@@ -129,5 +130,25 @@ mv "$scratch/kept-state" "$state_dir"
 step "two daemons on one run directory: the second refuses"
 start_daemon --pool foreign
 rejects 'another thinproxyd' --foreground --state-dir "$state_dir" --run-dir "$run_dir" --pool foreign
+stop_daemon
+
+step "an existing pool that does not zero new blocks: refused, unless allowed"
+dmsetup remove foreign
+dd if=/dev/zero of="$meta" bs=1M count=1 status=none
+dmsetup create nozero --table "0 $((1 << 21)) thin-pool $meta $data 128 0 2 skip_block_zeroing error_if_no_space"
+cleanup "dmsetup remove nozero"
+rm -rf "$state_dir"
+refuses_to_start 'pool nozero does not zero new blocks \(skip_block_zeroing\).*--allow-skip-block-zeroing' \
+	--pool nozero
+start_daemon --pool nozero --allow-skip-block-zeroing
+grep -q 'pool nozero does not zero new blocks (skip_block_zeroing, allowed)' "$daemon_log" ||
+	fail "no warning about the allowed pool"
+admin_api GET /v1/pool
+expect 200
+stop_daemon
+printf 'allow-skip-block-zeroing = maybe\n' >"$scratch/zero.conf"
+rejects 'allow-skip-block-zeroing takes true or false' --config "$scratch/zero.conf"
+printf 'allow-skip-block-zeroing = true\n' >"$scratch/zero.conf"
+start_daemon --config "$scratch/zero.conf" --pool nozero
 stop_daemon
 echo "$test_name: PASS"

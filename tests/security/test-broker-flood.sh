@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # One tenant's compromised nbdkit cannot stall the broker for the others. With alice's
-# nbdkit credentials, 81 connections to the broker (65 that send nothing, more than the
-# broker's accept queue holds, then 16 that ask for a listing and never read it; each one
-# the daemon closes is opened again) run while bob opens, lists and copies his volume,
-# and while his nbdkit is killed and restarted under an attached device that reconnects:
-# each of these succeeds within the plugin's own wait for the broker (30 s), the hang
-# that a broker waiting for each silent connection in turn (0.5 s each, 32 s for a full
-# queue) causes. Meanwhile the daemon holds at most 16 of alice's connections and
-# refuses the rest. Prints how long bob's open took before and during the flood.
+# nbdkit credentials, 65 connections to the broker that send nothing (more than the
+# broker's accept queue holds; each one the daemon closes is opened again) run while bob
+# opens, lists and copies his volume, and while his nbdkit is killed and restarted under
+# an attached device that reconnects: each of these succeeds within the plugin's own
+# wait for the broker (30 s), the hang that a broker waiting for each silent connection
+# in turn (0.5 s each, 32 s for a full queue) causes. Meanwhile the daemon holds 16 of
+# alice's connections at most and refuses the rest. Prints how long bob's open took
+# before and during the flood. (Listings that are never read hold a broker only when
+# they are longer than a socket buffer, hundreds of volumes: test-plugin-broker floods
+# with those.)
 . "$(dirname "$0")/../vm/functions.sh"
 requires curl jq setpriv nbdinfo nbdcopy cmp
 broker=$TP_BUILD/tests/vm/broker-raw
@@ -79,12 +81,12 @@ open_ms() {
 ms=$(open_ms)
 echo "bob's open without a flood: $ms"
 
-step "alice's nbdkit uid floods the broker with 81 connections"
+step "alice's nbdkit uid floods the broker with 65 silent connections"
 apid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
 auid=$(awk '$1 == "Uid:" {print $2}' "/proc/$apid/status")
 agid=$(awk '$1 == "Gid:" {print $2}' "/proc/$apid/status")
 setpriv --reuid="$auid" --regid="$agid" --clear-groups --inh-caps=-all --bounding-set=-all \
-	--no-new-privs "$broker" "$sock" flood 65 16 >"$scratch/flood" 2>&1 &
+	--no-new-privs "$broker" "$sock" flood 65 0 >"$scratch/flood" 2>&1 &
 flood_pid=$!
 cleanup "kill $flood_pid"
 flooding() { grep -q '^flood: started$' "$scratch/flood"; }
@@ -120,25 +122,19 @@ nbdinfo --size "$(uri b1)" >/dev/null 2>"$scratch/err" ||
 	fail "bob's open after the restart failed during the flood: $(cat "$scratch/err")"
 check_held
 
-step "the daemon held at most 16 of alice's connections and refused the rest"
-# Sample until the flood shows among the daemon's connections (each is held up to 0.5 s
-# a second), so that check_held is seen to count them.
-holding() {
+step "the daemon held 16 of alice's connections at most, and refused the rest"
+# Sample until the daemon is seen at the cap (the flood's connections are held 0.5 s of
+# every second or so), which also shows that check_held counts them.
+at_cap() {
 	check_held
-	((max_held > 0))
+	((max_held == 16))
 }
-wait_for "the daemon to hold some of alice's connections" holding
+wait_for "the daemon to hold 16 of alice's connections" at_cap
+grep -q "broker: uid $auid (pid [0-9]*) holds 16 connections already, refusing more" "$daemon_log" ||
+	fail "the daemon did not log refusing alice's connections"
 kill -TERM "$flood_pid"
 wait "$flood_pid" || fail "the flood failed: $(cat "$scratch/flood")"
 cat "$scratch/flood"
-read -r _ answered refused <<<"$(sed -n \
-	's/^flood: \([0-9]*\) connections, \([0-9]*\) lists answered, \([0-9]*\) lists refused$/\1 \2 \3/p' \
-	"$scratch/flood")"
-[ -n "${refused-}" ] || fail "the flood's counts: $(cat "$scratch/flood")"
-((refused > 0)) || fail "the broker answered $answered lists and refused none"
-echo "the daemon held up to $max_held broker connections at once"
-grep -q "broker: uid $auid (pid [0-9]*) holds 16 connections already, refusing more" "$daemon_log" ||
-	fail "the daemon did not log refusing alice's connections"
 admin_api GET /v1/tenants/bob
 [ "$(field .nbd)" = running ] || fail "bob's nbdkit: $body"
 

@@ -97,7 +97,7 @@ LIBS_test-client-output := $(call pc,--libs,json-c)
 OBJS_test-plugin-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o \
                            $(BUILD)/tests/unit/nbdkit-harness.o
 LIBS_test-plugin-broker := $(call pc,--libs,libnbd) -lpthread
-$(BUILD)/tests/test-plugin-broker: | $(PLUGIN)
+$(BUILD)/tests/test-plugin-broker: | $(PLUGIN) $(BUILD)/tests/vm/broker-raw
 OBJS_test-supervise := $(BUILD)/daemon/supervise.o $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o \
                        $(BUILD)/tests/unit/nbdkit-harness.o
 LIBS_test-supervise := $(call pc,--libs,libnbd) -lpthread

@@ -1,8 +1,8 @@
 /* bench-broker: the real broker (daemon/broker.c) on a host without dm-thin, for the
  * host half of make bench. It answers the nbdkit plugin as thinproxyd does, from a fixed
  * list of exports that are block devices or files (a loop device in place of a thin
- * device), to one tenant, "bench", whose nbdkit runs as our own uid. Serves one
- * connection at a time in its main loop, as the daemon does, until SIGTERM or SIGINT.
+ * device), to one tenant, "bench", whose nbdkit runs as our own uid. Serves from its
+ * main loop, as the daemon does, until SIGTERM or SIGINT.
  *
  *   bench-broker BROKER_SOCK NAME=PATH...
  * e.g. bench-broker /tmp/b/private/broker.sock fio=/dev/loop0 copy=/dev/loop1 */
@@ -113,6 +113,8 @@ int main(int argc, char **argv)
 {
 	struct sigaction sa = {.sa_handler = on_signal};
 	struct pollfd pfd = {.events = POLLIN};
+	struct broker *b;
+	int r;
 
 	if (argc < 3 || argc - 2 > MAX_EXPORTS) {
 		fprintf(stderr, "usage: bench-broker BROKER_SOCK NAME=PATH...\n");
@@ -121,7 +123,7 @@ int main(int argc, char **argv)
 	log_init("bench-broker", false, LOG_WARNING);
 	for (int i = 2; i < argc; i++) {
 		char *eq = strchr(argv[i], '=');
-		int fd, r;
+		int fd;
 
 		if (eq == NULL) {
 			fprintf(stderr, "bench-broker: %s: not NAME=PATH\n", argv[i]);
@@ -140,15 +142,16 @@ int main(int argc, char **argv)
 	}
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	pfd.fd = broker_listen(argv[1]);
-	if (pfd.fd < 0) {
-		fprintf(stderr, "bench-broker: listen on %s: %s\n", argv[1], strerror(-pfd.fd));
+	r = broker_start(argv[1], &b);
+	if (r < 0) {
+		fprintf(stderr, "bench-broker: listen on %s: %s\n", argv[1], strerror(-r));
 		return 1;
 	}
+	pfd.fd = broker_fd(b);
 	while (!stop)
 		if (poll(&pfd, 1, -1) > 0)
-			broker_accept(pfd.fd);
-	close(pfd.fd);
+			broker_run(b);
+	broker_stop(b);
 	unlink(argv[1]);
 	return 0;
 }

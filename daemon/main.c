@@ -268,10 +268,10 @@ static int run(void)
 	CLEANUP_CLOSE int ep = -1;
 	CLEANUP_CLOSE int sfd = -1;
 	CLEANUP_CLOSE int tfd = -1;
-	CLEANUP_CLOSE int broker_fd = -1;
 	int ready_fd = -1;
 	struct store *store = NULL;
 	struct pool *pool = NULL;
+	struct broker *broker = NULL;
 	struct api_server *admin = NULL;
 	struct principal admin_principal = {.admin = true};
 	struct pool_config pc = {0};
@@ -324,9 +324,9 @@ static int run(void)
 		log_errno(LOG_ERR, r, "start the nbdkit supervisor: %m");
 		goto out;
 	}
-	broker_fd = broker_listen(broker_path);
-	if (broker_fd < 0) {
-		r = log_errno(LOG_ERR, broker_fd, "listen on %s: %m", broker_path);
+	r = broker_start(broker_path, &broker);
+	if (r < 0) {
+		log_errno(LOG_ERR, r, "listen on %s: %m", broker_path);
 		goto out;
 	}
 
@@ -369,8 +369,10 @@ static int run(void)
 	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
 	ev.data.fd = tfd;
 	epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev);
-	ev.data.fd = broker_fd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, broker_fd, &ev);
+	/* The broker never waits for a peer: its connections and deadlines live in its own
+	 * epoll set, which wakes this loop only when there is work. */
+	ev.data.fd = broker_fd(broker);
+	epoll_ctl(ep, EPOLL_CTL_ADD, broker_fd(broker), &ev);
 
 	log_notice("thinproxyd %s ready: pool %s, store %s, sockets in %s", TP_VERSION,
 	           pool_name(pool), db, cfg.run_dir);
@@ -416,8 +418,8 @@ static int run(void)
 				if (++monitor_ticks % MONITOR_TICKS == 0)
 					ops_monitor();
 				supervise_reap();
-			} else if (fd == broker_fd) {
-				broker_accept(broker_fd);
+			} else if (fd == broker_fd(broker)) {
+				broker_run(broker);
 			}
 		}
 	}
@@ -435,8 +437,10 @@ out:
 		api_stop(ts->api);
 		free(ts);
 	}
-	if (broker_fd >= 0)
+	if (broker) {
+		broker_stop(broker);
 		unlink(broker_path);
+	}
 	supervise_shutdown();
 	ops_shutdown();
 	pool_close(pool);

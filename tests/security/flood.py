@@ -77,7 +77,7 @@ def flood(path, n, seconds, slow):
 def raw(path):
     data = sys.stdin.buffer.read()
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(15)
+    s.settimeout(60)
     s.connect(path)
     try:
         s.sendall(data)

@@ -241,7 +241,7 @@ has_device() {
 	done
 	return 1
 }
-for ((i = 0; i < 200; i++)); do
+for ((i = 0; i < 600; i++)); do
 	has_device "$apid" && has_device "$bpid" && break
 	sleep 0.1
 done

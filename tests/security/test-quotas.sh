@@ -71,7 +71,7 @@ bob_unaffected 2
 step "used bytes: once alice's volumes map 8 MiB, she may create nothing more"
 head -c $((12 * M)) /dev/urandom >"$scratch/a.in"
 nbdcopy --flush "$scratch/a.in" "$(alice_uri v1)"
-for ((i = 0; i < 200; i++)); do
+for ((i = 0; i < 600; i++)); do
 	tenant_api alice GET /v1/usage
 	(($(field .used) >= 8 * M)) && break
 	sleep 0.1

@@ -138,7 +138,7 @@ step "200 requests trickling one byte a second, for 20 s"
 during_flood slow 200 20
 
 step "after the floods: alice is answered again, the daemon's memory and files are bounded"
-for ((i = 0; i < 150; i++)); do
+for ((i = 0; i < 600; i++)); do
 	tenant_api alice GET /v1/volumes
 	[ "$status" = 200 ] && break
 	sleep 0.1

@@ -53,38 +53,37 @@ const char *harness_nbdkit_program(const char *dir)
 #endif
 }
 
-static int broker_fd = -1;
+static struct broker *broker;
 static pthread_t broker_thread;
-static volatile bool broker_stop;
+static volatile bool stopping;
 
 static void *serve_broker(void *arg)
 {
-	struct pollfd pfd = {.fd = broker_fd, .events = POLLIN};
+	struct pollfd pfd = {.fd = broker_fd(broker), .events = POLLIN};
 
 	(void)arg;
-	while (!broker_stop)
+	while (!stopping)
 		if (poll(&pfd, 1, 50) > 0)
-			broker_accept(broker_fd);
+			broker_run(broker);
 	return NULL;
 }
 
 void harness_broker_start(const char *path)
 {
-	broker_fd = broker_listen(path);
-	ck_assert_int_ge(broker_fd, 0);
-	broker_stop = false;
+	ck_assert_int_eq(broker_start(path, &broker), 0);
+	stopping = false;
 	ck_assert_int_eq(pthread_create(&broker_thread, NULL, serve_broker, NULL), 0);
 }
 
 void harness_broker_stop(void)
 {
-	broker_stop = true;
+	stopping = true;
 	pthread_join(broker_thread, NULL);
-	close(broker_fd);
-	broker_fd = -1;
+	broker_stop(broker);
+	broker = NULL;
 }
 
 bool harness_broker_running(void)
 {
-	return broker_fd >= 0;
+	return broker != NULL;
 }

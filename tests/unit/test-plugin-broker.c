@@ -3,6 +3,7 @@
  * from the stand-in ops_* below and hands over regular files instead of thin devices.
  * Clients are libnbd, as nbdinfo, nbdcopy and qemu are. */
 #include <check.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
@@ -45,11 +46,20 @@ static char dir[] = "/tmp/tp-plugin-broker.XXXXXX";
 static char broker_sock[128], nbd_sock[128];
 static int extra_exports; /* LIST answers this many more, "extra-N", unopenable */
 static pid_t nbdkit_pid = -1;
+/* A second tenant, "mallory", whose nbdkit runs as this uid ((uid_t)-1: none). Its
+ * listing is the longest the broker sends, more than a socket buffer holds. */
+static uid_t mallory_uid = (uid_t)-1;
 
 /* The stand-in ops: what broker.c asks the daemon. */
 
 int ops_principal_for_nbd_uid(uid_t uid, struct principal *ret_principal)
 {
+	if (uid == mallory_uid) {
+		memset(ret_principal, 0, sizeof *ret_principal);
+		ret_principal->tenant_id = 2;
+		strcpy(ret_principal->tenant, "mallory");
+		return 0;
+	}
 	if (uid != getuid())
 		return -ENOENT;
 	memset(ret_principal, 0, sizeof *ret_principal);
@@ -91,9 +101,11 @@ int ops_open_export(const struct principal *p, const char *ref, bool want_write,
 int ops_list_exports(const struct principal *p, struct export_info **ret_exports, size_t *ret_n)
 {
 	size_t n = ARRAY_SIZE(exports) + (size_t)extra_exports, i;
-	struct export_info *ex = calloc(n, sizeof *ex);
+	struct export_info *ex;
 
-	(void)p;
+	if (strcmp(p->tenant, "mallory") == 0)
+		n = TP_BROKER_LIST_MAX;
+	ex = calloc(n, sizeof *ex);
 	ck_assert_ptr_nonnull(ex);
 	for (i = 0; i < n; i++) {
 		if (i < ARRAY_SIZE(exports)) {
@@ -134,12 +146,29 @@ static void write_file(const char *name, uint64_t size, int fill)
 	free(buf);
 }
 
+/* Is a socket listening on PATH? Its file appears at bind(), before listen(), so the
+ * file alone does not say that a connect would succeed. */
+static bool listening(const char *path)
+{
+	FILE *f = fopen("/proc/net/unix", "re");
+	char line[512], name[256];
+	unsigned flags;
+	bool found = false;
+
+	ck_assert_ptr_nonnull(f);
+	while (!found && fgets(line, sizeof line, f))
+		/* Num RefCount Protocol Flags Type St Inode Path; __SO_ACCEPTCON is 1 << 16. */
+		found = sscanf(line, "%*s %*s %*s %x %*s %*s %*s %255s", &flags, name) == 2 &&
+		        (flags & (1u << 16)) && strcmp(name, path) == 0;
+	fclose(f);
+	return found;
+}
+
 static void setup(void)
 {
 	const char *build = getenv("TP_BUILD") ? getenv("TP_BUILD") : "build";
 	char plugin[512], broker_arg[160];
 	const char *nbdkit;
-	struct stat st;
 
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	ck_assert_int_eq(chmod(dir, 0711), 0); /* reachable by a second uid */
@@ -161,9 +190,10 @@ static void setup(void)
 		       "tenant=alice", broker_arg, (char *)NULL);
 		_exit(127);
 	}
-	for (int i = 0; i < 500 && stat(nbd_sock, &st) < 0; i++)
+	/* Bounded by a hang, not by how fast a loaded machine starts nbdkit. */
+	for (int i = 0; i < 3000 && !listening(nbd_sock); i++)
 		usleep(10000);
-	ck_assert_msg(stat(nbd_sock, &st) == 0, "nbdkit never made %s", nbd_sock);
+	ck_assert_msg(listening(nbd_sock), "nbdkit never listened on %s", nbd_sock);
 }
 
 static void teardown(void)
@@ -512,7 +542,8 @@ END_TEST
 static int broker_connect(void)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct timeval tv = {.tv_sec = 5};
+	/* A broker that never answers nor closes is the hang these clients catch. */
+	struct timeval tv = {.tv_sec = 30};
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 
 	ck_assert_int_ge(fd, 0);
@@ -617,8 +648,154 @@ START_TEST(refuses_a_peer_that_runs_no_tenants_nbdkit)
 }
 END_TEST
 
+/* How many connections the broker, in this process, holds from UID: the sockets whose
+ * peer runs as UID. */
+static int broker_connections_of(uid_t uid)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d)) != NULL) {
+		struct ucred cred;
+		socklen_t len = sizeof cred;
+		char *end;
+		long fd = strtol(e->d_name, &end, 10);
+
+		if (*end == '\0' && end != e->d_name &&
+		    getsockopt((int)fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 &&
+		    cred.uid == uid)
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+/* A flood of mallory's compromised nbdkit (tests/vm/broker-raw flood): the process and
+ * its stdout. */
+struct flood {
+	pid_t pid;
+	FILE *out;
+};
+
+/* Start a flood of SILENT connections that send nothing and LISTS that ask for
+ * mallory's long listing and never read it, all as mallory's nbdkit uid, and wait until
+ * each has been tried. */
+static struct flood flood_start(int silent, int lists)
+{
+	const char *build = getenv("TP_BUILD") ? getenv("TP_BUILD") : "build";
+	char raw[512], a[16], b[16], line[128];
+	struct flood fl;
+	int out[2];
+
+	snprintf(raw, sizeof raw, "%s/tests/vm/broker-raw", build);
+	ck_assert_msg(access(raw, X_OK) == 0, "%s is missing (make it first)", raw);
+	snprintf(a, sizeof a, "%d", silent);
+	snprintf(b, sizeof b, "%d", lists);
+	mallory_uid = 65533;
+	ck_assert_int_eq(pipe2(out, O_CLOEXEC), 0);
+	fl.pid = fork();
+	ck_assert_int_ge(fl.pid, 0);
+	if (fl.pid == 0) {
+		if (dup2(out[1], STDOUT_FILENO) < 0 || setgroups(0, NULL) < 0 ||
+		    setgid(mallory_uid) < 0 || setuid(mallory_uid) < 0)
+			_exit(2);
+		execl(raw, raw, broker_sock, "flood", a, b, (char *)NULL);
+		_exit(127);
+	}
+	close(out[1]);
+	fl.out = fdopen(out[0], "r");
+	ck_assert_ptr_nonnull(fl.out);
+	ck_assert_ptr_nonnull(fgets(line, sizeof line, fl.out));
+	ck_assert_str_eq(line, "flood: started\n");
+	return fl;
+}
+
+/* Stop FL; return how many of its lists the broker answered and refused. */
+static void flood_stop(struct flood *fl, unsigned long *ret_answered, unsigned long *ret_refused)
+{
+	unsigned long made;
+	char line[128];
+	int status;
+
+	ck_assert_int_eq(kill(fl->pid, SIGTERM), 0);
+	ck_assert_ptr_nonnull(fgets(line, sizeof line, fl->out));
+	ck_assert_int_eq(waitpid(fl->pid, &status, 0), fl->pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	fclose(fl->out);
+	ck_assert_msg(sscanf(line, "flood: %lu connections, %lu lists answered, %lu lists refused",
+	                     &made, ret_answered, ret_refused) == 3,
+	              "%s", line);
+}
+
+/* alice opens, lists and opens again through her nbdkit, each within the plugin's own
+ * wait for the broker (30 s); and the broker holds no more of mallory's connections
+ * than its cap. */
+static void alice_is_served(void)
+{
+	struct listing l = {0};
+	struct nbd_handle *h;
+	char buf[4096];
+	int held;
+
+	h = connect_export("vol1");
+	ck_assert_int_eq(nbd_pread(h, buf, sizeof buf, 0, 0), 0);
+	nbd_close(h);
+	h = nbd_create();
+	ck_assert_int_eq(nbd_set_opt_mode(h, true), 0);
+	ck_assert_int_eq(nbd_connect_unix(h, nbd_sock), 0);
+	ck_assert_int_eq(nbd_opt_list(h, (nbd_list_callback){.callback = collect, .user_data = &l}),
+	                 3);
+	nbd_opt_abort(h);
+	nbd_close(h);
+	h = connect_export("committed");
+	ck_assert_int_eq(nbd_pread(h, buf, sizeof buf, 0, 0), 0);
+	ck_assert(all_bytes(buf, sizeof buf, 0xc0));
+	nbd_close(h);
+	held = broker_connections_of(mallory_uid);
+	ck_assert_msg(held <= BROKER_MAX_PER_UID, "the broker holds %d of mallory's connections",
+	              held);
+}
+
+START_TEST(serves_a_tenant_while_another_floods_the_broker)
+{
+	unsigned long answered, refused;
+	struct flood fl;
+
+	if (getuid() != 0)
+		return; /* needs a second uid to flood from */
+	/* More silent connections than the broker's accept queue holds (65): a broker that
+	 * waits for each in turn keeps alice's open 32 s behind them. The lists come after
+	 * them, and find mallory's share of the broker full. */
+	fl = flood_start(65, 16);
+	alice_is_served();
+	flood_stop(&fl, &answered, &refused);
+	ck_assert_msg(refused > 0, "%lu of mallory's lists answered, none refused", answered);
+}
+END_TEST
+
+START_TEST(serves_a_tenant_while_another_never_reads_its_listings)
+{
+	unsigned long answered, refused;
+	struct flood fl;
+
+	if (getuid() != 0)
+		return; /* needs a second uid to flood from */
+	/* Each of mallory's listings is longer than a socket buffer: a broker that waits to
+	 * send it all holds alice's open 1 s behind each of them. */
+	fl = flood_start(0, 40);
+	alice_is_served();
+	flood_stop(&fl, &answered, &refused);
+	ck_assert_msg(answered > 0 && refused > 0,
+	              "%lu of mallory's lists answered, %lu refused (cap: %d at a time)", answered,
+	              refused, BROKER_MAX_PER_UID);
+}
+END_TEST
+
 START_TEST(makes_a_private_socket)
 {
+	struct broker *second = NULL;
 	struct stat st;
 	char path[160];
 
@@ -629,7 +806,7 @@ START_TEST(makes_a_private_socket)
 	ck_assert(S_ISSOCK(st.st_mode));
 	ck_assert_uint_eq(st.st_mode & 07777, 0666);
 	/* A second daemon must not steal a live broker's socket. */
-	ck_assert_int_eq(broker_listen(broker_sock), -EADDRINUSE);
+	ck_assert_int_eq(broker_start(broker_sock, &second), -EADDRINUSE);
 }
 END_TEST
 
@@ -637,11 +814,14 @@ int main(void)
 {
 	Suite *s = suite_create("plugin-broker");
 	TCase *tc = tcase_create("plugin-broker");
+	TCase *flood = tcase_create("flood");
 	SRunner *sr;
 	int failed;
 
+	/* Past the hangs these tests catch (the plugin's 30 s wait for the broker, nbdkit
+	 * never listening), so that each fails with its own message. */
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 30);
+	tcase_set_timeout(tc, 90);
 	tcase_add_test(tc, lists_exactly_what_the_broker_answers);
 	tcase_add_test(tc, bounds_a_long_listing);
 	tcase_add_test(tc, has_no_default_export);
@@ -658,6 +838,13 @@ int main(void)
 	tcase_add_test(tc, refuses_a_peer_that_runs_no_tenants_nbdkit);
 	tcase_add_test(tc, makes_a_private_socket);
 	suite_add_tcase(s, tc);
+	/* Past the plugin's waits for the broker, the hang these catch (30 s for room in
+	 * its accept queue, 30 s for the answer), and nbdkit's start. */
+	tcase_add_checked_fixture(flood, setup, teardown);
+	tcase_set_timeout(flood, 120);
+	tcase_add_test(flood, serves_a_tenant_while_another_floods_the_broker);
+	tcase_add_test(flood, serves_a_tenant_while_another_never_reads_its_listings);
+	suite_add_tcase(s, flood);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);

@@ -14,7 +14,7 @@ container_start() {
 			hostname "$2" && touch "$3" && exec sleep infinity' \
 		container "$run_dir/tenants/$t" "$t" "$ready" &
 	unshare_pid=$!
-	for ((i = 0; i < 200; i++)); do
+	for ((i = 0; i < 1200; i++)); do
 		[ -e "$ready" ] && break
 		sleep 0.05
 	done

@@ -53,10 +53,10 @@ loopdev() {
 	echo "$dev"
 }
 
-# wait_for_socket PATH: until PATH is a socket, at most 10 s.
+# wait_for_socket PATH: until PATH is a socket, at most 60 s (for one that never comes).
 wait_for_socket() {
 	local i
-	for ((i = 0; i < 200; i++)); do
+	for ((i = 0; i < 1200; i++)); do
 		[ -S "$1" ] && return 0
 		sleep 0.05
 	done
@@ -86,7 +86,8 @@ nbdkit_flags() {
 }
 
 # start_daemon [FLAG...]: start thinproxyd in the foreground (in the background of the
-# test) on the embedded loop pool, and wait until its admin socket answers.
+# test) on the embedded loop pool, and wait until it is ready (at most 60 s, or
+# daemon_start_polls times 50 ms: a daemon that never gets there).
 start_daemon() {
 	local i from
 	from=$(($(wc -l <"$daemon_log" 2>/dev/null || echo 0) + 1))
@@ -94,7 +95,7 @@ start_daemon() {
 		--loop-size "${TP_TEST_LOOP_SIZE:-2G}" --plugin "$TP_BUILD/nbdkit-thinproxy-plugin.so" \
 		$(nbdkit_flags) --log-level debug "$@" >>"$daemon_log" 2>&1 &
 	daemon_pid=$!
-	for ((i = 0; i < ${daemon_start_polls:-400}; i++)); do
+	for ((i = 0; i < ${daemon_start_polls:-1200}; i++)); do
 		tail -n "+$from" "$daemon_log" | grep -q ' ready: ' && return 0
 		kill -0 "$daemon_pid" 2>/dev/null || break
 		sleep 0.05

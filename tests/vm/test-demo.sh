@@ -13,7 +13,7 @@ out=$TP_RESULTS/demo.out
 # nothing_left: everything the demo made is gone.
 nothing_left() {
 	local i f
-	for ((i = 0; i < 50; i++)); do
+	for ((i = 0; i < 300; i++)); do
 		[ -z "$(losetup -a)" ] && break
 		sleep 0.1
 	done

@@ -123,10 +123,10 @@ dev_fds() {
 	for f in /proc/"$nbdkit_pid"/fd/*; do [ -b "$f" ] && n=$((n + 1)); done
 	echo $n
 }
-# wait_dev_fds N: until alice's nbdkit holds N devices, at most 10 s.
+# wait_dev_fds N: until alice's nbdkit holds N devices, at most 60 s.
 wait_dev_fds() {
 	local i
-	for ((i = 0; i < 100; i++)); do
+	for ((i = 0; i < 600; i++)); do
 		[ "$(dev_fds)" = "$1" ] && return 0
 		sleep 0.1
 	done

@@ -171,7 +171,7 @@ fd_modes() {
 }
 apid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
 bpid=$(cat "$run_dir/tenants/bob/nbdkit.pid")
-for ((i = 0; i < 100; i++)); do
+for ((i = 0; i < 600; i++)); do
 	[ -n "$(fd_modes "$apid")" ] && [ -n "$(fd_modes "$bpid")" ] && break
 	sleep 0.1
 done

@@ -774,7 +774,7 @@ START_TEST(embedded_pool_comes_back_over_its_files_after_removal)
 
 	/* As after a reboot: the pool is gone, and its loop devices with it. */
 	ck_assert_int_eq(sh("dmsetup remove %s", dm_name), 0);
-	for (i = 0; i < 100 && loops_backed_by(state_dir) > 0; i++)
+	for (i = 0; i < 1500 && loops_backed_by(state_dir) > 0; i++)
 		usleep(20000);
 	ck_assert_int_eq(loops_backed_by(state_dir), 0);
 

@@ -24,10 +24,10 @@ nbdkit_device_modes() {
 		echo $((0$(sed -n 's/^flags:[[:space:]]*//p' "/proc/$pid/fdinfo/${f##*/}") & 3))
 	done
 }
-# keeper_gone PID: wait until PID has ended (at most 5 s).
+# keeper_gone PID: wait until PID has ended (at most 30 s).
 keeper_gone() {
 	local i
-	for ((i = 0; i < 100; i++)); do
+	for ((i = 0; i < 600; i++)); do
 		kill -0 "$1" 2>/dev/null || return 0
 		[ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" = Z ] && return 0
 		sleep 0.05
@@ -142,7 +142,7 @@ qemu-io -f raw "nbd+unix:///v3?socket=$run_dir/tenants/alice/nbd.sock" <"$scratc
 	>/dev/null 2>&1 &
 exec 3>"$scratch/hold" # qemu-io holds v3 open until this closes
 nbdkit_pid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
-for ((i = 0; i < 200; i++)); do
+for ((i = 0; i < 1200; i++)); do
 	for f in /proc/"$nbdkit_pid"/fd/*; do [ -b "$f" ] && break 2; done
 	sleep 0.05
 done
@@ -151,13 +151,13 @@ fails 1 'rm v3: busy: .* open' ta rm v3
 from=$(($(wc -l <"$daemon_log") + 1))
 ta rm v3 >/dev/null 2>"$scratch/err" 3>&- &
 rm_pid=$!
-for ((i = 0; i < 200; i++)); do
+for ((i = 0; i < 1500; i++)); do
 	tail -n "+$from" "$daemon_log" | grep -q 'volume v3 is open: waiting' && break
 	sleep 0.02
 done
 exec 3>&-
 wait $rm_pid || fail "rm v3 as its client let go: $(cat "$scratch/err")"
-((i < 200)) || fail "the daemon did not wait for v3 to close"
+((i < 1500)) || fail "the daemon did not wait for v3 to close"
 
 step "errors: one line, the volume or device, the reason"
 fails 1 'attach secret: no such volume: secret' ta attach secret

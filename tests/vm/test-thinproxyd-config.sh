@@ -52,8 +52,13 @@ step "the config file is read and flags override it; the free-space floor answer
 "$d" --config "$scratch/good.conf" --loop-size 2G --plugin "$TP_BUILD/nbdkit-thinproxy-plugin.so" \
 	>>"$daemon_log" 2>&1 &
 daemon_pid=$!
-wait_for_socket "$run_dir/admin.sock"
-sleep 0.2
+# Ready when it says so, at most 60 s (its admin socket appears before it listens).
+for ((i = 0; i < 1200; i++)); do
+	grep -q ' ready: ' "$daemon_log" && break
+	kill -0 "$daemon_pid" 2>/dev/null || break
+	sleep 0.05
+done
+grep -q ' ready: ' "$daemon_log" || fail "thinproxyd did not start: $(cat "$daemon_log")"
 admin_api GET /v1/pool
 [ "$(field .data.total)" = $((2 << 30)) ] || fail "flag did not override the file: $body"
 [ "$(field .min_free)" = $((1500 << 20)) ] || fail "min-free from the file: $body"
@@ -74,7 +79,7 @@ stop_daemon
 step "the low-water mark is logged when crossed"
 : >"$daemon_log"
 start_daemon --low-water 80%
-for ((i = 0; i < 140; i++)); do
+for ((i = 0; i < 600; i++)); do
 	grep -q 'below the low-water mark of 80%' "$daemon_log" && break
 	sleep 0.1
 done

@@ -272,6 +272,12 @@ static int run(void)
 	sc.plugin = cfg.plugin;
 	sc.broker = broker_path;
 	sc.syslog = cfg.syslog;
+	sc.cgroup = strcmp(cfg.cgroup, "none") == 0 ? NULL : cfg.cgroup;
+	sc.limits.memory_max = cfg.nbdkit_memory_max;
+	sc.limits.pids_max = cfg.nbdkit_pids_max;
+	if (sc.cgroup == NULL)
+		log_warning("cgroup = none: tenants' nbdkits run without memory or task limits, "
+		            "and whatever one forks may outlive it when it stops or restarts");
 	r = supervise_init(&sc);
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "start the nbdkit supervisor: %m");
@@ -324,6 +330,8 @@ static int run(void)
 	epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev);
 	ev.data.fd = broker_fd;
 	epoll_ctl(ep, EPOLL_CTL_ADD, broker_fd, &ev);
+	ev.data.fd = supervise_event_fd();
+	epoll_ctl(ep, EPOLL_CTL_ADD, ev.data.fd, &ev);
 
 	log_notice("thinproxyd %s ready: pool %s, store %s, sockets in %s", TP_VERSION,
 	           pool_name(pool), db, cfg.run_dir);
@@ -369,6 +377,8 @@ static int run(void)
 				supervise_reap();
 			} else if (fd == broker_fd) {
 				broker_accept(broker_fd);
+			} else if (fd == supervise_event_fd()) {
+				supervise_reap();
 			}
 		}
 	}

@@ -31,6 +31,13 @@ static char *sanitize(char *s)
 	return s;
 }
 
+static bool error_lines_muted;
+
+void error_lines_mute(bool muted)
+{
+	error_lines_muted = muted;
+}
+
 int error_line(int r, const char *what, const char *fmt, ...)
 {
 	CLEANUP_FREE char *message = NULL;
@@ -38,6 +45,8 @@ int error_line(int r, const char *what, const char *fmt, ...)
 	va_list ap;
 	int n;
 
+	if (error_lines_muted)
+		return r;
 	va_start(ap, fmt);
 	n = vasprintf(&message, fmt, ap);
 	va_end(ap);

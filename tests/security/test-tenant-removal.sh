@@ -7,7 +7,8 @@
 # cgroup (where a fork of it would be) and a session of its own. Also: each nbdkit's
 # cgroup carries the configured memory.max and pids.max, its rlimits hold, a restart of
 # an nbdkit ends what it forked too, a restarted daemon keeps the cgroup of the nbdkit
-# it adopts, and without cgroup v2 the daemon refuses to start unless told cgroup = none.
+# it adopts (and moves one from before cgroups into it), and without cgroup v2 the daemon
+# refuses to start unless told cgroup = none.
 . "$(dirname "$0")/../vm/functions.sh"
 requires curl jq setpriv setsid ps
 broker=$TP_BUILD/tests/vm/broker-raw
@@ -164,6 +165,23 @@ cat "$scratch/refused"
 grep -q 'cgroup v2 is not mounted' "$scratch/refused" || fail "no word of cgroup v2"
 start_daemon --cgroup none
 grep -q 'cgroup = none: ' "$daemon_log" || fail "no warning about cgroup = none"
+admin_api POST /v1/tenants '{"name":"dave","uid":1003,"gid":1003}'
+expect 201
+dpid=$(nbdkit_of dave)
+stop_daemon
+
+step "an nbdkit from a daemon without cgroups moves into its cgroup when adopted"
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+start_daemon
+[ "$(cat "$run_dir/tenants/dave/nbdkit.pid")" = "$dpid" ] || fail "dave's nbdkit was not adopted"
+case $(cgroup_of "$dpid") in
+*/tenant-dave) ;;
+*) fail "the adopted nbdkit of dave runs in $(cgroup_of "$dpid")" ;;
+esac
+grep -q "tenant dave: moved nbdkit $dpid into its cgroup" "$daemon_log" || fail "no word of the move"
+admin_api DELETE /v1/tenants/dave
+expect 204
+alive "$dpid" && fail "dave's nbdkit outlived dave"
 stop_daemon
 ! grep -E 'Sanitizer|runtime error' "$daemon_log" || fail "sanitizer reports in the daemon's log"
 echo "$test_name: PASS"

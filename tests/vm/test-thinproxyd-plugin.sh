@@ -43,7 +43,9 @@ stop_daemon
 
 step "a plugin that is no plugin: nbdkit cannot start, its clients are told so"
 echo "not a plugin" >"$priv/broken.so"
-start_daemon --plugin "$priv/broken.so"
+# nbdkit itself, not the sanitizer wrapper of a SANITIZE=1 build: with the sanitizer
+# runtime preloaded, nbdkit 1.32 hangs on its way out after a plugin it cannot load.
+start_daemon --plugin "$priv/broken.so" --nbdkit nbdkit
 admin_api POST /v1/tenants '{"name":"bob"}'
 expect 201
 tp --admin --tenant bob create v --size 16M >/dev/null

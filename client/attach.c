@@ -110,6 +110,65 @@ static int open_interface(const char *what, struct nbd_nl **ret_nl)
 	return 0;
 }
 
+/* How the daemon says the tenant's nbdkit is ("running", "failed", ...; see
+ * supervise_status), asked quietly: NULL if it does not say. */
+static const char *nbd_state(struct ctx *c, char *buf, size_t size)
+{
+	CLEANUP_JSON struct json_object *answer = NULL;
+	struct json_object *v;
+	char path[WHAT_MAX];
+	int r;
+
+	if (c->admin)
+		snprintf(path, sizeof path, "/v1/tenants/%s/usage", c->tenant);
+	else
+		snprintf(path, sizeof path, "/v1/usage");
+	error_lines_mute(true);
+	r = http_json(c->http, NULL, "GET", path, NULL, &answer);
+	error_lines_mute(false);
+	if (r < 0 || !json_object_object_get_ex(answer, "nbd", &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	snprintf(buf, size, "%s", json_object_get_string(v));
+	return buf;
+}
+
+/* The first connection: keeper_connect, and when no greeting comes (the server closed
+ * the connection, or said nothing in time), ask the daemon why. While the tenant's
+ * nbdkit cannot start, the daemon closes every connection at once and says "failed":
+ * that is the answer then, in a few seconds instead of a wait. An nbdkit that was
+ * starting meanwhile ("running") gets another try, as may one that failed for some
+ * other reason. */
+static int connect_first(struct ctx *c, const struct keeper_config *cfg, int *ret_fd,
+                         struct nbd_export *ret_export, char *reason, size_t len)
+{
+	char state[32];
+	int r;
+
+	for (int tries = 1;; tries++) {
+		r = keeper_connect(cfg->socket_path, cfg->volume, cfg->read_only,
+		                   KEEPER_HANDSHAKE_MS, ret_fd, ret_export, reason, len);
+		if ((r != -ECONNRESET && r != -ETIMEDOUT) ||
+		    nbd_state(c, state, sizeof state) == NULL)
+			return r;
+		if (strcmp(state, "failed") == 0) {
+			snprintf(
+			    reason, len,
+			    "the tenant's NBD server is not running: its nbdkit does not start "
+			    "(the host's thinproxyd log says why)");
+			return r;
+		}
+		if (strcmp(state, "running") != 0) {
+			snprintf(reason, len,
+			         "the tenant's NBD server is not running (its nbdkit is %s)",
+			         state);
+			return r;
+		}
+		if (r == -ETIMEDOUT || tries == 3)
+			return r;
+	}
+}
+
 /* A hint for failures of privilege. */
 static const char *privilege_hint(int r)
 {
@@ -184,8 +243,11 @@ int cmd_attach(struct ctx *c, const struct args *a)
 	for (i = 0; i < cfg.connections; i++) {
 		struct nbd_export e;
 
-		r = keeper_connect(socket_path, cfg.volume, cfg.read_only, KEEPER_HANDSHAKE_MS,
-		                   &fds[i], &e, reason, sizeof reason);
+		if (i == 0)
+			r = connect_first(c, &cfg, &fds[i], &e, reason, sizeof reason);
+		else
+			r = keeper_connect(socket_path, cfg.volume, cfg.read_only,
+			                   KEEPER_HANDSHAKE_MS, &fds[i], &e, reason, sizeof reason);
 		if (r == 0 && i > 0 && (e.size != cfg.export.size || e.flags != cfg.export.flags)) {
 			close(fds[i]);
 			r = -EPROTO;

@@ -104,7 +104,7 @@ static int recv_exact(struct hs *h, void *buf, size_t len, const char *what)
 			int r = wait_fd(h, POLLIN);
 
 			if (r == -ETIMEDOUT)
-				return fail(h, r, "no %s from the server in time", what);
+				return fail(h, r, "timed out waiting for %s from the server", what);
 			if (r < 0)
 				return fail(h, r, "reading %s: %s", what, strerror(-r));
 			continue;

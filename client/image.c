@@ -61,7 +61,7 @@ static void *follow_import(void *opaque)
 	struct http *h = NULL;
 	struct timespec until;
 
-	error_lines_quiet();
+	error_lines_mute(true);
 	if (http_open(p->socket_path, &h) < 0)
 		return NULL;
 	pthread_mutex_lock(&p->lock);

@@ -31,12 +31,12 @@ static char *sanitize(char *s)
 	return s;
 }
 
-/* Set in a thread whose failures are nobody's business (the progress of an import). */
-static __thread bool errors_quiet;
+/* Per thread: the thread that follows an import mutes itself for good. */
+static __thread bool error_lines_muted;
 
-void error_lines_quiet(void)
+void error_lines_mute(bool muted)
 {
-	errors_quiet = true;
+	error_lines_muted = muted;
 }
 
 int error_line(int r, const char *what, const char *fmt, ...)
@@ -46,7 +46,7 @@ int error_line(int r, const char *what, const char *fmt, ...)
 	va_list ap;
 	int n;
 
-	if (errors_quiet)
+	if (error_lines_muted)
 		return r;
 	va_start(ap, fmt);
 	n = vasprintf(&message, fmt, ap);

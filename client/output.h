@@ -13,8 +13,9 @@
 /* Print "thinproxy: WHAT: MESSAGE" on stderr ("thinproxy: MESSAGE" if WHAT is NULL) and
  * return R, so that callers can write "return error_line(-EINVAL, ...)". */
 int error_line(int r, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* From now on, this thread's error_line prints nothing. */
-void error_lines_quiet(void);
+/* While MUTED, this thread's error_line prints nothing (and still returns R): for a question whose
+ * failure only means that a message about to be printed is less specific. */
+void error_lines_mute(bool muted);
 
 enum align { ALIGN_LEFT, ALIGN_RIGHT };
 

@@ -284,6 +284,7 @@ static json_object *usage_json(const struct tenant_view *t)
 	json_object_object_add(o, "max_size", json_quota(t->max_size));
 	json_object_object_add(o, "used", json_size(t->used));
 	json_object_object_add(o, "max_used", json_quota(t->max_used));
+	json_object_object_add(o, "nbd", json_object_new_string(t->nbd));
 	return o;
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cgroup.h"
 #include "config.h"
 #include "log.h"
 #include "tp-cleanup.h"
@@ -32,6 +33,9 @@ enum {
 	OPT_NBDKIT,
 	OPT_PLUGIN,
 	OPT_NBD_UID_BASE,
+	OPT_CGROUP,
+	OPT_NBDKIT_MEMORY_MAX,
+	OPT_NBDKIT_PIDS_MAX,
 	OPT_LOG_LEVEL,
 	OPT_SYSLOG,
 	OPT_FOREGROUND,
@@ -58,6 +62,9 @@ static const struct option options[] = {
     {"nbdkit", required_argument, NULL, OPT_NBDKIT},
     {"plugin", required_argument, NULL, OPT_PLUGIN},
     {"nbd-uid-base", required_argument, NULL, OPT_NBD_UID_BASE},
+    {"cgroup", required_argument, NULL, OPT_CGROUP},
+    {"nbdkit-memory-max", required_argument, NULL, OPT_NBDKIT_MEMORY_MAX},
+    {"nbdkit-pids-max", required_argument, NULL, OPT_NBDKIT_PIDS_MAX},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"syslog", no_argument, NULL, OPT_SYSLOG},
     {"foreground", no_argument, NULL, OPT_FOREGROUND},
@@ -90,6 +97,11 @@ static const char usage_text[] =
     "  --nbdkit PATH        nbdkit binary (default nbdkit)\n"
     "  --plugin PATH        thinproxy plugin for nbdkit (default: nbdkit's plugin dir)\n"
     "  --nbd-uid-base UID   first uid for tenants' nbdkit processes (default 2000000000)\n"
+    "  --cgroup WHERE       the cgroup v2 in which each tenant's nbdkit gets one of its\n"
+    "                       own: auto (default), a path, or none (no cgroups)\n"
+    "  --nbdkit-memory-max SIZE\n"
+    "                       memory of each tenant's nbdkit (default 1G; 0: no limit)\n"
+    "  --nbdkit-pids-max N  its processes and threads (default 1024; 0: no limit)\n"
     "  --log-level LEVEL    error, warning, notice, info (default) or debug\n"
     "  --syslog             log to syslog instead of stderr\n"
     "  --foreground         do not detach\n"
@@ -201,6 +213,24 @@ static int apply(struct config *cfg, int opt, const char *name, const char *v)
 		break;
 	case OPT_LOW_WATER:
 		r = parse_percent(v, &cfg->low_water_percent);
+		break;
+	case OPT_CGROUP:
+		if (strcmp(v, "auto") != 0 && strcmp(v, "none") != 0 && !cgroups_path_valid(v))
+			r = -EINVAL;
+		else
+			r = set_string(&cfg->cgroup, v);
+		break;
+	case OPT_NBDKIT_MEMORY_MAX:
+		r = tp_parse_size(v, &cfg->nbdkit_memory_max);
+		/* Below a few MiB nbdkit could not even start. */
+		if (r == 0 && cfg->nbdkit_memory_max != 0 && cfg->nbdkit_memory_max < (16 << 20))
+			r = -EINVAL;
+		break;
+	case OPT_NBDKIT_PIDS_MAX:
+		r = parse_uint(v, 1 << 22, &cfg->nbdkit_pids_max);
+		/* nbdkit needs a few threads of its own and more per connection. */
+		if (r == 0 && cfg->nbdkit_pids_max != 0 && cfg->nbdkit_pids_max < 32)
+			r = -EINVAL;
 		break;
 	case OPT_NBD_UID_BASE:
 		r = parse_uint(v, UINT32_MAX - 65536, &n);
@@ -321,8 +351,14 @@ int config_parse(struct config *cfg, int argc, char **argv)
 	cfg->min_free_percent = 5;
 	cfg->low_water_percent = 20;
 	cfg->nbd_uid_base = 2000000000u;
+	/* nbdkit serves a request of up to 64 MiB from a buffer of that size, and runs 16
+	 * threads per connection (1.32): 1 GiB is sixteen such requests at once; 1024 tasks
+	 * are some 60 connections. */
+	cfg->nbdkit_memory_max = UINT64_C(1) << 30;
+	cfg->nbdkit_pids_max = 1024;
 	cfg->log_level = LOG_INFO;
 	if (set_string(&cfg->state_dir, "/var/lib/thinproxy") < 0 ||
+	    set_string(&cfg->cgroup, "auto") < 0 ||
 	    set_string(&cfg->run_dir, "/run/thinproxy") < 0 ||
 	    set_string(&cfg->nbdkit, "nbdkit") < 0)
 		return -ENOMEM;
@@ -401,4 +437,5 @@ void config_free(struct config *cfg)
 	free(cfg->pool_name);
 	free(cfg->nbdkit);
 	free(cfg->plugin);
+	free(cfg->cgroup);
 }

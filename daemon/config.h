@@ -15,6 +15,8 @@ struct config {
 	unsigned min_free_percent, low_water_percent;
 	char *nbdkit, *plugin;
 	uint32_t nbd_uid_base;
+	char *cgroup;                                /* "auto", "none" or a cgroup path */
+	uint64_t nbdkit_memory_max, nbdkit_pids_max; /* 0: no limit */
 	int log_level;
 	bool syslog, foreground;
 	bool allow_skip_block_zeroing;

@@ -229,6 +229,9 @@ static void supervise_config_from(struct supervise_config *sc, const char *broke
 	sc->plugin = cfg.plugin;
 	sc->broker = broker_path;
 	sc->syslog = cfg.syslog;
+	sc->cgroup = strcmp(cfg.cgroup, "none") == 0 ? NULL : cfg.cgroup;
+	sc->limits.memory_max = cfg.nbdkit_memory_max;
+	sc->limits.pids_max = cfg.nbdkit_pids_max;
 }
 
 /* --teardown: with no daemon on this run directory (its pid file lock says so), take
@@ -319,6 +322,9 @@ static int run(void)
 	}
 
 	supervise_config_from(&sc, broker_path);
+	if (sc.cgroup == NULL)
+		log_warning("cgroup = none: tenants' nbdkits run without memory or task limits, "
+		            "and whatever one forks may outlive it when it stops or restarts");
 	r = supervise_init(&sc);
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "start the nbdkit supervisor: %m");
@@ -373,6 +379,8 @@ static int run(void)
 	 * epoll set, which wakes this loop only when there is work. */
 	ev.data.fd = broker_fd(broker);
 	epoll_ctl(ep, EPOLL_CTL_ADD, broker_fd(broker), &ev);
+	ev.data.fd = supervise_event_fd();
+	epoll_ctl(ep, EPOLL_CTL_ADD, ev.data.fd, &ev);
 
 	log_notice("thinproxyd %s ready: pool %s, store %s, sockets in %s", TP_VERSION,
 	           pool_name(pool), db, cfg.run_dir);
@@ -420,6 +428,8 @@ static int run(void)
 				supervise_reap();
 			} else if (fd == broker_fd(broker)) {
 				broker_run(broker);
+			} else if (fd == supervise_event_fd()) {
+				supervise_reap();
 			}
 		}
 	}

@@ -986,9 +986,11 @@ int ops_tenant_add(const struct tenant_spec *spec, struct tenant_view *ret_view)
 	LOCKED;
 	snprintf(t.name, sizeof t.name, "%s", spec->name);
 	apply_spec(spec, &t);
-	r = store_begin(ops.store);
+	/* A uid no tenant ever had: a process a removed tenant's nbdkit left behind must not
+	 * speak to the broker for this one. Taken for good, even if the add fails. */
+	r = store_tenant_next_nbd_uid(ops.store, ops.cfg.nbd_uid_base, &t.nbd_uid);
 	if (r == 0)
-		r = store_tenant_free_nbd_uid(ops.store, ops.cfg.nbd_uid_base, &t.nbd_uid);
+		r = store_begin(ops.store);
 	if (r == 0)
 		r = store_tenant_add(ops.store, &t);
 	if (r == 0 && ops.cfg.tenant_up)

@@ -38,6 +38,11 @@ static const char schema[] =
     "  uid INTEGER NOT NULL, gid INTEGER NOT NULL, nbd_uid INTEGER NOT NULL UNIQUE,"
     "  max_volumes INTEGER NOT NULL, max_size INTEGER NOT NULL,"
     "  max_used INTEGER NOT NULL, created INTEGER NOT NULL);"
+    /* The next nbd uid to hand out: it only grows, so that no tenant ever gets the uid
+     * of one removed before (the broker knows a tenant by its nbdkit's uid). A store
+     * from before the counter starts it above the highest uid in use. */
+    "INSERT OR IGNORE INTO meta SELECT 'next_nbd_uid', ifnull(max(nbd_uid) + 1, 0)"
+    "  FROM tenants;"
     "CREATE TABLE IF NOT EXISTS volumes ("
     "  id INTEGER PRIMARY KEY,"
     "  tenant_id INTEGER REFERENCES tenants(id),"
@@ -537,25 +542,34 @@ int store_tenant_list(struct store *store, struct tenant **ret_tenants, size_t *
 	                       (void **)ret_tenants, ret_n);
 }
 
-int store_tenant_free_nbd_uid(struct store *store, uint32_t base, uint32_t *ret_uid)
+int store_tenant_next_nbd_uid(struct store *store, uint32_t base, uint32_t *ret_uid)
 {
-	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	CLEANUP_STMT sqlite3_stmt *get = NULL;
+	CLEANUP_STMT sqlite3_stmt *set = NULL;
 	int64_t v;
 	int r;
 
-	/* The lowest uid >= base that is free: base itself, or one above a taken uid. */
-	r = prepare(store, &stmt,
-	            "SELECT c FROM (SELECT ?1 AS c UNION SELECT nbd_uid + 1 FROM tenants"
-	            " WHERE nbd_uid >= ?1) WHERE c NOT IN (SELECT nbd_uid FROM tenants)"
-	            " ORDER BY c LIMIT 1",
-	            1, (int64_t)base);
-	if (r < 0)
-		return r;
-	r = query_int(store, stmt, &v);
-	if (r < 0)
-		return r;
-	if (v > UINT32_MAX - 1)
-		return -ENOSPC;
+	r = store_begin(store);
+	if (r == 0)
+		r = prepare(store, &get,
+		            "SELECT max(value, ?1) FROM meta WHERE key = 'next_nbd_uid'", 1,
+		            (int64_t)base);
+	if (r == 0)
+		r = query_int(store, get, &v);
+	cleanup_stmt(&get); /* done reading before the commit */
+	if (r == 0 && v > UINT32_MAX - 1)
+		r = -ENOSPC;
+	if (r == 0)
+		r = prepare(store, &set, "UPDATE meta SET value = ?1 WHERE key = 'next_nbd_uid'", 1,
+		            v + 1);
+	if (r == 0)
+		r = exec_stmt(store, set, "count nbd uids");
+	if (r == 0)
+		r = store_commit(store);
+	if (r < 0) {
+		store_rollback(store);
+		return r == -ENOENT ? -EIO : r;
+	}
 	*ret_uid = (uint32_t)v;
 	return 0;
 }

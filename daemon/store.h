@@ -100,8 +100,10 @@ int store_tenant_get_by_nbd_uid(struct store *store, uint32_t nbd_uid, struct te
 int store_tenant_update(struct store *store, const struct tenant *t);
 int store_tenant_remove(struct store *store, int64_t id);
 int store_tenant_list(struct store *store, struct tenant **ret_tenants, size_t *ret_n);
-/* The lowest nbd uid >= BASE no tenant has. */
-int store_tenant_free_nbd_uid(struct store *store, uint32_t base, uint32_t *ret_uid);
+/* A new nbd uid, never handed out before and at least BASE, in a transaction of its own
+ * (outside any other) that is on disk when this returns: a uid is used once, even if
+ * the tenant it was for is never added. -ENOSPC past 2^32 - 2. */
+int store_tenant_next_nbd_uid(struct store *store, uint32_t base, uint32_t *ret_uid);
 int store_tenant_usage(struct store *store, int64_t tenant_id, struct usage *ret_usage);
 
 int store_volume_add(struct store *store, struct volume *v); /* sets v->id */

@@ -10,8 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -27,6 +30,17 @@
 
 /* The socket-activation fd: sd_listen_fds(3)'s first. */
 #define LISTEN_FD 3
+/* The plugin's sealed copy, which nbdkit loads as PLUGIN_ARG; the child's first fd free
+ * for anything else. */
+#define PLUGIN_FD     4
+#define PLUGIN_ARG    "/proc/self/fd/4"
+#define FIRST_FREE_FD 5
+/* nbdkit holds a socket and a device per connection, and a few of its own. */
+#define NBDKIT_NOFILE 4096
+/* MFD_EXEC (Linux 6.3): the plugin's copy is mapped executable. */
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
 /* A first death is restarted at once, the next ones after 250 ms, 500 ms, ... 30 s; an
  * nbdkit that ran for a minute counts as healthy again. */
 #define RESTART_DELAY_MIN_MS 250
@@ -54,14 +68,20 @@ struct tenant_proc {
 	bool adopted;       /* pid is an earlier daemon's child, not ours */
 	unsigned failures;  /* deaths in a row without a healthy run */
 	int64_t restart_ms; /* when to restart; 0: no restart pending */
+	bool start_failed;  /* the last one exited with an error status, or did not start */
+	bool turning_away;  /* listen_fd watched, its clients closed: see supervise_status */
 };
 
 static struct {
 	bool initialized;
 	char *run_dir, *nbdkit, *plugin, *broker;
+	int plugin_fd; /* the plugin's sealed copy; -1: nbdkit finds it by name */
+	int epoll_fd;  /* supervise_event_fd() */
 	bool syslog;
+	struct cgroups *cgroups; /* NULL: none */
+	struct cgroup_limits limits;
 	struct tenant_proc *procs;
-} sv;
+} sv = {.plugin_fd = -1, .epoll_fd = -1};
 
 static pthread_mutex_t sv_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -140,6 +160,46 @@ static void free_config(void)
 	free(sv.plugin);
 	free(sv.broker);
 	sv.run_dir = sv.nbdkit = sv.plugin = sv.broker = NULL;
+	if (sv.plugin_fd >= 0)
+		close(sv.plugin_fd);
+	if (sv.epoll_fd >= 0)
+		close(sv.epoll_fd);
+	sv.plugin_fd = sv.epoll_fd = -1;
+	cgroups_close(sv.cgroups);
+	sv.cgroups = NULL;
+}
+
+/* A sealed copy of the plugin at PATH in memory, as an fd: nobody can change it, and
+ * each tenant's nbdkit, as a uid of its own, can load it through its fd whatever the
+ * modes of PATH and of the directories above it (a clone in a private home). */
+static int copy_plugin(const char *path)
+{
+	CLEANUP_CLOSE int in = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	CLEANUP_CLOSE int fd = -1;
+	char buf[65536];
+	struct stat st;
+	ssize_t n;
+
+	if (in < 0)
+		return -errno;
+	if (fstat(in, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	fd = memfd_create("nbdkit-thinproxy-plugin.so", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+	if (fd < 0 && errno == EINVAL) /* before Linux 6.3: executable anyway */
+		fd = memfd_create("nbdkit-thinproxy-plugin.so", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	while ((n = read(in, buf, sizeof buf)) > 0)
+		if (write(fd, buf, (size_t)n) != n)
+			return errno != 0 ? -errno : -EIO;
+	if (n < 0)
+		return -errno;
+	if (fchmod(fd, 0444) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+		return -errno;
+	return TAKE_FD(fd);
 }
 
 int supervise_init(const struct supervise_config *cfg)
@@ -159,15 +219,21 @@ int supervise_init(const struct supervise_config *cfg)
 	r = find_program(nbdkit, &sv.nbdkit);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "cannot find %s: %m", nbdkit);
-	/* A plugin path is made absolute (nbdkit starts in "/"); a plain name is nbdkit's
-	 * to look up in its plugin directory. */
+	/* A plugin path is read into a copy nbdkit loads from its fd (its path, made
+	 * absolute, names it in the log and in nbdkits started before copies); a plain name
+	 * is nbdkit's to look up in its plugin directory. */
 	if (cfg->plugin != NULL && strchr(cfg->plugin, '/') != NULL) {
 		sv.plugin = realpath(cfg->plugin, NULL);
-		if (sv.plugin == NULL) {
-			r = log_errno(LOG_ERR, -errno, "nbdkit plugin %s: %m", cfg->plugin);
+		r = sv.plugin ? copy_plugin(sv.plugin) : -errno;
+		if (r < 0) {
+			if (r == -EINVAL)
+				log_error("nbdkit plugin %s: not a regular file", cfg->plugin);
+			else
+				log_errno(LOG_ERR, r, "nbdkit plugin %s: %m", cfg->plugin);
 			free_config();
 			return r;
 		}
+		sv.plugin_fd = r;
 	} else {
 		sv.plugin = strdup(cfg->plugin ? cfg->plugin : SUPERVISE_PLUGIN_DEFAULT);
 	}
@@ -178,13 +244,30 @@ int supervise_init(const struct supervise_config *cfg)
 		return -ENOMEM;
 	}
 	sv.syslog = cfg->syslog;
-	r = make_dir(tenants, 0755);
+	sv.limits = cfg->limits;
+	sv.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	r = sv.epoll_fd < 0 ? -errno : make_dir(tenants, 0755);
+	if (r == 0 && cfg->cgroup != NULL)
+		r = cgroups_open(cfg->cgroup, &cfg->limits, &sv.cgroups);
 	if (r < 0) {
 		free_config();
 		return r;
 	}
+	if (sv.plugin_fd >= 0)
+		log_info("nbdkit loads the plugin %s from a sealed copy in memory, " PLUGIN_ARG
+		         " in its messages",
+		         sv.plugin);
+	if (sv.cgroups != NULL)
+		log_info("each tenant's nbdkit runs in a cgroup of its own below %s (memory.max "
+		         "%" PRIu64 ", pids.max %" PRIu64 "; 0 is none)",
+		         cgroups_base(sv.cgroups), sv.limits.memory_max, sv.limits.pids_max);
 	sv.initialized = true;
 	return 0;
+}
+
+int supervise_event_fd(void)
+{
+	return sv.epoll_fd;
 }
 
 static struct tenant_proc *find(const char *tenant)
@@ -302,14 +385,61 @@ static void remove_tenant_file(const char *tenant, const char *leaf)
 		log_warning("remove %s: %m, ignoring", path);
 }
 
+/* Kill whatever runs in TENANT's cgroup, if there are cgroups: whatever its nbdkit forked,
+ * in a session of its own or not, ends with it. */
+static void end_cgroup(const char *tenant)
+{
+	int r;
+
+	if (sv.cgroups == NULL)
+		return;
+	r = cgroups_tenant_kill(sv.cgroups, tenant);
+	if (r < 0)
+		log_errno(LOG_WARNING, r,
+		          "tenant %s: end the processes in its cgroup: %m, ignoring", tenant);
+}
+
+/* Turn T's clients away (ON) while its nbdkit cannot start: supervise_reap closes each
+ * connection queued on its socket at once, instead of leaving it to wait for a server
+ * that keeps failing. Or stop, before an nbdkit takes the socket: it shares the
+ * socket's file description, so the socket is non-blocking only meanwhile. */
+static void turn_away(struct tenant_proc *t, bool on)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.fd = t->listen_fd};
+	int flags;
+
+	if (on == t->turning_away || t->listen_fd < 0)
+		return;
+	flags = fcntl(t->listen_fd, F_GETFL);
+	if (!on) {
+		epoll_ctl(sv.epoll_fd, EPOLL_CTL_DEL, t->listen_fd, &ev);
+		if (flags >= 0)
+			fcntl(t->listen_fd, F_SETFL, flags & ~O_NONBLOCK);
+		t->turning_away = false;
+		return;
+	}
+	/* Never watched while blocking: an accept would stop the daemon's loop. */
+	if (flags < 0 || fcntl(t->listen_fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+	    epoll_ctl(sv.epoll_fd, EPOLL_CTL_ADD, t->listen_fd, &ev) < 0) {
+		log_errno(LOG_WARNING, -errno, "tenant %s: turn its NBD clients away: %m, ignoring",
+		          t->name);
+		if (flags >= 0)
+			fcntl(t->listen_fd, F_SETFL, flags);
+		return;
+	}
+	t->turning_away = true;
+}
+
 /* Starting nbdkit: everything between fork and exec, in the child. */
 
 enum spawn_step {
+	STEP_CGROUP,
 	STEP_FDS,
 	STEP_SIGNALS,
 	STEP_SETSID,
 	STEP_DEVNULL,
 	STEP_CHDIR,
+	STEP_RLIMITS,
 	STEP_BOUNDING_SET,
 	STEP_SETGROUPS,
 	STEP_SETRESGID,
@@ -320,11 +450,13 @@ enum spawn_step {
 };
 
 static const char *const spawn_step_names[] = {
+    [STEP_CGROUP] = "join its cgroup",
     [STEP_FDS] = "set up fds",
     [STEP_SIGNALS] = "reset signals",
     [STEP_SETSID] = "setsid",
     [STEP_DEVNULL] = "open /dev/null",
     [STEP_CHDIR] = "chdir /",
+    [STEP_RLIMITS] = "set resource limits",
     [STEP_BOUNDING_SET] = "drop the capability bounding set",
     [STEP_SETGROUPS] = "setgroups",
     [STEP_SETRESGID] = "setresgid",
@@ -341,6 +473,9 @@ struct spawn_error {
 
 struct spawn_args {
 	int listen_fd;
+	int plugin_fd;               /* -1: none */
+	int cgroup_fd;               /* the tenant's cgroup.procs; -1: none */
+	struct rlimit nofile, nproc; /* nproc.rlim_max RLIM_INFINITY: left as it is */
 	uid_t uid;
 	gid_t gid;
 	bool keep_stderr;
@@ -379,26 +514,35 @@ static _Noreturn void child_exec(const struct spawn_args *a, int err_fd)
 	struct __user_cap_header_struct cap_header = {.version = _LINUX_CAPABILITY_VERSION_3};
 	struct __user_cap_data_struct cap_data[_LINUX_CAPABILITY_U32S_3] = {{0}};
 	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	struct rlimit no_core = {0, 0};
+	int fd, listen_fd, plugin_fd = -1, first, sig, cap;
 	sigset_t none;
-	int fd, sig, cap;
 
-	/* fds: the error pipe and the socket above LISTEN_FD first, so that neither is
-	 * overwritten, then the socket onto LISTEN_FD without close-on-exec, stdin and
-	 * stdout on /dev/null, stderr kept unless nbdkit logs to syslog, nothing else. */
-	err_fd = fcntl(err_fd, F_DUPFD_CLOEXEC, LISTEN_FD + 1);
+	/* Into the tenant's cgroup before anything else, so that all it starts is in there. */
+	if (a->cgroup_fd >= 0 && write(a->cgroup_fd, "0", 1) != 1)
+		child_fail(err_fd, STEP_CGROUP);
+
+	/* fds: the error pipe, the socket and the plugin above PLUGIN_FD first, so that
+	 * none is overwritten, then the socket onto LISTEN_FD and the plugin onto PLUGIN_FD
+	 * without close-on-exec, stdin and stdout on /dev/null, stderr kept unless nbdkit
+	 * logs to syslog, nothing else. */
+	err_fd = fcntl(err_fd, F_DUPFD_CLOEXEC, FIRST_FREE_FD);
 	if (err_fd < 0)
 		_exit(127);
-	fd = fcntl(a->listen_fd, F_DUPFD_CLOEXEC, LISTEN_FD + 1);
-	if (fd < 0 || dup2(fd, LISTEN_FD) < 0)
+	listen_fd = fcntl(a->listen_fd, F_DUPFD_CLOEXEC, FIRST_FREE_FD);
+	if (a->plugin_fd >= 0)
+		plugin_fd = fcntl(a->plugin_fd, F_DUPFD_CLOEXEC, FIRST_FREE_FD);
+	if (listen_fd < 0 || dup2(listen_fd, LISTEN_FD) < 0 ||
+	    (a->plugin_fd >= 0 && (plugin_fd < 0 || dup2(plugin_fd, PLUGIN_FD) < 0)))
 		child_fail(err_fd, STEP_FDS);
-	close(fd);
 	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		child_fail(err_fd, STEP_DEVNULL);
 	if (dup2(fd, STDIN_FILENO) < 0 || dup2(fd, STDOUT_FILENO) < 0 ||
 	    (!a->keep_stderr && dup2(fd, STDERR_FILENO) < 0))
 		child_fail(err_fd, STEP_FDS);
-	if ((err_fd > LISTEN_FD + 1 && close_range(LISTEN_FD + 1, (unsigned)err_fd - 1, 0) < 0) ||
+	first = a->plugin_fd >= 0 ? PLUGIN_FD + 1 : LISTEN_FD + 1;
+	if ((err_fd > first && close_range((unsigned)first, (unsigned)err_fd - 1, 0) < 0) ||
 	    close_range((unsigned)err_fd + 1, ~0U, 0) < 0)
 		child_fail(err_fd, STEP_FDS);
 
@@ -414,6 +558,11 @@ static _Noreturn void child_exec(const struct spawn_args *a, int err_fd)
 	if (chdir("/") < 0)
 		child_fail(err_fd, STEP_CHDIR);
 	umask(077);
+	/* Limits of its own on top of its cgroup's: no core dump of a tenant's data, fds
+	 * and processes bounded even without cgroups (its uid is its alone). */
+	if (setrlimit(RLIMIT_CORE, &no_core) < 0 || setrlimit(RLIMIT_NOFILE, &a->nofile) < 0 ||
+	    (a->nproc.rlim_max != RLIM_INFINITY && setrlimit(RLIMIT_NPROC, &a->nproc) < 0))
+		child_fail(err_fd, STEP_RLIMITS);
 
 	/* No capabilities, ever: nbdkit only reads and writes the fds it is handed. The
 	 * bounding set and ambient set go while we still may (CAP_SETPCAP); setresuid
@@ -450,16 +599,38 @@ static int spawn(struct tenant_proc *t)
 	char listen_pid[sizeof "LISTEN_PID=" + 12] = "LISTEN_PID=";
 	char *argv[10], *envp[] = {"PATH=" SAFE_PATH, "LISTEN_FDS=1", listen_pid, NULL};
 	struct spawn_args a = {.listen_fd = t->listen_fd,
+	                       .plugin_fd = sv.plugin_fd,
+	                       .cgroup_fd = -1,
+	                       .nofile = {NBDKIT_NOFILE, NBDKIT_NOFILE},
+	                       .nproc = {RLIM_INFINITY, RLIM_INFINITY},
 	                       .uid = t->nbd_uid,
 	                       .gid = t->nbd_gid,
 	                       .keep_stderr = !sv.syslog,
 	                       .argv = argv,
 	                       .envp = envp,
 	                       .listen_pid = listen_pid + strlen("LISTEN_PID=")};
+	CLEANUP_CLOSE int cgroup_fd = -1;
 	struct spawn_error e;
+	struct rlimit cur;
 	int pipe_fds[2], n = 0, r;
 	ssize_t got;
 	pid_t pid;
+
+	/* Whatever an nbdkit before it left goes first; this one starts in the cgroup. */
+	if (sv.cgroups != NULL) {
+		end_cgroup(t->name);
+		r = cgroups_tenant_prepare(sv.cgroups, t->name, &cgroup_fd);
+		if (r < 0)
+			return log_errno(LOG_ERR, r, "tenant %s: prepare its cgroup in %s: %m",
+			                 t->name, cgroups_base(sv.cgroups));
+		a.cgroup_fd = cgroup_fd;
+	}
+	/* Only lowered: raising a hard limit takes a capability the daemon dropped. */
+	if (getrlimit(RLIMIT_NOFILE, &cur) == 0 && cur.rlim_max < NBDKIT_NOFILE)
+		a.nofile.rlim_cur = a.nofile.rlim_max = cur.rlim_max;
+	if (sv.limits.pids_max != 0 && getrlimit(RLIMIT_NPROC, &cur) == 0)
+		a.nproc.rlim_cur = a.nproc.rlim_max =
+		    sv.limits.pids_max < cur.rlim_max ? sv.limits.pids_max : cur.rlim_max;
 
 	snprintf(tenant_arg, sizeof tenant_arg, "tenant=%s", t->name);
 	if (snprintf(broker_arg, sizeof broker_arg, "broker=%s", sv.broker) >=
@@ -470,11 +641,12 @@ static int spawn(struct tenant_proc *t)
 	argv[n++] = "-f";
 	if (sv.syslog)
 		argv[n++] = "--log=syslog";
-	argv[n++] = sv.plugin;
+	argv[n++] = sv.plugin_fd >= 0 ? PLUGIN_ARG : sv.plugin;
 	argv[n++] = tenant_arg;
 	argv[n++] = broker_arg;
 	argv[n] = NULL;
 
+	turn_away(t, false);
 	if (pipe2(pipe_fds, O_CLOEXEC) < 0)
 		return -errno;
 	pid = fork();
@@ -558,6 +730,32 @@ static bool ids_are(const char *status, const char *key, unsigned id)
 	       v[0] == id && v[1] == id && v[2] == id && v[3] == id;
 }
 
+/* Does process PID hold our plugin's copy at PLUGIN_FD, the same bytes (a daemon before
+ * this one made its own copy)? */
+static bool same_plugin(pid_t pid)
+{
+	char path[64], ours[16384], theirs[sizeof ours];
+	CLEANUP_CLOSE int fd = -1;
+	struct stat a, b;
+	off_t off = 0;
+	ssize_t n;
+
+	if (sv.plugin_fd < 0)
+		return false;
+	snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, PLUGIN_FD);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &a) < 0 || fstat(sv.plugin_fd, &b) < 0 || a.st_size != b.st_size)
+		return false;
+	if (a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+		return true;
+	while ((n = pread(sv.plugin_fd, ours, sizeof ours, off)) > 0) {
+		if (pread(fd, theirs, (size_t)n, off) != n || memcmp(ours, theirs, (size_t)n) != 0)
+			return false;
+		off += n;
+	}
+	return n == 0;
+}
+
 /* What is process PID (which the caller holds a pidfd on) to tenant T? */
 static enum inspection inspect(pid_t pid, const struct tenant_proc *t)
 {
@@ -588,7 +786,8 @@ static enum inspection inspect(pid_t pid, const struct tenant_proc *t)
 		tenant_ok |= strcmp(p, want) == 0;
 		snprintf(want, sizeof want, "broker=%s", sv.broker);
 		broker_ok |= strcmp(p, want) == 0;
-		plugin_ok |= strcmp(p, sv.plugin) == 0;
+		plugin_ok |=
+		    strcmp(p, sv.plugin) == 0 || (strcmp(p, PLUGIN_ARG) == 0 && same_plugin(pid));
 	}
 	if (!tenant_ok || !broker_ok)
 		return FOREIGN;
@@ -658,11 +857,16 @@ static void reap(int pidfd, siginfo_t *ret_info)
 		*ret_info = si;
 }
 
-/* Stop the process PIDFD: SIGTERM, then SIGKILL. */
-static void terminate(int pidfd)
+/* Stop TENANT's nbdkit PIDFD: SIGTERM, then SIGKILL, to it and to every process in its
+ * cgroup. */
+static void terminate(const char *tenant, int pidfd)
 {
-	if (pidfd_send_signal(pidfd, SIGTERM, NULL, 0) == 0 && !wait_exit(pidfd, STOP_TIMEOUT_MS) &&
-	    pidfd_send_signal(pidfd, SIGKILL, NULL, 0) == 0)
+	bool gone =
+	    pidfd_send_signal(pidfd, SIGTERM, NULL, 0) < 0 || wait_exit(pidfd, STOP_TIMEOUT_MS);
+
+	end_cgroup(tenant);
+	/* Also an nbdkit from before cgroups, which is not in its tenant's. */
+	if (!gone && pidfd_send_signal(pidfd, SIGKILL, NULL, 0) == 0)
 		wait_exit(pidfd, 1000);
 	reap(pidfd, NULL);
 }
@@ -671,7 +875,7 @@ static void stop_process(struct tenant_proc *t)
 {
 	if (t->pid == 0)
 		return;
-	terminate(t->pidfd);
+	terminate(t->name, t->pidfd);
 	close(t->pidfd);
 	t->pidfd = -1;
 	t->pid = 0;
@@ -726,11 +930,24 @@ static void adopt(struct tenant_proc *t)
 		t->pidfd = TAKE_FD(pidfd);
 		t->started_ms = now_ms();
 		log_info("tenant %s: adopted running nbdkit %d", t->name, (int)pid);
+		/* It keeps its cgroup, with today's limits; one from before cgroups moves in
+		 * (what it forked before stays where it is). */
+		if (sv.cgroups != NULL) {
+			int r = cgroups_tenant_adopt(sv.cgroups, t->name, pid);
+
+			if (r < 0)
+				log_errno(LOG_WARNING, r,
+				          "tenant %s: move nbdkit %d into its cgroup: %m, ignoring",
+				          t->name, (int)pid);
+			else if (r > 0)
+				log_notice("tenant %s: moved nbdkit %d into its cgroup", t->name,
+				           (int)pid);
+		}
 		return;
 	}
 	log_notice("tenant %s: nbdkit %d runs with another uid, gid or plugin, replacing it",
 	           t->name, (int)pid);
-	terminate(pidfd);
+	terminate(t->name, pidfd);
 }
 
 int supervise_start_tenant(const char *tenant, uid_t nbd_uid, gid_t nbd_gid, uid_t sock_uid,
@@ -807,6 +1024,7 @@ int supervise_stop_tenant(const char *tenant)
 {
 	struct tenant_proc **slot, *t;
 	bool stopped = false;
+	int r;
 
 	LOCKED;
 	if (!sv.initialized || !tp_name_valid(tenant))
@@ -818,6 +1036,7 @@ int supervise_stop_tenant(const char *tenant)
 	if (t != NULL) {
 		stopped = t->pid != 0;
 		stop_process(t);
+		turn_away(t, false);
 		if (t->listen_fd >= 0)
 			close(t->listen_fd);
 		*slot = t->next;
@@ -833,10 +1052,13 @@ int supervise_stop_tenant(const char *tenant)
 		snprintf(tmp.name, sizeof tmp.name, "%s", tenant);
 		pidfd = find_leftover(&tmp, &pid, &what);
 		if (pidfd >= 0) {
-			terminate(pidfd);
+			terminate(tenant, pidfd);
 			stopped = true;
 		}
 	}
+	/* Whatever is left in its cgroup goes with it, in either case. */
+	if (sv.cgroups != NULL && (r = cgroups_tenant_remove(sv.cgroups, tenant)) < 0)
+		log_errno(LOG_WARNING, r, "tenant %s: remove its cgroup: %m, ignoring", tenant);
 	remove_tenant_file(tenant, "nbd.sock");
 	remove_tenant_file(tenant, "nbdkit.pid");
 	if (stopped)
@@ -870,6 +1092,8 @@ void supervise_reap(void)
 			int64_t delay;
 
 			reap(t->pidfd, &si);
+			/* What it forked dies with it, before a restart or a wait. */
+			end_cgroup(t->name);
 			if (now - t->started_ms >= HEALTHY_MS)
 				t->failures = 0;
 			delay = t->failures == 0
@@ -879,13 +1103,27 @@ void supervise_reap(void)
 				delay = RESTART_DELAY_MAX_MS;
 			if (t->failures < 16)
 				t->failures++;
-			log_warning("tenant %s: nbdkit %d %s, restarting it in %" PRId64 " ms",
+			/* An error status is nbdkit failing to start (a plugin it cannot load, a
+			 * bad setting): nbdkit has said why, on the same log. */
+			t->start_failed =
+			    si.si_pid != 0 && si.si_code == CLD_EXITED && si.si_status != 0;
+			log_warning("tenant %s: nbdkit %d %s%s, restarting it in %" PRId64 " ms",
 			            t->name, (int)t->pid, how_it_ended(&si, how, sizeof how),
+			            t->start_failed ? " (nbdkit's own message before this says why)"
+			                            : "",
 			            delay);
 			close(t->pidfd);
 			t->pidfd = -1;
 			t->pid = 0;
 			t->restart_ms = now + delay;
+			if (t->start_failed && delay > 0) {
+				if (t->failures == 2)
+					log_error(
+					    "tenant %s: nbdkit does not start (plugin %s); its NBD "
+					    "clients are turned away until it does",
+					    t->name, sv.plugin);
+				turn_away(t, true);
+			}
 		}
 		if (t->pid == 0 && t->restart_ms != 0 && now >= t->restart_ms) {
 			int r = t->listen_fd >= 0 ? 0 : make_socket(t);
@@ -896,7 +1134,15 @@ void supervise_reap(void)
 				if (t->failures < 16)
 					t->failures++;
 				t->restart_ms = now + RESTART_DELAY_MAX_MS;
+				t->start_failed = true;
+				turn_away(t, true);
 			}
+		}
+		if (t->turning_away) {
+			int fd;
+
+			while ((fd = accept4(t->listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0)
+				close(fd);
 		}
 	}
 }
@@ -931,6 +1177,8 @@ const char *supervise_status(const char *tenant)
 		return "stopped";
 	if (t->pid != 0)
 		return "running";
+	if (t->turning_away)
+		return "failed";
 	return t->restart_ms != 0 ? "restarting" : "stopped";
 }
 
@@ -942,6 +1190,7 @@ void supervise_shutdown(void)
 
 		sv.procs = t->next;
 		/* Our copies only: nbdkit keeps its socket, pidfile and connections. */
+		turn_away(t, false);
 		if (t->listen_fd >= 0)
 			close(t->listen_fd);
 		if (t->pidfd >= 0)

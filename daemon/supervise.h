@@ -16,19 +16,34 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "cgroup.h"
+
 /* nbdkit finds a plugin given by short name in its own plugin directory. */
 #define SUPERVISE_PLUGIN_DEFAULT "thinproxy"
 
 struct supervise_config {
 	const char *run_dir; /* e.g. /run/thinproxy */
 	const char *nbdkit;  /* a path, or a name looked up in PATH; NULL: "nbdkit" */
-	const char *plugin;  /* NULL: SUPERVISE_PLUGIN_DEFAULT */
-	const char *broker;  /* the broker's socket, for the plugin's broker= */
-	bool syslog;         /* nbdkit --log=syslog; else it inherits the daemon's stderr */
+	/* NULL: SUPERVISE_PLUGIN_DEFAULT, which nbdkit finds itself. A path is read once,
+	 * here, into a sealed copy in memory that every nbdkit loads from its fd 4, so that
+	 * the file may be where the tenants' uids could not read it. */
+	const char *plugin;
+	const char *broker; /* the broker's socket, for the plugin's broker= */
+	bool syslog;        /* nbdkit --log=syslog; else it inherits the daemon's stderr */
+	/* Each nbdkit in a cgroup of its own below this (see cgroup.h: "auto" or a path);
+	 * NULL: no cgroups, and what an nbdkit forks may outlive it. */
+	const char *cgroup;
+	/* Per nbdkit, in its cgroup and as rlimits: pids_max is also its RLIMIT_NPROC. */
+	struct cgroup_limits limits;
 };
 
-/* Check and copy CFG (strings included), find nbdkit, make RUN_DIR/tenants. */
+/* Check and copy CFG (strings included), find nbdkit, read the plugin, take the cgroup,
+ * make RUN_DIR/tenants. */
 int supervise_init(const struct supervise_config *cfg);
+
+/* An fd for the daemon's loop: when it is readable, call supervise_reap() (a tenant's
+ * socket has clients to turn away, see supervise_status). */
+int supervise_event_fd(void);
 
 /* Make TENANT's nbdkit run: adopt a verified one left by an earlier daemon, or create
  * nbd.sock (mode 0660, owned by SOCK_UID:SOCK_GID) and start nbdkit as NBD_UID:NBD_GID
@@ -37,11 +52,13 @@ int supervise_init(const struct supervise_config *cfg);
 int supervise_start_tenant(const char *tenant, uid_t nbd_uid, gid_t nbd_gid, uid_t sock_uid,
                            gid_t sock_gid);
 
-/* Stop TENANT's nbdkit (SIGTERM, then SIGKILL after a few seconds), remove nbd.sock and
- * the pidfile. A tenant that is not running is fine. */
+/* Stop TENANT's nbdkit (SIGTERM, then SIGKILL after a few seconds, with cgroups to every
+ * process in its cgroup), remove its cgroup, nbd.sock and the pidfile. A tenant that is
+ * not running is fine. */
 int supervise_stop_tenant(const char *tenant);
 
-/* On SIGCHLD and periodically: notice nbdkits that died (ours and adopted ones) and
+/* On SIGCHLD, periodically, and when supervise_event_fd() is readable: notice nbdkits
+ * that died (ours and adopted ones), end whatever they left in their cgroups, and
  * restart them, at once the first time, then with a growing delay while they keep
  * dying. */
 void supervise_reap(void);
@@ -51,7 +68,10 @@ void supervise_reap(void);
  * adopted nbdkit runs (not our child: its death sends no SIGCHLD), -1 for no limit. */
 int supervise_next_reap_ms(void);
 
-/* "running", "restarting" (died, restart pending) or "stopped" (also: not supervised). */
+/* "running", "restarting" (died, restart pending), "failed" (the last ones could not
+ * start: they exited with an error status, twice or more in a row; until the next one
+ * runs, every client that connects to the tenant's socket is closed at once instead of
+ * waiting for a server that is not coming) or "stopped" (also: not supervised). */
 const char *supervise_status(const char *tenant);
 
 /* At daemon exit: forget everything, leave every nbdkit running (attached devices

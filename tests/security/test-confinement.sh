@@ -12,7 +12,7 @@
 # daemon or the other nbdkit; and the broker, asked by bob's nbdkit uid, hands over bob's
 # volumes and what alice granted bob (read-only as granted), never alice's own, and
 # answers nobody who runs no nbdkit. Last, what an nbdkit holds while a client uses a
-# volume: that volume's device and sockets, nothing else.
+# volume: that volume's device and sockets, the plugin's sealed copy, nothing else.
 . "$(dirname "$0")/../vm/functions.sh"
 requires curl jq setpriv qemu-io stat readlink losetup getent pgrep
 raw=$TP_BUILD/tests/vm/nbd-raw
@@ -209,8 +209,9 @@ done
 step "what an nbdkit holds while serving: its volume's device, its sockets, its own pipes"
 # fds PID VOLUME_ID TENANT: one word per fd of PID, sorted: null, stderr (the daemon's,
 # inherited), listen and conn (stream sockets bound to or accepted on TENANT's
-# nbd.sock), pipe (both ends held by PID), device (the dm device of thin id VOLUME_ID);
-# anything else is printed as it is and fails the comparison.
+# nbd.sock), pipe (both ends held by PID), device (the dm device of thin id VOLUME_ID),
+# plugin (fd 4: the daemon's sealed copy of the plugin, which nbdkit loaded); anything
+# else is printed as it is and fails the comparison.
 fds() {
 	local f t ino dev words=()
 	dev=$(stat -L -c '%t:%T' /dev/mapper/*-"$2")
@@ -228,6 +229,7 @@ fds() {
 			esac
 			;;
 		pipe:*) [ "$(ls -l /proc/"$1"/fd | grep -cF "$t")" = 2 ] && words+=(pipe) || words+=("$t") ;;
+		"/memfd:nbdkit-thinproxy-plugin.so (deleted)") [ "${f##*/}" = 4 ] && words+=(plugin) || words+=("$t") ;;
 		*) [ -b "$t" ] && [ "$(stat -L -c '%t:%T' "$t")" = "$dev" ] && words+=(device) || words+=("$t") ;;
 		esac
 	done
@@ -245,7 +247,7 @@ for ((i = 0; i < 600; i++)); do
 	has_device "$apid" && has_device "$bpid" && break
 	sleep 0.1
 done
-want="conn device listen null null pipe pipe pipe pipe stderr "
+want="conn device listen null null pipe pipe pipe pipe plugin stderr "
 [ "$(fds "$apid" "$a1_id" alice)" = "$want" ] || fail "alice's nbdkit holds: $(fds "$apid" "$a1_id" alice)"
 [ "$(fds "$bpid" "$b1_id" bob)" = "$want" ] || fail "bob's nbdkit holds: $(fds "$bpid" "$b1_id" bob)"
 kill $hold_a $hold_b 2>/dev/null

@@ -518,7 +518,19 @@ START_TEST(times_out_on_a_silent_server)
 
 	greeting(&s, NBD_FLAG_FIXED_NEWSTYLE);
 	r = run_ex(&s, "v", false, 100);
-	assert_fails(&r, -ETIMEDOUT, "in time");
+	assert_fails(&r, -ETIMEDOUT, "timed out waiting for an option reply from the server");
+}
+END_TEST
+
+/* Where the server never greets: the words of the reason read as English. */
+START_TEST(times_out_waiting_for_a_silent_servers_greeting)
+{
+	struct bytes s = {0};
+	struct run r;
+
+	r = run_ex(&s, "v", false, 100);
+	ck_assert_int_eq(r.r, -ETIMEDOUT);
+	ck_assert_str_eq(r.reason, "timed out waiting for the greeting from the server");
 }
 END_TEST
 
@@ -587,6 +599,7 @@ int main(void)
 	tcase_add_test(untrusted, rejects_endless_info_replies);
 	tcase_add_test(untrusted, reports_a_server_that_hangs_up_midway);
 	tcase_add_test(untrusted, times_out_on_a_silent_server);
+	tcase_add_test(untrusted, times_out_waiting_for_a_silent_servers_greeting);
 	tcase_add_test(untrusted, refuses_an_export_name_longer_than_an_nbd_string);
 	suite_add_tcase(s, ok);
 	suite_add_tcase(s, refusals);

@@ -1,6 +1,8 @@
 /* Unit tests for daemon/store.c on a real SQLite database in a temporary directory. */
 #include <check.h>
 #include <errno.h>
+#include <sqlite3.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -30,6 +32,30 @@ static void teardown(void)
 	store_close(st);
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	ck_assert_int_eq(system(cmd), 0);
+}
+
+/* Close the store and open it again, as a restarted daemon does. */
+static void reopen(void)
+{
+	char path[128];
+
+	store_close(st);
+	snprintf(path, sizeof path, "%s/db", dir);
+	ck_assert_int_eq(store_open(path, &st), 0);
+}
+
+/* Run SQL on the store's file behind its back (the store closed meanwhile). */
+static void exec_raw(const char *sql)
+{
+	char path[128];
+	sqlite3 *db;
+
+	store_close(st);
+	st = NULL;
+	snprintf(path, sizeof path, "%s/db", dir);
+	ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_close(db), SQLITE_OK);
 }
 
 static int64_t add_tenant(const char *name, uint32_t nbd_uid)
@@ -195,17 +221,74 @@ START_TEST(marks_a_legacy_stores_ids_for_checking)
 }
 END_TEST
 
-START_TEST(allocates_the_lowest_free_nbd_uid)
+START_TEST(never_reuses_a_removed_tenants_nbd_uid)
+{
+	uint32_t a, b, c;
+	int64_t id;
+
+	ck_assert_int_eq(store_tenant_next_nbd_uid(st, 5000, &a), 0);
+	ck_assert_uint_eq(a, 5000);
+	id = add_tenant("alice", a);
+	ck_assert_int_eq(store_tenant_next_nbd_uid(st, 5000, &b), 0);
+	ck_assert_uint_eq(b, 5001);
+	add_tenant("bob", b);
+	/* alice goes: her uid stays spent, also across a reopen of the store. */
+	ck_assert_int_eq(store_tenant_remove(st, id), 0);
+	reopen();
+	ck_assert_int_eq(store_tenant_next_nbd_uid(st, 5000, &c), 0);
+	ck_assert_uint_eq(c, 5002);
+}
+END_TEST
+
+START_TEST(spends_an_nbd_uid_even_when_no_tenant_takes_it)
+{
+	uint32_t a, b;
+
+	/* Asked for and never used (the add failed): never handed out again. */
+	ck_assert_int_eq(store_tenant_next_nbd_uid(st, 5000, &a), 0);
+	ck_assert_int_eq(store_begin(st), 0);
+	add_tenant("alice", a);
+	store_rollback(st);
+	ck_assert_int_eq(store_tenant_next_nbd_uid(st, 5000, &b), 0);
+	ck_assert_uint_eq(b, a + 1);
+}
+END_TEST
+
+START_TEST(follows_a_raised_nbd_uid_base_and_not_a_lowered_one)
 {
 	uint32_t uid;
 
-	ck_assert_int_eq(store_tenant_free_nbd_uid(st, 5000, &uid), 0);
+	ck_assert_int_eq(store_tenant_next_nbd_uid(st, 5000, &uid), 0);
 	ck_assert_uint_eq(uid, 5000);
+	ck_assert_int_eq(store_tenant_next_nbd_uid(st, 9000, &uid), 0);
+	ck_assert_uint_eq(uid, 9000);
+	ck_assert_int_eq(store_tenant_next_nbd_uid(st, 5000, &uid), 0);
+	ck_assert_uint_eq(uid, 9001);
+}
+END_TEST
+
+/* A store made before the counter: it starts above the highest nbd uid in use. */
+START_TEST(counts_on_above_the_highest_nbd_uid_of_an_older_store)
+{
+	uint32_t uid;
+
 	add_tenant("a", 5000);
-	add_tenant("b", 5001);
+	add_tenant("b", 5007);
 	add_tenant("c", 5003);
-	ck_assert_int_eq(store_tenant_free_nbd_uid(st, 5000, &uid), 0);
-	ck_assert_uint_eq(uid, 5002);
+	exec_raw("DELETE FROM meta WHERE key = 'next_nbd_uid'");
+	reopen();
+	ck_assert_int_eq(store_tenant_next_nbd_uid(st, 5000, &uid), 0);
+	ck_assert_uint_eq(uid, 5008);
+}
+END_TEST
+
+START_TEST(runs_out_of_nbd_uids_below_the_invalid_uid)
+{
+	uint32_t uid;
+
+	ck_assert_int_eq(store_tenant_next_nbd_uid(st, UINT32_MAX - 1, &uid), 0);
+	ck_assert_uint_eq(uid, UINT32_MAX - 1);
+	ck_assert_int_eq(store_tenant_next_nbd_uid(st, 5000, &uid), -ENOSPC);
 }
 END_TEST
 
@@ -533,10 +616,14 @@ int main(void)
 	tcase_add_test(tc, never_hands_out_a_foreign_thin_id);
 	tcase_add_test(tc, reports_no_free_thin_id_when_all_are_taken);
 	tcase_add_test(tc, marks_a_legacy_stores_ids_for_checking);
-	tcase_add_test(tc, allocates_the_lowest_free_nbd_uid);
 	tcase_add_test(tc, lists_volumes_in_a_state);
 	tcase_add_test(tc, keeps_one_change_record);
 	tcase_add_test(tc, keeps_a_pairing_until_cleared);
+	tcase_add_test(tc, never_reuses_a_removed_tenants_nbd_uid);
+	tcase_add_test(tc, spends_an_nbd_uid_even_when_no_tenant_takes_it);
+	tcase_add_test(tc, follows_a_raised_nbd_uid_base_and_not_a_lowered_one);
+	tcase_add_test(tc, counts_on_above_the_highest_nbd_uid_of_an_older_store);
+	tcase_add_test(tc, runs_out_of_nbd_uids_below_the_invalid_uid);
 	tcase_add_test(tc, rolls_back_an_uncommitted_transaction);
 	tcase_add_test(tc, keeps_an_unsynced_commit_like_any_other);
 	tcase_add_test(tc, syncs_every_commit_but_the_unsynced_ones);

@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -79,12 +81,20 @@ int ops_pool_status(struct pool_view *ret_view)
 	return 0;
 }
 
-static void init_supervise(const char *program)
+static void init_supervise_with(const char *program, const char *plugin_path)
 {
-	struct supervise_config cfg = {
-	    .run_dir = run_dir, .nbdkit = program, .plugin = plugin, .broker = broker_sock};
+	struct supervise_config cfg = {.run_dir = run_dir,
+	                               .nbdkit = program,
+	                               .plugin = plugin_path,
+	                               .broker = broker_sock,
+	                               .limits = {.pids_max = 512}};
 
 	ck_assert_int_eq(supervise_init(&cfg), 0);
+}
+
+static void init_supervise(const char *program)
+{
+	init_supervise_with(program, plugin);
 }
 
 static void write_volume(const char *tenant, int fill)
@@ -375,17 +385,135 @@ START_TEST(backs_off_while_nbdkit_keeps_dying)
 	 * only the delays the supervisor sets are looked at. The first death: restarted
 	 * at once, in the reap that sees it. */
 	wait_restart("alice", pidfile("alice"));
-	/* The second: put off by 250 ms (the reap that sees it leaves it "restarting"). */
-	wait_status("alice", "restarting");
+	/* The second: put off by 250 ms. It exits 1, as nbdkit does when it cannot start:
+	 * failed, not restarting. */
+	wait_status("alice", "failed");
 	ms = supervise_next_reap_ms();
 	ck_assert_msg(ms <= 250, "next restart in %d ms", ms);
+	supervise_reap();
+	ck_assert_str_eq(supervise_status("alice"), "failed");
 	usleep((useconds_t)ms * 1000 + 1000);
 	supervise_reap();
 	ck_assert_str_eq(supervise_status("alice"), "running");
 	/* The third: put off by 500 ms. */
-	wait_status("alice", "restarting");
+	wait_status("alice", "failed");
 	ms = supervise_next_reap_ms();
 	ck_assert_msg(ms > 250 && ms <= 500, "next restart in %d ms", ms);
+}
+END_TEST
+
+/* Whether the fd FD is readable within MS milliseconds. */
+static bool readable(int fd, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+
+	return poll(&p, 1, ms) == 1;
+}
+
+/* An nbdkit that cannot start: a client of its socket is closed at once, not left to
+ * wait for a server that does not come; once one runs, clients wait for it again. */
+START_TEST(turns_clients_away_while_nbdkit_cannot_start)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	char path[PATH_MAX], c;
+	int fd, queued;
+
+	if (skip)
+		return;
+	supervise_shutdown();
+	init_supervise("/bin/false");
+	ck_assert_int_eq(supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID),
+	                 0);
+	socket_path("alice", path, sizeof path);
+	ck_assert_uint_lt(strlen(path), sizeof sa.sun_path);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	/* A client queued before the failures are known is turned away with the rest. */
+	queued = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(connect(queued, (struct sockaddr *)&sa, sizeof sa), 0);
+	wait_restart("alice", pidfile("alice")); /* first death: restarted at once */
+	wait_status("alice", "failed");          /* second: failed */
+	ck_assert(readable(queued, 5000));
+	ck_assert_int_eq(read(queued, &c, 1), 0);
+	close(queued);
+
+	/* One that connects now wakes the daemon's loop, which closes it. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	ck_assert(readable(supervise_event_fd(), 5000));
+	supervise_reap();
+	ck_assert(readable(fd, 5000));
+	ck_assert_int_eq(read(fd, &c, 1), 0);
+	close(fd);
+
+	/* A restart that works (here: nbdkit is back) serves clients again. */
+	supervise_shutdown();
+	init_supervise(nbdkit);
+	ck_assert_int_eq(supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID),
+	                 0);
+	ck_assert_str_eq(supervise_status("alice"), "running");
+	ck_assert_int_eq(read_through("alice"), 0xa1);
+}
+END_TEST
+
+/* The plugin where no tenant's uid may read it: a clone in a private home directory. */
+START_TEST(loads_a_plugin_no_tenant_uid_could_read)
+{
+	char private_dir[PATH_MAX], copy[PATH_MAX + 32], cmd[4 * PATH_MAX];
+
+	if (skip)
+		return;
+	snprintf(private_dir, sizeof private_dir, "%s/private", dir);
+	ck_assert_int_eq(mkdir(private_dir, 0700), 0);
+	snprintf(copy, sizeof copy, "%s/nbdkit-thinproxy-plugin.so", private_dir);
+	snprintf(cmd, sizeof cmd, "cp %s %s && chmod 0600 %s", plugin, copy, copy);
+	ck_assert_int_eq(system(cmd), 0);
+	supervise_shutdown();
+	init_supervise_with(nbdkit, copy);
+	ck_assert_int_eq(supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID),
+	                 0);
+	started("alice");
+	ck_assert_int_eq(read_through("alice"), 0xa1);
+	/* A daemon after this one adopts it, with a copy of its own of the same plugin. */
+	supervise_shutdown();
+	init_supervise_with(nbdkit, copy);
+	ck_assert_int_eq(supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID),
+	                 0);
+	ck_assert_str_eq(supervise_status("alice"), "running");
+	ck_assert_int_eq(read_through("alice"), 0xa1);
+}
+END_TEST
+
+/* The "Max ..." line of /proc/PID/limits, its soft and hard limits as "SOFT HARD". */
+static const char *limit(pid_t pid, const char *name, char *buf, size_t size)
+{
+	char path[64], line[256], soft[32], hard[32];
+	size_t n = strlen(name);
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/limits", (int)pid);
+	f = fopen(path, "re");
+	ck_assert_ptr_nonnull(f);
+	buf[0] = '\0';
+	while (fgets(line, sizeof line, f))
+		if (strncmp(line, name, n) == 0 && sscanf(line + n, "%31s %31s", soft, hard) == 2)
+			snprintf(buf, size, "%s %s", soft, hard);
+	fclose(f);
+	return buf;
+}
+
+START_TEST(runs_nbdkit_with_its_resource_limits)
+{
+	char buf[64];
+	pid_t pid;
+
+	if (skip)
+		return;
+	ck_assert_int_eq(supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID),
+	                 0);
+	pid = started("alice");
+	ck_assert_str_eq(limit(pid, "Max core file size", buf, sizeof buf), "0 0");
+	ck_assert_str_eq(limit(pid, "Max open files", buf, sizeof buf), "4096 4096");
+	ck_assert_str_eq(limit(pid, "Max processes", buf, sizeof buf), "512 512");
 }
 END_TEST
 
@@ -592,6 +720,9 @@ int main(void)
 	tcase_add_test(tc, never_runs_nbdkit_as_root);
 	tcase_add_test(tc, restarts_a_killed_nbdkit_on_the_same_socket);
 	tcase_add_test(tc, backs_off_while_nbdkit_keeps_dying);
+	tcase_add_test(tc, turns_clients_away_while_nbdkit_cannot_start);
+	tcase_add_test(tc, loads_a_plugin_no_tenant_uid_could_read);
+	tcase_add_test(tc, runs_nbdkit_with_its_resource_limits);
 	tcase_add_test(tc, says_when_the_next_restart_is_due);
 	tcase_add_test(tc, leaves_nbdkit_running_and_adopts_it_after_a_restart);
 	tcase_add_test(tc, nbdkit_outlives_a_killed_supervisor);

@@ -3,8 +3,9 @@
 # parent's file, the committed origin refuses writes, bob cannot reach alice's volume,
 # the pool is shown), and leaves nothing behind: no daemon, nbdkit, keeper or container,
 # no connected NBD device, no device-mapper device, no loop device, no work directory.
-# Then the same after an interrupt (SIGINT, as Ctrl-C sends it) with a file system
-# mounted in alice's container.
+# It runs from a copy in a directory of mode 0700, as a clone in root's home or under
+# mktemp -d is, where no tenant's nbdkit uid may read the plugin. Then the same after an
+# interrupt (SIGINT, as Ctrl-C sends it) with a file system mounted in alice's container.
 . "$(dirname "$0")/functions.sh"
 requires perl nbdinfo jq dmsetup losetup pgrep
 demo=$TP_SRC/demo/demo.sh
@@ -33,9 +34,14 @@ nothing_left() {
 # has PATTERN: the demo's last output has a line matching PATTERN (extended regex).
 has() { grep -Eq "$1" "$out" || fail "the demo's output lacks '$1'"; }
 
-step "the whole demo"
+step "the whole demo, from a copy of the demo and the build in a directory of mode 0700"
+clone=$(mktemp -d)
+cleanup "rm -rf $clone"
+mkdir "$clone/demo" "$clone/build"
+cp "$demo" "$clone/demo/"
+cp "$TP_BUILD"/{thinproxyd,thinproxy,nbdkit-thinproxy-plugin.so} "$clone/build/"
 rc=0
-"$demo" >"$out" 2>&1 || rc=$?
+TP_BUILD=$clone/build "$clone/demo/demo.sh" >"$out" 2>&1 || rc=$?
 cat "$out"
 [ "$rc" = 0 ] || fail "demo/demo.sh exited $rc"
 grep -q '^This kernel' "$out" && fail "the demo thought the guest's kernel lacked dm-thin or nbd"

@@ -39,8 +39,10 @@ static int show_progress(struct json_object *image, void *opaque)
 	char done_text[32], size_text[32];
 	uint64_t done, size;
 
+	/* The admin socket names images by reference: images/NAME. */
 	if (!json_object_object_get_ex(image, "name", &o) ||
-	    strcmp(json_object_get_string(o), p->name) != 0 ||
+	    strncmp(json_object_get_string(o), "images/", 7) != 0 ||
+	    strcmp(json_object_get_string(o) + 7, p->name) != 0 ||
 	    !json_object_object_get_ex(image, "imported", &o))
 		return 0;
 	done = (uint64_t)json_object_get_int64(o);

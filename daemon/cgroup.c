@@ -479,6 +479,42 @@ static int populated(int dirfd)
 	return p[strlen("populated ")] == '1';
 }
 
+int cgroups_tenant_for_each_pid(struct cgroups *cg, const char *tenant,
+                                int (*fn)(pid_t pid, void *opaque), void *opaque)
+{
+	CLEANUP_FREE char *procs = NULL;
+	size_t size = 64 * 1024;
+	char name[128], *line, *save = NULL;
+	int r;
+
+	r = tenant_file(tenant, "cgroup.procs", name, sizeof name);
+	if (r < 0)
+		return r;
+	procs = malloc(size);
+	if (procs == NULL)
+		return -ENOMEM;
+	/* pids.max bounds the list: a few thousand pids fit. */
+	r = read_at(cg->base_fd, name, procs, size);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	for (line = strtok_r(procs, "\n", &save); line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char *end;
+		long pid;
+
+		errno = 0;
+		pid = strtol(line, &end, 10);
+		if (errno != 0 || *end != '\0' || pid <= 0 || pid > INT_MAX)
+			continue;
+		r = fn((pid_t)pid, opaque);
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}
+
 int cgroups_tenant_kill(struct cgroups *cg, const char *tenant)
 {
 	char dir[128];

@@ -51,6 +51,10 @@ int cgroups_tenant_adopt(struct cgroups *cg, const char *tenant, pid_t pid);
 /* Kill every process in TENANT's cgroup and wait until none is left (-ETIMEDOUT after a
  * few seconds). No cgroup, or an empty one, is fine. */
 int cgroups_tenant_kill(struct cgroups *cg, const char *tenant);
+/* Call FN with each process in TENANT's cgroup (none if it has no cgroup); a return
+ * other than 0 from FN stops the walk and is returned. */
+int cgroups_tenant_for_each_pid(struct cgroups *cg, const char *tenant,
+                                int (*fn)(pid_t pid, void *opaque), void *opaque);
 /* cgroups_tenant_kill, then remove the cgroup. */
 int cgroups_tenant_remove(struct cgroups *cg, const char *tenant);
 

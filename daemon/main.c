@@ -130,6 +130,11 @@ static void tenant_down(const char *name)
 		log_errno(LOG_WARNING, -errno, "rmdir %s: %m, ignoring", dir);
 }
 
+static int tenant_release(const char *name, dev_t devnum)
+{
+	return supervise_release_device(name, devnum);
+}
+
 static const char *tenant_nbd_state(const char *name)
 {
 	return supervise_status(name);
@@ -342,6 +347,7 @@ static int run(void)
 	oc.nbd_uid_base = cfg.nbd_uid_base;
 	oc.tenant_up = tenant_up;
 	oc.tenant_down = tenant_down;
+	oc.tenant_release = tenant_release;
 	oc.tenant_nbd_state = tenant_nbd_state;
 	r = ops_init(store, pool, &oc);
 	if (r < 0)

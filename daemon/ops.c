@@ -1425,17 +1425,41 @@ static int grant_target(const struct grant_view *g, struct volume *ret_volume,
 	return r < 0 ? internal(r, "read volume") : 0;
 }
 
+/* After a grant of V to tenant TO is revoked or made read-only: whatever TO's nbdkit has
+ * open of V is closed. An fd handed over cannot be taken back, so the nbdkit goes (and
+ * comes back at once for the tenant's other volumes). */
+static void release_grant(const struct volume *v, const struct tenant *to)
+{
+	struct thin_status ts;
+	int r;
+
+	if (pool_thin_status(ops.pool, v->thin_id, &ts) < 0 || !ts.active || !ts.open_count ||
+	    ops.cfg.tenant_release == NULL)
+		return;
+	r = ops.cfg.tenant_release(to->name, ts.devnum);
+	if (r < 0)
+		log_errno(
+		    LOG_ERR, r,
+		    "tenant %s: end its connections to %s (revoked): %m; they stay open until "
+		    "its nbdkit restarts",
+		    to->name, v->name);
+	else if (r > 0)
+		log_info("tenant %s: connections to revoked volume %s ended", to->name, v->name);
+}
+
 int ops_grant(const struct grant_view *g)
 {
 	struct volume v;
 	struct tenant to;
-	struct grant gr;
+	struct grant gr, old;
+	bool downgrade;
 	int r;
 
 	LOCKED;
 	r = grant_target(g, &v, &to);
 	if (r < 0)
 		return r;
+	downgrade = store_grant_get(ops.store, v.id, to.id, &old) == 0 && old.write && !g->write;
 	gr.volume_id = v.id;
 	gr.tenant_id = to.id;
 	gr.write = g->write;
@@ -1444,6 +1468,8 @@ int ops_grant(const struct grant_view *g)
 		return internal(r, "grant");
 	log_info("granted %s/%s to %s (%s)", g->owner, g->volume, g->to,
 	         g->write ? "read-write" : "read-only");
+	if (downgrade)
+		release_grant(&v, &to);
 	return 0;
 }
 
@@ -1463,6 +1489,7 @@ int ops_revoke(const struct grant_view *g)
 	if (r < 0)
 		return internal(r, "revoke");
 	log_info("revoked %s/%s from %s", g->owner, g->volume, g->to);
+	release_grant(&v, &to);
 	return 0;
 }
 

@@ -58,6 +58,9 @@ struct ops_config {
 	 * sockets and its nbdkit. A failing tenant_up makes the tenant add fail. */
 	int (*tenant_up)(const struct tenant *t);
 	void (*tenant_down)(const char *name);
+	/* Revoking: end every connection of tenant NAME's nbdkit if it holds the block
+	 * device DEVNUM open (1 if it did). */
+	int (*tenant_release)(const char *name, dev_t devnum);
 	/* "running"/"stopped" for a tenant's nbdkit. */
 	const char *(*tenant_nbd_state)(const char *name);
 };
@@ -177,7 +180,10 @@ int ops_image_list(struct image_view **ret_views, size_t *ret_n);
 void ops_image_views_free(struct image_view *views, size_t n);
 int ops_image_remove(const char *name);
 
+/* Grant G. Turning a write grant into a read grant takes the write away as a revoke does. */
 int ops_grant(const struct grant_view *g);
+/* Revoke G: the grantee can no longer open the volume, and whatever it has open of it is
+ * closed (its nbdkit restarted if it holds the volume). Snapshots it made stay its own. */
 int ops_revoke(const struct grant_view *g);
 int ops_grant_list(struct grant_view **ret_views, size_t *ret_n);
 

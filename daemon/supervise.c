@@ -1,4 +1,5 @@
 /* Supervision of the tenants' nbdkits (see supervise.h). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -1018,6 +1019,65 @@ int supervise_start_tenant(const char *tenant, uid_t nbd_uid, gid_t nbd_gid, uid
 		free(t);
 	}
 	return r;
+}
+
+/* Whether process PID has the block device *(dev_t *)OPAQUE open: 1 if so (which stops
+ * the walk), 0 if not or it is gone. */
+static int holds_device(pid_t pid, void *opaque)
+{
+	dev_t devnum = *(dev_t *)opaque;
+	char path[64];
+	struct dirent *e;
+	struct stat st;
+	DIR *d;
+	int found = 0;
+
+	snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	if (d == NULL)
+		return 0;
+	while (!found && (e = readdir(d)) != NULL)
+		found = fstatat(dirfd(d), e->d_name, &st, 0) == 0 && S_ISBLK(st.st_mode) &&
+		        st.st_rdev == devnum;
+	closedir(d);
+	return found;
+}
+
+int supervise_release_device(const char *tenant, dev_t devnum)
+{
+	struct tenant_proc *t;
+	int held, r;
+
+	LOCKED;
+	t = find(tenant);
+	if (t == NULL || t->pid == 0)
+		return 0;
+	if (sv.cgroups != NULL)
+		held = cgroups_tenant_for_each_pid(sv.cgroups, t->name, holds_device, &devnum);
+	else
+		held = holds_device(t->pid, &devnum);
+	if (held <= 0)
+		return held;
+	/* A process cannot be made to give an fd back: all of it goes, now, and a new
+	 * nbdkit serves the tenant's other volumes on the same socket. */
+	log_notice("tenant %s: its nbdkit holds a device it may no longer open: restarting it, "
+	           "which ends its connections",
+	           t->name);
+	if (sv.cgroups != NULL)
+		end_cgroup(t->name);
+	else
+		pidfd_send_signal(t->pidfd, SIGKILL, NULL, 0);
+	wait_exit(t->pidfd, STOP_TIMEOUT_MS);
+	reap(t->pidfd, NULL);
+	close(t->pidfd);
+	t->pidfd = -1;
+	t->pid = 0;
+	r = spawn(t);
+	if (r < 0) {
+		t->restart_ms = now_ms() + RESTART_DELAY_MIN_MS;
+		return r;
+	}
+	return 1;
 }
 
 int supervise_stop_tenant(const char *tenant)

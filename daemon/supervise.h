@@ -57,6 +57,12 @@ int supervise_start_tenant(const char *tenant, uid_t nbd_uid, gid_t nbd_gid, uid
  * not running is fine. */
 int supervise_stop_tenant(const char *tenant);
 
+/* If a process of TENANT's nbdkit holds the block device DEVNUM open, end them all (its
+ * cgroup) and start a new nbdkit on the same socket at once: every connection it served
+ * ends, and clients reconnect to what they may still open. Returns 1 if it did, 0 if none
+ * held the device. For revoking a grant: an fd handed over cannot be taken back. */
+int supervise_release_device(const char *tenant, dev_t devnum);
+
 /* On SIGCHLD, periodically, and when supervise_event_fd() is readable: notice nbdkits
  * that died (ours and adopted ones), end whatever they left in their cgroups, and
  * restart them, at once the first time, then with a growing delay while they keep

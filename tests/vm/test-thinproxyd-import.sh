@@ -11,12 +11,12 @@ cleanup "cp $daemon_log $TP_RESULTS/"
 M=$((1 << 20))
 modprobe dm-delay
 
-# A 64 MiB source that takes 600 ms per read of up to 1 MiB (64 reads: about 40 s, more
-# than the plugin's 30 s wait for the broker).
+# A 64 MiB source that delays every read by 1.5 s: the copy takes a minute or more, longer
+# than the plugin's 30 s wait for the broker.
 head -c $((64 * M)) /dev/urandom >"$scratch/src"
 src_loop=$(losetup --find --show --read-only "$scratch/src")
 cleanup "losetup -d $src_loop"
-dmsetup create tp-slow --readonly --table "0 $((64 * M / 512)) delay $src_loop 0 600"
+dmsetup create tp-slow --readonly --table "0 $((64 * M / 512)) delay $src_loop 0 1500"
 cleanup "dmsetup remove tp-slow"
 
 start_daemon
@@ -35,11 +35,15 @@ import_pid=$!
 # importing: the admin socket says the image is being imported (and how far).
 importing() {
 	admin_api GET /v1/images
-	[ "$(field '.images[] | select(.name == "slow") | .state')" = importing ]
+	[ "$(field '.images[] | select(.name == "images/slow") | .state')" = importing ]
 }
-for ((i = 0; i < 300; i++)); do importing && break; sleep 0.1; done
+for ((i = 0; i < 600; i++)); do
+	importing && break
+	kill -0 "$import_pid" 2>/dev/null || break
+	sleep 0.1
+done
 importing || fail "the import never showed as importing: $body"
-echo "while importing: $(field '.images[] | select(.name == "slow") | "\(.imported) of \(.size)"')"
+echo "while importing: $(field '.images[] | select(.name == "images/slow") | "\(.imported) of \(.size)"')"
 
 step "bob opens, lists and copies his export during the import"
 start=$SECONDS
@@ -57,10 +61,10 @@ admin_api DELETE /v1/images/slow
 expect 409 busy
 
 wait "$import_pid" || fail "the import failed: $(cat "$scratch/import.tty")"
-grep -q "image import slow: .* of 64.0M" "$scratch/import.tty" ||
+grep -q "image import slow: .* of 64M" "$scratch/import.tty" ||
 	fail "no progress shown: $(tr '\r' '\n' <"$scratch/import.tty")"
 admin_api GET /v1/images
-[ "$(field '.images[] | select(.name == "slow") | .state')" = image ] || fail "not imported: $body"
+[ "$(field '.images[] | select(.name == "images/slow") | .state')" = image ] || fail "not imported: $body"
 admin_api POST /v1/images/slow/publish '{"all":true}'
 expect 200
 nbdcopy "nbd+unix:///images/slow?socket=$bsock" "$scratch/slow.out"
@@ -71,7 +75,7 @@ step "kill -9 during an import: the next start removes it, nothing leaks"
 	>/dev/null 2>&1 &
 for ((i = 0; i < 300; i++)); do
 	admin_api GET /v1/images
-	[ "$(field '.images[] | select(.name == "again") | .imported')" -gt 0 ] 2>/dev/null && break
+	[ "$(field '.images[] | select(.name == "images/again") | .imported')" -gt 0 ] 2>/dev/null && break
 	sleep 0.1
 done
 kill -9 "$daemon_pid"
@@ -80,7 +84,7 @@ start_daemon
 grep -q "removed image again, whose import was interrupted" "$daemon_log" ||
 	fail "the interrupted import was not removed"
 admin_api GET /v1/images
-[ -z "$(field '.images[] | select(.name == "again") | .name')" ] || fail "the half import is listed: $body"
+[ -z "$(field '.images[] | select(.name == "images/again") | .name')" ] || fail "the half import is listed: $body"
 
 stop_daemon
 sqlite3 "$state_dir/thinproxy.db" "SELECT thin_id FROM volumes UNION SELECT thin_id FROM foreign_thin_ids ORDER BY 1" >"$scratch/store-ids"

@@ -464,6 +464,21 @@ static const char *space(struct json_object *pool, const char *key, char *buf, s
 		         (double)used * 100.0 / (double)total);
 	else
 		snprintf(buf, len, "%s of %s used", used_text, total_text);
+	/* The metadata's: its state, and what it may grow to. */
+	struct json_object *state = member(o, "state");
+	uint64_t limit;
+	size_t n = strlen(buf);
+
+	if (state != NULL && json_object_is_type(state, json_type_string))
+		snprintf(buf + n, len - n, ", %s%s", json_object_get_string(state),
+		         strcmp(json_object_get_string(state), "full") == 0
+		             ? ": new volumes refused"
+		             : "");
+	n = strlen(buf);
+	if (member_u64(o, "limit", &limit) && limit > total) {
+		tp_format_size(limit, total_text, sizeof total_text);
+		snprintf(buf + n, len - n, ", grows to %s", total_text);
+	}
 	return buf;
 }
 

@@ -215,7 +215,8 @@ START_TEST(shows_pool_space_with_percentages)
 	struct json_object *p =
 	    parse("{\"name\": \"thinproxy-pool\", \"transaction_id\": 42, \"block_size\": 65536,"
 	          " \"data\": {\"used\": 1610612736, \"total\": 107374182400},"
-	          " \"metadata\": {\"used\": 1048576, \"total\": 134217728},"
+	          " \"metadata\": {\"used\": 1048576, \"total\": 134217728,"
+	          " \"limit\": 1073741824, \"state\": \"ok\"},"
 	          " \"mode\": \"out_of_data_space\", \"needs_check\": false,"
 	          " \"min_free\": 10737418240, \"volumes\": 12}");
 	CLEANUP_FREE char *text = CAPTURE(print_pool(f, p));
@@ -223,12 +224,25 @@ START_TEST(shows_pool_space_with_percentages)
 	ck_assert_str_eq(text, "name:            thinproxy-pool\n"
 	                       "mode:            out_of_data_space\n"
 	                       "data:            1.5G of 100G used (1.5%)\n"
-	                       "metadata:        1M of 128M used (0.8%)\n"
+	                       "metadata:        1M of 128M used (0.8%), ok, grows to 1G\n"
 	                       "volumes:         12\n"
 	                       "block size:      64K\n"
 	                       "min free:        10G\n"
 	                       "needs check:     no\n"
 	                       "transaction id:  42\n");
+	json_object_put(p);
+}
+END_TEST
+
+START_TEST(says_when_full_metadata_refuses_new_volumes)
+{
+	struct json_object *p =
+	    parse("{\"name\": \"p\", \"metadata\": {\"used\": 3355443, \"total\": 4194304,"
+	          " \"limit\": 4194304, \"state\": \"full\"}}");
+	CLEANUP_FREE char *text = CAPTURE(print_pool(f, p));
+
+	ck_assert_ptr_nonnull(strstr(text, "metadata:        3.2M of 4M used (80.0%), full: new "
+	                                   "volumes refused\n"));
 	json_object_put(p);
 }
 END_TEST
@@ -415,6 +429,7 @@ int main(void)
 	tcase_add_test(tc, details_a_volume_with_exact_bytes_and_admin_fields);
 	tcase_add_test(tc, shows_usage_against_quotas_and_null_as_no_limit);
 	tcase_add_test(tc, shows_pool_space_with_percentages);
+	tcase_add_test(tc, says_when_full_metadata_refuses_new_volumes);
 	tcase_add_test(tc, lists_tenants_with_a_dash_for_unlimited_quotas);
 	tcase_add_test(tc, details_a_tenant_with_its_quotas);
 	tcase_add_test(tc, lists_images_with_whom_they_are_published_to);

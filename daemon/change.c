@@ -164,6 +164,27 @@ static int pool_writable(void)
 	return st.read_only || st.needs_check ? -EROFS : 0;
 }
 
+/* The pool has thin id ID and no volume does: say so once, where it is found. */
+static void log_foreign(uint32_t id)
+{
+	log_warning("thin id %" PRIu32 " exists in pool %s but belongs to no volume: leaving it "
+	            "alone, never using it",
+	            id, pool_name(chg.pool));
+}
+
+/* Whether thin id ID is free in the pool: 0 if so, 1 if the pool has it (then it is
+ * recorded as foreign), -errno if the pool cannot say. */
+static int probe_id(uint32_t id)
+{
+	int r = pool_thin_exists(chg.pool, id);
+
+	if (r <= 0)
+		return r;
+	log_foreign(id);
+	r = store_thin_id_add_foreign(chg.store, id);
+	return r < 0 ? r : 1;
+}
+
 /* A thin id for a create, inside the intent's transaction: the counter's next, unless the
  * pool has it (then it is foreign and the next one is taken). */
 static int allocate_thin_id(uint32_t *ret_id)
@@ -180,18 +201,12 @@ static int allocate_thin_id(uint32_t *ret_id)
 			break;
 		/* Below the legacy mark, after the counter went round: an older thinproxy may
 		 * have left a device at this id. */
-		r = pool_thin_exists(chg.pool, id);
+		r = probe_id(id);
 		if (r < 0)
 			return log_errno(LOG_ERR, r, "ask pool %s about thin id %" PRIu32 ": %m",
 			                 pool_name(chg.pool), id);
 		if (r == 0)
 			break;
-		log_warning("thin id %" PRIu32 " exists in pool %s but belongs to no volume: "
-		            "leaving it alone, never using it",
-		            id, pool_name(chg.pool));
-		r = store_thin_id_add_foreign(chg.store, id);
-		if (r < 0)
-			return r;
 	}
 	*ret_id = id;
 	return 0;
@@ -233,9 +248,7 @@ static int drop_foreign(struct volume *v)
 {
 	int r;
 
-	log_warning("thin id %" PRIu32 " exists in pool %s but belongs to no volume: leaving it "
-	            "alone, never using it",
-	            v->thin_id, pool_name(chg.pool));
+	log_foreign(v->thin_id);
 	r = store_begin(chg.store);
 	if (r == 0)
 		r = store_volume_remove(chg.store, v->id);
@@ -515,17 +528,11 @@ static int check_legacy_ids(void)
 	if (r < 0 || mark == 0)
 		return r;
 	for (id = mark; id <= POOL_THIN_ID_MAX && id - mark < LEGACY_PROBES; id++) {
-		r = pool_thin_exists(chg.pool, id);
+		r = probe_id(id);
 		if (r < 0)
 			return r;
 		if (r == 0)
 			break;
-		log_warning("thin id %" PRIu32 " exists in pool %s but belongs to no volume: "
-		            "leaving it alone, never using it",
-		            id, pool_name(chg.pool));
-		r = store_thin_id_add_foreign(chg.store, id);
-		if (r < 0)
-			return r;
 	}
 	return store_thin_id_legacy_done(chg.store, id);
 }

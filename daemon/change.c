@@ -567,8 +567,8 @@ static int pair(uint64_t from, uint64_t tid)
 	return 0;
 }
 
-/* A new pairing id: random, never 0, and small enough for every reader of the pool's
- * status to parse. */
+/* A new pairing id: random, never 0, and below 2^53, so that every reader of the API's
+ * JSON (jq and JavaScript keep numbers as doubles) gets it exact. */
 static int new_pairing_id(uint64_t *ret)
 {
 	uint64_t v = 0;
@@ -576,7 +576,7 @@ static int new_pairing_id(uint64_t *ret)
 	while (v == 0) {
 		if (getrandom(&v, sizeof v, 0) != sizeof v)
 			return -errno;
-		v &= (UINT64_C(1) << 62) - 1;
+		v &= (UINT64_C(1) << 53) - 1;
 	}
 	*ret = v;
 	return 0;

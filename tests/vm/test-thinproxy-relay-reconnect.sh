@@ -68,42 +68,46 @@ reconnected() {
 
 # mixed_run DEPTH SEED: fio at DEPTH (half reads, half writes); kill nbdkit KILLS times
 # while reads and writes are both in flight, each once the relay has resent what the
-# previous kill left outstanding.
+# previous kill left outstanding. fio runs again (at most 10 times) until it has seen
+# KILLS kills: a fast machine may finish one run before them.
 mixed_run() {
-	local depth=$1 seed=$2 fio_pid killed=0 pid=0 last quiet t0 at rc=0
-	in_container "$alice" fio "${fio_args[@]}" "${reads_job[@]}" --iodepth=$((depth / 2)) \
-		--verify_only=1 --loops=2 --name=writes --offset=16M --size=16M --randseed="$seed" \
-		--iodepth=$((depth / 2)) >"$scratch/fio-$depth.out" 2>&1 &
-	fio_pid=$!
-	sample
-	last=$completed
-	quiet=$SECONDS
-	while kill -0 "$fio_pid" 2>/dev/null; do
+	local depth=$1 seed=$2 fio_pid killed=0 pid=0 last quiet t0 at rc runs=0
+	while ((killed < KILLS)); do
+		((runs++ < 10)) || fail "depth $depth: 10 runs of fio saw $killed of $KILLS kills"
+		rc=0
+		in_container "$alice" fio "${fio_args[@]}" "${reads_job[@]}" --iodepth=$((depth / 2)) \
+			--verify_only=1 --loops=2 --name=writes --offset=16M --size=16M \
+			--randseed="$seed" --iodepth=$((depth / 2)) >"$scratch/fio-$depth.out" 2>&1 &
+		fio_pid=$!
 		sample
-		if [ "$completed" != "$last" ]; then
-			last=$completed
-			quiet=$SECONDS
-		elif ((reads + writes > 0 && SECONDS - quiet > HANG_S)); then
-			fail "depth $depth: no I/O completed for ${HANG_S}s with $reads reads and $writes writes in flight, after $killed kills of nbdkit: the device hangs"
-		fi
-		if ((pid != 0)) && reconnected; then
-			echo "depth $depth, restart $killed: nbdkit killed at $at, all resent $(($(now_ms) - t0)) ms later; relay: $reconnect"
-			pid=0
-		fi
-		if ((pid == 0 && killed < KILLS && reads > 0 && writes > 0)); then
-			read -r pid <"$run_dir/tenants/alice/nbdkit.pid"
-			t0=$(now_ms)
-			at=$(clock)
-			kill -KILL "$pid"
-			killed=$((killed + 1))
-		fi
-		pause
+		last=$completed
+		quiet=$SECONDS
+		while kill -0 "$fio_pid" 2>/dev/null; do
+			sample
+			if [ "$completed" != "$last" ]; then
+				last=$completed
+				quiet=$SECONDS
+			elif ((reads + writes > 0 && SECONDS - quiet > HANG_S)); then
+				fail "depth $depth: no I/O completed for ${HANG_S}s with $reads reads and $writes writes in flight, after $killed kills of nbdkit: the device hangs"
+			fi
+			if ((pid != 0)) && reconnected; then
+				echo "depth $depth, restart $killed: nbdkit killed at $at, all resent $(($(now_ms) - t0)) ms later; relay: $reconnect"
+				pid=0
+			fi
+			if ((pid == 0 && killed < KILLS && reads > 0 && writes > 0)); then
+				read -r pid <"$run_dir/tenants/alice/nbdkit.pid"
+				t0=$(now_ms)
+				at=$(clock)
+				kill -KILL "$pid"
+				killed=$((killed + 1))
+			fi
+			pause
+		done
+		wait "$fio_pid" || rc=$?
+		[ "$rc" = 0 ] || { cat "$scratch/fio-$depth.out"; fail "depth $depth: fio failed ($rc)"; }
+		grep -E "^ *(reads|writes): .*err= *0" "$scratch/fio-$depth.out" | sed 's/^/  /'
 	done
-	wait "$fio_pid" || rc=$?
-	[ "$rc" = 0 ] || { cat "$scratch/fio-$depth.out"; fail "depth $depth: fio failed ($rc)"; }
-	((killed == KILLS)) || fail "depth $depth: fio finished after $killed of $KILLS kills"
 	((pid == 0)) || reconnected || fail "depth $depth: the relay logged no reconnect"
-	grep -E "^ *(reads|writes): .*err= *0" "$scratch/fio-$depth.out" | sed 's/^/  /'
 }
 
 step "write the half that is read"

@@ -32,6 +32,7 @@ static struct {
 	bool low_data, low_meta; /* below the low-water mark, already logged */
 	bool meta_warned;        /* above META_WARN_PERCENT, already logged */
 	bool meta_grow_failed;   /* growing the metadata failed, already logged */
+	bool meta_full;          /* new volumes refused until below META_WARN_PERCENT */
 	struct import *imports;  /* in progress */
 } ops = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -214,6 +215,19 @@ static unsigned meta_percent(const struct pool_status *st)
 	return st->meta_total ? (unsigned)(st->meta_used * 100 / st->meta_total) : 100;
 }
 
+/* Whether new volumes are refused for want of metadata: from META_REFUSE_PERCENT, and
+ * again only below META_WARN_PERCENT. A commit frees the blocks it shadowed, so use
+ * sways by a percent or two from change to change; without the gap, a pool refused a
+ * moment ago could read as not full, and take one more volume, the next. */
+static bool meta_full(const struct pool_status *st)
+{
+	if (meta_percent(st) >= META_REFUSE_PERCENT)
+		ops.meta_full = true;
+	else if (meta_percent(st) < META_WARN_PERCENT)
+		ops.meta_full = false;
+	return ops.meta_full;
+}
+
 /* Grow the embedded pool's metadata while it is half full or more and may grow; *ST is
  * read again after each growth. */
 static void grow_metadata(struct pool_status *st)
@@ -256,11 +270,11 @@ static int check_pool_space(void)
 	if (st.read_only || st.needs_check)
 		return fail(-ENOSPC, "pool %s is read-only or needs a check", pool_name(ops.pool));
 	grow_metadata(&st);
-	if (meta_percent(&st) >= META_REFUSE_PERCENT)
+	if (meta_full(&st))
 		return fail(-ENOSPC,
 		            "pool full: %u%% of its metadata is used, and new volumes are refused "
-		            "from %d%%",
-		            meta_percent(&st), META_REFUSE_PERCENT);
+		            "from %d%% until it is below %d%%",
+		            meta_percent(&st), META_REFUSE_PERCENT, META_WARN_PERCENT);
 	free_bytes = (st.data_total - st.data_used) * bs;
 	floor = ops.cfg.min_free;
 	if (st.data_total * bs / 100 * ops.cfg.min_free_percent > floor)
@@ -574,14 +588,13 @@ void ops_watch(void)
 	meta_high = meta_percent(&st) >= META_WARN_PERCENT;
 	if (meta_high != ops.meta_warned) {
 		ops.meta_warned = meta_high;
-		log_msg(
-		    meta_high ? LOG_WARNING : LOG_NOTICE, "pool %s: %u%% of its metadata is used%s",
-		    pool_name(ops.pool), meta_percent(&st),
-		    meta_high
-		        ? meta_percent(&st) >= META_REFUSE_PERCENT
-		              ? ": new volumes are refused"
-		              : ": new volumes are refused from " STRINGIFY(META_REFUSE_PERCENT) "%"
-		        : ", back to normal");
+		log_msg(meta_high ? LOG_WARNING : LOG_NOTICE,
+		        "pool %s: %u%% of its metadata is used%s", pool_name(ops.pool),
+		        meta_percent(&st),
+		        meta_high ? meta_full(&st) ? ": new volumes are refused"
+		                                   : ": new volumes are refused from " STRINGIFY(
+		                                         META_REFUSE_PERCENT) "%"
+		                  : ", back to normal");
 	}
 }
 
@@ -751,6 +764,7 @@ int ops_volume_snapshot(const struct principal *p, const char *name, const char 
 int ops_volume_commit(const struct principal *p, const char *name, struct volume_view *ret_view)
 {
 	struct volume v;
+	bool open;
 	int r;
 
 	LOCKED;
@@ -762,7 +776,19 @@ int ops_volume_commit(const struct principal *p, const char *name, struct volume
 		return 0;
 	}
 	/* Committed volumes are activated read-only: close the read-write table first, so
-	 * nothing can write to a volume that others may now snapshot. */
+	 * nothing can write to a volume that others may now snapshot. A client that has just
+	 * disconnected may still hold it for a moment: wait for that, as remove does. */
+	r = still_open(&v, &open);
+	if (r == -ENOENT)
+		return fail(r, "no such volume: %s", name);
+	if (r < 0)
+		return internal(r, "read volume");
+	if (v.state == VOLUME_COMMITTED) {
+		make_view(p, &v, ret_view);
+		return 0;
+	}
+	if (open)
+		return fail(-EBUSY, "volume %s is busy: detach it before committing", name);
 	refresh_used(&v, false);
 	r = pool_deactivate_thin(ops.pool, v.thin_id);
 	if (r == -EBUSY)
@@ -1141,7 +1167,7 @@ int ops_pool_status(struct pool_view *ret_view)
 	ret_view->meta_limit = pool_metadata_limit(ops.pool);
 	if (ret_view->meta_limit < ret_view->meta_total)
 		ret_view->meta_limit = ret_view->meta_total;
-	ret_view->meta_state = meta_percent(&st) >= META_REFUSE_PERCENT ? "full"
+	ret_view->meta_state = meta_full(&st)                           ? "full"
 	                       : meta_percent(&st) >= META_WARN_PERCENT ? "warning"
 	                                                                : "ok";
 	ret_view->mode = st.read_only ? "ro" : st.out_of_data_space ? "out_of_data_space" : "rw";

@@ -50,7 +50,10 @@ step "mallory: a densely mapped base"
 tenant_api mallory POST /v1/volumes "{\"name\":\"base\",\"size\":$((128 * M))}"
 expect 201
 head -c $((128 * M)) /dev/zero | tr '\0' '\377' >"$scratch/ff"
-nbdcopy "$scratch/ff" "nbd+unix:///base?socket=$msock"
+# Flushed: the last close of a block device writes back what its page cache holds, and
+# 128 MiB of that (with bob writing alongside) outlasts the commit's wait for a client
+# that has just let go.
+nbdcopy --flush "$scratch/ff" "nbd+unix:///base?socket=$msock"
 tenant_api mallory POST /v1/volumes/base/commit
 expect 200
 echo "metadata after the base: $(meta)"

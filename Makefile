@@ -50,7 +50,11 @@ VM_PROGRAMS := $(patsubst tests/vm/%.c,$(BUILD)/tests/vm/%,$(wildcard tests/vm/*
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test-*.c))
 # Guest tests: tests/vm/test-*.sh and the attacks of tests/security/test-*.sh, each in a
 # fresh guest.
-VM_TESTS   := $(sort $(wildcard tests/vm/test-*.sh)) $(sort $(wildcard tests/security/test-*.sh))
+# VM_PENDING: guest tests of what is not built yet, left out of check-vm and run by hand
+# until it is (TP_BUILD=$PWD/build tests/check tests/vm/test-X.sh); remove one to enable it.
+VM_PENDING := tests/vm/test-snapshotter-conformance.sh
+VM_TESTS   := $(filter-out $(VM_PENDING),$(sort $(wildcard tests/vm/test-*.sh))) \
+              $(sort $(wildcard tests/security/test-*.sh))
 
 # containerd's snapshotter conformance suite (tests/snapshotter/conformance_test.go) and
 # the reference snapshotter it is checked against, built offline by Debian's Go in GOPATH

@@ -56,21 +56,22 @@ VM_PENDING := tests/vm/test-snapshotter-conformance.sh
 VM_TESTS   := $(filter-out $(VM_PENDING),$(sort $(wildcard tests/vm/test-*.sh))) \
               $(sort $(wildcard tests/security/test-*.sh))
 
-# containerd's snapshotter conformance suite (tests/snapshotter/conformance_test.go) and
-# the reference snapshotter it is checked against, built offline by Debian's Go in GOPATH
-# mode on golang-github-containerd-containerd-dev (.ci/deps), cache under $(BUILD)/go.
+# containerd's snapshotter conformance suite (tests/snapshotter/conformance_test.go), the
+# reference snapshotter it is checked against, and a snapshotter latency meter for make
+# bench, built offline by Debian's Go in GOPATH mode on
+# golang-github-containerd-containerd-dev (.ci/deps), cache under $(BUILD)/go.
 GO         ?= go
 GO_ENV     := GO111MODULE=off GOFLAGS= GOPATH=$(abspath $(BUILD))/go/path:/usr/share/gocode \
               GOCACHE=$(abspath $(BUILD))/go/cache
-GO_TESTS   := $(BUILD)/tests/snapshotter/conformance.test \
-              $(BUILD)/tests/snapshotter/reference-snapshotter
-GO_SOURCES := $(wildcard tests/snapshotter/*.go tests/snapshotter/*/*.go)
+GO_PROGRAMS := $(BUILD)/tests/snapshotter/conformance.test \
+               $(BUILD)/tests/snapshotter/reference-snapshotter $(BUILD)/bench/snapshotter-latency
+GO_SOURCES := $(wildcard tests/snapshotter/*.go tests/snapshotter/*/*.go bench/*/*.go)
 
 C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] nbdkit-plugin/*.[ch] \
                 tests/unit/*.[ch] tests/vm/*.c bench/*.[ch] fuzz/*.[ch])
 
 .PHONY: all check check-unit check-vm check-format format deps demo clean install fuzz bench
-all: $(PROGRAMS) $(UNIT_TESTS) $(VM_PROGRAMS) $(GO_TESTS)
+all: $(PROGRAMS) $(UNIT_TESTS) $(VM_PROGRAMS) $(GO_PROGRAMS)
 
 $(DAEMON): $(DAEMON_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(DAEMON_PKGS)) -lpthread
@@ -102,6 +103,8 @@ $(BUILD)/tests/snapshotter/conformance.test: tests/snapshotter/conformance_test.
 	$(call go_build,tests/snapshotter,test -c)
 $(BUILD)/tests/snapshotter/reference-snapshotter: tests/snapshotter/reference/main.go
 	$(call go_build,tests/snapshotter/reference,build)
+$(BUILD)/bench/snapshotter-latency: bench/snapshotter-latency/main.go
+	$(call go_build,bench/snapshotter-latency,build)
 
 # What a unit test or guest test program links beyond itself: OBJS_NAME and LIBS_NAME,
 # e.g. OBJS_test-store := $(BUILD)/daemon/store.o, LIBS_test-store := -lsqlite3.

@@ -10,20 +10,10 @@
 . "$(dirname "$0")/containerd.sh"
 requires containerd ctr runc containerd-shim-runc-v2 dmsetup mkfs.ext4 blockdev
 
-step "a dm-thin pool for devmapper: 1 GiB of data, 64 MiB of metadata, 64 KiB blocks"
-data=$(loopdev 1G ctrd-data)
-meta=$(loopdev 64M ctrd-meta)
-dmsetup create tp-ctrd-pool --table "0 $(blockdev --getsz "$data") thin-pool $meta $data 128 32768 1 skip_block_zeroing"
-# The pool goes last; before it, any thin device devmapper left behind (tp-ctrd-pool-snap-N).
-cleanup "dmsetup remove tp-ctrd-pool"
-cleanup 'for d in $(dmsetup ls | awk "/^tp-ctrd-pool-/ { print \$1 }"); do dmsetup remove --force $d; done'
-
-step "containerd in a container, devmapper configured"
+step "a dm-thin pool for devmapper, and containerd in a container"
+devmapper_pool tp-ctrd-pool
 containerd_container
-containerd_start '[plugins."io.containerd.snapshotter.v1.devmapper"]
-  pool_name = "tp-ctrd-pool"
-  base_image_size = "64MB"
-  discard_blocks = true'
+containerd_start "$(devmapper_config tp-ctrd-pool)"
 cleanup containerd_stop
 plugins=$(ctrd plugins ls)
 for sn in overlayfs devmapper; do

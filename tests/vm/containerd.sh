@@ -77,6 +77,26 @@ devmapper_config() {
 	printf '[plugins."io.containerd.snapshotter.v1.devmapper"]\n  pool_name = "%s"\n  base_image_size = "64MB"\n  discard_blocks = true\n' "$1"
 }
 
+# proxy_agent_start NAME COMMAND: start the snapshotter agent COMMAND (a shell command,
+# {socket} replaced by /run/containerd/NAME.sock) in containerd's container, where a
+# proxy plugin's agent runs, and wait until it listens. Its output goes to
+# $TP_RESULTS/NAME.log; sets $proxy_pid.
+proxy_agent_start() {
+	local sock=/run/containerd/$1.sock nsenter_pid
+	nsenter --target "$ctrd_container" --mount --pid --uts --ipc --net --root --wd -- \
+		sh -c "exec ${2//\{socket\}/$sock}" >>"$TP_RESULTS/$1.log" 2>&1 &
+	nsenter_pid=$!
+	# The container's view of its files, from the guest.
+	wait_for_socket "/proc/$ctrd_container/root$sock"
+	proxy_pid=$(pgrep -P "$nsenter_pid") || fail "the agent $1 has no pid"
+}
+
+# proxy_plugin_config NAME: the configuration of containerd's proxy snapshotter NAME,
+# served by proxy_agent_start's agent NAME (for containerd_start).
+proxy_plugin_config() {
+	printf '[proxy_plugins.%s]\n  type = "snapshot"\n  address = "/run/containerd/%s.sock"\n' "$1" "$1"
+}
+
 # ctrd ARG...: ctr inside containerd's container, on its default socket and namespace.
 ctrd() { in_container "$ctrd_container" ctr "$@"; }
 

@@ -133,7 +133,7 @@ wait_dev_fds() {
 	fail "alice's nbdkit holds $(dev_fds) devices, expected $1"
 }
 wait_dev_fds 0
-qemu-io -r -f raw -c 'sleep 20000' "$(uri t1)" >/dev/null 2>&1 &
+qemu-io -r -f raw -c 'sleep 600000' "$(uri t1)" >/dev/null 2>&1 &
 hold=$!
 cleanup "kill $hold"
 wait_dev_fds 1

@@ -152,9 +152,9 @@ cmp "$scratch/base.raw" "$scratch/base.out" || fail "images/base differs from it
 
 step "the broker hands O_RDONLY fds for read-only access, O_RDWR for the owner"
 # Hold a connection to each kind of export open, then read the fds' flags.
-qemu-io -r -f raw -c 'sleep 20000' "nbd+unix:///alice/a3?socket=$bsock" >"$scratch/hold1" 2>&1 &
+qemu-io -r -f raw -c 'sleep 600000' "nbd+unix:///alice/a3?socket=$bsock" >"$scratch/hold1" 2>&1 &
 hold1=$!
-qemu-io -f raw -c 'sleep 20000' "nbd+unix:///a1?socket=$asock" >"$scratch/hold2" 2>&1 &
+qemu-io -f raw -c 'sleep 600000' "nbd+unix:///a1?socket=$asock" >"$scratch/hold2" 2>&1 &
 hold2=$!
 cleanup "kill $hold1 $hold2"
 # fd_modes PID: the access mode (0 = O_RDONLY, 2 = O_RDWR) of each block device fd PID
@@ -181,7 +181,7 @@ cat "$scratch/hold1" "$scratch/hold2"
 
 step "one nbdkit per tenant, as its own uid, no capabilities, no_new_privs"
 # A second and a third connection to alice's nbdkit, while a1 is held open.
-qemu-io -r -f raw -c 'sleep 20000' "nbd+unix:///a2?socket=$asock" >/dev/null 2>&1 &
+qemu-io -r -f raw -c 'sleep 600000' "nbd+unix:///a2?socket=$asock" >/dev/null 2>&1 &
 hold3=$!
 cleanup "kill $hold3"
 nbdinfo --size "nbd+unix:///a3?socket=$asock" >/dev/null
@@ -200,7 +200,7 @@ for t in alice:$apid:$alice_nbd_uid bob:$bpid:$bob_nbd_uid; do
 done
 [ "$alice_nbd_uid" != "$bob_nbd_uid" ] || fail "alice and bob share nbdkit uid $alice_nbd_uid"
 [ "$(pgrep -c -x nbdkit)" = 2 ] || fail "nbdkits: $(pgrep -a -x nbdkit)"
-kill $hold1 $hold2 $hold3 2>/dev/null
+kill $hold1 $hold2 $hold3 2>/dev/null || true
 wait $hold1 $hold2 $hold3 2>/dev/null || true
 
 stop_daemon

@@ -139,7 +139,7 @@ cleanup "kill $hold"
 wait_dev_fds 1
 tenant_api alice DELETE /v1/volumes/t1
 expect 409 busy
-kill $hold
+kill $hold 2>/dev/null || true
 wait $hold 2>/dev/null || true
 wait_dev_fds 0
 tenant_api alice DELETE /v1/volumes/t1

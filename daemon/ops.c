@@ -386,7 +386,7 @@ static int create_volume(const struct principal *p, enum change_op op, const cha
  * Waits at most CLOSE_GRACE_MS, and only while the device is open, with the daemon lock
  * let go between looks so that the broker and other requests go on meanwhile. On return
  * *V is what the store holds now (-ENOENT: it went while the lock was let go). */
-#define CLOSE_GRACE_MS 1000
+#define CLOSE_GRACE_MS 5000
 static int still_open(struct volume *v, bool *ret_open)
 {
 	struct thin_status ts;

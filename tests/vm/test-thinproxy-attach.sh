@@ -135,7 +135,7 @@ nbd-client -d "$dev" >/dev/null 2>&1
 keeper_gone "$keeper" || fail "keeper $keeper outlived its device"
 [ ! -e "/run/thinproxy-client/${dev#/dev/}" ] || fail "the keeper left its record"
 
-step "rm as a client lets go waits for it (up to a second), and is not busy"
+step "rm as a client lets go waits for it (up to 5 s), and is not busy"
 ta create v3 --size 16M >/dev/null
 mkfifo "$scratch/hold"
 qemu-io -f raw "nbd+unix:///v3?socket=$run_dir/tenants/alice/nbd.sock" <"$scratch/hold" \

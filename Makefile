@@ -30,13 +30,26 @@ ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 pc = $(shell pkg-config $(1) $(2) 2>/dev/null)
 CHECK_LIBS := $(call pc,--libs,check)
 
+# Protocol buffers: containerd's snapshot API, as .proto files of our own in
+# client/snapshotter/proto, and the well-known types they import (libprotobuf-dev's
+# copies), compiled by protoc-c into $(BUILD)/proto at build time for the client.
+PROTO_PATH := client/snapshotter/proto /usr/include
+PROTOS     := containerd/types/mount.proto containerd/services/snapshots/v1/snapshots.proto \
+              google/protobuf/empty.proto google/protobuf/field_mask.proto \
+              google/protobuf/timestamp.proto
+PROTO_SRCS := $(patsubst %.proto,$(BUILD)/proto/%.pb-c.c,$(PROTOS))
+PROTO_OBJS := $(PROTO_SRCS:.c=.o)
+CPPFLAGS   += -I$(BUILD)/proto
+vpath %.proto $(PROTO_PATH)
+
 # Programs: every .c of a program's directory is part of it.
 DAEMON      := $(BUILD)/thinproxyd
 DAEMON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard daemon/*.c))
 DAEMON_PKGS := devmapper sqlite3 libmicrohttpd json-c
 CLIENT      := $(BUILD)/thinproxy
-CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c))
-CLIENT_PKGS := libcurl json-c libnl-genl-3.0
+CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c client/snapshotter/*.c)) \
+               $(PROTO_OBJS)
+CLIENT_PKGS := libcurl json-c libnl-genl-3.0 libprotobuf-c
 PLUGIN      := $(BUILD)/nbdkit-thinproxy-plugin.so
 PLUGIN_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard nbdkit-plugin/*.c))
 PROGRAMS    := $(if $(DAEMON_OBJS),$(DAEMON)) $(if $(CLIENT_OBJS),$(CLIENT)) \
@@ -52,8 +65,8 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 # fresh guest.
 VM_TESTS   := $(sort $(wildcard tests/vm/test-*.sh)) $(sort $(wildcard tests/security/test-*.sh))
 
-C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] nbdkit-plugin/*.[ch] \
-                tests/unit/*.[ch] tests/vm/*.c bench/*.[ch] fuzz/*.[ch])
+C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] client/snapshotter/*.[ch] \
+                nbdkit-plugin/*.[ch] tests/unit/*.[ch] tests/vm/*.c bench/*.[ch] fuzz/*.[ch])
 
 .PHONY: all check check-unit check-vm check-format format deps demo clean install fuzz bench
 all: $(PROGRAMS) $(UNIT_TESTS) $(VM_PROGRAMS)
@@ -63,6 +76,16 @@ $(DAEMON): $(DAEMON_OBJS)
 
 $(CLIENT): $(CLIENT_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(CLIENT_PKGS))
+
+# protoc-c writes NAME.pb-c.c and NAME.pb-c.h; whatever includes them waits for them.
+$(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: %.proto
+	@mkdir -p $(BUILD)/proto
+	protoc-c $(addprefix -I,$(PROTO_PATH)) --c_out=$(BUILD)/proto $<
+
+$(BUILD)/proto/%.o: $(BUILD)/proto/%.c
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+
+$(PROTO_OBJS) $(filter $(BUILD)/client/snapshotter/%,$(CLIENT_OBJS)): | $(PROTO_SRCS:.c=.h)
 
 $(BUILD)/nbdkit-plugin/%.o: nbdkit-plugin/%.c
 	@mkdir -p $(dir $@)

@@ -49,7 +49,7 @@ DAEMON_PKGS := devmapper sqlite3 libmicrohttpd json-c
 CLIENT      := $(BUILD)/thinproxy
 CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c client/snapshotter/*.c)) \
                $(PROTO_OBJS)
-CLIENT_PKGS := libcurl json-c libnl-genl-3.0 libprotobuf-c
+CLIENT_PKGS := libcurl json-c libnl-genl-3.0 libnghttp2 libprotobuf-c
 PLUGIN      := $(BUILD)/nbdkit-thinproxy-plugin.so
 PLUGIN_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard nbdkit-plugin/*.c))
 PROGRAMS    := $(if $(DAEMON_OBJS),$(DAEMON)) $(if $(CLIENT_OBJS),$(CLIENT)) \
@@ -75,7 +75,7 @@ $(DAEMON): $(DAEMON_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(DAEMON_PKGS)) -lpthread
 
 $(CLIENT): $(CLIENT_OBJS)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(CLIENT_PKGS))
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(CLIENT_PKGS)) -lpthread
 
 # protoc-c writes NAME.pb-c.c and NAME.pb-c.h; whatever includes them waits for them.
 $(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: %.proto

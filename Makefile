@@ -85,7 +85,8 @@ $(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: %.proto
 $(BUILD)/proto/%.o: $(BUILD)/proto/%.c
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
 
-$(PROTO_OBJS) $(filter $(BUILD)/client/snapshotter/%,$(CLIENT_OBJS)): | $(PROTO_SRCS:.c=.h)
+$(PROTO_OBJS) $(filter $(BUILD)/client/snapshotter/%,$(CLIENT_OBJS)) \
+    $(BUILD)/tests/unit/test-grpc.o: | $(PROTO_SRCS:.c=.h)
 
 $(BUILD)/nbdkit-plugin/%.o: nbdkit-plugin/%.c
 	@mkdir -p $(dir $@)
@@ -129,6 +130,15 @@ $(BUILD)/tests/test-supervise: | $(PLUGIN)
 # test-relay runs nbdkit's file plugin; the relay logs through keeper_log, which it defines.
 OBJS_test-relay := $(BUILD)/client/relay.o $(BUILD)/client/handshake.o
 LIBS_test-relay := -lpthread
+# test-grpc: the gRPC server against a client of its own, and containerd's own proxy client
+# (grpc-proxy-client.go, built from Debian's Go packages in GOPATH mode).
+OBJS_test-grpc := $(BUILD)/client/snapshotter/grpc.o $(PROTO_OBJS)
+LIBS_test-grpc := $(call pc,--libs,libnghttp2 libprotobuf-c) -lpthread
+$(BUILD)/tests/test-grpc: | $(BUILD)/tests/grpc-proxy-client
+$(BUILD)/tests/grpc-proxy-client: tests/unit/grpc-proxy-client.go
+	@mkdir -p $(dir $@)
+	cd tests/unit && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(abspath build/go-cache) \
+		go build -o $(abspath $@) grpc-proxy-client.go
 # test-client-cli runs $(BUILD)/thinproxy itself, against throwaway canned-answer servers.
 $(BUILD)/tests/test-client-cli: | $(CLIENT)
 $(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o $$(OBJS_test-$$*)

@@ -10,7 +10,8 @@
 # volume being served (attached) is not renamed by a commit: 409 busy, the device goes on
 # reading and writing; once detached, the commit renames it with its labels in one go,
 # the old name opens nothing over NBD, the new one serves the same data, the grantee sees
-# the new name, and labels and names survive a restart of the daemon.
+# the new name, and labels and names survive a restart of the daemon. thinproxy label
+# changes them in one merge patch.
 . "$(dirname "$0")/../vm/functions.sh"
 requires curl jq nbdinfo nbdcopy cmp python3
 cleanup "cp $daemon_log $TP_RESULTS/"
@@ -232,6 +233,14 @@ start_daemon
 	fail "after the restart: $(ta --json ls)"
 [ "$(ta --json info layer | jq -r .updated)" = "$updated" ] || fail "layer's update time changed"
 [ "$(ta ls -q --label kind=committed)" = layer ] || fail "ls --label: $(ta ls -q --label kind=committed)"
+
+step "thinproxy label: one merge patch, refused whole past 64"
+ta label v b=2 'c=x=y' a- >"$scratch/out"
+grep -Eq '^labels: +b=2$' "$scratch/out" || fail "label printed: $(cat "$scratch/out")"
+[ "$(labels_of alice v)" = '{"b":"2","c":"x=y"}' ] || fail "v: $(labels_of alice v)"
+fails 1 'would have 65' ta label full extra=1 b-
+[ "$(labels_of alice full | jq length)" = 64 ] || fail "full changed"
+fails 1 'no such volume' tb label base owner=bob
 ! grep -E 'Sanitizer|runtime error' "$daemon_log" || fail "sanitizer reports in the daemon's log"
 stop_daemon
 echo "$test_name: PASS"

@@ -35,7 +35,7 @@ DAEMON      := $(BUILD)/thinproxyd
 DAEMON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard daemon/*.c))
 DAEMON_PKGS := devmapper sqlite3 libmicrohttpd json-c
 CLIENT      := $(BUILD)/thinproxy
-CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c))
+CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c client/snapshotter/*.c))
 CLIENT_PKGS := libcurl json-c libnl-genl-3.0
 PLUGIN      := $(BUILD)/nbdkit-thinproxy-plugin.so
 PLUGIN_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard nbdkit-plugin/*.c))
@@ -52,7 +52,8 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 # fresh guest.
 VM_TESTS   := $(sort $(wildcard tests/vm/test-*.sh)) $(sort $(wildcard tests/security/test-*.sh))
 
-C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] nbdkit-plugin/*.[ch] \
+C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] client/snapshotter/*.[ch] \
+                nbdkit-plugin/*.[ch] \
                 tests/unit/*.[ch] tests/vm/*.c bench/*.[ch] fuzz/*.[ch])
 
 .PHONY: all check check-unit check-vm check-format format deps demo clean install fuzz bench
@@ -63,6 +64,9 @@ $(DAEMON): $(DAEMON_OBJS)
 
 $(CLIENT): $(CLIENT_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(CLIENT_PKGS))
+
+# The snapshotter's files use the client's headers.
+$(BUILD)/client/snapshotter/%.o: CPPFLAGS += -Iclient
 
 $(BUILD)/nbdkit-plugin/%.o: nbdkit-plugin/%.c
 	@mkdir -p $(dir $@)
@@ -93,6 +97,11 @@ OBJS_test-client-output := $(BUILD)/client/output.o
 OBJS_test-api := $(BUILD)/daemon/api.o $(BUILD)/fuzz/fake-ops.o
 LIBS_test-api := $(call pc,--libs,libmicrohttpd json-c)
 OBJS_test-handshake := $(BUILD)/client/handshake.o
+OBJS_test-snapshotter := $(BUILD)/client/snapshotter/mapping.o \
+                         $(BUILD)/client/snapshotter/filter.o \
+                         $(BUILD)/client/snapshotter/sha256.o $(BUILD)/client/http.o \
+                         $(BUILD)/client/output.o
+LIBS_test-snapshotter := $(call pc,--libs,json-c libcurl)
 LIBS_test-client-output := $(call pc,--libs,json-c)
 OBJS_test-plugin-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o \
                            $(BUILD)/tests/unit/nbdkit-harness.o

@@ -259,7 +259,8 @@ static int daemonize(int index)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
-	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+	/* Exactly these: a starter's thread may have blocked every signal. */
+	if (sigprocmask(SIG_SETMASK, &mask, NULL) < 0)
 		return -errno;
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	return sfd < 0 ? -errno : sfd;

@@ -99,7 +99,11 @@ static int run(char *const argv[], char *output, size_t output_len)
 	}
 	if (pid == 0) {
 		int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		sigset_t none;
 
+		/* A handler thread blocks every signal, and the mask outlives exec. */
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (null_fd >= 0)
 			dup2(null_fd, STDIN_FILENO);

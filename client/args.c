@@ -22,6 +22,8 @@ static const struct option_def {
 } option_defs[] = {
     {O_SIZE, "size", required_argument, 's'},
     {O_FROM, "from", required_argument, 0},
+    {O_LABEL, "label", required_argument, 'l'},
+    {O_AS, "as", required_argument, 0},
     {O_UID, "uid", required_argument, 0},
     {O_GID, "gid", required_argument, 0},
     {O_MAX_VOLUMES, "max-volumes", required_argument, 0},
@@ -189,6 +191,14 @@ int args_parse(const struct command *cmd, int argc, char **argv, struct args *re
 		case O_FROM:
 			a.from = optarg;
 			break;
+		case O_LABEL:
+			if (a.n_labels == TP_LABELS_MAX)
+				return args_usage_error(cmd, "at most %d --label", TP_LABELS_MAX);
+			a.label[a.n_labels++] = optarg;
+			break;
+		case O_AS:
+			a.as = optarg;
+			break;
 		case O_UID:
 			a.uid = optarg;
 			break;
@@ -260,7 +270,8 @@ int args_parse(const struct command *cmd, int argc, char **argv, struct args *re
 		a.operand[a.n_operands++] = argv[optind];
 	}
 	if (a.n_operands < cmd->min_operands)
-		return args_usage_error(cmd, "missing %s", cmd->operand);
+		return args_usage_error(cmd, "missing %s",
+		                        a.n_operands > 0 && cmd->more ? cmd->more : cmd->operand);
 	if ((cmd->required & a.given) != cmd->required) {
 		unsigned missing = cmd->required & ~a.given;
 
@@ -304,6 +315,20 @@ int check_ref(const char *what, const char *ref)
 	}
 	return error_line(-EINVAL, what,
 	                  "invalid reference '%s': expected NAME, images/NAME or OWNER/NAME", ref);
+}
+
+int check_label(const char *what, const char *s, bool need_value, size_t *ret_key_len)
+{
+	const char *eq = strchr(s, '='), *why;
+	size_t key_len = eq ? (size_t)(eq - s) : strlen(s);
+
+	if (eq == NULL && need_value)
+		return error_line(-EINVAL, what, "invalid label '%s': expected KEY=VALUE", s);
+	why = tp_label_invalid(s, key_len, eq ? eq + 1 : NULL, eq ? strlen(eq + 1) : 0);
+	if (why != NULL)
+		return error_line(-EINVAL, what, "invalid label '%s': %s", s, why);
+	*ret_key_len = key_len;
+	return 0;
 }
 
 int parse_volume_size(const char *what, const char *s, uint64_t *ret_size)

@@ -11,6 +11,7 @@
 
 #include <json-c/json.h>
 
+#include "tp-rules.h"
 #include "http.h"
 
 /* The options a command may take, as bits of struct command's masks. --json and --help
@@ -18,6 +19,8 @@
 enum opt_id {
 	O_SIZE,
 	O_FROM,
+	O_LABEL,
+	O_AS,
 	O_UID,
 	O_GID,
 	O_MAX_VOLUMES,
@@ -42,11 +45,16 @@ enum opt_id {
 #define OPT(id)    (1u << O_##id)
 #define OPTS_QUOTA (OPT(UID) | OPT(GID) | OPT(MAX_VOLUMES) | OPT(MAX_SIZE) | OPT(MAX_USED))
 
+/* The most operands a command takes: a volume and a change to each of its labels. */
+#define OPERANDS_MAX (1 + TP_LABELS_MAX)
+
 /* One command line after option parsing; strings point into argv. */
 struct args {
-	const char *operand[2];
+	const char *operand[OPERANDS_MAX];
 	size_t n_operands;
-	const char *size, *from, *uid, *gid, *max_volumes, *max_size, *max_used;
+	const char *label[TP_LABELS_MAX]; /* --label, in the order given */
+	size_t n_labels;
+	const char *size, *from, *as, *uid, *gid, *max_volumes, *max_size, *max_used;
 	const char *tenant, *owner, *to;
 	const char *connections, *timeout, *io_timeout;
 	bool force, all, write, quiet, json, readonly, attached;
@@ -85,6 +93,7 @@ struct command {
 	unsigned one_of;     /* OPT() bits of which exactly one must be given */
 	unsigned any_of;     /* OPT() bits of which at least one must be given */
 	const char *operand; /* the operand's name in messages, e.g. "NAME" */
+	const char *more;    /* the further operands' name, where more than one is needed */
 	unsigned min_operands, max_operands;
 	command_fn *run;
 };
@@ -104,6 +113,9 @@ int args_usage_error(const struct command *cmd, const char *fmt, ...)
 int check_name(const char *what, const char *kind, const char *name);
 /* A reference to a volume: NAME, images/NAME or OWNER/NAME. */
 int check_ref(const char *what, const char *ref);
+/* A label: "KEY=VALUE" (split at the first '='), or where NEED_VALUE is false also "KEY"
+ * alone, by the rules of tp-rules.h. *RET_KEY_LEN: the length of its key. */
+int check_label(const char *what, const char *s, bool need_value, size_t *ret_key_len);
 /* A volume size within TP_SIZE_MIN..TP_SIZE_MAX. */
 int parse_volume_size(const char *what, const char *s, uint64_t *ret_size);
 /* A uid or gid: a decimal number below 2^32 - 1. */
@@ -115,6 +127,7 @@ int parse_quota(const char *what, const char *option, const char *s, bool is_siz
 
 /* The commands, one file per group. */
 command_fn cmd_create, cmd_snapshot, cmd_commit, cmd_rm, cmd_ls, cmd_info, cmd_resize, cmd_usage;
+command_fn cmd_label;
 command_fn cmd_pool, cmd_metrics;
 command_fn cmd_tenant_add, cmd_tenant_rm, cmd_tenant_ls, cmd_tenant_info, cmd_tenant_set;
 command_fn cmd_image_import, cmd_image_publish, cmd_image_ls, cmd_image_rm;

@@ -25,6 +25,10 @@ static command_fn cmd_help;
 
 #define JSON_HELP "      --json           print the daemon's JSON answer\n"
 #define HELP_HELP "  -h, --help           show this help\n"
+#define LABEL_HELP                                                                            \
+	"  -l, --label KEY=VALUE\n"                                                           \
+	"                       a label of the new volume (repeatable, up to 64): a key of\n" \
+	"                       1-4095 bytes, with the value at most 4096, UTF-8\n"
 #define QUOTA_HELP                                                                   \
 	"      --uid U          owner of the tenant's control socket\n"              \
 	"      --gid G          group of the tenant's control socket\n"              \
@@ -35,16 +39,15 @@ static command_fn cmd_help;
 static const struct command commands[] = {
     {
         .name = "create",
-        .synopsis = "NAME --size SIZE",
+        .synopsis = "NAME --size SIZE [--label KEY=VALUE]...",
         .summary = "create an empty volume",
-        .help =
-            "Create an empty thin volume NAME of SIZE bytes. Blocks take pool space only\n"
-            "once written.\n\n"
-            "Options:\n"
-            "  -s, --size SIZE      virtual size: bytes, or with a suffix K, M, G, T, P\n" JSON_HELP
-                HELP_HELP,
+        .help = "Create an empty thin volume NAME of SIZE bytes. Blocks take pool space only\n"
+                "once written.\n\n"
+                "Options:\n"
+                "  -s, --size SIZE      virtual size: bytes, or with a suffix K, M, G, T, "
+                "P\n" LABEL_HELP JSON_HELP HELP_HELP,
         .kind = CMD_VOLUME,
-        .options = OPT(SIZE),
+        .options = OPT(SIZE) | OPT(LABEL),
         .required = OPT(SIZE),
         .operand = "NAME",
         .min_operands = 1,
@@ -53,18 +56,19 @@ static const struct command commands[] = {
     },
     {
         .name = "snapshot",
-        .synopsis = "NAME --from PARENT [--size SIZE]",
+        .synopsis = "NAME --from PARENT [--size SIZE] [--label KEY=VALUE]...",
         .summary = "create a volume as a snapshot of another",
         .help =
             "Create volume NAME as a writable snapshot of PARENT: one of your volumes\n"
             "(NAME), a published image (images/NAME) or a volume granted to you\n"
-            "(OWNER/NAME). It shares PARENT's blocks until either is written.\n\n"
+            "(OWNER/NAME). It shares PARENT's blocks until either is written; it does not\n"
+            "take PARENT's labels.\n\n"
             "Options:\n"
             "      --from PARENT    the volume to snapshot\n"
-            "  -s, --size SIZE      grow the snapshot to SIZE (at least PARENT's size)\n" JSON_HELP
-                HELP_HELP,
+            "  -s, --size SIZE      grow the snapshot to SIZE (at least PARENT's size)\n" LABEL_HELP
+                JSON_HELP HELP_HELP,
         .kind = CMD_VOLUME,
-        .options = OPT(FROM) | OPT(SIZE),
+        .options = OPT(FROM) | OPT(SIZE) | OPT(LABEL),
         .required = OPT(FROM),
         .operand = "NAME",
         .min_operands = 1,
@@ -73,16 +77,36 @@ static const struct command commands[] = {
     },
     {
         .name = "commit",
-        .synopsis = "NAME",
+        .synopsis = "NAME [--as NEW]",
         .summary = "make a volume read-only, for good",
         .help = "Freeze volume NAME: from now on it is read-only, and it stays a valid parent\n"
                 "for snapshots. There is no way back.\n\n"
-                "Options:\n" JSON_HELP HELP_HELP,
+                "Options:\n"
+                "      --as NEW         rename it to NEW with the commit, all or nothing (NEW\n"
+                "                       taken: nothing changes); a committed volume keeps\n"
+                "                       its name\n" JSON_HELP HELP_HELP,
         .kind = CMD_VOLUME,
+        .options = OPT(AS),
         .operand = "NAME",
         .min_operands = 1,
         .max_operands = 1,
         .run = cmd_commit,
+    },
+    {
+        .name = "label",
+        .synopsis = "NAME (KEY=VALUE | KEY-)...",
+        .summary = "set and remove a volume's labels",
+        .help = "Change the labels of volume NAME, committed or not, all in one go: KEY=VALUE\n"
+                "sets KEY (a key of 1-4095 bytes, with the value at most 4096, UTF-8), KEY-\n"
+                "removes it; the other labels stay. A volume has at most 64. Prints the\n"
+                "volume as info does.\n\n"
+                "Options:\n" JSON_HELP HELP_HELP,
+        .kind = CMD_VOLUME,
+        .operand = "NAME",
+        .more = "KEY=VALUE or KEY-",
+        .min_operands = 2,
+        .max_operands = OPERANDS_MAX,
+        .run = cmd_label,
     },
     {
         .name = "rm",
@@ -99,19 +123,22 @@ static const struct command commands[] = {
     },
     {
         .name = "ls",
-        .synopsis = "[--quiet] [--attached]",
+        .synopsis = "[--quiet] [--label KEY[=VALUE]]... [--attached]",
         .summary = "list volumes, or the attached devices",
         .help =
             "List your volumes, then the images and granted volumes you may read, named as\n"
-            "you would name them as a parent. With --attached, list the NBD devices\n"
-            "attached on this machine instead, with their volumes (no daemon needed).\n\n"
+            "you would name them as a parent. With --label, only your own volumes that\n"
+            "have every label given. With --attached, list the NBD devices attached on\n"
+            "this machine instead, with their volumes (no daemon needed).\n\n"
             "Options:\n"
             "  -q, --quiet          print only the names (or devices), one a line\n"
+            "  -l, --label KEY[=VALUE]\n"
+            "                       only volumes with label KEY (of that VALUE); repeatable\n"
             "      --attached       list attached devices: DEVICE, VOLUME, TENANT (of a\n"
             "                       host-side attach), SIZE, ACCESS, KEEPER (its pid)\n" JSON_HELP
                 HELP_HELP,
         .kind = CMD_VOLUME,
-        .options = OPT(QUIET) | OPT(ATTACHED),
+        .options = OPT(QUIET) | OPT(LABEL) | OPT(ATTACHED),
         .run = cmd_ls,
     },
     {
@@ -604,6 +631,9 @@ static int run(int argc, char **argv)
 	c.json = c.json || a.json;
 	if (a.quiet && c.json)
 		return exit_status(args_usage_error(cmd, "--quiet and --json exclude each other"));
+	if (a.attached && a.n_labels > 0)
+		return exit_status(
+		    args_usage_error(cmd, "--label and --attached exclude each other"));
 
 	if (cmd->kind == CMD_OTHER)
 		return exit_status(cmd->run(&c, &a));

@@ -417,11 +417,16 @@ int print_grants(FILE *f, struct json_object *list)
 	return print_objects(f, list, columns, keys, ARRAY_SIZE(keys), false);
 }
 
-/* LINES as aligned "label: value" lines; lines without a label are left out. */
-static int print_details(FILE *f, const char *const (*lines)[2], size_t n)
+/* LINES as aligned "label: value" lines; lines without a label are left out. Then, if
+ * LABELS (an object of a volume's labels) is not NULL, one "key=value" line each, the
+ * first one headed "labels:", or "labels: none". */
+static int print_details_labels(FILE *f, const char *const (*lines)[2], size_t n,
+                                struct json_object *labels)
 {
 	static const struct column columns[] = {{"", ALIGN_LEFT}, {"", ALIGN_LEFT}};
 	CLEANUP_TABLE struct table *t = table_new(columns, 2, false);
+	const char *row[2] = {"labels:", "none"};
+	char buf[CELL_MAX];
 	int r;
 
 	if (t == NULL)
@@ -433,7 +438,26 @@ static int print_details(FILE *f, const char *const (*lines)[2], size_t n)
 		if (r < 0)
 			return r;
 	}
+	if (labels != NULL && json_object_is_type(labels, json_type_object)) {
+		json_object_object_foreach (labels, key, value) {
+			snprintf(buf, sizeof buf, "%s=%s", key,
+			         json_object_is_type(value, json_type_string)
+			             ? json_object_get_string(value)
+			             : "?");
+			row[1] = buf;
+			if ((r = table_add_row(t, row)) < 0)
+				return r;
+			row[0] = "";
+		}
+		if (row[0][0] != '\0' && (r = table_add_row(t, row)) < 0)
+			return r;
+	}
 	return table_print(t, f);
+}
+
+static int print_details(FILE *f, const char *const (*lines)[2], size_t n)
+{
+	return print_details_labels(f, lines, n, NULL);
 }
 
 /* A size member as "1G (1073741824 bytes)"; small and non-numeric ones as field() has them. */
@@ -522,7 +546,7 @@ static const char *snapshots(struct json_object *v, char *buf, size_t len)
 
 int print_volume_details(FILE *f, struct json_object *v)
 {
-	char b[11][CELL_MAX];
+	char b[12][CELL_MAX];
 
 	if (v == NULL)
 		return 0;
@@ -534,6 +558,8 @@ int print_volume_details(FILE *f, struct json_object *v)
 	    {"state:", field(v, "state", b[4], CELL_MAX)},
 	    {"parent:", field(v, "parent", b[5], CELL_MAX)},
 	    {"created:", field(v, "created", b[6], CELL_MAX)},
+	    /* What a daemon from before labels does not tell is left out. */
+	    {has_member(v, "updated") ? "updated:" : NULL, field(v, "updated", b[11], CELL_MAX)},
 	    {"writable:", field(v, "writable", b[7], CELL_MAX)},
 	    /* Only the admin socket tells the thin id. */
 	    {has_member(v, "thin_id") ? "thin id:" : NULL, field(v, "thin_id", b[8], CELL_MAX)},
@@ -543,7 +569,7 @@ int print_volume_details(FILE *f, struct json_object *v)
 	    {has_member(v, "snapshots") ? "snapshots:" : NULL, snapshots(v, b[10], CELL_MAX)},
 	};
 
-	return print_details(f, lines, ARRAY_SIZE(lines));
+	return print_details_labels(f, lines, ARRAY_SIZE(lines), member(v, "labels"));
 }
 
 int print_tenant_details(FILE *f, struct json_object *tenant)

@@ -1,9 +1,11 @@
-/* The volume commands: create, snapshot, commit, rm, ls, info, resize, usage. On a
+/* The volume commands: create, snapshot, commit, label, rm, ls, info, resize, usage. On a
  * tenant's socket they act on that tenant's volumes; on the admin socket, with --tenant T,
  * on T's, through /v1/tenants/T/.... */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "tp-cleanup.h"
 #include "client.h"
 #include "output.h"
 
@@ -49,6 +51,38 @@ static int volume_request(struct ctx *c, const char *what, const char *method,
 	return show_volume(c, answer);
 }
 
+/* KEY (KEY_LEN bytes) = VALUE (NULL: null) into the JSON object O. */
+static int add_label(struct json_object *o, const char *key, size_t key_len, const char *value)
+{
+	CLEANUP_FREE char *k = strndup(key, key_len);
+
+	if (k == NULL)
+		return -ENOMEM;
+	return json_add_string(o, k, value);
+}
+
+/* The --label options of A ("KEY=VALUE", each checked) as the member "labels" of BODY;
+ * nothing if there are none. */
+static int add_labels(const char *what, const struct args *a, struct json_object *body)
+{
+	struct json_object *labels;
+	size_t key_len;
+	int r;
+
+	if (a->n_labels == 0)
+		return 0;
+	labels = json_object_new_object();
+	if (labels == NULL || json_add_value(body, "labels", labels) < 0)
+		return error_line(-ENOMEM, what, "%s", strerror(ENOMEM));
+	for (size_t i = 0; i < a->n_labels; i++) {
+		if ((r = check_label(what, a->label[i], true, &key_len)) < 0)
+			return r;
+		if (add_label(labels, a->label[i], key_len, a->label[i] + key_len + 1) < 0)
+			return error_line(-ENOMEM, what, "%s", strerror(ENOMEM));
+	}
+	return 0;
+}
+
 int cmd_create(struct ctx *c, const struct args *a)
 {
 	CLEANUP_JSON struct json_object *body = NULL;
@@ -68,6 +102,9 @@ int cmd_create(struct ctx *c, const struct args *a)
 	if (body == NULL || json_add_string(body, "name", name) < 0 ||
 	    json_add_int(body, "size", (int64_t)size) < 0)
 		return error_line(-ENOMEM, what, "%s", strerror(ENOMEM));
+	r = add_labels(what, a, body);
+	if (r < 0)
+		return r;
 	return volume_request(c, what, "POST", body, NULL, NULL);
 }
 
@@ -96,20 +133,84 @@ int cmd_snapshot(struct ctx *c, const struct args *a)
 	    json_add_string(body, "parent", a->from) < 0 ||
 	    (a->size != NULL && json_add_int(body, "size", (int64_t)size) < 0))
 		return error_line(-ENOMEM, what, "%s", strerror(ENOMEM));
+	r = add_labels(what, a, body);
+	if (r < 0)
+		return r;
 	return volume_request(c, what, "POST", body, NULL, NULL);
 }
 
 int cmd_commit(struct ctx *c, const struct args *a)
 {
+	CLEANUP_JSON struct json_object *body = NULL;
 	const char *name = a->operand[0];
 	char what[WHAT_MAX];
 	int r;
 
 	snprintf(what, sizeof what, "commit %s", name);
 	r = check_name(what, "volume", name);
+	if (r == 0 && a->as != NULL)
+		r = check_name(what, "volume", a->as);
 	if (r < 0)
 		return r;
-	return volume_request(c, what, "POST", NULL, name, "commit");
+	/* Without --as, no body: the commit as it always was. */
+	if (a->as != NULL &&
+	    ((body = json_object_new_object()) == NULL || json_add_string(body, "name", a->as) < 0))
+		return error_line(-ENOMEM, what, "%s", strerror(ENOMEM));
+	return volume_request(c, what, "POST", body, name, "commit");
+}
+
+int cmd_label(struct ctx *c, const struct args *a)
+{
+	CLEANUP_JSON struct json_object *answer = NULL;
+	CLEANUP_JSON struct json_object *body = NULL;
+	struct json_object *labels;
+	const char *name = a->operand[0];
+	char what[WHAT_MAX], path[PATH_LEN];
+	size_t key_len;
+	int r;
+
+	snprintf(what, sizeof what, "label %s", name);
+	r = check_name(what, "volume", name);
+	if (r < 0)
+		return r;
+	body = json_object_new_object();
+	labels = json_object_new_object();
+	if (body == NULL || labels == NULL || json_add_value(body, "labels", labels) < 0)
+		return error_line(-ENOMEM, what, "%s", strerror(ENOMEM));
+	/* KEY=VALUE sets, KEY- removes (a JSON merge patch: null). */
+	for (size_t i = 1; i < a->n_operands; i++) {
+		const char *op = a->operand[i];
+		size_t len = strlen(op);
+		const char *why;
+
+		if (strchr(op, '=') != NULL) {
+			r = check_label(what, op, true, &key_len);
+			if (r == 0)
+				r = add_label(labels, op, key_len, op + key_len + 1);
+		} else if (len > 0 && op[len - 1] == '-') {
+			why = tp_label_invalid(op, len - 1, NULL, 0);
+			if (why != NULL)
+				return error_line(-EINVAL, what, "invalid label '%.*s': %s",
+				                  (int)(len - 1), op, why);
+			r = add_label(labels, op, len - 1, NULL);
+		} else {
+			return error_line(-EINVAL, what,
+			                  "invalid label change '%s': expected KEY=VALUE to set "
+			                  "or KEY- to remove",
+			                  op);
+		}
+		if (r == -ENOMEM)
+			return error_line(r, what, "%s", strerror(ENOMEM));
+		if (r < 0)
+			return r;
+	}
+	r = api_path(c, "volumes", name, NULL, path, sizeof path);
+	if (r < 0)
+		return error_line(r, what, "request path too long");
+	r = http_json(c->http, what, "PATCH", path, body, &answer);
+	if (r < 0)
+		return r;
+	return c->json ? print_json(stdout, answer) : print_volume_details(stdout, answer);
 }
 
 int cmd_resize(struct ctx *c, const struct args *a)
@@ -206,18 +307,62 @@ int cmd_info(struct ctx *c, const struct args *a)
 	return c->json ? print_json(stdout, answer) : print_volume_details(stdout, answer);
 }
 
+/* S percent-encoded into F: every byte but the unreserved ones of RFC 3986. */
+static void put_escaped(FILE *f, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || strchr("-._~", ch) != NULL)
+			fputc(ch, f);
+		else
+			fprintf(f, "%%%02X", ch);
+	}
+}
+
+/* The listing's path, with "?label=..." for each --label of A (checked), into *RET_PATH
+ * (malloc'ed): the filters run to kilobytes. */
+static int list_path(const struct ctx *c, const struct args *a, char **ret_path)
+{
+	CLEANUP_FREE char *text = NULL;
+	char path[PATH_LEN];
+	size_t len = 0, key_len;
+	FILE *f;
+	int r;
+
+	for (size_t i = 0; i < a->n_labels; i++)
+		if ((r = check_label("ls", a->label[i], false, &key_len)) < 0)
+			return r;
+	r = api_path(c, "volumes", NULL, NULL, path, sizeof path);
+	if (r < 0)
+		return error_line(r, "ls", "request path too long");
+	f = open_memstream(&text, &len);
+	if (f == NULL)
+		return error_line(-ENOMEM, "ls", "%s", strerror(ENOMEM));
+	fputs(path, f);
+	for (size_t i = 0; i < a->n_labels; i++) {
+		fputs(i ? "&label=" : "?label=", f);
+		put_escaped(f, a->label[i]);
+	}
+	if (fclose(f) != 0)
+		return error_line(-ENOMEM, "ls", "%s", strerror(ENOMEM));
+	*ret_path = TAKE_PTR(text);
+	return 0;
+}
+
 int cmd_ls(struct ctx *c, const struct args *a)
 {
 	CLEANUP_JSON struct json_object *answer = NULL;
 	CLEANUP_ROWS struct rows rows = {0};
-	char path[PATH_LEN];
+	CLEANUP_FREE char *path = NULL;
 	int r;
 
 	if (a->attached)
 		return attach_list(c, a->quiet);
-	r = api_path(c, "volumes", NULL, NULL, path, sizeof path);
+	r = list_path(c, a, &path);
 	if (r < 0)
-		return error_line(r, "ls", "request path too long");
+		return r;
 	if (c->json) {
 		r = http_json(c->http, "ls", "GET", path, NULL, &answer);
 		return r < 0 ? r : print_json(stdout, answer);

@@ -176,7 +176,7 @@ static void put_string(FILE *f, const char *s, bool empty_is_null)
 /* V's members, without the braces around them. */
 static void put_volume_members(FILE *f, const struct principal *p, const struct volume_view *v)
 {
-	char created[32];
+	char created[32], updated[32];
 
 	fputs("\"name\":", f);
 	put_string(f, v->name, false);
@@ -187,8 +187,17 @@ static void put_volume_members(FILE *f, const struct principal *p, const struct 
 	put_string(f, v->state, false);
 	fputs(",\"parent\":", f);
 	put_string(f, v->parent, true);
-	fprintf(f, ",\"created\":\"%s\",\"writable\":%s", format_time(v->created, created),
+	fprintf(f, ",\"created\":\"%s\",\"updated\":\"%s\",\"writable\":%s",
+	        format_time(v->created, created), format_time(v->updated, updated),
 	        v->writable ? "true" : "false");
+	fputs(",\"labels\":{", f);
+	for (size_t i = 0; i < v->n_labels; i++) {
+		fputs(i ? "," : "", f);
+		put_string(f, v->labels[i].key, false);
+		fputc(':', f);
+		put_string(f, v->labels[i].value, false);
+	}
+	fputc('}', f);
 	if (p->admin)
 		fprintf(f, ",\"thin_id\":%" PRIu32, v->thin_id);
 }
@@ -307,6 +316,63 @@ static bool json_single_quoted(const char *body, size_t len)
 	return false;
 }
 
+/* S (LEN bytes: a label's key or value, or a piece of JSON text) as a message may quote it,
+ * into BUF: at most 64 bytes of it, cut at a character, then "...". A byte that is not
+ * valid UTF-8 or is a control character is written as \xNN, so that the message is
+ * valid UTF-8, prints safely and shows what was sent. */
+static const char *quoted(const char *s, size_t len, char *buf, size_t size)
+{
+	size_t in = 0, out = 0, n;
+	uint32_t cp;
+
+	while (in < len && out + 8 < size && in < 64) {
+		n = tp_utf8_next(s + in, len - in, &cp);
+		if (n == 0 || cp < 0x20 || (cp >= 0x7f && cp <= 0x9f)) {
+			out += (size_t)snprintf(buf + out, size - out, "\\x%02x",
+			                        (unsigned char)s[in]);
+			in++;
+			continue;
+		}
+		memcpy(buf + out, s + in, n);
+		out += n;
+		in += n;
+	}
+	snprintf(buf + out, size - out, "%s", in < len ? "..." : "");
+	return buf;
+}
+
+/* The first object key in the JSON text BODY (LEN bytes, valid JSON) that holds an
+ * escaped NUL byte (\u0000): json-c keeps keys as C strings, so it cuts such a key short
+ * there, and {"size\u0000x": 1} would read as {"size": 1}. Its text as sent (between the
+ * quotes) in *RET_KEY and *RET_LEN; false if there is none. */
+static bool json_key_with_nul(const char *body, size_t len, const char **ret_key, size_t *ret_len)
+{
+	for (size_t i = 0; i < len; i++) {
+		size_t start = i + 1, j;
+		bool nul = false;
+
+		if (body[i] != '"')
+			continue;
+		for (j = start; j < len && body[j] != '"'; j++) {
+			if (body[j] != '\\')
+				continue;
+			if (j + 5 < len && strncmp(body + j + 1, "u0000", 5) == 0)
+				nul = true;
+			j++; /* the escaped character: a quote or a backslash does not end anything
+			      */
+		}
+		for (i = j + 1; i < len && body[i] != '\0' && strchr(" \t\r\n", body[i]); i++)
+			;
+		if (nul && i < len && body[i] == ':') {
+			*ret_key = body + start;
+			*ret_len = j - start;
+			return true;
+		}
+		i--; /* look at what follows the string again */
+	}
+	return false;
+}
+
 /* Does KEY hold a size in bytes (answered with invalid_size when it is not one)? */
 static bool size_field(const char *key)
 {
@@ -354,6 +420,19 @@ static int parse_body(const struct api_request *req, struct reply *rep, const ch
 	if (!json_object_is_type(obj, json_type_object)) {
 		reply_error(rep, 400, "invalid_request", "the body must be a JSON object");
 		return -EINVAL;
+	}
+	{
+		const char *key;
+		char buf[160];
+		size_t len;
+
+		if (json_key_with_nul(req->body, req->len, &key, &len)) {
+			reply_error(
+			    rep, 400, "invalid_request",
+			    "key \"%s\" contains a NUL byte: no field name or label key may",
+			    quoted(key, len, buf, sizeof buf));
+			return -EINVAL;
+		}
 	}
 	json_object_object_foreach (obj, key, val) {
 		size_t i;
@@ -429,6 +508,156 @@ static int get_uint(json_object *o, const char *key, uint64_t max, bool nullable
 	return 0;
 }
 
+/* What a set of labels in a request is for: a volume's whole set (every value a string),
+ * or a merge patch of it (a value null removes its key). */
+enum label_use { LABELS_SET, LABELS_PATCH };
+
+/* Field KEY of O, an object of labels, into *RET (its array malloc'ed, the strings
+ * borrowed from O); RET->l NULL if absent. Every label is checked by the rules of
+ * include/tp-rules.h, and a bad one answered 400 naming it. */
+static int get_labels(json_object *o, const char *key, enum label_use use, struct reply *rep,
+                      struct label_list *ret)
+{
+	struct tp_label *labels;
+	json_object *v;
+	size_t n = 0, i = 0;
+	char buf[160];
+
+	ret->l = NULL;
+	ret->n = 0;
+	if (!json_object_object_get_ex(o, key, &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_object)) {
+		reply_error(rep, 400, "invalid_request",
+		            "field \"%s\" must be an object of labels: {\"key\": \"value\"%s}", key,
+		            use == LABELS_PATCH ? ", \"removed\": null" : "");
+		return -EINVAL;
+	}
+	n = (size_t)json_object_object_length(v);
+	if (n > TP_LABELS_MAX) {
+		reply_error(rep, 400, "invalid_request", "too many labels: %zu, at most %d", n,
+		            TP_LABELS_MAX);
+		return -EINVAL;
+	}
+	labels = calloc(n ? n : 1, sizeof *labels);
+	if (labels == NULL) {
+		reply_error(rep, 500, "internal", "%s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	json_object_object_foreach (v, k, val) {
+		const char *value = NULL, *why;
+		size_t value_len = 0;
+
+		if (val == NULL && use == LABELS_PATCH) {
+			/* null: remove it */
+		} else if (json_object_is_type(val, json_type_string)) {
+			value = json_object_get_string(val);
+			value_len = (size_t)json_object_get_string_len(val);
+		} else {
+			reply_error(
+			    rep, 400, "invalid_request", "label \"%s\": the value must be %s",
+			    quoted(k, strlen(k), buf, sizeof buf),
+			    use == LABELS_PATCH ? "a string, or null to remove it" : "a string");
+			free(labels);
+			return -EINVAL;
+		}
+		why = tp_label_invalid(k, strlen(k), value, value_len);
+		if (why != NULL) {
+			reply_error(rep, 400, "invalid_request", "label \"%s\": %s",
+			            quoted(k, strlen(k), buf, sizeof buf), why);
+			free(labels);
+			return -EINVAL;
+		}
+		labels[i].key = k;
+		labels[i++].value = value;
+	}
+	ret->l = labels;
+	ret->n = i;
+	return 0;
+}
+
+static int hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decode the %XX escapes of the query value S in place, all of them (an escaped NUL
+ * included: the length tells); a '%' that starts none stays. Returns the new length. */
+static size_t query_unescape(char *s)
+{
+	size_t out = 0, len = strlen(s);
+	int hi, lo;
+
+	for (size_t in = 0; in < len; in++) {
+		if (s[in] == '%' && in + 2 < len && (hi = hex_value(s[in + 1])) >= 0 &&
+		    (lo = hex_value(s[in + 2])) >= 0) {
+			s[out++] = (char)(hi << 4 | lo);
+			in += 2;
+		} else {
+			s[out++] = s[in];
+		}
+	}
+	s[out] = '\0';
+	return out;
+}
+
+/* The filter of the query's "label" arguments, KEY=VALUE (that value) or KEY (any value):
+ * *RET's array and *RET_TEXT (the decoded strings) malloc'ed. Each is split at its first
+ * '=' after decoding, and checked as a label is. */
+static int get_label_filter(const struct api_request *req, struct reply *rep,
+                            struct label_list *ret, char **ret_text)
+{
+	CLEANUP_FREE struct tp_label *filter = NULL;
+	CLEANUP_FREE char *text = NULL;
+	size_t total = 0, i, at = 0;
+	char buf[160];
+
+	if (req->n_labels > TP_LABELS_MAX) {
+		reply_error(rep, 400, "invalid_request", "too many label filters: at most %d",
+		            TP_LABELS_MAX);
+		return -EINVAL;
+	}
+	for (i = 0; i < req->n_labels; i++)
+		total += strlen(req->labels[i]) + 1;
+	filter = calloc(req->n_labels ? req->n_labels : 1, sizeof *filter);
+	text = malloc(total + 1);
+	if (filter == NULL || text == NULL) {
+		reply_error(rep, 500, "internal", "%s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	for (i = 0; i < req->n_labels; i++) {
+		char *s = text + at, *eq;
+		size_t len, key_len;
+		const char *why;
+
+		strcpy(s, req->labels[i]);
+		at += strlen(s) + 1;
+		len = query_unescape(s);
+		eq = memchr(s, '=', len);
+		key_len = eq ? (size_t)(eq - s) : len;
+		why = tp_label_invalid(s, key_len, eq ? eq + 1 : NULL, eq ? len - key_len - 1 : 0);
+		if (why != NULL) {
+			reply_error(rep, 400, "invalid_request", "label filter \"%s\": %s",
+			            quoted(s, len, buf, sizeof buf), why);
+			return -EINVAL;
+		}
+		if (eq != NULL)
+			*eq = '\0';
+		filter[i].key = s;
+		filter[i].value = eq ? eq + 1 : NULL;
+	}
+	ret->l = TAKE_PTR(filter);
+	ret->n = req->n_labels;
+	*ret_text = TAKE_PTR(text);
+	return 0;
+}
+
 /* Routes */
 
 struct route {
@@ -449,19 +678,21 @@ static void method_not_allowed(struct reply *rep, const char *allowed)
 	reply_error(rep, 405, "method_not_allowed", "method not allowed here; use %s", allowed);
 }
 
+/* The volume V an ops call answered with (R), or its error; V's labels go. */
 static void volume_reply(struct reply *rep, const struct principal *p, unsigned status, int r,
-                         const struct volume_view *v)
+                         struct volume_view *v)
 {
 	FILE *f;
 
 	if (r < 0)
 		return reply_ops_error(rep, r);
-	if ((f = json_text_begin(rep)) == NULL)
-		return;
-	fputc('{', f);
-	put_volume_members(f, p, v);
-	fputc('}', f);
-	json_text_end(rep, f, status);
+	if ((f = json_text_begin(rep)) != NULL) {
+		fputc('{', f);
+		put_volume_members(f, p, v);
+		fputc('}', f);
+		json_text_end(rep, f, status);
+	}
+	ops_volume_view_clear(v);
 }
 
 /* ops_children_fn: "TENANT":N, into the stream of the struct children_writer OPAQUE. */
@@ -494,9 +725,10 @@ static void volume_info_reply(struct reply *rep, const struct principal *p, cons
 	if (r < 0)
 		return reply_ops_error(rep, r);
 	if ((f = w.f = json_text_begin(rep)) == NULL)
-		return;
+		return ops_volume_view_clear(&v);
 	fputc('{', f);
 	put_volume_members(f, p, &v);
+	ops_volume_view_clear(&v);
 	fputs(",\"snapshots\":{", f);
 	r = ops_volume_children(p, name, put_child, &w);
 	if (r < 0 && !ferror(f)) {
@@ -525,15 +757,25 @@ static int write_volume(const struct volume_view *v, void *opaque)
 	return ferror(w->f) ? -ENOMEM : 0;
 }
 
-static void list_volumes(const struct principal *p, struct reply *rep)
+/* GET /v1/volumes[?label=...] */
+static void list_volumes(const struct principal *p, const struct api_request *req,
+                         struct reply *rep)
 {
-	struct list_writer w = {.p = p, .f = json_text_begin(rep)};
+	CLEANUP_FREE struct tp_label *filter_labels = NULL;
+	CLEANUP_FREE char *filter_text = NULL;
+	struct label_list filter = {0};
+	struct list_writer w = {.p = p};
 	int r;
 
-	if (w.f == NULL)
+	if (req->n_labels > 0) {
+		if (get_label_filter(req, rep, &filter, &filter_text) < 0)
+			return;
+		filter_labels = (struct tp_label *)filter.l;
+	}
+	if ((w.f = json_text_begin(rep)) == NULL)
 		return;
 	fputs("{\"volumes\":[", w.f);
-	r = ops_volume_list(p, write_volume, &w);
+	r = ops_volume_list(p, req->n_labels > 0 ? &filter : NULL, write_volume, &w);
 	if (r < 0 && !ferror(w.f)) {
 		json_text_drop(rep, w.f);
 		return reply_ops_error(rep, r);
@@ -564,10 +806,12 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 	if (n == 0 || strcmp(seg[0], "volumes") != 0)
 		return reply_error(rep, 404, "not_found", "no such resource");
 	if (n == 1 && is(rt, "GET"))
-		return list_volumes(p, rep);
+		return list_volumes(p, rt->req, rep);
 	if (n == 1 && is(rt, "POST")) {
-		static const char *const keys[] = {"name", "size", "parent", NULL};
+		static const char *const keys[] = {"name", "size", "parent", "labels", NULL};
 		CLEANUP_JSON json_object *body = NULL;
+		CLEANUP_FREE struct tp_label *labels_array = NULL;
+		struct label_list labels;
 		const char *name, *parent;
 		uint64_t size = 0;
 		bool has_size;
@@ -575,16 +819,19 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 		if (parse_body(rt->req, rep, keys, &body) < 0 ||
 		    get_string(body, "name", true, rep, &name) < 0 ||
 		    get_string(body, "parent", false, rep, &parent) < 0 ||
-		    get_uint(body, "size", UINT64_MAX >> 1, false, &has_size, &size, rep) < 0)
+		    get_uint(body, "size", UINT64_MAX >> 1, false, &has_size, &size, rep) < 0 ||
+		    get_labels(body, "labels", LABELS_SET, rep, &labels) < 0)
 			return;
+		labels_array = (struct tp_label *)labels.l;
 		if (parent == NULL && !has_size)
 			return reply_error(rep, 400, "invalid_request",
 			                   "give \"size\" for a new volume or \"parent\" for a "
 			                   "snapshot");
 		if (parent)
-			r = ops_volume_snapshot(p, name, parent, size, &v);
+			r = ops_volume_snapshot(p, name, parent, size, labels.l ? &labels : NULL,
+			                        &v);
 		else
-			r = ops_volume_create(p, name, size, &v);
+			r = ops_volume_create(p, name, size, labels.l ? &labels : NULL, &v);
 		return volume_reply(rep, p, 201, r, &v);
 	}
 	if (n == 1)
@@ -592,6 +839,22 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 	if (n == 2) {
 		if (is(rt, "GET"))
 			return volume_info_reply(rep, p, seg[1]);
+		if (is(rt, "PATCH")) {
+			static const char *const keys[] = {"labels", NULL};
+			CLEANUP_JSON json_object *body = NULL;
+			CLEANUP_FREE struct tp_label *patch_array = NULL;
+			struct label_list patch;
+
+			if (parse_body(rt->req, rep, keys, &body) < 0 ||
+			    get_labels(body, "labels", LABELS_PATCH, rep, &patch) < 0)
+				return;
+			patch_array = (struct tp_label *)patch.l;
+			if (patch.l == NULL)
+				return reply_error(rep, 400, "invalid_request",
+				                   "missing field \"labels\"");
+			return volume_reply(rep, p, 200,
+			                    ops_volume_set_labels(p, seg[1], &patch, &v), &v);
+		}
 		if (is(rt, "DELETE")) {
 			r = ops_volume_remove(p, seg[1]);
 			if (r < 0)
@@ -599,12 +862,25 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 			rep->status = 204;
 			return;
 		}
-		return method_not_allowed(rep, "GET or DELETE");
+		return method_not_allowed(rep, "GET, PATCH or DELETE");
 	}
 	if (n == 3 && strcmp(seg[2], "commit") == 0) {
+		static const char *const keys[] = {"name", "labels", NULL};
+		CLEANUP_JSON json_object *body = NULL;
+		CLEANUP_FREE struct tp_label *labels_array = NULL;
+		struct label_list labels = {0};
+		const char *new_name = NULL;
+
 		if (!is(rt, "POST"))
 			return method_not_allowed(rep, "POST");
-		return volume_reply(rep, p, 200, ops_volume_commit(p, seg[1], &v), &v);
+		/* The body is optional: without one, a commit as it always was. */
+		if (rt->req->len > 0 && (parse_body(rt->req, rep, keys, &body) < 0 ||
+		                         get_string(body, "name", false, rep, &new_name) < 0 ||
+		                         get_labels(body, "labels", LABELS_SET, rep, &labels) < 0))
+			return;
+		labels_array = (struct tp_label *)labels.l;
+		r = ops_volume_commit(p, seg[1], new_name, labels.l ? &labels : NULL, &v);
+		return volume_reply(rep, p, 200, r, &v);
 	}
 	if (n == 3 && strcmp(seg[2], "resize") == 0) {
 		static const char *const keys[] = {"size", NULL};
@@ -970,8 +1246,10 @@ static void dispatch(const struct principal *p, struct route *rt, const char *ur
 	CLEANUP_FREE char *copy = NULL;
 	const char *ctype = rt->req->content_type;
 
-	if (strlen(url) > 1024 || (copy = strdup(url)) == NULL ||
-	    split_url(copy, rt->seg, &rt->n) < 0)
+	if (strlen(url) > 1024 || (copy = strdup(url)) == NULL)
+		return reply_error(rt->rep, 404, "not_found", "no such resource");
+	api_unescape(copy);
+	if (split_url(copy, rt->seg, &rt->n) < 0)
 		return reply_error(rt->rep, 404, "not_found", "no such resource");
 	if (rt->req->too_large)
 		return reply_error(rt->rep, 413, "too_large", "request body over %d bytes",
@@ -1057,12 +1335,30 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, struct api_answer
 	return ret;
 }
 
+/* The query's "label" arguments, as many as api_request takes. */
+struct query_labels {
+	const char *value[TP_LABELS_MAX + 1];
+	size_t n;
+};
+
+static enum MHD_Result add_label_argument(void *cls, enum MHD_ValueKind kind, const char *key,
+                                          const char *value)
+{
+	struct query_labels *q = cls;
+
+	(void)kind;
+	if (strcmp(key, "label") == 0 && q->n < ARRAY_SIZE(q->value))
+		q->value[q->n++] = value ? value : "";
+	return MHD_YES;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **con_cls)
 {
 	struct api_server *srv = cls;
 	struct upload *req = *con_cls;
+	struct query_labels labels = {.n = 0};
 	struct api_request areq;
 	struct api_answer ans;
 
@@ -1091,11 +1387,14 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 		*upload_data_size = 0;
 		return MHD_YES;
 	}
+	MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, add_label_argument, &labels);
 	areq = (struct api_request){
 	    .method = method,
 	    .url = url,
 	    .content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type"),
 	    .force = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "force"),
+	    .labels = labels.value,
+	    .n_labels = labels.n,
 	    .body = req->body,
 	    .len = req->len,
 	    .too_large = req->too_large,
@@ -1103,17 +1402,6 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	if (api_answer(&srv->principal, &areq, &ans) < 0)
 		return MHD_NO;
 	return send_reply(conn, &ans);
-}
-
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
 }
 
 size_t api_unescape(char *s)
@@ -1134,11 +1422,14 @@ size_t api_unescape(char *s)
 	return (size_t)(out - s);
 }
 
-static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+/* libmicrohttpd's decoding of the path and the query's arguments: none. It cannot tell
+ * the path from an argument, and they are decoded differently (api_unescape keeps %2F
+ * and %00 of a path encoded; a label filter decodes every escape), where each is read. */
+static size_t keep_escaped(void *cls, struct MHD_Connection *conn, char *s)
 {
 	(void)cls;
 	(void)conn;
-	return api_unescape(s);
+	return strlen(s);
 }
 
 static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -1205,7 +1496,7 @@ int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct
 	    /* Room for any request line and headers of ours; libmicrohttpd clears it for every
 	     * request, so no more (32 KiB cost the daemon 10% more instructions per change). */
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
-	    completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+	    completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
 	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_END);
 	if (srv->mhd == NULL) {
 		unlink(path);

@@ -21,10 +21,15 @@ void api_stop(struct api_server *server);
 /* One request as the HTTP server received it. */
 struct api_request {
 	const char *method;
-	const char *url;          /* the path, without the query */
+	const char *url;          /* the path as sent (percent-encoded), without the query */
 	const char *content_type; /* the Content-Type header, NULL if none */
 	const char *force;        /* the query argument "force", NULL if none */
-	const char *body;         /* LEN bytes and a NUL, or NULL if none arrived */
+	/* The query arguments "label" as sent (percent-encoded; a '+' already a space, as
+	 * libmicrohttpd has it), "" for one without '='. N_LABELS counts no further than
+	 * TP_LABELS_MAX + 1, which is refused. */
+	const char *const *labels;
+	size_t n_labels;
+	const char *body; /* LEN bytes and a NUL, or NULL if none arrived */
 	size_t len;
 	bool too_large; /* the body went past the bound and was dropped */
 };
@@ -44,9 +49,10 @@ struct api_answer {
 int api_answer(const struct principal *p, const struct api_request *req,
                struct api_answer *ret_answer);
 
-/* Decode the %XX escapes of the URL S in place, except those of '/' and NUL, which stay
- * as they are: an encoded slash never becomes a separator of the path, nor does an
- * encoded NUL end it. Returns the new length. libmicrohttpd calls it for every URL. */
+/* Decode the %XX escapes of the URL path S in place, except those of '/' and NUL, which
+ * stay as they are: an encoded slash never becomes a separator of the path, nor does an
+ * encoded NUL end it. Returns the new length. api_answer decodes every path with it;
+ * libmicrohttpd decodes nothing (the query's arguments are decoded where they are read). */
 size_t api_unescape(char *s);
 
 #endif

@@ -212,8 +212,10 @@ static int allocate_thin_id(uint32_t *ret_id)
 	return 0;
 }
 
-/* Step 1 of a create: V's row (creating) and the record, with a fresh thin id. */
-static int record_create(enum change_op op, struct volume *v, uint32_t origin_thin_id)
+/* Step 1 of a create: V's row (creating) with its LABELS (N) and the record, with a fresh
+ * thin id. */
+static int record_create(enum change_op op, struct volume *v, uint32_t origin_thin_id,
+                         const struct tp_label *labels, size_t n)
 {
 	struct pool_change c = {.op = op, .origin_thin_id = origin_thin_id};
 	int r = store_begin(chg.store);
@@ -224,6 +226,8 @@ static int record_create(enum change_op op, struct volume *v, uint32_t origin_th
 		v->state = VOLUME_CREATING;
 		r = store_volume_add(chg.store, v);
 	}
+	if (r == 0 && n > 0)
+		r = store_labels_set(chg.store, v->id, labels, n);
 	if (r == 0) {
 		c.volume_id = v->id;
 		c.thin_id = v->thin_id;
@@ -303,7 +307,7 @@ static int check_after_message(const struct pool_change *c, const struct volume 
 }
 
 int change_create(enum change_op op, struct volume *v, uint32_t origin_thin_id,
-                  struct change_clock *clk)
+                  const struct tp_label *labels, size_t n, struct change_clock *clk)
 {
 	struct pool_change c = {.op = op, .origin_thin_id = origin_thin_id};
 	int r, attempt;
@@ -312,7 +316,7 @@ int change_create(enum change_op op, struct volume *v, uint32_t origin_thin_id,
 	if (r < 0)
 		return r;
 	for (attempt = 0;; attempt++) {
-		r = record_create(op, v, origin_thin_id);
+		r = record_create(op, v, origin_thin_id, labels, n);
 		if (r < 0)
 			return r;
 		change_clock_lap(clk, PHASE_INTENT);

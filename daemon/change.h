@@ -42,10 +42,11 @@ void change_shutdown(void);
 
 /* Create V (tenant_id, name, size, parent_id and used filled in by the caller) as a new
  * thin device (OP CHANGE_CREATE), a snapshot of ORIGIN_THIN_ID (CHANGE_SNAPSHOT) or an
- * image to import (CHANGE_IMPORT: its row ends in state importing). Fills in V's id,
- * thin id and state. */
+ * image to import (CHANGE_IMPORT: its row ends in state importing), with LABELS (N of
+ * them, in the transaction that adds the row; a create rolled back takes them along).
+ * Fills in V's id, thin id and state. */
 int change_create(enum change_op op, struct volume *v, uint32_t origin_thin_id,
-                  struct change_clock *clk);
+                  const struct tp_label *labels, size_t n, struct change_clock *clk);
 
 /* Remove V, whose thin device the caller has deactivated. */
 int change_remove(struct volume *v, struct change_clock *clk);

@@ -122,9 +122,22 @@ static bool volume_writable(const struct principal *p, const struct volume *v)
 	return store_grant_get(ops.store, v->id, p->tenant_id, &g) == 0 && g.write;
 }
 
-static void make_view(const struct principal *p, const struct volume *v, struct volume_view *view)
+void ops_volume_view_clear(struct volume_view *view)
+{
+	if (view == NULL)
+		return;
+	free(view->labels);
+	view->labels = NULL;
+	view->n_labels = 0;
+}
+
+/* V as P sees it, with its labels if WITH_LABELS and V is P's own: a tenant sees no other
+ * tenant's labels, not even through a grant. */
+static int make_view(const struct principal *p, const struct volume *v, bool with_labels,
+                     struct volume_view *view)
 {
 	struct volume parent;
+	int r;
 
 	memset(view, 0, sizeof *view);
 	volume_ref(p, v, view->name, sizeof view->name);
@@ -142,8 +155,39 @@ static void make_view(const struct principal *p, const struct volume *v, struct 
 	                  ? "image"
 	                  : volume_state_name(v->state);
 	view->created = v->created;
+	view->updated = v->updated;
 	view->writable = volume_writable(p, v);
 	view->thin_id = v->thin_id;
+	if (with_labels && v->tenant_id != 0 && v->tenant_id == p->tenant_id) {
+		r = store_labels_get(ops.store, v->id, &view->labels, &view->n_labels);
+		if (r < 0)
+			return internal(r, "read labels");
+	}
+	return 0;
+}
+
+/* Why the labels of L cannot be a volume's (or, if PATCH, a change to them: NULL values
+ * remove), as -EINVAL with a message; 0 if they can. The API checks them first and names
+ * the label; this keeps any other caller to the same rules. */
+static int check_labels(const struct label_list *l, bool patch)
+{
+	const char *why;
+
+	if (l == NULL)
+		return 0;
+	if (l->n > TP_LABELS_MAX)
+		return fail(-EINVAL, "too many labels: %zu, at most %d", l->n, TP_LABELS_MAX);
+	for (size_t i = 0; i < l->n; i++) {
+		const char *value = l->l[i].value;
+
+		if (value == NULL && !patch)
+			return fail(-EINVAL, "label %zu has no value", i + 1);
+		why = tp_label_invalid(l->l[i].key, strlen(l->l[i].key), value,
+		                       value ? strlen(value) : 0);
+		if (why != NULL)
+			return fail(-EINVAL, "label %zu: %s", i + 1, why);
+	}
+	return 0;
 }
 
 /* P's own volume NAME, settled (not creating or deleting). */
@@ -330,7 +374,8 @@ static int check_size(uint64_t size)
 /* Create NAME for P with change OP: a new thin device, a snapshot of ORIGIN or an image
  * to import. */
 static int create_volume(const struct principal *p, enum change_op op, const char *name,
-                         uint64_t size, const struct volume *origin, struct change_clock *clk,
+                         uint64_t size, const struct volume *origin,
+                         const struct label_list *labels, struct change_clock *clk,
                          struct volume *ret_volume)
 {
 	const char *what = op == CHANGE_SNAPSHOT ? "snapshot" : "create";
@@ -349,8 +394,8 @@ static int create_volume(const struct principal *p, enum change_op op, const cha
 		            name, existing.state == VOLUME_IMPORTING ? " (being imported)" : "");
 	if (r != -ENOENT)
 		return internal(r, "read volume");
-	if ((r = check_size(size)) < 0 || (r = check_quota(p, size)) < 0 ||
-	    (r = check_pool_space()) < 0)
+	if ((r = check_size(size)) < 0 || (r = check_labels(labels, false)) < 0 ||
+	    (r = check_quota(p, size)) < 0 || (r = check_pool_space()) < 0)
 		return r;
 
 	snprintf(v.name, sizeof v.name, "%s", name);
@@ -361,7 +406,8 @@ static int create_volume(const struct principal *p, enum change_op op, const cha
 		v.used = origin->used;
 	}
 	change_clock_lap(clk, PHASE_CHECKS);
-	r = change_create(op, &v, origin ? origin->thin_id : 0, clk);
+	r = change_create(op, &v, origin ? origin->thin_id : 0, labels ? labels->l : NULL,
+	                  labels ? labels->n : 0, clk);
 	if (r == -EEXIST)
 		return fail(r, "volume %s exists", name);
 	if (r == -ENOSPC)
@@ -649,6 +695,7 @@ int ops_principal_for_nbd_uid(uid_t uid, struct principal *ret_principal)
 /* A listing in progress: each settled volume becomes a view and goes to FN. */
 struct listing {
 	const struct principal *p;
+	bool labels; /* the views carry them */
 	ops_volume_fn fn;
 	void *opaque;
 	int fn_error; /* FN's own error, not the store's */
@@ -658,24 +705,41 @@ static int list_one(const struct volume *v, void *opaque)
 {
 	struct listing *l = opaque;
 	struct volume_view view;
+	int r;
 
 	if (!volume_settled(v))
 		return 0;
-	make_view(l->p, v, &view);
-	return l->fn_error = l->fn(&view, l->opaque);
+	r = make_view(l->p, v, l->labels, &view);
+	if (r < 0)
+		return l->fn_error = r; /* already logged: not the store's to report again */
+	r = l->fn_error = l->fn(&view, l->opaque);
+	ops_volume_view_clear(&view);
+	return r;
 }
 
-int ops_volume_list(const struct principal *p, ops_volume_fn fn, void *opaque)
+/* ops_volume_list, with the views' labels if LABELS. */
+static int list_volumes(const struct principal *p, const struct label_list *filter, bool labels,
+                        ops_volume_fn fn, void *opaque)
 {
 	CLEANUP_FREE struct volume *images = NULL, *granted = NULL;
 	CLEANUP_FREE struct grant *grants = NULL;
-	struct listing l = {.p = p, .fn = fn, .opaque = opaque};
+	struct listing l = {.p = p, .labels = labels, .fn = fn, .opaque = opaque};
 	size_t n_images = 0, n_granted = 0, i;
 	int r;
 
+	if (filter != NULL && (r = check_labels(filter, true)) < 0)
+		return r;
 	LOCKED;
 	/* Own volumes, the many, stream from the store; the images and grants a tenant sees
-	 * are few and are read whole. */
+	 * are few and are read whole. A filter by labels is of own volumes only: the labels
+	 * of others' are not the tenant's to see. */
+	if (filter != NULL) {
+		r = store_volume_each_labelled(ops.store, p->tenant_id, filter->l, filter->n,
+		                               list_one, &l);
+		if (r < 0 && r == l.fn_error)
+			return r;
+		return r < 0 ? internal(r, "list volumes by labels") : 0;
+	}
 	r = store_volume_each(ops.store, p->tenant_id, list_one, &l);
 	if (r == 0 && p->tenant_id)
 		r = store_images_visible(ops.store, p->tenant_id, &images, &n_images);
@@ -692,6 +756,12 @@ int ops_volume_list(const struct principal *p, ops_volume_fn fn, void *opaque)
 	return 0;
 }
 
+int ops_volume_list(const struct principal *p, const struct label_list *filter, ops_volume_fn fn,
+                    void *opaque)
+{
+	return list_volumes(p, filter, true, fn, opaque);
+}
+
 int ops_volume_info(const struct principal *p, const char *name, struct volume_view *ret_view)
 {
 	struct volume v;
@@ -702,8 +772,7 @@ int ops_volume_info(const struct principal *p, const char *name, struct volume_v
 	if (r < 0)
 		return r;
 	refresh_used(&v, true);
-	make_view(p, &v, ret_view);
-	return 0;
+	return make_view(p, &v, true, ret_view);
 }
 
 int ops_volume_children(const struct principal *p, const char *name, ops_children_fn fn,
@@ -721,7 +790,7 @@ int ops_volume_children(const struct principal *p, const char *name, ops_childre
 }
 
 int ops_volume_create(const struct principal *p, const char *name, uint64_t size,
-                      struct volume_view *ret_view)
+                      const struct label_list *labels, struct volume_view *ret_view)
 {
 	struct change_clock clk;
 	struct volume v;
@@ -729,14 +798,13 @@ int ops_volume_create(const struct principal *p, const char *name, uint64_t size
 
 	LOCKED;
 	change_clock_start(&clk);
-	r = create_volume(p, CHANGE_CREATE, name, size, NULL, &clk, &v);
-	if (r == 0)
-		make_view(p, &v, ret_view);
-	return r;
+	r = create_volume(p, CHANGE_CREATE, name, size, NULL, labels, &clk, &v);
+	return r < 0 ? r : make_view(p, &v, true, ret_view);
 }
 
 int ops_volume_snapshot(const struct principal *p, const char *name, const char *parent,
-                        uint64_t size, struct volume_view *ret_view)
+                        uint64_t size, const struct label_list *labels,
+                        struct volume_view *ret_view)
 {
 	struct change_clock clk;
 	struct volume origin, v;
@@ -755,26 +823,43 @@ int ops_volume_snapshot(const struct principal *p, const char *name, const char 
 		            "invalid size %" PRIu64 ": a snapshot of %s needs at least %" PRIu64
 		            " bytes",
 		            size, parent, origin.size);
-	r = create_volume(p, CHANGE_SNAPSHOT, name, size, &origin, &clk, &v);
-	if (r == 0)
-		make_view(p, &v, ret_view);
-	return r;
+	r = create_volume(p, CHANGE_SNAPSHOT, name, size, &origin, labels, &clk, &v);
+	return r < 0 ? r : make_view(p, &v, true, ret_view);
 }
 
-int ops_volume_commit(const struct principal *p, const char *name, struct volume_view *ret_view)
+/* A commit of V, committed already: it answers as it is when it asks for nothing more
+ * (no other name, no labels), and is refused otherwise: a committed volume's name is
+ * what its snapshots' owners and grantees know it by. */
+static int commit_again(const struct principal *p, const struct volume *v, bool rename,
+                        const struct label_list *labels, struct volume_view *ret_view)
 {
-	struct volume v;
-	bool open;
+	if (rename || labels != NULL)
+		return fail(-EROFS,
+		            "volume %s is read-only (committed): it cannot be committed again "
+		            "under another name or with labels (change labels with PATCH)",
+		            v->name);
+	return make_view(p, v, true, ret_view);
+}
+
+int ops_volume_commit(const struct principal *p, const char *name, const char *new_name,
+                      const struct label_list *labels, struct volume_view *ret_view)
+{
+	struct volume v, taken;
+	bool open, rename;
 	int r;
 
 	LOCKED;
 	r = own_volume(p, name, &v);
-	if (r < 0)
+	if (r < 0 || (r = check_labels(labels, false)) < 0)
 		return r;
-	if (v.state == VOLUME_COMMITTED) {
-		make_view(p, &v, ret_view);
-		return 0;
-	}
+	if (new_name != NULL && !tp_name_valid(new_name))
+		return fail(-EINVAL,
+		            "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+		            "starting with a letter or digit",
+		            new_name);
+	rename = new_name != NULL && strcmp(new_name, name) != 0;
+	if (v.state == VOLUME_COMMITTED)
+		return commit_again(p, &v, rename, labels, ret_view);
 	/* Committed volumes are activated read-only: close the read-write table first, so
 	 * nothing can write to a volume that others may now snapshot. A client that has just
 	 * disconnected may still hold it for a moment: wait for that, as remove does. */
@@ -783,25 +868,93 @@ int ops_volume_commit(const struct principal *p, const char *name, struct volume
 		return fail(r, "no such volume: %s", name);
 	if (r < 0)
 		return internal(r, "read volume");
-	if (v.state == VOLUME_COMMITTED) {
-		make_view(p, &v, ret_view);
-		return 0;
-	}
+	if (v.state == VOLUME_COMMITTED)
+		return commit_again(p, &v, rename, labels, ret_view);
 	if (open)
 		return fail(-EBUSY, "volume %s is busy: detach it before committing", name);
+	/* Whether the new name is free, before anything changes: a taken one changes
+	 * nothing. (The lock is held from here on, and the transaction below would refuse it
+	 * anyway.) */
+	if (rename) {
+		r = store_volume_get(ops.store, p->tenant_id, new_name, &taken);
+		if (r == 0)
+			return fail(-EEXIST, "volume %s exists", new_name);
+		if (r != -ENOENT)
+			return internal(r, "read volume");
+	}
 	refresh_used(&v, false);
 	r = pool_deactivate_thin(ops.pool, v.thin_id);
 	if (r == -EBUSY)
 		return fail(r, "volume %s is busy: detach it before committing", name);
 	if (r < 0)
 		return internal(r, "deactivate thin device");
+	/* State, name and labels in one transaction: all of them or none. Grants, snapshots
+	 * and the thin device know the volume by its id and thin id, never by its name; an
+	 * open NBD connection keeps its fd (none can be open here), a new one names it anew. */
 	v.state = VOLUME_COMMITTED;
-	r = store_volume_update(ops.store, &v);
-	if (r < 0)
+	v.updated = time(NULL);
+	if (rename)
+		snprintf(v.name, sizeof v.name, "%s", new_name);
+	r = store_begin(ops.store);
+	if (r == 0)
+		r = store_volume_update(ops.store, &v);
+	if (r == 0 && labels != NULL)
+		r = store_labels_set(ops.store, v.id, labels->l, labels->n);
+	if (r == 0)
+		r = store_commit(ops.store);
+	if (r < 0) {
+		store_rollback(ops.store);
+		if (r == -EEXIST)
+			return fail(r, "volume %s exists", new_name);
 		return internal(r, "commit volume");
-	log_info("committed volume %s/%s", p->tenant, name);
-	make_view(p, &v, ret_view);
-	return 0;
+	}
+	if (rename)
+		log_info("committed volume %s/%s as %s", p->tenant, name, new_name);
+	else
+		log_info("committed volume %s/%s", p->tenant, name);
+	return make_view(p, &v, true, ret_view);
+}
+
+int ops_volume_set_labels(const struct principal *p, const char *name,
+                          const struct label_list *patch, struct volume_view *ret_view)
+{
+	struct volume v;
+	uint64_t n = 0;
+	bool changed = false;
+	int r;
+
+	LOCKED;
+	r = own_volume(p, name, &v);
+	if (r < 0 || (r = check_labels(patch, true)) < 0)
+		return r;
+	r = store_begin(ops.store);
+	if (r == 0)
+		r = store_labels_patch(ops.store, v.id, patch->l, patch->n, &changed);
+	if (r == 0)
+		r = store_labels_count(ops.store, v.id, &n);
+	if (r == 0 && n > TP_LABELS_MAX) {
+		store_rollback(ops.store);
+		return fail(-EINVAL,
+		            "too many labels: volume %s would have %" PRIu64 ", at most %d; "
+		            "nothing changed",
+		            name, n, TP_LABELS_MAX);
+	}
+	if (r == 0 && !changed) {
+		store_rollback(ops.store); /* nothing to keep, nor to wait for the disk for */
+		return make_view(p, &v, true, ret_view);
+	}
+	if (r == 0) {
+		v.updated = time(NULL);
+		r = store_volume_update(ops.store, &v);
+	}
+	if (r == 0)
+		r = store_commit(ops.store);
+	if (r < 0) {
+		store_rollback(ops.store);
+		return internal(r, "change labels");
+	}
+	log_debug("labels of volume %s/%s changed: %" PRIu64 " now", p->tenant, name, n);
+	return make_view(p, &v, true, ret_view);
 }
 
 int ops_volume_resize(const struct principal *p, const char *name, uint64_t size,
@@ -820,10 +973,8 @@ int ops_volume_resize(const struct principal *p, const char *name, uint64_t size
 		return fail(-EINVAL,
 		            "invalid size %" PRIu64 ": volumes only grow (%s is %" PRIu64 " bytes)",
 		            size, name, v.size);
-	if (size == v.size) {
-		make_view(p, &v, ret_view);
-		return 0;
-	}
+	if (size == v.size)
+		return make_view(p, &v, true, ret_view);
 	r = check_quota(p, size - v.size);
 	if (r < 0)
 		return r;
@@ -839,8 +990,7 @@ int ops_volume_resize(const struct principal *p, const char *name, uint64_t size
 		          "reload of thin %" PRIu32
 		          " at its new size: %m, ignoring until reactivation",
 		          v.thin_id);
-	make_view(p, &v, ret_view);
-	return 0;
+	return make_view(p, &v, true, ret_view);
 }
 
 int ops_volume_remove(const struct principal *p, const char *name)
@@ -953,7 +1103,9 @@ static int add_export(const struct volume_view *v, void *opaque)
 int ops_list_exports(const struct principal *p, struct export_info **ret_exports, size_t *ret_n)
 {
 	struct export_list l = {0};
-	int r = ops_volume_list(p, add_export, &l);
+	/* Without labels: the broker runs in the daemon's loop, and a tenant's labels (up to
+	 * 256 KiB a volume) are nothing its nbdkit needs. */
+	int r = list_volumes(p, NULL, false, add_export, &l);
 
 	if (r < 0) {
 		free(l.ex);
@@ -1186,7 +1338,7 @@ static const struct principal host = {.admin = true};
 static int image_view(const struct volume *v, struct image_view *view)
 {
 	memset(view, 0, sizeof *view);
-	make_view(&host, v, &view->volume);
+	make_view(&host, v, false, &view->volume); /* without labels: it cannot fail */
 	for (struct import *imp = ops.imports; imp != NULL; imp = imp->next)
 		if (imp->volume_id == v->id)
 			view->imported = atomic_load(&imp->copied);
@@ -1331,7 +1483,7 @@ int ops_image_import(const char *name, const char *path, struct image_view *ret_
 	{
 		LOCKED;
 		change_clock_start(&clk);
-		r = create_volume(&host, CHANGE_IMPORT, name, size, NULL, &clk, &v);
+		r = create_volume(&host, CHANGE_IMPORT, name, size, NULL, NULL, &clk, &v);
 		if (r < 0)
 			return r;
 		block = pool_block_size(ops.pool);

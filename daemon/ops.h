@@ -73,8 +73,26 @@ struct volume_view {
 	uint64_t size, used;
 	const char *state;
 	int64_t created;
+	int64_t updated; /* the last change of its name, state or labels */
 	bool writable;
 	uint32_t thin_id;
+	/* Its labels, by key: of the principal's own volumes only (none of images and other
+	 * tenants' volumes). One malloc'ed block (or NULL), the view's own: see
+	 * ops_volume_view_clear. */
+	struct tp_label *labels;
+	size_t n_labels;
+};
+
+/* Free what VIEW owns (its labels); NULL and a view without labels are fine. */
+void ops_volume_view_clear(struct volume_view *view);
+
+/* Labels as a request gives them: a whole set, a merge patch (RFC 7396: a NULL value
+ * removes the key) or a filter (a NULL value: the key, whatever its value). At most
+ * TP_LABELS_MAX entries, each one valid by tp_label_invalid; no key twice but in a
+ * filter (where k=a and k=b is a filter nothing passes). */
+struct label_list {
+	const struct tp_label *l;
+	size_t n;
 };
 
 struct tenant_view {
@@ -139,11 +157,14 @@ void ops_monitor(void);
 int ops_principal_for_tenant(const char *name, struct principal *ret_principal);
 
 /* Everything P sees: its own volumes by name, then the images published to it, then the
- * volumes granted to it, one view at a time to FN. Nothing is gathered first, so a listing
- * of 10000 volumes holds one view. A negative return from FN stops the listing and is
- * returned. FN runs under the daemon lock and must not call ops_*. */
+ * volumes granted to it, one view at a time to FN. With a FILTER (not NULL), only P's own
+ * volumes that have every label of it. Nothing is gathered first, so a listing of 10000
+ * volumes holds one view (which FN must not keep: its labels go after FN). A negative
+ * return from FN stops the listing and is returned. FN runs under the daemon lock and
+ * must not call ops_*. */
 typedef int (*ops_volume_fn)(const struct volume_view *v, void *opaque);
-int ops_volume_list(const struct principal *p, ops_volume_fn fn, void *opaque);
+int ops_volume_list(const struct principal *p, const struct label_list *filter, ops_volume_fn fn,
+                    void *opaque);
 int ops_volume_info(const struct principal *p, const char *name, struct volume_view *ret_view);
 /* The snapshots of P's volume NAME by the tenant owning them, one tenant at a time to FN
  * (in name order): the owner sees who depends on what it shares through grants. FN runs
@@ -151,12 +172,24 @@ int ops_volume_info(const struct principal *p, const char *name, struct volume_v
 typedef int (*ops_children_fn)(const char *tenant, uint64_t n, void *opaque);
 int ops_volume_children(const struct principal *p, const char *name, ops_children_fn fn,
                         void *opaque);
+/* A new volume with LABELS (NULL: none), in the same transaction as its row. */
 int ops_volume_create(const struct principal *p, const char *name, uint64_t size,
-                      struct volume_view *ret_view);
-/* A snapshot of PARENT (a reference); SIZE 0 = the parent's size, else at least it. */
+                      const struct label_list *labels, struct volume_view *ret_view);
+/* A snapshot of PARENT (a reference); SIZE 0 = the parent's size, else at least it. The
+ * parent's labels are not copied: LABELS (NULL: none) are the snapshot's. */
 int ops_volume_snapshot(const struct principal *p, const char *name, const char *parent,
-                        uint64_t size, struct volume_view *ret_view);
-int ops_volume_commit(const struct principal *p, const char *name, struct volume_view *ret_view);
+                        uint64_t size, const struct label_list *labels,
+                        struct volume_view *ret_view);
+/* Make NAME read-only for good and, in the same transaction, rename it to NEW_NAME (NULL:
+ * keep its name; -EEXIST if the tenant has a volume of that name, nothing changed) and
+ * replace its labels with LABELS (NULL: keep them). A committed volume answers as it is
+ * when asked for nothing more, and -EROFS when asked for another name or labels. */
+int ops_volume_commit(const struct principal *p, const char *name, const char *new_name,
+                      const struct label_list *labels, struct volume_view *ret_view);
+/* Merge PATCH into NAME's labels, in one transaction; committed volumes too (labels are
+ * not data). -EINVAL if the volume would have more than TP_LABELS_MAX. */
+int ops_volume_set_labels(const struct principal *p, const char *name,
+                          const struct label_list *patch, struct volume_view *ret_view);
 int ops_volume_resize(const struct principal *p, const char *name, uint64_t size,
                       struct volume_view *ret_view);
 int ops_volume_remove(const struct principal *p, const char *name);

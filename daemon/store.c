@@ -49,7 +49,7 @@ static const char schema[] =
     "  name TEXT NOT NULL, thin_id INTEGER NOT NULL UNIQUE, size INTEGER NOT NULL,"
     "  parent_id INTEGER REFERENCES volumes(id), state INTEGER NOT NULL,"
     "  used INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL,"
-    "  pending_tid INTEGER);"
+    "  pending_tid INTEGER, updated INTEGER NOT NULL DEFAULT 0);"
     "CREATE UNIQUE INDEX IF NOT EXISTS volumes_by_name ON volumes(ifnull(tenant_id, 0), name);"
     "CREATE INDEX IF NOT EXISTS volumes_by_parent ON volumes(parent_id);"
     "CREATE TABLE IF NOT EXISTS publications ("
@@ -72,6 +72,11 @@ static const char schema[] =
     "  WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'next_thin_id');"
     "INSERT OR IGNORE INTO meta SELECT 'next_thin_id', ifnull(max(thin_id), 0) + 1 FROM volumes;"
     "INSERT OR IGNORE INTO meta VALUES ('legacy_checked', 0);"
+    /* A volume's labels go with it: the row's removal takes them. */
+    "CREATE TABLE IF NOT EXISTS labels ("
+    "  volume_id INTEGER NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,"
+    "  key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (volume_id, key)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS labels_by_key ON labels(key, value);"
     "CREATE TABLE IF NOT EXISTS grants ("
     "  volume_id INTEGER NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,"
     "  tenant_id INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,"
@@ -186,6 +191,41 @@ static int exec_stmt(struct store *store, sqlite3_stmt *stmt, const char *what)
 	return 0;
 }
 
+static int query_int(struct store *store, sqlite3_stmt *stmt, int64_t *ret);
+
+/* What a store made by an older thinproxy lacks and the schema's CREATE ... IF NOT EXISTS
+ * cannot add: columns (SQLite has no ADD COLUMN IF NOT EXISTS). A volume's "updated"
+ * starts as its creation time. */
+static int upgrade(struct store *store)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	char *err = NULL;
+	int64_t n;
+	int r;
+
+	r = prepare(store, &stmt,
+	            "SELECT count(*) FROM pragma_table_info('volumes') WHERE name = 'updated'", 0);
+	if (r < 0 || (r = query_int(store, stmt, &n)) < 0)
+		return r;
+	cleanup_stmt(&stmt); /* done reading before the schema changes */
+	if (n > 0)
+		return 0;
+	if (sqlite3_exec(store->db,
+	                 "BEGIN IMMEDIATE;"
+	                 "ALTER TABLE volumes ADD COLUMN updated INTEGER NOT NULL DEFAULT 0;"
+	                 "UPDATE volumes SET updated = created;"
+	                 "COMMIT;",
+	                 NULL, NULL, &err) != SQLITE_OK) {
+		log_error("store: cannot add the volumes' update times: %s",
+		          err ? err : "unknown error");
+		sqlite3_free(err);
+		store_rollback(store);
+		return -EIO;
+	}
+	log_info("store: upgraded: volumes have update times and labels");
+	return 0;
+}
+
 int store_open(const char *path, struct store **ret_store)
 {
 	struct store *store;
@@ -216,6 +256,10 @@ int store_open(const char *path, struct store **ret_store)
 	    sqlite3_exec(store->db, schema, NULL, NULL, &err) != SQLITE_OK) {
 		log_error("store: cannot initialise %s: %s", path, err ? err : "unknown error");
 		sqlite3_free(err);
+		store_close(store);
+		return -EIO;
+	}
+	if (upgrade(store) < 0) {
 		store_close(store);
 		return -EIO;
 	}
@@ -596,7 +640,7 @@ int store_tenant_usage(struct store *store, int64_t tenant_id, struct usage *ret
 
 #define VOLUME_COLUMNS                                                                      \
 	"v.id, ifnull(v.tenant_id, 0), v.name, v.thin_id, v.size, ifnull(v.parent_id, 0), " \
-	"v.state, v.used, v.created"
+	"v.state, v.used, v.created, v.updated"
 
 static void read_volume(sqlite3_stmt *stmt, void *ptr)
 {
@@ -612,6 +656,7 @@ static void read_volume(sqlite3_stmt *stmt, void *ptr)
 	v->state = (enum volume_state)sqlite3_column_int(stmt, 6);
 	v->used = (uint64_t)sqlite3_column_int64(stmt, 7);
 	v->created = sqlite3_column_int64(stmt, 8);
+	v->updated = sqlite3_column_int64(stmt, 9);
 }
 
 static int query_volume(struct store *store, sqlite3_stmt *stmt, struct volume *ret_volume)
@@ -640,9 +685,11 @@ int store_volume_add(struct store *store, struct volume *v)
 
 	if (v->created == 0)
 		v->created = time(NULL);
+	if (v->updated == 0)
+		v->updated = v->created;
 	r = prepare(store, &stmt,
 	            "INSERT INTO volumes (tenant_id, name, thin_id, size, parent_id, state, used,"
-	            " created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	            " created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
 	            0);
 	if (r < 0)
 		return r;
@@ -654,6 +701,7 @@ int store_volume_add(struct store *store, struct volume *v)
 	sqlite3_bind_int(stmt, 6, v->state);
 	sqlite3_bind_int64(stmt, 7, (int64_t)v->used);
 	sqlite3_bind_int64(stmt, 8, v->created);
+	sqlite3_bind_int64(stmt, 9, v->updated);
 	r = exec_stmt(store, stmt, "add volume");
 	if (r < 0)
 		return r;
@@ -700,13 +748,15 @@ int store_volume_update(struct store *store, const struct volume *v)
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
 	/* pending_tid is what thinproxy before the change record kept per volume: cleared
 	 * with the first update. */
-	int r = prepare(store, &stmt,
-	                "UPDATE volumes SET size = ?2, state = ?3, used = ?4, pending_tid = NULL"
-	                " WHERE id = ?1",
-	                4, v->id, (int64_t)v->size, (int64_t)v->state, (int64_t)v->used);
+	int r =
+	    prepare(store, &stmt,
+	            "UPDATE volumes SET size = ?2, state = ?3, used = ?4, updated = ?5,"
+	            " name = ?6, pending_tid = NULL WHERE id = ?1",
+	            5, v->id, (int64_t)v->size, (int64_t)v->state, (int64_t)v->used, v->updated);
 
 	if (r < 0)
 		return r;
+	sqlite3_bind_text(stmt, 6, v->name, -1, SQLITE_STATIC);
 	r = exec_stmt(store, stmt, "update volume");
 	if (r == 0 && sqlite3_changes(store->db) == 0)
 		return -ENOENT;
@@ -751,6 +801,59 @@ int store_volume_each(struct store *store, int64_t tenant_id, store_volume_fn fn
 			return r;
 	}
 	return rc == SQLITE_DONE ? 0 : store_error(store, "list volumes");
+}
+
+static void finalize_stmt(sqlite3_stmt **stmt)
+{
+	sqlite3_finalize(*stmt);
+}
+
+int store_volume_each_labelled(struct store *store, int64_t tenant_id,
+                               const struct tp_label *filter, size_t n, store_volume_fn fn,
+                               void *opaque)
+{
+	static const char head[] = "SELECT " VOLUME_COLUMNS " FROM volumes v"
+	                           " WHERE ifnull(v.tenant_id, 0) = ?1";
+	static const char clause[] =
+	    " AND EXISTS (SELECT 1 FROM labels l WHERE l.volume_id = v.id AND l.key = ?%zu"
+	    " AND (?%zu IS NULL OR l.value = ?%zu))";
+	__attribute__((cleanup(finalize_stmt))) sqlite3_stmt *stmt = NULL;
+	CLEANUP_FREE char *sql = NULL;
+	size_t len = 0, i;
+	struct volume v;
+	FILE *f;
+	int rc, r;
+
+	if (n == 0)
+		return store_volume_each(store, tenant_id, fn, opaque);
+	if (n > TP_LABELS_MAX)
+		return -E2BIG;
+	/* One clause per label; the text holds parameter numbers only, never a label. Not
+	 * kept with the other statements: its text differs with the number of labels. */
+	f = open_memstream(&sql, &len);
+	if (f == NULL)
+		return -ENOMEM;
+	fputs(head, f);
+	for (i = 0; i < n; i++)
+		fprintf(f, clause, 2 + 2 * i, 3 + 2 * i, 3 + 2 * i);
+	fputs(" ORDER BY v.name", f);
+	if (fclose(f) != 0)
+		return -ENOMEM;
+	if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK)
+		return store_error(store, "prepare a listing by labels");
+	sqlite3_bind_int64(stmt, 1, tenant_id);
+	for (i = 0; i < n; i++) {
+		sqlite3_bind_text(stmt, (int)(2 + 2 * i), filter[i].key, -1, SQLITE_STATIC);
+		if (filter[i].value != NULL)
+			sqlite3_bind_text(stmt, (int)(3 + 2 * i), filter[i].value, -1,
+			                  SQLITE_STATIC);
+	}
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		read_volume(stmt, &v);
+		if ((r = fn(&v, opaque)) < 0)
+			return r;
+	}
+	return rc == SQLITE_DONE ? 0 : store_error(store, "list volumes by labels");
 }
 
 int store_volume_list_state(struct store *store, enum volume_state state,
@@ -923,6 +1026,142 @@ int store_thin_id_legacy_done(struct store *store, uint32_t next)
 	if (r == 0)
 		r = meta_set(store, "legacy_checked", 1);
 	return r;
+}
+
+/* Labels */
+
+int store_labels_get(struct store *store, int64_t volume_id, struct tp_label **ret_labels,
+                     size_t *ret_n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	CLEANUP_FREE char *text = NULL;
+	struct tp_label *labels;
+	size_t n = 0, len = 0, cap = 0, i;
+	char *strings, *p;
+	int rc, r;
+
+	r = prepare(store, &stmt, "SELECT key, value FROM labels WHERE volume_id = ?1 ORDER BY key",
+	            1, volume_id);
+	if (r < 0)
+		return r;
+	/* Every key and value, each with its NUL, one after the other; then one block of
+	 * the labels and their strings. */
+	while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+		for (int c = 0; c < 2; c++) {
+			size_t l = (size_t)sqlite3_column_bytes(stmt, c);
+			const unsigned char *t = sqlite3_column_text(stmt, c);
+
+			if (len + l + 1 > cap) {
+				size_t ncap = cap ? 2 * cap : 1024;
+
+				while (ncap < len + l + 1)
+					ncap *= 2;
+				if ((p = realloc(text, ncap)) == NULL)
+					return -ENOMEM;
+				text = p;
+				cap = ncap;
+			}
+			if (l > 0)
+				memcpy(text + len, t, l);
+			text[len + l] = '\0';
+			len += l + 1;
+		}
+		n++;
+	}
+	if (rc != SQLITE_DONE)
+		return store_error(store, "read labels");
+	labels = malloc(n * sizeof *labels + len + 1);
+	if (labels == NULL)
+		return -ENOMEM;
+	strings = (char *)(labels + n);
+	if (len > 0)
+		memcpy(strings, text, len);
+	for (i = 0, p = strings; i < n; i++) {
+		labels[i].key = p;
+		p += strlen(p) + 1;
+		labels[i].value = p;
+		p += strlen(p) + 1;
+	}
+	*ret_labels = labels;
+	*ret_n = n;
+	return 0;
+}
+
+static int label_put(struct store *store, int64_t volume_id, const struct tp_label *l,
+                     bool *ret_changed)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r;
+
+	/* An equal value is no change: the volume's update time stays. */
+	r = prepare(store, &stmt,
+	            "INSERT INTO labels VALUES (?1, ?2, ?3) ON CONFLICT (volume_id, key)"
+	            " DO UPDATE SET value = excluded.value WHERE value != excluded.value",
+	            1, volume_id);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(stmt, 2, l->key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(stmt, 3, l->value, -1, SQLITE_STATIC);
+	r = exec_stmt(store, stmt, "set label");
+	if (r == 0 && sqlite3_changes(store->db) > 0)
+		*ret_changed = true;
+	return r;
+}
+
+static int label_remove(struct store *store, int64_t volume_id, const char *key, bool *ret_changed)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int r = prepare(store, &stmt, "DELETE FROM labels WHERE volume_id = ?1 AND key = ?2", 1,
+	                volume_id);
+
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(stmt, 2, key, -1, SQLITE_STATIC);
+	r = exec_stmt(store, stmt, "remove label");
+	if (r == 0 && sqlite3_changes(store->db) > 0)
+		*ret_changed = true;
+	return r;
+}
+
+int store_labels_set(struct store *store, int64_t volume_id, const struct tp_label *labels,
+                     size_t n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	bool changed = false;
+	int r = prepare(store, &stmt, "DELETE FROM labels WHERE volume_id = ?1", 1, volume_id);
+
+	if (r < 0 || (r = exec_stmt(store, stmt, "clear labels")) < 0)
+		return r;
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = label_put(store, volume_id, &labels[i], &changed);
+	return r;
+}
+
+int store_labels_patch(struct store *store, int64_t volume_id, const struct tp_label *patch,
+                       size_t n, bool *ret_changed)
+{
+	bool changed = false;
+	int r = 0;
+
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = patch[i].value ? label_put(store, volume_id, &patch[i], &changed)
+		                   : label_remove(store, volume_id, patch[i].key, &changed);
+	if (r == 0)
+		*ret_changed = changed;
+	return r;
+}
+
+int store_labels_count(struct store *store, int64_t volume_id, uint64_t *ret_n)
+{
+	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
+	int64_t v;
+	int r =
+	    prepare(store, &stmt, "SELECT count(*) FROM labels WHERE volume_id = ?1", 1, volume_id);
+
+	if (r < 0 || (r = query_int(store, stmt, &v)) < 0)
+		return r;
+	*ret_n = (uint64_t)v;
+	return 0;
 }
 
 /* Images and publications */

@@ -43,6 +43,7 @@ struct volume {
 	enum volume_state state;
 	uint64_t used; /* mapped bytes, as last read from the thin target */
 	int64_t created;
+	int64_t updated; /* the last change of its name, state or labels (0 in an add: created) */
 };
 
 static inline bool volume_settled(const struct volume *v)
@@ -111,6 +112,8 @@ int store_volume_get(struct store *store, int64_t tenant_id, const char *name,
                      struct volume *ret_volume);
 int store_volume_get_by_id(struct store *store, int64_t id, struct volume *ret_volume);
 int store_volume_get_by_thin_id(struct store *store, uint32_t thin_id, struct volume *ret_volume);
+/* Size, state, used bytes, update time and name: a name another volume of the tenant
+ * has is -EEXIST. */
 int store_volume_update(struct store *store, const struct volume *v);
 int store_volume_remove(struct store *store, int64_t id);
 /* Volumes of TENANT_ID (0: images), ordered by name. */
@@ -120,6 +123,11 @@ int store_volume_list(struct store *store, int64_t tenant_id, struct volume **re
  * from FN stops the listing and is returned. FN may use the store. */
 typedef int (*store_volume_fn)(const struct volume *v, void *opaque);
 int store_volume_each(struct store *store, int64_t tenant_id, store_volume_fn fn, void *opaque);
+/* The same, only those that have every label of FILTER (N of them, at most
+ * TP_LABELS_MAX): the key with that value, or the key at all where the value is NULL. */
+int store_volume_each_labelled(struct store *store, int64_t tenant_id,
+                               const struct tp_label *filter, size_t n, store_volume_fn fn,
+                               void *opaque);
 /* Every volume in state STATE. */
 int store_volume_list_state(struct store *store, enum volume_state state,
                             struct volume **ret_volumes, size_t *ret_n);
@@ -151,6 +159,20 @@ int store_thin_id_count_foreign(struct store *store, uint64_t *ret_n);
  * (store_thin_id_legacy_done) or for a store that never had them. */
 int store_thin_id_legacy(struct store *store, uint32_t *ret_mark);
 int store_thin_id_legacy_done(struct store *store, uint32_t next);
+
+/* A volume's labels, by key: one malloc'ed block, the strings in it (one free). They go
+ * with the volume's row. Changes belong in the transaction of the volume change they go
+ * with. */
+int store_labels_get(struct store *store, int64_t volume_id, struct tp_label **ret_labels,
+                     size_t *ret_n);
+/* Replace them all with LABELS (N). */
+int store_labels_set(struct store *store, int64_t volume_id, const struct tp_label *labels,
+                     size_t n);
+/* Apply PATCH (N entries): a value sets the key, NULL removes it. *RET_CHANGED says
+ * whether anything changed (setting a label to the value it has is no change). */
+int store_labels_patch(struct store *store, int64_t volume_id, const struct tp_label *patch,
+                       size_t n, bool *ret_changed);
+int store_labels_count(struct store *store, int64_t volume_id, uint64_t *ret_n);
 
 /* Images published to TENANT_ID (or to all). */
 int store_publish(struct store *store, int64_t image_id, int64_t tenant_id /* 0 = all */);

@@ -1,6 +1,6 @@
 /* daemon/ops.h for the REST fuzz target: see fake-ops.h. Tenants alice (id 1) and bob
- * (id 2); alice owns "base" (committed) and "work" (a snapshot of base), bob owns "layer1",
- * granted to alice; the image "debian" is published to all. */
+ * (id 2); alice owns "base" (committed) and "work" (a snapshot of base, labelled), bob owns
+ * "layer1" (labelled), granted to alice; the image "debian" is published to all. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -31,12 +31,28 @@ static const struct {
 	const char *name, *parent, *state;
 	uint64_t size;
 	uint32_t thin_id;
+	struct tp_label labels[2]; /* as many as have a key */
 } volumes[] = {
-    {1, "base", "", "committed", UINT64_C(1) << 30, 1},
-    {1, "work", "base", "ready", UINT64_C(2) << 30, 2},
-    {2, "layer1", "", "ready", UINT64_C(1) << 20, 3},
-    {0, "debian", "", "image", UINT64_C(4) << 30, 4},
+    {1, "base", "", "committed", UINT64_C(1) << 30, 1, {{NULL, NULL}}},
+    {1,
+     "work",
+     "base",
+     "ready",
+     UINT64_C(2) << 30,
+     2,
+     {{"containerd.io/gc.root", "2023-11-14"}, {"tier", "\"gold\"\n"}}},
+    {2, "layer1", "", "ready", UINT64_C(1) << 20, 3, {{"bobs.secret", "bob only"}}},
+    {0, "debian", "", "image", UINT64_C(4) << 30, 4, {{NULL, NULL}}},
 };
+
+static size_t volume_labels(int i)
+{
+	size_t n = 0;
+
+	while (n < 2 && volumes[i].labels[n].key != NULL)
+		n++;
+	return n;
+}
 
 static char errmsg[512];
 
@@ -133,6 +149,60 @@ static int check_size(uint64_t size)
 	return 0;
 }
 
+/* Every label api.c hands an operation is valid, at most TP_LABELS_MAX, without a value
+ * only where ALLOW_NULL (a patch, a filter), and no key twice but in a filter (FILTER). */
+static void check_labels(const struct label_list *l, bool allow_null, bool filter)
+{
+	if (l == NULL)
+		return;
+	CHECK(l->l != NULL && l->n <= TP_LABELS_MAX);
+	for (size_t i = 0; i < l->n; i++) {
+		const char *k = l->l[i].key, *v = l->l[i].value;
+
+		check_string(k);
+		CHECK(allow_null || v != NULL);
+		if (v != NULL)
+			check_string(v);
+		CHECK(tp_label_invalid(k, strlen(k), v, v ? strlen(v) : 0) == NULL);
+		for (size_t j = 0; j < i && !filter; j++)
+			CHECK(strcmp(k, l->l[j].key) != 0);
+	}
+}
+
+/* V's labels: a copy of the N of L (NULL values left out), as ops.c makes them. */
+static int set_view_labels(struct volume_view *v, const struct tp_label *l, size_t n)
+{
+	size_t len = 0, k = 0;
+	char *p;
+
+	for (size_t i = 0; i < n; i++)
+		if (l[i].value != NULL)
+			len += strlen(l[i].key) + strlen(l[i].value) + 2;
+	v->labels = malloc(n * sizeof *v->labels + len + 1);
+	if (v->labels == NULL)
+		return -ENOMEM;
+	p = (char *)(v->labels + n);
+	for (size_t i = 0; i < n; i++) {
+		if (l[i].value == NULL)
+			continue;
+		v->labels[k].key = strcpy(p, l[i].key);
+		p += strlen(p) + 1;
+		v->labels[k++].value = strcpy(p, l[i].value);
+		p += strlen(p) + 1;
+	}
+	v->n_labels = k;
+	return 0;
+}
+
+void ops_volume_view_clear(struct volume_view *view)
+{
+	if (view == NULL)
+		return;
+	free(view->labels);
+	view->labels = NULL;
+	view->n_labels = 0;
+}
+
 static void make_view(const struct principal *p, int i, struct volume_view *v)
 {
 	memset(v, 0, sizeof *v);
@@ -145,8 +215,12 @@ static void make_view(const struct principal *p, int i, struct volume_view *v)
 	v->used = volumes[i].size / 3;
 	v->state = volumes[i].state;
 	v->created = 1700000000;
+	v->updated = 1700000300;
 	v->writable = volumes[i].tenant_id == p->tenant_id && strcmp(v->state, "ready") == 0;
 	v->thin_id = volumes[i].thin_id;
+	/* Only the owner sees them; out of memory, a view without them. */
+	if (volumes[i].tenant_id != 0 && volumes[i].tenant_id == p->tenant_id)
+		set_view_labels(v, volumes[i].labels, volume_labels(i));
 }
 
 static void new_view(const struct principal *p, const char *name, const char *parent, uint64_t size,
@@ -159,6 +233,7 @@ static void new_view(const struct principal *p, const char *name, const char *pa
 	v->size = size;
 	v->state = "ready";
 	v->created = 1700000001;
+	v->updated = 1700000001;
 	v->writable = true;
 	v->thin_id = 9;
 }
@@ -181,19 +256,43 @@ int ops_principal_for_tenant(const char *name, struct principal *ret_principal)
 	return 0;
 }
 
-int ops_volume_list(const struct principal *p, ops_volume_fn fn, void *opaque)
+/* Whether volume I has every label of FILTER. */
+static bool matches(int i, const struct label_list *filter)
+{
+	for (size_t f = 0; f < filter->n; f++) {
+		size_t k;
+
+		for (k = 0; k < volume_labels(i); k++)
+			if (strcmp(volumes[i].labels[k].key, filter->l[f].key) == 0 &&
+			    (filter->l[f].value == NULL ||
+			     strcmp(volumes[i].labels[k].value, filter->l[f].value) == 0))
+				break;
+		if (k == volume_labels(i))
+			return false;
+	}
+	return true;
+}
+
+int ops_volume_list(const struct principal *p, const struct label_list *filter, ops_volume_fn fn,
+                    void *opaque)
 {
 	struct volume_view view;
 	int r;
 
 	check_principal(p);
-	for (size_t i = 0; i < sizeof volumes / sizeof volumes[0]; i++)
-		if (volumes[i].tenant_id == p->tenant_id ||
-		    (p->tenant_id != 0 && volumes[i].tenant_id == 0)) {
-			make_view(p, (int)i, &view);
-			if ((r = fn(&view, opaque)) < 0)
-				return r;
-		}
+	check_labels(filter, true, true);
+	for (size_t i = 0; i < sizeof volumes / sizeof volumes[0]; i++) {
+		if (filter != NULL
+		        ? volumes[i].tenant_id != p->tenant_id || !matches((int)i, filter)
+		        : volumes[i].tenant_id != p->tenant_id &&
+		              (p->tenant_id == 0 || volumes[i].tenant_id != 0))
+			continue;
+		make_view(p, (int)i, &view);
+		r = fn(&view, opaque);
+		ops_volume_view_clear(&view);
+		if (r < 0)
+			return r;
+	}
 	return 0;
 }
 
@@ -217,11 +316,12 @@ int ops_volume_children(const struct principal *p, const char *name, ops_childre
 }
 
 int ops_volume_create(const struct principal *p, const char *name, uint64_t size,
-                      struct volume_view *ret_view)
+                      const struct label_list *labels, struct volume_view *ret_view)
 {
 	int r = own_volume(p, name);
 
 	fake_ops_body_used = true;
+	check_labels(labels, false, false);
 	if (r == -EINVAL)
 		return r;
 	if (r >= 0)
@@ -232,11 +332,12 @@ int ops_volume_create(const struct principal *p, const char *name, uint64_t size
 		return fail(-EDQUOT, "quota exceeded: at most 1 TiB in all for tenant %s",
 		            p->tenant);
 	new_view(p, name, NULL, size, ret_view);
-	return 0;
+	return labels ? set_view_labels(ret_view, labels->l, labels->n) : 0;
 }
 
 int ops_volume_snapshot(const struct principal *p, const char *name, const char *parent,
-                        uint64_t size, struct volume_view *ret_view)
+                        uint64_t size, const struct label_list *labels,
+                        struct volume_view *ret_view)
 {
 	const char *slash;
 	int i = -ENOENT, r;
@@ -263,22 +364,79 @@ int ops_volume_snapshot(const struct principal *p, const char *name, const char 
 		            "invalid size %" PRIu64 ": a snapshot of %s needs at least %" PRIu64
 		            " bytes",
 		            size, parent, volumes[i].size);
-	r = ops_volume_create(p, name, size, ret_view);
+	r = ops_volume_create(p, name, size, labels, ret_view);
 	if (r == 0)
 		snprintf(ret_view->parent, sizeof ret_view->parent, "%s", parent);
 	return r;
 }
 
-int ops_volume_commit(const struct principal *p, const char *name, struct volume_view *ret_view)
+int ops_volume_commit(const struct principal *p, const char *name, const char *new_name,
+                      const struct label_list *labels, struct volume_view *ret_view)
 {
 	int i = own_volume(p, name);
+	bool rename;
 
+	if (new_name != NULL || labels != NULL)
+		fake_ops_body_used = true;
 	if (i < 0)
 		return i;
+	check_labels(labels, false, false);
+	if (new_name != NULL) {
+		check_string(new_name);
+		if (!tp_name_valid(new_name))
+			return fail(-EINVAL,
+			            "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+			            "starting with a letter or digit",
+			            new_name);
+	}
+	rename = new_name != NULL && strcmp(new_name, name) != 0;
+	if (strcmp(volumes[i].state, "committed") == 0 && (rename || labels != NULL))
+		return fail(-EROFS, "volume %s is read-only (committed)", name);
+	if (rename && volume_index(p->tenant_id, new_name) >= 0)
+		return fail(-EEXIST, "volume %s exists", new_name);
 	make_view(p, i, ret_view);
+	if (rename)
+		snprintf(ret_view->name, sizeof ret_view->name, "%s", new_name);
 	ret_view->state = "committed";
 	ret_view->writable = false;
+	if (labels != NULL) {
+		ops_volume_view_clear(ret_view);
+		return set_view_labels(ret_view, labels->l, labels->n);
+	}
 	return 0;
+}
+
+int ops_volume_set_labels(const struct principal *p, const char *name,
+                          const struct label_list *patch, struct volume_view *ret_view)
+{
+	struct tp_label merged[2 + TP_LABELS_MAX];
+	size_t n = 0, kept = 0;
+	int i = own_volume(p, name);
+
+	fake_ops_body_used = true;
+	if (i < 0)
+		return i;
+	check_labels(patch, true, false);
+	CHECK(patch != NULL);
+	for (size_t k = 0; k < volume_labels(i); k++)
+		merged[n++] = volumes[i].labels[k];
+	for (size_t f = 0; f < patch->n; f++) {
+		size_t k;
+
+		for (k = 0; k < n && strcmp(merged[k].key, patch->l[f].key) != 0; k++)
+			;
+		if (k == n)
+			n++;
+		merged[k] = patch->l[f];
+	}
+	for (size_t k = 0; k < n; k++)
+		kept += merged[k].value != NULL;
+	if (kept > TP_LABELS_MAX)
+		return fail(-EINVAL, "too many labels: volume %s would have %zu, at most %d", name,
+		            kept, TP_LABELS_MAX);
+	make_view(p, i, ret_view);
+	ops_volume_view_clear(ret_view);
+	return set_view_labels(ret_view, merged, n);
 }
 
 int ops_volume_resize(const struct principal *p, const char *name, uint64_t size,

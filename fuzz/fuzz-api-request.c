@@ -6,15 +6,19 @@
  *   BODY
  *
  * P is 'A' for the admin socket or 'T' for tenant alice's socket (lower case: the body went
- * over the server's bound); URL is percent-decoded by api_unescape(), as the daemon has
- * libmicrohttpd do; QUERY may carry force=...; everything after the first newline is the body.
+ * over the server's bound); URL is passed as sent, as the daemon has libmicrohttpd do
+ * (api_answer decodes it); QUERY may carry force=... and label=... (each '+' a space, as
+ * libmicrohttpd has them, up to TP_LABELS_MAX + 1); everything after the first newline is
+ * the body.
  * Checked on every answer:
  *   - a known status, never 500 (the fake operations do not fail internally, so a 500 is a
  *     route that answered nothing);
  *   - 204 without a body; everything else a JSON object ending in a newline (the metrics
  *     text aside), with {"error": {"code", "message"}} exactly when the status is >= 400;
  *   - a tenant's socket never reaches an admin-only operation, never acts for another
- *     principal (fake-ops.c traps), and never sees thin ids;
+ *     principal (fake-ops.c traps), and never sees thin ids, nor labels of a volume that is
+ *     not its own;
+ *   - no operation gets a label that breaks the rules of tp-rules.h (fake-ops.c traps);
  *   - nothing taken from a body (an operation that gets parsed fields, then 2xx) unless it
  *     is strictly one JSON object: none with a NUL byte (no JSON text holds one), none with
  *     an integer that json-c had to clamp (every numeric field's bound is below 2^63);
@@ -35,8 +39,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* The value of "force" in QUERY (a&b=c form), in place; NULL if absent. */
-static const char *query_force(char *query)
+/* The arguments of QUERY (a&b=c form), in place, as libmicrohttpd hands them over: the
+ * value of "force" into REQ, and the values of "label" into LABELS (room for
+ * TP_LABELS_MAX + 1). */
+static void query_arguments(char *query, struct api_request *req, const char **labels)
 {
 	char *save = NULL, *arg;
 
@@ -45,13 +51,15 @@ static const char *query_force(char *query)
 
 		if (eq)
 			*eq++ = '\0';
-		if (strcmp(arg, "force") == 0) {
-			if (eq)
-				api_unescape(eq);
-			return eq ? eq : "";
-		}
+		for (char *p = eq; p && *p; p++)
+			if (*p == '+')
+				*p = ' ';
+		if (strcmp(arg, "force") == 0 && req->force == NULL)
+			req->force = eq ? eq : "";
+		if (strcmp(arg, "label") == 0 && req->n_labels < TP_LABELS_MAX + 1)
+			labels[req->n_labels++] = eq ? eq : "";
 	}
-	return NULL;
+	req->labels = labels;
 }
 
 /* Does the body hold an integer beyond 2^63 - 1, which json-c clamps to INT64_MAX? */
@@ -82,10 +90,26 @@ static bool body_acceptable(const struct api_request *req)
 	return memchr(req->body, '\0', req->len) == NULL && !has_huge_integer(req);
 }
 
+/* A volume V as answered: its labels an object, and on a tenant's socket empty unless the
+ * tenant owns it. */
+static void check_volume_labels(json_object *v)
+{
+	json_object *labels, *owner;
+
+	if (!json_object_object_get_ex(v, "labels", &labels))
+		return;
+	CHECK(json_object_is_type(labels, json_type_object));
+	if (fake_ops_socket.admin)
+		return;
+	if (!json_object_object_get_ex(v, "owner", &owner) || owner == NULL ||
+	    strcmp(json_object_get_string(owner), fake_ops_socket.tenant) != 0)
+		CHECK(json_object_object_length(labels) == 0);
+}
+
 static void check_answer(const struct api_request *req, const struct api_answer *ans)
 {
 	static const unsigned statuses[] = {200, 201, 204, 400, 404, 405, 409, 413, 415, 507};
-	json_object *top, *err, *code, *msg;
+	json_object *top, *err, *code, *msg, *list;
 	bool known = false;
 
 	for (size_t i = 0; i < sizeof statuses / sizeof statuses[0]; i++)
@@ -119,6 +143,12 @@ static void check_answer(const struct api_request *req, const struct api_answer 
 		CHECK(!json_object_object_get_ex(top, "error", NULL));
 		if (!fake_ops_socket.admin)
 			CHECK(strstr(ans->body, "\"thin_id\":") == NULL);
+		check_volume_labels(top);
+		if ((json_object_object_get_ex(top, "volumes", &list) ||
+		     json_object_object_get_ex(top, "images", &list)) &&
+		    json_object_is_type(list, json_type_array))
+			for (size_t i = 0; i < json_object_array_length(list); i++)
+				check_volume_labels(json_object_array_get_idx(list, i));
 	}
 	json_object_put(top);
 }
@@ -128,6 +158,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const uint8_t *nl = memchr(data, '\n', size);
 	size_t head_len = nl ? (size_t)(nl - data) : size;
 	char *head, *method, *url, *query, *ctype, *sp, *body = NULL;
+	const char *labels[TP_LABELS_MAX + 1];
 	struct api_request req = {0};
 	struct api_answer ans;
 
@@ -153,9 +184,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	query = strchr(url, '?');
 	if (query) {
 		*query++ = '\0';
-		req.force = query_force(query);
+		query_arguments(query, &req, labels);
 	}
-	api_unescape(url);
 	req.method = method;
 	req.url = url;
 	req.content_type = ctype;

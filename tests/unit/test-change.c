@@ -5,6 +5,7 @@
  * The same protocol on a real dm-thin pool: tests/vm/test-thinproxyd-crash.sh. */
 #include <check.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -77,9 +78,11 @@ static struct volume new_volume(const char *name)
 	return v;
 }
 
-/* Create NAME (a snapshot of ORIGIN if not NULL) through the protocol. */
+/* Create NAME (a snapshot of ORIGIN if not NULL) through the protocol, with the label
+ * "volume" = NAME. */
 static int create(const char *name, const struct volume *origin, struct volume *ret)
 {
+	const struct tp_label labels[] = {{"volume", name}};
 	struct change_clock clk;
 	struct volume v = new_volume(name);
 
@@ -87,7 +90,7 @@ static int create(const char *name, const struct volume *origin, struct volume *
 	if (origin)
 		v.parent_id = origin->id;
 	int r = change_create(origin ? CHANGE_SNAPSHOT : CHANGE_CREATE, &v,
-	                      origin ? origin->thin_id : 0, &clk);
+	                      origin ? origin->thin_id : 0, labels, 1, &clk);
 	if (r == 0 && ret)
 		*ret = v;
 	return r;
@@ -117,17 +120,32 @@ static bool exists(const char *name)
 }
 
 /* The store and the pool agree: every row's thin id exists in the pool, and the pool has
- * no id that is neither a row's nor foreign; no change is left recorded. */
+ * no id that is neither a row's nor foreign; no change is left recorded; no labels are
+ * left of a row that is gone, and a row made by create() has its own. */
 static void assert_agree(void)
 {
 	CLEANUP_FREE struct volume *vols = NULL;
 	struct pool_change c;
-	uint64_t foreign;
+	struct volume v;
+	uint64_t foreign, labels;
 	size_t n, i, in_pool = 0;
+
+	for (int64_t id = 1; id < 512; id++) {
+		ck_assert_int_eq(store_labels_count(st, id, &labels), 0);
+		ck_assert_msg(labels == 0 || store_volume_get_by_id(st, id, &v) == 0,
+		              "labels of volume id %" PRId64 ", which is gone", id);
+	}
 
 	ck_assert_int_eq(store_change_get(st, &c), -ENOENT);
 	ck_assert_int_eq(store_volume_list(st, tenant, &vols, &n), 0);
 	for (i = 0; i < n; i++) {
+		CLEANUP_FREE struct tp_label *l = NULL;
+		size_t n_labels;
+
+		ck_assert_int_eq(store_labels_get(st, vols[i].id, &l, &n_labels), 0);
+		ck_assert_msg(n_labels == 0 ||
+		                  (n_labels == 1 && strcmp(l[0].value, vols[i].name) == 0),
+		              "volume %s: %zu labels", vols[i].name, n_labels);
 		ck_assert_msg(fake_pool_has(pool, vols[i].thin_id), "volume %s: thin %u missing",
 		              vols[i].name, vols[i].thin_id);
 		ck_assert_msg(volume_settled(&vols[i]), "volume %s is not settled", vols[i].name);
@@ -348,6 +366,32 @@ START_TEST(undoes_a_create_the_pool_refused)
 }
 END_TEST
 
+/* A volume's labels come with the row, in the create's first transaction: a create the
+ * daemon dies in is kept with them or rolled back without them. */
+START_TEST(creates_with_labels_or_not_at_all)
+{
+	static const char *const faults[] = {"after-create-intent", "after-create-thin",
+	                                     "after-create-done"};
+	uint64_t n;
+
+	for (size_t i = 0; i < sizeof faults / sizeof *faults; i++) {
+		crash_at(faults[i], create_c);
+		assert_agree();
+		if (exists("c")) {
+			ck_assert_int_eq(store_labels_count(st, get("c").id, &n), 0);
+			ck_assert_msg(n == 1, "c kept after a crash %s with %" PRIu64 " labels",
+			              faults[i], n);
+			struct volume c = get("c");
+			ck_assert_int_eq(remove_volume(&c), 0);
+		}
+	}
+	ck_assert_int_eq(create("c", NULL, NULL), 0);
+	ck_assert_int_eq(store_labels_count(st, get("c").id, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	assert_agree();
+}
+END_TEST
+
 /* The review's case: a delete the pool refuses, then a create the daemon dies in at each
  * of its steps. Nothing is lost, nothing leaks, and creates go on working. */
 START_TEST(a_refused_delete_then_a_crashed_create_loses_nothing)
@@ -506,7 +550,7 @@ START_TEST(removes_an_image_whose_import_was_interrupted)
 
 	snprintf(img.name, sizeof img.name, "img");
 	change_clock_start(&clk);
-	ck_assert_int_eq(change_create(CHANGE_IMPORT, &img, 0, &clk), 0);
+	ck_assert_int_eq(change_create(CHANGE_IMPORT, &img, 0, NULL, 0, &clk), 0);
 	ck_assert_int_eq(img.state, VOLUME_IMPORTING);
 	ck_assert(fake_pool_has(pool, img.thin_id));
 	stop();
@@ -537,6 +581,7 @@ int main(void)
 	tcase_add_test(tc, finishes_a_remove_wherever_the_daemon_died);
 	tcase_add_test(tc, undoes_a_delete_the_pool_refused);
 	tcase_add_test(tc, undoes_a_create_the_pool_refused);
+	tcase_add_test(tc, creates_with_labels_or_not_at_all);
 	tcase_add_test(tc, a_refused_delete_then_a_crashed_create_loses_nothing);
 	tcase_add_test(tc, leaves_a_foreign_thin_id_alone_and_creates_past_it);
 	tcase_add_test(tc, finds_the_devices_an_older_version_left_above_its_ids);

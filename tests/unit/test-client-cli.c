@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,7 +75,7 @@ static char *slurp(const char *name)
 /* Run thinproxy with the NULL-terminated arguments ARGS in DIR, with THINPROXY_DIR=DIR. */
 static struct result run_argv(const char *const *args)
 {
-	const char *argv[32] = {"thinproxy"};
+	const char *argv[160] = {"thinproxy"};
 	struct result res = {0};
 	size_t n = 1;
 	pid_t pid;
@@ -139,10 +140,12 @@ static const struct {
 	const char *operand;      /* NULL if it takes none */
 	const char *value_option; /* an option that takes a value, or NULL */
 	const char *second;       /* a valid second operand, for commands that take two */
+	bool many;                /* takes any number of operands (up to 65) */
 } commands[] = {
     {{"create"}, "NAME", "--size"},
     {{"snapshot"}, "NAME", "--from"},
-    {{"commit"}, "NAME", NULL},
+    {{"commit"}, "NAME", "--as"},
+    {{"label"}, "NAME", NULL, NULL, true},
     {{"rm"}, "NAME", NULL},
     {{"ls"}, NULL, NULL},
     {{"info"}, "NAME", NULL},
@@ -306,6 +309,8 @@ START_TEST(every_command_rejects_an_extra_operand_with_status_2)
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++) {
 		CLEANUP_RESULT struct result r = {0};
 
+		if (commands[i].many)
+			continue; /* label_takes_at_most_64_changes */
 		if (commands[i].second != NULL)
 			r = run_command3(i, "x", commands[i].second, "extra");
 		else if (commands[i].operand != NULL)
@@ -314,6 +319,78 @@ START_TEST(every_command_rejects_an_extra_operand_with_status_2)
 			r = run_command(i, "extra", NULL);
 		assert_fails(&r, 2, "unexpected argument 'extra'");
 	}
+}
+END_TEST
+
+/* Every option that takes a value, of every command that has one: in the command's help,
+ * and without its value a usage error. (every_option_with_a_value_exits_2_without_one
+ * takes one option per command.) */
+START_TEST(every_value_option_is_in_the_help_and_exits_2_without_a_value)
+{
+	static const struct {
+		const char *words[3]; /* the command, and an operand if it needs one */
+		const char *option;
+	} cases[] = {
+	    {{"create", "x"}, "--size"},
+	    {{"create", "x"}, "--label"},
+	    {{"create", "x"}, "-l"},
+	    {{"snapshot", "x"}, "--from"},
+	    {{"snapshot", "x"}, "--size"},
+	    {{"snapshot", "x"}, "--label"},
+	    {{"commit", "x"}, "--as"},
+	    {{"ls"}, "--label"},
+	    {{"ls"}, "-l"},
+	    {{"resize", "x"}, "--size"},
+	    {{"attach", "x"}, "--timeout"},
+	    {{"attach", "x"}, "--io-timeout"},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		CLEANUP_RESULT struct result help = RUN(cases[i].words[0], "--help");
+		CLEANUP_RESULT struct result r = {0};
+		const char *args[5] = {cases[i].words[0]};
+		size_t n = 1;
+		char needle[64];
+
+		if (cases[i].words[1] != NULL)
+			args[n++] = cases[i].words[1];
+		args[n++] = cases[i].option;
+		args[n] = NULL;
+		r = run_argv(args);
+		ck_assert_int_eq(help.status, 0);
+		ck_assert_msg(strstr(help.out, cases[i].option) != NULL, "%s --help lacks %s",
+		              cases[i].words[0], cases[i].option);
+		snprintf(needle, sizeof needle, "option '%s' needs a value",
+		         strncmp(cases[i].option, "--", 2) == 0 ? cases[i].option : "--label");
+		assert_fails(&r, 2, needle);
+	}
+}
+END_TEST
+
+/* label takes a volume and up to 64 changes, and at least one; --label goes up to 64
+ * times too. */
+START_TEST(label_takes_at_most_64_changes)
+{
+	const char *args[72] = {"label", "x"};
+	const char *opts[140] = {"create", "x", "--size", "1G"};
+	CLEANUP_RESULT struct result none = RUN("label", "x");
+	CLEANUP_RESULT struct result many = {0};
+	CLEANUP_RESULT struct result too_many_options = {0};
+	char changes[65][8];
+
+	for (int i = 0; i < 65; i++) {
+		snprintf(changes[i], sizeof changes[i], "k%d-", i);
+		args[2 + i] = changes[i];
+		opts[4 + 2 * i] = "--label";
+		opts[5 + 2 * i] = "k=v";
+	}
+	args[67] = NULL;
+	opts[4 + 2 * 65] = NULL;
+	many = run_argv(args);
+	too_many_options = run_argv(opts);
+	assert_fails(&none, 2, "label: missing KEY=VALUE or KEY-");
+	assert_fails(&many, 2, "unexpected argument 'k64-'");
+	assert_fails(&too_many_options, 2, "create: at most 64 --label");
 }
 END_TEST
 
@@ -369,6 +446,9 @@ START_TEST(rejects_options_in_the_wrong_place_with_status_2)
 	CLEANUP_RESULT struct result flag_value = RUN("rm", "x", "--json=yes");
 	CLEANUP_RESULT struct result attach_admin = RUN("--admin", "attach", "layer1");
 	CLEANUP_RESULT struct result detach_tenant = RUN("--tenant", "a", "detach", "/dev/nbd0");
+	CLEANUP_RESULT struct result label_attached = RUN("ls", "--label", "k", "--attached");
+	CLEANUP_RESULT struct result label_resize = RUN("resize", "x", "--size", "1G", "-l", "k=v");
+	CLEANUP_RESULT struct result as_create = RUN("create", "x", "--size", "1G", "--as", "y");
 
 	assert_fails(&admin_only, 2, "pool: an admin command: needs --admin");
 	assert_fails(&no_tenant, 2, "ls: with --admin, needs --tenant T");
@@ -381,6 +461,9 @@ START_TEST(rejects_options_in_the_wrong_place_with_status_2)
 	assert_fails(&flag_value, 2, "option '--json' takes no value");
 	assert_fails(&attach_admin, 2, "attach: with --admin, needs --tenant T");
 	assert_fails(&detach_tenant, 2, "--tenant needs --admin");
+	assert_fails(&label_attached, 2, "ls: --label and --attached exclude each other");
+	assert_fails(&label_resize, 2, "resize: unknown option '-l'");
+	assert_fails(&as_create, 2, "create: unknown option '--as'");
 }
 END_TEST
 
@@ -407,6 +490,14 @@ START_TEST(rejects_bad_values_with_status_1_before_connecting)
 	CLEANUP_RESULT struct result timeout = RUN("attach", "layer1", "--timeout", "1m");
 	CLEANUP_RESULT struct result io_timeout = RUN("attach", "layer1", "--io-timeout", "-1");
 	CLEANUP_RESULT struct result detach = RUN("detach", "nbd01");
+	CLEANUP_RESULT struct result no_value = RUN("create", "x", "--size", "1G", "-l", "tier");
+	CLEANUP_RESULT struct result no_key = RUN("snapshot", "x", "--from", "b", "--label", "=v");
+	CLEANUP_RESULT struct result control =
+	    RUN("create", "x", "--size", "1G", "--label", "a\x1b[2J=v");
+	CLEANUP_RESULT struct result not_utf8 = RUN("ls", "--label", "k=\xff");
+	CLEANUP_RESULT struct result change = RUN("label", "x", "a=1", "tier");
+	CLEANUP_RESULT struct result remove = RUN("label", "x", "-");
+	CLEANUP_RESULT struct result as = RUN("commit", "x", "--as", "Done");
 
 	assert_fails(&name, 1, "create Layer1: invalid volume name 'Layer1'");
 	assert_fails(&size, 1, "create layer1: invalid size '10X'");
@@ -425,6 +516,15 @@ START_TEST(rejects_bad_values_with_status_1_before_connecting)
 	assert_fails(&timeout, 1, "attach layer1: invalid --timeout '1m'");
 	assert_fails(&io_timeout, 1, "attach layer1: invalid --io-timeout '-1'");
 	assert_fails(&detach, 1, "detach nbd01: invalid device 'nbd01'");
+	assert_fails(&no_value, 1, "create x: invalid label 'tier': expected KEY=VALUE");
+	assert_fails(&no_key, 1, "snapshot x: invalid label '=v': the key is empty");
+	assert_fails(&control, 1, "invalid label 'a?[2J=v': the key contains a control character");
+	assert_fails(&not_utf8, 1, "ls: invalid label 'k=\xff': the value is not valid UTF-8");
+	assert_fails(&change, 1,
+	             "label x: invalid label change 'tier': expected KEY=VALUE to set or KEY- to "
+	             "remove");
+	assert_fails(&remove, 1, "label x: invalid label '': the key is empty");
+	assert_fails(&as, 1, "commit x: invalid volume name 'Done'");
 }
 END_TEST
 
@@ -689,6 +789,86 @@ START_TEST(creates_with_a_json_post_and_shows_the_new_volume)
 	ck_assert_str_eq(r.out, volume_table);
 	assert_request(request, "POST /v1/volumes HTTP/1.1\r\n",
 	               "{\"name\":\"layer1\",\"size\":1073741824}");
+}
+END_TEST
+
+/* --label KEY=VALUE (split at the first '=') goes into "labels", on create and snapshot. */
+START_TEST(creates_and_snapshots_with_labels)
+{
+	pid_t pid = serve_once("control.sock", 201, "application/json", volume);
+	CLEANUP_RESULT struct result r = RUN("create", "layer1", "--size", "1G", "--label",
+	                                     "tier=gold", "-l", "expr=a=b", "-l", "empty=");
+	CLEANUP_FREE char *request = served_request(pid);
+	CLEANUP_FREE char *snapshot_request = NULL;
+	CLEANUP_RESULT struct result snapshot = {0};
+
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	assert_request(request, "POST /v1/volumes HTTP/1.1\r\n",
+	               "{\"name\":\"layer1\",\"size\":1073741824,"
+	               "\"labels\":{\"tier\":\"gold\",\"expr\":\"a=b\",\"empty\":\"\"}}");
+	pid = serve_once("control.sock", 201, "application/json", volume);
+	snapshot =
+	    RUN("snapshot", "l2", "--from", "images/base", "--label", "containerd.io/gc.root=x");
+	snapshot_request = served_request(pid);
+	ck_assert_msg(snapshot.status == 0, "%s", snapshot.err);
+	assert_request(snapshot_request, "POST /v1/volumes HTTP/1.1\r\n",
+	               "{\"name\":\"l2\",\"parent\":\"images/base\","
+	               "\"labels\":{\"containerd.io/gc.root\":\"x\"}}");
+}
+END_TEST
+
+/* commit --as NEW sends the new name; without it, no body (commits_with_an_empty_post...). */
+START_TEST(commits_as_a_new_name_with_a_json_body)
+{
+	pid_t pid = serve_once("control.sock", 200, "application/json", volume);
+	CLEANUP_RESULT struct result r = RUN("commit", "work", "--as", "layer1");
+	CLEANUP_FREE char *request = served_request(pid);
+
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	ck_assert_str_eq(r.out, volume_table);
+	assert_request(request, "POST /v1/volumes/work/commit HTTP/1.1\r\n",
+	               "{\"name\":\"layer1\"}");
+}
+END_TEST
+
+/* label NAME KEY=VALUE KEY- is one merge patch: a string sets, null removes. */
+START_TEST(labels_with_one_merge_patch_and_shows_the_volume)
+{
+	static const char labelled[] = "{\"name\": \"layer1\", \"state\": \"committed\","
+	                               " \"labels\": {\"tier\": \"gold\"}}";
+	pid_t pid = serve_once("control.sock", 200, "application/json", labelled);
+	CLEANUP_RESULT struct result r = RUN("label", "layer1", "tier=gold", "old-", "a-b=c=d");
+	CLEANUP_FREE char *request = served_request(pid);
+
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	assert_request(request, "PATCH /v1/volumes/layer1 HTTP/1.1\r\n",
+	               "{\"labels\":{\"tier\":\"gold\",\"old\":null,\"a-b\":\"c=d\"}}");
+	ck_assert_ptr_nonnull(strstr(r.out, "\nlabels:    tier=gold\n"));
+}
+END_TEST
+
+/* ls --label KEY[=VALUE] becomes ?label=..., every byte but the unreserved escaped. */
+START_TEST(lists_by_label_with_an_escaped_query)
+{
+	static const char list[] = "{\"volumes\": [{\"name\": \"a\", \"size\": 65536}]}";
+	pid_t pid = serve_once("control.sock", 200, "application/json", list);
+	CLEANUP_RESULT struct result r =
+	    RUN("ls", "-q", "--label", "containerd.io/gc.root", "-l", "k=a b&c=\xc3\xa9+%");
+	CLEANUP_FREE char *request = served_request(pid);
+	CLEANUP_FREE char *admin_request = NULL;
+	CLEANUP_RESULT struct result admin = {0};
+
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	ck_assert_str_eq(r.out, "a\n");
+	assert_request(request,
+	               "GET /v1/volumes?label=containerd.io%2Fgc.root"
+	               "&label=k%3Da%20b%26c%3D%C3%A9%2B%25 HTTP/1.1\r\n",
+	               "");
+	pid = serve_once("admin.sock", 200, "application/json", list);
+	admin = RUN("--admin", "--tenant", "alice", "ls", "--label", "tier", "--json");
+	admin_request = served_request(pid);
+	ck_assert_msg(admin.status == 0, "%s", admin.err);
+	assert_request(admin_request, "GET /v1/tenants/alice/volumes?label=tier HTTP/1.1\r\n", "");
 }
 END_TEST
 
@@ -1035,6 +1215,8 @@ int main(void)
 	tcase_add_test(usage, every_command_with_an_operand_exits_2_without_it);
 	tcase_add_test(usage, every_option_with_a_value_exits_2_without_one);
 	tcase_add_test(usage, every_command_rejects_an_extra_operand_with_status_2);
+	tcase_add_test(usage, every_value_option_is_in_the_help_and_exits_2_without_a_value);
+	tcase_add_test(usage, label_takes_at_most_64_changes);
 	tcase_add_test(usage, rejects_missing_required_options_with_status_2);
 	tcase_add_test(usage, rejects_unknown_and_missing_commands_with_status_2);
 	tcase_add_test(usage, rejects_options_in_the_wrong_place_with_status_2);
@@ -1047,6 +1229,10 @@ int main(void)
 	tcase_add_test(requests, shows_the_daemons_error_code_and_message_with_status_1);
 	tcase_add_test(requests, creates_with_a_json_post_and_shows_the_new_volume);
 	tcase_add_test(requests, snapshots_with_the_parent_reference_and_an_optional_size);
+	tcase_add_test(requests, creates_and_snapshots_with_labels);
+	tcase_add_test(requests, commits_as_a_new_name_with_a_json_body);
+	tcase_add_test(requests, labels_with_one_merge_patch_and_shows_the_volume);
+	tcase_add_test(requests, lists_by_label_with_an_escaped_query);
 	tcase_add_test(requests, acts_on_a_tenants_volumes_under_its_path_on_the_admin_socket);
 	tcase_add_test(requests, shows_a_reference_from_the_volume_list);
 	tcase_add_test(requests, commits_with_an_empty_post_and_no_content_type);

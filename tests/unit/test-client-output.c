@@ -194,6 +194,36 @@ START_TEST(details_a_volume_with_exact_bytes_and_admin_fields)
 }
 END_TEST
 
+/* Labels one a line under "labels:", their control characters replaced; "none" for none;
+ * nothing at all from a daemon that does not send them. */
+START_TEST(details_a_volume_with_its_labels_one_a_line)
+{
+	struct json_object *v =
+	    parse("{\"name\": \"work\", \"created\": \"2026-11-23T10:00:00Z\","
+	          " \"updated\": \"2026-11-23T10:05:00Z\", \"labels\": {\"containerd.io/gc.root\":"
+	          " \"2026\", \"note\": \"two\\nlines\\u001b[2J\", \"empty\": \"\"}}");
+	struct json_object *none = parse("{\"name\": \"base\", \"labels\": {}}");
+	CLEANUP_FREE char *text = CAPTURE(print_volume_details(f, v));
+	CLEANUP_FREE char *text_none = CAPTURE(print_volume_details(f, none));
+
+	ck_assert_str_eq(text, "name:      work\n"
+	                       "owner:     -\n"
+	                       "size:      -\n"
+	                       "used:      -\n"
+	                       "state:     -\n"
+	                       "parent:    -\n"
+	                       "created:   2026-11-23T10:00:00Z\n"
+	                       "updated:   2026-11-23T10:05:00Z\n"
+	                       "writable:  -\n"
+	                       "labels:    containerd.io/gc.root=2026\n"
+	                       "           note=two?lines?[2J\n"
+	                       "           empty=\n");
+	ck_assert_ptr_nonnull(strstr(text_none, "\nlabels:    none\n"));
+	json_object_put(v);
+	json_object_put(none);
+}
+END_TEST
+
 START_TEST(shows_usage_against_quotas_and_null_as_no_limit)
 {
 	struct json_object *u =
@@ -427,6 +457,7 @@ int main(void)
 	tcase_add_test(tc, shows_one_volume_as_a_one_row_table);
 	tcase_add_test(tc, prints_nothing_for_an_empty_answer);
 	tcase_add_test(tc, details_a_volume_with_exact_bytes_and_admin_fields);
+	tcase_add_test(tc, details_a_volume_with_its_labels_one_a_line);
 	tcase_add_test(tc, shows_usage_against_quotas_and_null_as_no_limit);
 	tcase_add_test(tc, shows_pool_space_with_percentages);
 	tcase_add_test(tc, says_when_full_metadata_refuses_new_volumes);

@@ -105,6 +105,68 @@ START_TEST(formats_size_just_below_a_unit_in_that_unit)
 }
 END_TEST
 
+/* The label with KEY and VALUE given as string literals (NUL bytes included). */
+#define LABEL_INVALID(key, value) tp_label_invalid(key, sizeof key - 1, value, sizeof value - 1)
+
+START_TEST(accepts_labels_up_to_containerds_limits)
+{
+	char key[TP_LABEL_BYTES_MAX], value[TP_LABEL_BYTES_MAX];
+
+	ck_assert_ptr_null(LABEL_INVALID("containerd.io/gc.ref.snapshot.overlayfs", "sha256:0a"));
+	ck_assert_ptr_null(LABEL_INVALID("k", ""));
+	ck_assert_ptr_null(
+	    LABEL_INVALID("\xc3\xa9t\xc3\xa9 \xf0\x9f\x90\xb3", "multi\nline\ttext"));
+	ck_assert_ptr_null(tp_label_invalid("has-key", 7, NULL, 0));
+	memset(key, 'k', sizeof key);
+	memset(value, 'v', sizeof value);
+	ck_assert_ptr_null(tp_label_invalid(key, 4095, value, 0));
+	ck_assert_ptr_null(tp_label_invalid(key, 1, value, 4095));
+	ck_assert_ptr_null(tp_label_invalid(key, 2048, value, 2048));
+	ck_assert_str_eq(tp_label_invalid(key, 4096, value, 0), "the key is over 4095 bytes");
+	ck_assert_str_eq(tp_label_invalid(key, 4096, NULL, 0), "the key is over 4095 bytes");
+	ck_assert_str_eq(tp_label_invalid(key, 2048, value, 2049),
+	                 "key and value are over 4096 bytes together");
+	ck_assert_str_eq(tp_label_invalid(key, 0, value, 1), "the key is empty");
+}
+END_TEST
+
+START_TEST(rejects_label_with_nul)
+{
+	ck_assert_str_eq(LABEL_INVALID("a\0b", "v"), "the key contains a NUL byte");
+	ck_assert_str_eq(LABEL_INVALID("k", "v\0"), "the value contains a NUL byte");
+	ck_assert_str_eq(LABEL_INVALID("\0", ""), "the key contains a NUL byte");
+}
+END_TEST
+
+/* Invalid UTF-8 anywhere (stray continuation bytes, overlong forms, surrogates, past
+ * U+10FFFF, cut short), and control characters (C0, DEL, C1) in keys. */
+START_TEST(rejects_labels_that_are_not_utf8_or_have_controls_in_the_key)
+{
+	static const char *const not_utf8[] = {
+	    "\xff",         "\x80",         "\xc0\xaf",         "\xc1\xbf",         "\xe0\x80\xaf",
+	    "\xed\xa0\x80", "\xed\xbf\xbf", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xc3",
+	    "a\xe2\x82",    "\xf0\x9f\x90",
+	};
+	static const char *const controls[] = {"a\nb",    "\t",       "\x1b[2J",
+	                                       "del\x7f", "\xc2\x85", "\xc2\x9f"};
+
+	for (size_t i = 0; i < sizeof not_utf8 / sizeof not_utf8[0]; i++) {
+		ck_assert_str_eq(tp_label_invalid(not_utf8[i], strlen(not_utf8[i]), "v", 1),
+		                 "the key is not valid UTF-8");
+		ck_assert_str_eq(tp_label_invalid("k", 1, not_utf8[i], strlen(not_utf8[i])),
+		                 "the value is not valid UTF-8");
+	}
+	for (size_t i = 0; i < sizeof controls / sizeof controls[0]; i++) {
+		ck_assert_str_eq(tp_label_invalid(controls[i], strlen(controls[i]), "v", 1),
+		                 "the key contains a control character");
+		ck_assert_ptr_null(tp_label_invalid("k", 1, controls[i], strlen(controls[i])));
+	}
+	/* The neighbours of what is refused are fine. */
+	ck_assert_ptr_null(
+	    LABEL_INVALID("\xc2\xa0\xed\x9f\xbf\xee\x80\x80\xf4\x8f\xbf\xbf ~", "v"));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("rules");
@@ -118,6 +180,9 @@ int main(void)
 	tcase_add_test(tc, rejects_malformed_and_overflowing_sizes);
 	tcase_add_test(tc, formats_sizes_in_human_units);
 	tcase_add_test(tc, formats_size_just_below_a_unit_in_that_unit);
+	tcase_add_test(tc, accepts_labels_up_to_containerds_limits);
+	tcase_add_test(tc, rejects_label_with_nul);
+	tcase_add_test(tc, rejects_labels_that_are_not_utf8_or_have_controls_in_the_key);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -601,6 +601,194 @@ START_TEST(removing_a_tenant_removes_its_grants)
 }
 END_TEST
 
+/* Labels as an array literal: L("k", "v"), ... */
+#define LABELS(...) ((const struct tp_label[]){__VA_ARGS__})
+
+/* Assert that volume ID has exactly the labels "k=v,k2=v2" (by key), or none for "". */
+static void assert_labels(int64_t id, const char *want)
+{
+	struct tp_label *labels = NULL;
+	char got[4096] = "";
+	size_t n = 99, len = 0;
+
+	ck_assert_int_eq(store_labels_get(st, id, &labels, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(got + len, sizeof got - len, "%s%s=%s", i ? "," : "",
+		                        labels[i].key, labels[i].value);
+	free(labels);
+	ck_assert_str_eq(got, want);
+}
+
+START_TEST(labels_survive_restart)
+{
+	int64_t a = add_tenant("alice", 2000);
+	struct volume v = add_volume(a, "v", 1, 0);
+
+	ck_assert_int_eq(store_begin(st), 0);
+	ck_assert_int_eq(store_labels_set(st, v.id,
+	                                  LABELS({"containerd.io/gc.root", "2024"},
+	                                         {"\xc3\xa9t\xc3\xa9", "line\nbreak"}, {"a", ""}),
+	                                  3),
+	                 0);
+	ck_assert_int_eq(store_commit(st), 0);
+	reopen();
+	assert_labels(v.id, "a=,containerd.io/gc.root=2024,\xc3\xa9t\xc3\xa9=line\nbreak");
+}
+END_TEST
+
+/* A volume's labels go with its row, and a rolled-back transaction leaves none of its own. */
+START_TEST(labels_go_with_their_volume)
+{
+	int64_t a = add_tenant("alice", 2000);
+	struct volume v = add_volume(a, "v", 1, 0), w;
+	uint64_t n = 9;
+
+	ck_assert_int_eq(store_labels_set(st, v.id, LABELS({"k", "v"}), 1), 0);
+	ck_assert_int_eq(store_volume_remove(st, v.id), 0);
+	ck_assert_int_eq(store_labels_count(st, v.id, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	/* A new row may get the same id: it starts without labels. */
+	w = add_volume(a, "w", 2, 0);
+	assert_labels(w.id, "");
+	ck_assert_int_eq(store_begin(st), 0);
+	ck_assert_int_eq(store_labels_set(st, w.id, LABELS({"k", "v"}), 1), 0);
+	store_rollback(st);
+	assert_labels(w.id, "");
+	/* A tenant's removal takes its volumes' labels (the volumes go first). */
+	ck_assert_int_eq(store_labels_set(st, w.id, LABELS({"k", "v"}), 1), 0);
+	ck_assert_int_eq(store_volume_remove(st, w.id), 0);
+	ck_assert_int_eq(store_tenant_remove(st, a), 0);
+	ck_assert_int_eq(store_labels_count(st, w.id, &n), 0);
+	ck_assert_uint_eq(n, 0);
+}
+END_TEST
+
+/* A merge patch: a value sets, NULL removes, and only a real difference counts as a
+ * change. A set replaces everything. */
+START_TEST(patches_labels_and_says_whether_anything_changed)
+{
+	int64_t a = add_tenant("alice", 2000);
+	struct volume v = add_volume(a, "v", 1, 0);
+	bool changed = true;
+
+	ck_assert_int_eq(store_labels_set(st, v.id, LABELS({"a", "1"}, {"b", "2"}), 2), 0);
+	ck_assert_int_eq(
+	    store_labels_patch(st, v.id, LABELS({"a", "1"}, {"gone", NULL}), 2, &changed), 0);
+	ck_assert(!changed);
+	ck_assert_int_eq(store_labels_patch(st, v.id, LABELS({"a", "one"}, {"b", NULL}, {"c", "3"}),
+	                                    3, &changed),
+	                 0);
+	ck_assert(changed);
+	assert_labels(v.id, "a=one,c=3");
+	ck_assert_int_eq(store_labels_set(st, v.id, LABELS({"z", "26"}), 1), 0);
+	assert_labels(v.id, "z=26");
+	ck_assert_int_eq(store_labels_set(st, v.id, NULL, 0), 0);
+	assert_labels(v.id, "");
+}
+END_TEST
+
+/* Collects the names a listing hands out, comma-separated. */
+static int collect_name(const struct volume *v, void *opaque)
+{
+	char *names = opaque;
+	size_t len = strlen(names);
+
+	snprintf(names + len, 256 - len, "%s%s", len ? "," : "", v->name);
+	return 0;
+}
+
+static const char *listed(int64_t tenant, const struct tp_label *filter, size_t n)
+{
+	static char names[256];
+
+	names[0] = '\0';
+	ck_assert_int_eq(store_volume_each_labelled(st, tenant, filter, n, collect_name, names), 0);
+	return names;
+}
+
+/* KEY=VALUE matches that exact value (bytes: no prefix, no case folding), KEY alone any
+ * value; every label of the filter must hold; only the tenant's own volumes. */
+START_TEST(label_filter_matches_exact_value)
+{
+	int64_t a = add_tenant("alice", 2000), b = add_tenant("bob", 2001);
+	struct volume x = add_volume(a, "x", 1, 0), y = add_volume(a, "y", 2, 0);
+	struct volume z = add_volume(a, "z", 3, 0), bx = add_volume(b, "x", 4, 0);
+
+	ck_assert_int_eq(store_labels_set(st, x.id, LABELS({"kind", "active"}, {"fs", "ext4"}), 2),
+	                 0);
+	ck_assert_int_eq(store_labels_set(st, y.id, LABELS({"kind", "activ"}, {"fs", "xfs"}), 2),
+	                 0);
+	ck_assert_int_eq(store_labels_set(st, z.id, LABELS({"kind", "Active"}), 1), 0);
+	ck_assert_int_eq(store_labels_set(st, bx.id, LABELS({"kind", "active"}), 1), 0);
+	ck_assert_str_eq(listed(a, LABELS({"kind", "active"}), 1), "x");
+	ck_assert_str_eq(listed(a, LABELS({"kind", NULL}), 1), "x,y,z");
+	ck_assert_str_eq(listed(a, LABELS({"fs", NULL}, {"kind", "activ"}), 2), "y");
+	ck_assert_str_eq(listed(a, LABELS({"fs", "ext4"}, {"kind", "activ"}), 2), "");
+	ck_assert_str_eq(listed(a, LABELS({"kind", ""}), 1), "");
+	ck_assert_str_eq(listed(a, LABELS({"nothing", NULL}), 1), "");
+	ck_assert_str_eq(listed(b, LABELS({"kind", "active"}), 1), "x");
+	ck_assert_str_eq(listed(a, NULL, 0), "x,y,z");
+}
+END_TEST
+
+/* A rename to a name the tenant already has changes nothing, and a transaction that
+ * renames, changes the state and replaces the labels is undone whole. */
+START_TEST(rename_to_taken_name_changes_nothing)
+{
+	int64_t a = add_tenant("alice", 2000), b = add_tenant("bob", 2001);
+	struct volume v = add_volume(a, "v", 1, 0), got;
+
+	add_volume(a, "taken", 2, 0);
+	add_volume(b, "free", 3, 0);
+	ck_assert_int_eq(store_labels_set(st, v.id, LABELS({"k", "old"}), 1), 0);
+
+	ck_assert_int_eq(store_begin(st), 0);
+	v.state = VOLUME_COMMITTED;
+	v.updated = v.created + 60;
+	ck_assert_int_eq(store_labels_set(st, v.id, LABELS({"k", "new"}), 1), 0);
+	snprintf(v.name, sizeof v.name, "taken");
+	ck_assert_int_eq(store_volume_update(st, &v), -EEXIST);
+	store_rollback(st);
+	ck_assert_int_eq(store_volume_get(st, a, "v", &got), 0);
+	ck_assert_int_eq(got.state, VOLUME_READY);
+	ck_assert_int_eq(got.updated, got.created);
+	assert_labels(v.id, "k=old");
+
+	/* Another tenant's name is no obstacle; the row keeps its id, and so its labels. */
+	snprintf(v.name, sizeof v.name, "free");
+	ck_assert_int_eq(store_volume_update(st, &v), 0);
+	ck_assert_int_eq(store_volume_get(st, a, "v", &got), -ENOENT);
+	ck_assert_int_eq(store_volume_get(st, a, "free", &got), 0);
+	ck_assert_int_eq(got.id, v.id);
+	ck_assert_int_eq(got.state, VOLUME_COMMITTED);
+	ck_assert_int_eq(got.updated, v.created + 60);
+	assert_labels(got.id, "k=old");
+}
+END_TEST
+
+/* A store made before labels (its volumes without "updated", no labels table) gains both
+ * when opened, and its volumes were last updated when they were created. */
+START_TEST(upgrades_a_store_made_before_labels)
+{
+	int64_t a = add_tenant("alice", 2000);
+	struct volume v = add_volume(a, "v", 1, 0), got;
+
+	exec_raw("DROP TABLE labels; ALTER TABLE volumes DROP COLUMN updated;"
+	         " UPDATE volumes SET created = 1700000000");
+	reopen();
+	ck_assert_int_eq(store_volume_get(st, a, "v", &got), 0);
+	ck_assert_int_eq(got.created, 1700000000);
+	ck_assert_int_eq(got.updated, 1700000000);
+	ck_assert_int_eq(store_labels_set(st, v.id, LABELS({"k", "v"}), 1), 0);
+	assert_labels(v.id, "k=v");
+	/* Opened again, it is left as it is. */
+	reopen();
+	assert_labels(v.id, "k=v");
+	ck_assert_int_eq(store_volume_get(st, a, "v", &got), 0);
+	ck_assert_int_eq(got.updated, 1700000000);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("store");
@@ -632,6 +820,12 @@ int main(void)
 	tcase_add_test(tc, keeps_usage_totals_through_every_change);
 	tcase_add_test(tc, shows_images_only_where_published);
 	tcase_add_test(tc, removing_a_tenant_removes_its_grants);
+	tcase_add_test(tc, labels_survive_restart);
+	tcase_add_test(tc, labels_go_with_their_volume);
+	tcase_add_test(tc, patches_labels_and_says_whether_anything_changed);
+	tcase_add_test(tc, label_filter_matches_exact_value);
+	tcase_add_test(tc, rename_to_taken_name_changes_nothing);
+	tcase_add_test(tc, upgrades_a_store_made_before_labels);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -30,13 +30,26 @@ ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 pc = $(shell pkg-config $(1) $(2) 2>/dev/null)
 CHECK_LIBS := $(call pc,--libs,check)
 
+# Protocol buffers: containerd's snapshot API, as .proto files of our own in
+# client/snapshotter/proto, and the well-known types they import (libprotobuf-dev's
+# copies), compiled by protoc-c into $(BUILD)/proto at build time for the client.
+PROTO_PATH := client/snapshotter/proto /usr/include
+PROTOS     := containerd/types/mount.proto containerd/services/snapshots/v1/snapshots.proto \
+              google/protobuf/empty.proto google/protobuf/field_mask.proto \
+              google/protobuf/timestamp.proto
+PROTO_SRCS := $(patsubst %.proto,$(BUILD)/proto/%.pb-c.c,$(PROTOS))
+PROTO_OBJS := $(PROTO_SRCS:.c=.o)
+CPPFLAGS   += -I$(BUILD)/proto
+vpath %.proto $(PROTO_PATH)
+
 # Programs: every .c of a program's directory is part of it.
 DAEMON      := $(BUILD)/thinproxyd
 DAEMON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard daemon/*.c))
 DAEMON_PKGS := devmapper sqlite3 libmicrohttpd json-c
 CLIENT      := $(BUILD)/thinproxy
-CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c client/snapshotter/*.c))
-CLIENT_PKGS := libcurl json-c libnl-genl-3.0
+CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c client/snapshotter/*.c)) \
+               $(PROTO_OBJS)
+CLIENT_PKGS := libcurl json-c libnl-genl-3.0 libnghttp2 libprotobuf-c
 PLUGIN      := $(BUILD)/nbdkit-thinproxy-plugin.so
 PLUGIN_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard nbdkit-plugin/*.c))
 PROGRAMS    := $(if $(DAEMON_OBJS),$(DAEMON)) $(if $(CLIENT_OBJS),$(CLIENT)) \
@@ -53,8 +66,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 VM_TESTS   := $(sort $(wildcard tests/vm/test-*.sh)) $(sort $(wildcard tests/security/test-*.sh))
 
 C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] client/snapshotter/*.[ch] \
-                nbdkit-plugin/*.[ch] \
-                tests/unit/*.[ch] tests/vm/*.c bench/*.[ch] fuzz/*.[ch])
+                nbdkit-plugin/*.[ch] tests/unit/*.[ch] tests/vm/*.c bench/*.[ch] fuzz/*.[ch])
 
 .PHONY: all check check-unit check-vm check-format format deps demo clean install fuzz bench
 all: $(PROGRAMS) $(UNIT_TESTS) $(VM_PROGRAMS)
@@ -63,7 +75,18 @@ $(DAEMON): $(DAEMON_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(DAEMON_PKGS)) -lpthread
 
 $(CLIENT): $(CLIENT_OBJS)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(CLIENT_PKGS))
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(CLIENT_PKGS)) -lpthread
+
+# protoc-c writes NAME.pb-c.c and NAME.pb-c.h; whatever includes them waits for them.
+$(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: %.proto
+	@mkdir -p $(BUILD)/proto
+	protoc-c $(addprefix -I,$(PROTO_PATH)) --c_out=$(BUILD)/proto $<
+
+$(BUILD)/proto/%.o: $(BUILD)/proto/%.c
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+
+$(PROTO_OBJS) $(filter $(BUILD)/client/snapshotter/%,$(CLIENT_OBJS)) \
+    $(BUILD)/tests/unit/test-grpc.o: | $(PROTO_SRCS:.c=.h)
 
 # The snapshotter's files use the client's headers.
 $(BUILD)/client/snapshotter/%.o: CPPFLAGS += -Iclient
@@ -115,6 +138,15 @@ $(BUILD)/tests/test-supervise: | $(PLUGIN)
 # test-relay runs nbdkit's file plugin; the relay logs through keeper_log, which it defines.
 OBJS_test-relay := $(BUILD)/client/relay.o $(BUILD)/client/handshake.o
 LIBS_test-relay := -lpthread
+# test-grpc: the gRPC server against a client of its own, and containerd's own proxy client
+# (grpc-proxy-client.go, built from Debian's Go packages in GOPATH mode).
+OBJS_test-grpc := $(BUILD)/client/snapshotter/grpc.o $(PROTO_OBJS)
+LIBS_test-grpc := $(call pc,--libs,libnghttp2 libprotobuf-c) -lpthread
+$(BUILD)/tests/test-grpc: | $(BUILD)/tests/grpc-proxy-client
+$(BUILD)/tests/grpc-proxy-client: tests/unit/grpc-proxy-client.go
+	@mkdir -p $(dir $@)
+	cd tests/unit && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(abspath build/go-cache) \
+		go build -o $(abspath $@) grpc-proxy-client.go
 # test-client-cli runs $(BUILD)/thinproxy itself, against throwaway canned-answer servers.
 $(BUILD)/tests/test-client-cli: | $(CLIENT)
 $(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o $$(OBJS_test-$$*)

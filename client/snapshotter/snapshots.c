@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,18 @@ void snap_log(const char *fmt, ...)
 	localtime_r(&now.tv_sec, &tm);
 	strftime(stamp, sizeof stamp, "%F %T", &tm);
 	fprintf(stderr, "%s.%03ld thinproxy snapshotter: %s\n", stamp, now.tv_nsec / 1000000, line);
+}
+
+/* Die here, as a kill -9 would, if $THINPROXY_SNAPSHOTTER_FAULT names STEP: how the
+ * tests stop the agent between two steps of an operation. */
+static void fault_point(const char *step)
+{
+	const char *fault = getenv("THINPROXY_SNAPSHOTTER_FAULT");
+
+	if (fault != NULL && strcmp(fault, step) == 0) {
+		snap_log("fault point %s: killing myself", step);
+		raise(SIGKILL);
+	}
 }
 
 static double seconds_since(const struct timespec *start)
@@ -441,17 +454,20 @@ static enum snap_code prepare(struct op *op, const char *key, const char *parent
 	if (create_volume(op, key, volume, body) != SNAP_OK)
 		return op->st->code;
 	created = true;
+	fault_point("prepare-created");
 
 	/* A view of a parent is attached read-only; an empty one gets its file system
 	 * first. */
 	if (attach(op, volume, view && has_parent, &index) != SNAP_OK)
 		goto undo;
+	fault_point("prepare-attached");
 	if (!has_parent) {
 		r = device_mkfs(index, fs, reason, sizeof reason);
 		if (r < 0) {
 			snap_fail(op->st, SNAP_INTERNAL, "%s: %s", op->what, reason);
 			goto undo;
 		}
+		fault_point("prepare-formatted");
 		if (view) {
 			if (detach(op, volume) != SNAP_OK ||
 			    attach(op, volume, true, &index) != SNAP_OK)
@@ -583,6 +599,7 @@ static enum snap_code commit(struct op *op, const char *name, const char *key,
 		goto out;
 	if (detach(op, volume) != SNAP_OK)
 		goto out;
+	fault_point("commit-detached");
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	body = json_object_new_object();
@@ -653,6 +670,7 @@ enum snap_code snap_remove(struct snapshots *s, const char *key, struct snap_sta
 	volume_take(s, volume, false);
 	if (get_snapshot(&op, key, volume, &rec) != SNAP_OK || detach(&op, volume) != SNAP_OK)
 		goto out;
+	fault_point("remove-detached");
 	r = request(&op, "DELETE", volume, NULL, NULL, NULL, NULL);
 	if (r == -EBUSY)
 		snap_fail(st, SNAP_FAILED_PRECONDITION, "%s: %s", op.what,

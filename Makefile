@@ -7,7 +7,7 @@
 #   make fuzz            libFuzzer targets (clang) into build/fuzz, each run FUZZ_SECONDS (60)
 #   make bench           benchmarks in the test guest and on the host (bench/run; not a test)
 #   make deps            install missing Debian packages (run by demo and check)
-#   make format          apply .clang-format to every C file
+#   make format          apply .clang-format to every C file, gofmt to the Go tests
 
 .SECONDEXPANSION:
 BUILD    ?= build
@@ -63,13 +63,28 @@ VM_PROGRAMS := $(patsubst tests/vm/%.c,$(BUILD)/tests/vm/%,$(wildcard tests/vm/*
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test-*.c))
 # Guest tests: tests/vm/test-*.sh and the attacks of tests/security/test-*.sh, each in a
 # fresh guest.
-VM_TESTS   := $(sort $(wildcard tests/vm/test-*.sh)) $(sort $(wildcard tests/security/test-*.sh))
+# VM_PENDING: guest tests of what is not built yet, left out of check-vm and run by hand
+# until it is (TP_BUILD=$PWD/build tests/check tests/vm/test-X.sh); remove one to enable it.
+VM_PENDING := tests/vm/test-snapshotter-conformance.sh tests/vm/test-snapshotter-containerd.sh
+VM_TESTS   := $(filter-out $(VM_PENDING),$(sort $(wildcard tests/vm/test-*.sh))) \
+              $(sort $(wildcard tests/security/test-*.sh))
+
+# containerd's snapshotter conformance suite (tests/snapshotter/conformance_test.go), the
+# reference snapshotter it is checked against, and a snapshotter latency meter for make
+# bench, built offline by Debian's Go in GOPATH mode on
+# golang-github-containerd-containerd-dev (.ci/deps), cache under $(BUILD)/go.
+GO         ?= go
+GO_ENV     := GO111MODULE=off GOFLAGS= GOPATH=$(abspath $(BUILD))/go/path:/usr/share/gocode \
+              GOCACHE=$(abspath $(BUILD))/go/cache
+GO_PROGRAMS := $(BUILD)/tests/snapshotter/conformance.test \
+               $(BUILD)/tests/snapshotter/reference-snapshotter $(BUILD)/bench/snapshotter-latency
+GO_SOURCES := $(wildcard tests/snapshotter/*.go tests/snapshotter/*/*.go bench/*/*.go)
 
 C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] client/snapshotter/*.[ch] \
                 nbdkit-plugin/*.[ch] tests/unit/*.[ch] tests/vm/*.c bench/*.[ch] fuzz/*.[ch])
 
 .PHONY: all check check-unit check-vm check-format format deps demo clean install fuzz bench
-all: $(PROGRAMS) $(UNIT_TESTS) $(VM_PROGRAMS)
+all: $(PROGRAMS) $(UNIT_TESTS) $(VM_PROGRAMS) $(GO_PROGRAMS)
 
 $(DAEMON): $(DAEMON_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(DAEMON_PKGS)) -lpthread
@@ -104,6 +119,19 @@ $(BUILD)/tests/vm/%: $(BUILD)/tests/vm/%.o $$(OBJS_$$*)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -c -o $@ $<
+
+# go_build PACKAGE-DIR GO-ARGS: go ... into $@, run in PACKAGE-DIR; without Go, a line
+# that says what is not built (the guest tests that need it then fail naming it).
+go_build = @mkdir -p $(dir $@); \
+	if command -v $(GO) >/dev/null; then \
+		echo "go $(2) ($(1))" && cd $(1) && $(GO_ENV) $(GO) $(2) -o $(abspath $@) .; \
+	else echo "go is missing (golang-go): $@ not built"; fi
+$(BUILD)/tests/snapshotter/conformance.test: tests/snapshotter/conformance_test.go
+	$(call go_build,tests/snapshotter,test -c)
+$(BUILD)/tests/snapshotter/reference-snapshotter: tests/snapshotter/reference/main.go
+	$(call go_build,tests/snapshotter/reference,build)
+$(BUILD)/bench/snapshotter-latency: bench/snapshotter-latency/main.go
+	$(call go_build,bench/snapshotter-latency,build)
 
 # What a unit test or guest test program links beyond itself: OBJS_NAME and LIBS_NAME,
 # e.g. OBJS_test-store := $(BUILD)/daemon/store.o, LIBS_test-store := -lsqlite3.
@@ -208,10 +236,14 @@ check-vm: all
 
 check-format:
 	@clang-format --dry-run -Werror $(C_SOURCES) && echo "clang-format: every file conforms"
+	@if command -v gofmt >/dev/null; then \
+		bad=$$(gofmt -l $(GO_SOURCES)); [ -z "$$bad" ] || { echo "gofmt: $$bad"; exit 1; }; \
+		echo "gofmt: every file conforms"; fi
 
 
 format:
 	clang-format -i $(C_SOURCES)
+	gofmt -w $(GO_SOURCES)
 
 demo: deps
 	@$(MAKE) --no-print-directory all

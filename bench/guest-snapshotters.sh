@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# bench/guest-snapshotters.sh [RUNS] [ROUNDS]: containerd's snapshotters in the test
+# guest, Debian's containerd in a container of its own (tests/vm/containerd.sh): for
+# overlayfs and devmapper (on a dmsetup-made dm-thin pool), the time from `ctr image
+# import` of a two-layer image to a container's first output, RUNS times (default 3,
+# `ctr image rm --sync` between), then snapshotter-latency's Prepare, Commit and Remove
+# through containerd's snapshots API, ROUNDS rounds (default 10). Writes
+# snapshotters.tsv (SNAPSHOTTER MEASURE N MEDIAN_MS P90_MS MIN_MS MAX_MS) to
+# $TP_RESULTS and prints it. A benchmark, not a test:
+#   TP_BUILD=$PWD/build tests/vm/run bench/guest-snapshotters.sh
+. "$TP_SRC/tests/vm/functions.sh"
+. "$TP_SRC/tests/vm/container.sh"
+. "$TP_SRC/tests/vm/containerd.sh"
+requires containerd ctr runc dmsetup mkfs.ext4 blockdev
+
+runs=${1:-3} rounds=${2:-10}
+latency=$TP_BUILD/bench/snapshotter-latency
+[ -x "$latency" ] || fail "$latency is missing (make builds it with golang-go)"
+image=thinproxy.test/layers:1
+out=$TP_RESULTS/snapshotters.tsv
+: >"$out"
+
+devmapper_pool tp-bench-pool
+containerd_container
+containerd_start "$(devmapper_config tp-bench-pool)"
+cleanup containerd_stop
+oci_image "$ctrd_dir/image.tar" "$image"
+
+ms() { echo $((($(date +%s%N) - $1) / 1000000)); }
+
+# summary SNAPSHOTTER MEASURE MS...: one line of the table from RUNS samples.
+summary() {
+	local sn=$1 what=$2
+	shift 2
+	printf '%s\n' "$@" | sort -n | awk -v sn="$sn" -v what="$what" '
+		{ v[NR] = $1 }
+		END { printf "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", sn, what, NR, v[int(NR / 2) + 1],
+			v[int(NR * 9 / 10) + (NR * 9 % 10 ? 1 : 0)], v[1], v[NR] }' >>"$out"
+}
+
+for sn in overlayfs devmapper; do
+	times=()
+	for ((run = 1; run <= runs; run++)); do
+		step "$sn: import to first output, run $run of $runs"
+		start=$(date +%s%N)
+		ctrd image import --snapshotter "$sn" "$ctrd_dir/image.tar" >/dev/null
+		first=$(ctrd run --rm --snapshotter "$sn" "$image" tp-bench echo first)
+		[ "$first" = first ] || fail "$sn: the container printed '$first'"
+		times+=("$(ms "$start")")
+		ctrd image rm --sync "$image" >/dev/null
+		[ -z "$(ctrd snapshots --snapshotter "$sn" ls | tail -n +2)" ] ||
+			fail "$sn: snapshots left after ctr image rm --sync"
+	done
+	summary "$sn" import-to-first-output "${times[@]}"
+	step "$sn: Prepare, Commit and Remove through containerd, $rounds rounds"
+	in_container "$ctrd_container" "$latency" --snapshotter "$sn" --rounds "$rounds" |
+		awk -v sn="$sn" '{ printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sn, $1, $2, $3, $4, $5, $6 }' >>"$out"
+done
+echo "thinproxy: not measured here yet (its snapshotter goes beside these as a proxy plugin)"
+printf 'SNAPSHOTTER\tMEASURE\tN\tMEDIAN_MS\tP90_MS\tMIN_MS\tMAX_MS\n'
+cat "$out"

@@ -385,7 +385,7 @@ static int disconnect(int index)
 	return r;
 }
 
-int detach_device(int index, char *reason, size_t reason_len)
+int detach_device(int index, bool mounted_ok, char *reason, size_t reason_len)
 {
 	char user[4200];
 	struct attachment rec;
@@ -401,7 +401,7 @@ int detach_device(int index, char *reason, size_t reason_len)
 		return set_reason(-ENXIO, reason, reason_len, "not attached");
 	}
 	/* Pulling a mounted file system's device out from under it loses its data. */
-	if (nbd_device_user(index, user, sizeof user) == 0)
+	if (!mounted_ok && nbd_device_user(index, user, sizeof user) == 0)
 		return set_reason(-EBUSY, reason, reason_len, "busy: %s", user);
 
 	if (alive) {
@@ -437,7 +437,7 @@ int cmd_detach(struct ctx *c, const struct args *a)
 	r = parse_device(what, a->operand[0], &index);
 	if (r < 0)
 		return r;
-	r = detach_device(index, reason, sizeof reason);
+	r = detach_device(index, false, reason, sizeof reason);
 	if (r < 0)
 		return error_line(r, what, "%s", reason);
 	return 0;

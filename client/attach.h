@@ -45,8 +45,9 @@ int attach_volume(const struct attach_request *req, struct attach_result *ret, c
                   size_t reason_len);
 
 /* Stop device INDEX's keeper and disconnect it. -ENODEV: no such device; -ENXIO: not
- * attached; -EBUSY: mounted or held (REASON says by what). */
-int detach_device(int index, char *reason, size_t reason_len);
+ * attached; -EBUSY: mounted or held (REASON says by what), unless MOUNTED_OK: the caller
+ * froze the file system mounted on it, and its mount is to lose the device. */
+int detach_device(int index, bool mounted_ok, char *reason, size_t reason_len);
 
 /* The connected device that thinproxy attached to VOLUME through the NBD socket
  * SOCKET_PATH, as the registry (registry.h) says, in *RET_INDEX; -ENOENT if none. */

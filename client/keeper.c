@@ -624,7 +624,8 @@ static int configure_ioctl(const struct keeper_config *cfg, int *relay_fds, int 
 		                               .n_fds = cfg->connections};
 		unsigned c;
 
-		if (cfg->index < 0 && nbd_device_connected(indices[i]))
+		if (cfg->index < 0 &&
+		    (nbd_device_connected(indices[i]) || nbd_device_claimed(indices[i])))
 			continue;
 		r = nbd_ioctl_open(indices[i], &fd);
 		if (r < 0 && cfg->index >= 0)

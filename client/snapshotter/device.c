@@ -1,4 +1,5 @@
 /* A snapshot's NBD device (see device.h). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -6,10 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <linux/fs.h>
 
 #include "tp-cleanup.h"
 #include "attach.h"
@@ -48,9 +52,87 @@ int device_attach(const struct device_target *t, const char *volume, bool read_o
 	return 0;
 }
 
-int device_detach(int index, char *reason, size_t len)
+/* The first mount point of device INDEX in this mount namespace, into BUF (LEN bytes);
+ * -ENOENT if it is not mounted here. */
+static int find_mount(int index, char *buf, size_t len)
 {
-	return detach_device(index, reason, len);
+	CLEANUP_FCLOSE FILE *f = NULL;
+	CLEANUP_FREE char *line = NULL;
+	char dev[32], path[64];
+	size_t size = 0;
+
+	snprintf(path, sizeof path, "/sys/block/nbd%d/dev", index);
+	f = fopen(path, "re");
+	if (f == NULL || fgets(dev, sizeof dev, f) == NULL)
+		return -ENOENT;
+	dev[strcspn(dev, "\n")] = '\0';
+	fclose(f);
+	f = fopen("/proc/self/mountinfo", "re");
+	if (f == NULL)
+		return -errno;
+	while (getline(&line, &size, f) > 0) {
+		char mdev[32], mount_point[4096], *out, *in;
+
+		/* "ID PARENT MAJOR:MINOR ROOT MOUNT-POINT ..."; the mount point with octal
+		 * escapes for blanks and backslashes. */
+		if (sscanf(line, "%*s %*s %31s %*s %4095s", mdev, mount_point) != 2 ||
+		    strcmp(mdev, dev) != 0)
+			continue;
+		for (in = out = mount_point; *in != '\0'; in++) {
+			if (in[0] == '\\' && in[1] >= '0' && in[1] <= '3' && in[2] >= '0' &&
+			    in[2] <= '7' && in[3] >= '0' && in[3] <= '7') {
+				*out++ =
+				    (char)((in[1] - '0') * 64 + (in[2] - '0') * 8 + (in[3] - '0'));
+				in += 3;
+			} else {
+				*out++ = *in;
+			}
+		}
+		*out = '\0';
+		snprintf(buf, len, "%s", mount_point);
+		return 0;
+	}
+	return -ENOENT;
+}
+
+/* Whether another block device (a device-mapper map, an array) holds device INDEX. */
+static bool held(int index)
+{
+	char path[64];
+	DIR *d;
+	struct dirent *e;
+	bool any = false;
+
+	snprintf(path, sizeof path, "/sys/block/nbd%d/holders", index);
+	d = opendir(path);
+	while (d != NULL && !any && (e = readdir(d)) != NULL)
+		any = e->d_name[0] != '.';
+	if (d != NULL)
+		closedir(d);
+	return any;
+}
+
+int device_detach(int index, bool freeze, char *reason, size_t len)
+{
+	char mount_point[4096];
+	CLEANUP_CLOSE int fd = -1;
+	int r;
+
+	if (!freeze || held(index) || find_mount(index, mount_point, sizeof mount_point) < 0)
+		return detach_device(index, false, reason, len);
+	/* Frozen, the file system has written everything, its journal included, and
+	 * writes nothing more: what the device holds is whole, and stays so while it is
+	 * taken away. Thawed after, the mount finds no device and fails its I/O. */
+	fd = open(mount_point, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || ioctl(fd, FIFREEZE, 0) < 0) {
+		r = -errno;
+		snprintf(reason, len, "cannot freeze the file system mounted on %s: %s",
+		         mount_point, strerror(-r));
+		return r == -EBUSY ? -EIO : r;
+	}
+	r = detach_device(index, true, reason, len);
+	ioctl(fd, FITHAW, 0);
+	return r;
 }
 
 /* The executable NAME in $PATH or SBIN_PATH, into BUF. */
@@ -248,44 +330,15 @@ int device_mkfs(int index, enum snap_fs fs, char *reason, size_t len)
 
 int device_inodes(int index, int64_t *ret_inodes)
 {
-	CLEANUP_FCLOSE FILE *f = NULL;
-	CLEANUP_FREE char *line = NULL;
-	char dev[32], path[64];
-	size_t size = 0;
+	char mount_point[4096];
+	struct statfs sfs;
+	int r;
 
-	snprintf(path, sizeof path, "/sys/block/nbd%d/dev", index);
-	f = fopen(path, "re");
-	if (f == NULL || fgets(dev, sizeof dev, f) == NULL)
-		return -ENOENT;
-	dev[strcspn(dev, "\n")] = '\0';
-	fclose(f);
-	f = fopen("/proc/self/mountinfo", "re");
-	if (f == NULL)
+	r = find_mount(index, mount_point, sizeof mount_point);
+	if (r < 0)
+		return r;
+	if (statfs(mount_point, &sfs) < 0)
 		return -errno;
-	while (getline(&line, &size, f) > 0) {
-		char mdev[32], mount_point[4096], *out, *in;
-		struct statfs sfs;
-
-		/* "ID PARENT MAJOR:MINOR ROOT MOUNT-POINT ..."; the mount point with octal
-		 * escapes for blanks and backslashes. */
-		if (sscanf(line, "%*s %*s %31s %*s %4095s", mdev, mount_point) != 2 ||
-		    strcmp(mdev, dev) != 0)
-			continue;
-		for (in = out = mount_point; *in != '\0'; in++) {
-			if (in[0] == '\\' && in[1] >= '0' && in[1] <= '3' && in[2] >= '0' &&
-			    in[2] <= '7' && in[3] >= '0' && in[3] <= '7') {
-				*out++ =
-				    (char)((in[1] - '0') * 64 + (in[2] - '0') * 8 + (in[3] - '0'));
-				in += 3;
-			} else {
-				*out++ = *in;
-			}
-		}
-		*out = '\0';
-		if (statfs(mount_point, &sfs) < 0)
-			continue;
-		*ret_inodes = (int64_t)(sfs.f_files - sfs.f_ffree);
-		return 0;
-	}
-	return -ENOENT;
+	*ret_inodes = (int64_t)(sfs.f_files - sfs.f_ffree);
+	return 0;
 }

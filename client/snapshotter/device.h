@@ -27,8 +27,11 @@ int device_find(const struct device_target *t, const char *volume, int *ret_inde
  * container out of NBD devices is -ENOSPC. */
 int device_attach(const struct device_target *t, const char *volume, bool read_only, int *ret_index,
                   char *reason, size_t len);
-/* Detach device INDEX; -EBUSY (mounted, held) with REASON saying by what. */
-int device_detach(int index, char *reason, size_t len);
+/* Detach device INDEX; -EBUSY (mounted, held) with REASON saying by what. With FREEZE, a
+ * file system mounted on it in this mount namespace is frozen first (everything it holds
+ * written, its journal clean) and thawed after: the device goes, with what was written
+ * so far, and the mount is left without its device. */
+int device_detach(int index, bool freeze, char *reason, size_t len);
 
 /* Make file system FS on the empty device INDEX: fast on a thin device (nothing
  * discarded or zeroed: a new volume reads as zeroes), and without ext4's lost+found, so

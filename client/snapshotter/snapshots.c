@@ -334,15 +334,16 @@ static enum snap_code attach(struct op *op, const char *volume, bool read_only, 
 	return SNAP_OK;
 }
 
-/* Detach VOLUME's device if it has one; a mounted one is FailedPrecondition. */
-static enum snap_code detach(struct op *op, const char *volume)
+/* Detach VOLUME's device if it has one; a mounted one is FailedPrecondition, unless
+ * FREEZE (see device_detach). */
+static enum snap_code detach_volume(struct op *op, const char *volume, bool freeze)
 {
 	char reason[REASON_MAX];
 	int index, r;
 
 	if (device_find(&op->s->target, volume, &index) < 0)
 		return SNAP_OK;
-	r = device_detach(index, reason, sizeof reason);
+	r = device_detach(index, freeze, reason, sizeof reason);
 	if (r == -ENXIO || r == -ENODEV)
 		return SNAP_OK;
 	if (r == -EBUSY)
@@ -352,6 +353,11 @@ static enum snap_code detach(struct op *op, const char *volume)
 		return snap_fail(op->st, SNAP_INTERNAL, "%s: detach /dev/nbd%d: %s", op->what,
 		                 index, reason);
 	return SNAP_OK;
+}
+
+static enum snap_code detach(struct op *op, const char *volume)
+{
+	return detach_volume(op, volume, false);
 }
 
 /* Take away what a Prepare made of VOLUME: its device and the volume. Errors are only
@@ -597,7 +603,10 @@ static enum snap_code commit(struct op *op, const char *name, const char *key,
 	}
 	if (r != -ENOENT)
 		goto out;
-	if (detach(op, volume) != SNAP_OK)
+	/* containerd's own tests commit snapshots they still have mounted (and never
+	 * write to them again): what has been written is committed, and the mount loses
+	 * its device. containerd's unpacker unmounts first. */
+	if (detach_volume(op, volume, true) != SNAP_OK)
 		goto out;
 	fault_point("commit-detached");
 

@@ -70,14 +70,16 @@ VM_TESTS   := $(filter-out $(VM_PENDING),$(sort $(wildcard tests/vm/test-*.sh)))
               $(sort $(wildcard tests/security/test-*.sh))
 
 # containerd's snapshotter conformance suite (tests/snapshotter/conformance_test.go), the
-# reference snapshotter it is checked against, and a snapshotter latency meter for make
-# bench, built offline by Debian's Go in GOPATH mode on
+# reference snapshotter it is checked against, a snapshotter latency meter for make
+# bench and a one-request client of the Snapshots service for the guest tests, built
+# offline by Debian's Go in GOPATH mode on
 # golang-github-containerd-containerd-dev (.ci/deps), cache under $(BUILD)/go.
 GO         ?= go
 GO_ENV     := GO111MODULE=off GOFLAGS= GOPATH=$(abspath $(BUILD))/go/path:/usr/share/gocode \
               GOCACHE=$(abspath $(BUILD))/go/cache
 GO_PROGRAMS := $(BUILD)/tests/snapshotter/conformance.test \
-               $(BUILD)/tests/snapshotter/reference-snapshotter $(BUILD)/bench/snapshotter-latency
+               $(BUILD)/tests/snapshotter/reference-snapshotter $(BUILD)/bench/snapshotter-latency \
+               $(BUILD)/tests/snapshotter/snapshotter-client
 GO_SOURCES := $(wildcard tests/snapshotter/*.go tests/snapshotter/*/*.go bench/*/*.go)
 
 C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] client/snapshotter/*.[ch] \
@@ -132,6 +134,8 @@ $(BUILD)/tests/snapshotter/reference-snapshotter: tests/snapshotter/reference/ma
 	$(call go_build,tests/snapshotter/reference,build)
 $(BUILD)/bench/snapshotter-latency: bench/snapshotter-latency/main.go
 	$(call go_build,bench/snapshotter-latency,build)
+$(BUILD)/tests/snapshotter/snapshotter-client: tests/snapshotter/client/main.go
+	$(call go_build,tests/snapshotter/client,build)
 
 # What a unit test or guest test program links beyond itself: OBJS_NAME and LIBS_NAME,
 # e.g. OBJS_test-store := $(BUILD)/daemon/store.o, LIBS_test-store := -lsqlite3.

@@ -400,9 +400,14 @@ int detach_device(int index, bool mounted_ok, char *reason, size_t reason_len)
 		registry_remove(index, 0);
 		return set_reason(-ENXIO, reason, reason_len, "not attached");
 	}
-	/* Pulling a mounted file system's device out from under it loses its data. */
+	/* Pulling a mounted file system's device out from under it loses its data. A
+	 * mount in another mount namespace is not in ours to read, but it claims the
+	 * device as ours does. */
 	if (!mounted_ok && nbd_device_user(index, user, sizeof user) == 0)
 		return set_reason(-EBUSY, reason, reason_len, "busy: %s", user);
+	if (!mounted_ok && nbd_device_claimed(index))
+		return set_reason(-EBUSY, reason, reason_len,
+		                  "busy: in use (mounted in another mount namespace?)");
 
 	if (alive) {
 		/* Stopped first, so that it does not reconnect what is being disconnected; an
@@ -421,7 +426,10 @@ int detach_device(int index, bool mounted_ok, char *reason, size_t reason_len)
 			return set_reason(r, reason, reason_len, "%s%s", strerror(-r),
 			                  privilege_hint(r));
 	}
-	for (long waited = 0; waited < RELEASE_MS && nbd_device_connected(index); waited += 20)
+	/* A mount keeps the device's configuration (and so its sysfs "pid") until it is
+	 * unmounted, connection or not: nothing to wait for then. */
+	for (long waited = 0; !mounted_ok && waited < RELEASE_MS && nbd_device_connected(index);
+	     waited += 20)
 		nap(20);
 	registry_remove(index, 0);
 	return 0;

@@ -64,6 +64,7 @@ struct op {
 	struct snap_status *st;
 	char what[WHAT_MAX];
 	char said[REASON_MAX]; /* error_line's capture */
+	char steps[160];       /* how long each step took, for the log */
 };
 
 void snap_log(const char *fmt, ...)
@@ -100,6 +101,16 @@ static double seconds_since(const struct timespec *start)
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (double)(now.tv_sec - start->tv_sec) + (now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+/* Note in OP's steps that step NAME took since *SINCE, and start the next one. */
+static void step_done(struct op *op, const char *name, struct timespec *since)
+{
+	size_t n = strlen(op->steps);
+
+	snprintf(op->steps + n, sizeof op->steps - n, "%s%s %.2f", n ? ", " : "", name,
+	         seconds_since(since));
+	clock_gettime(CLOCK_MONOTONIC, since);
 }
 
 int snapshots_open(const struct snap_config *cfg, struct snapshots **ret_s)
@@ -422,10 +433,11 @@ static enum snap_code prepare(struct op *op, const char *key, const char *parent
 	enum snap_fs fs = s->cfg.fs;
 	char parent_volume[SNAP_VOLUME_SIZE];
 	bool has_parent = parent[0] != '\0', created = false;
-	struct timespec now;
+	struct timespec now, step;
 	int index = -1, r;
 	char reason[REASON_MAX];
 
+	clock_gettime(CLOCK_MONOTONIC, &step);
 	if (has_parent) {
 		snap_volume_name(parent, parent_volume);
 		r = get_record(op, parent_volume, &prec);
@@ -461,12 +473,14 @@ static enum snap_code prepare(struct op *op, const char *key, const char *parent
 		return op->st->code;
 	created = true;
 	fault_point("prepare-created");
+	step_done(op, "create", &step);
 
 	/* A view of a parent is attached read-only; an empty one gets its file system
 	 * first. */
 	if (attach(op, volume, view && has_parent, &index) != SNAP_OK)
 		goto undo;
 	fault_point("prepare-attached");
+	step_done(op, "attach", &step);
 	if (!has_parent) {
 		r = device_mkfs(index, fs, reason, sizeof reason);
 		if (r < 0) {
@@ -474,6 +488,7 @@ static enum snap_code prepare(struct op *op, const char *key, const char *parent
 			goto undo;
 		}
 		fault_point("prepare-formatted");
+		step_done(op, "mkfs", &step);
 		if (view) {
 			if (detach(op, volume) != SNAP_OK ||
 			    attach(op, volume, true, &index) != SNAP_OK)
@@ -495,6 +510,7 @@ static enum snap_code prepare(struct op *op, const char *key, const char *parent
 			goto undo;
 		}
 	}
+	step_done(op, "ready", &step);
 	make_mount(fs, index, view, has_parent, ret_mount);
 	return SNAP_OK;
 
@@ -528,9 +544,9 @@ enum snap_code snap_prepare(struct snapshots *s, const char *key, const char *pa
 	}
 	op_end(&op);
 	if (st->code == SNAP_OK)
-		snap_log("%s%s%.*s: %s (%.2f s)", op.what, parent[0] ? " from " : "",
+		snap_log("%s%s%.*s: %s (%.2f s: %s)", op.what, parent[0] ? " from " : "",
 		         parent[0] ? KEY_QUOTE : 0, parent, ret_mount->source,
-		         seconds_since(&start));
+		         seconds_since(&start), op.steps);
 	else
 		snap_log("%s", st->message);
 	return st->code;
@@ -582,9 +598,10 @@ static enum snap_code commit(struct op *op, const char *name, const char *key,
 	struct snap_record rec = {0}, taken = {0};
 	char new_volume[SNAP_VOLUME_SIZE];
 	struct json_object *label_obj;
-	struct timespec now;
+	struct timespec now, step;
 	int r;
 
+	clock_gettime(CLOCK_MONOTONIC, &step);
 	if (get_snapshot(op, key, volume, &rec) != SNAP_OK)
 		return op->st->code;
 	if (rec.info.kind != SNAP_KIND_ACTIVE) {
@@ -609,6 +626,7 @@ static enum snap_code commit(struct op *op, const char *name, const char *key,
 	if (detach_volume(op, volume, true) != SNAP_OK)
 		goto out;
 	fault_point("commit-detached");
+	step_done(op, "detach", &step);
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	body = json_object_new_object();
@@ -620,6 +638,7 @@ static enum snap_code commit(struct op *op, const char *name, const char *key,
 		goto out;
 	}
 	r = request(op, "POST", volume, "commit", NULL, body, NULL);
+	step_done(op, "commit", &step);
 	if (r == -EEXIST)
 		snap_fail(op->st, SNAP_ALREADY_EXISTS, "%s: snapshot %.*s already exists", op->what,
 		          KEY_QUOTE, name);
@@ -654,7 +673,8 @@ enum snap_code snap_commit(struct snapshots *s, const char *name, const char *ke
 	}
 	op_end(&op);
 	if (st->code == SNAP_OK)
-		snap_log("%s as %.*s (%.2f s)", op.what, KEY_QUOTE, name, seconds_since(&start));
+		snap_log("%s as %.*s (%.2f s: %s)", op.what, KEY_QUOTE, name, seconds_since(&start),
+		         op.steps);
 	else
 		snap_log("%s", st->message);
 	return st->code;
@@ -664,7 +684,7 @@ enum snap_code snap_remove(struct snapshots *s, const char *key, struct snap_sta
 {
 	struct snap_record rec = {0};
 	char volume[SNAP_VOLUME_SIZE];
-	struct timespec start;
+	struct timespec start, step;
 	struct op op;
 	int r;
 
@@ -677,10 +697,15 @@ enum snap_code snap_remove(struct snapshots *s, const char *key, struct snap_sta
 	}
 	snap_volume_name(key, volume);
 	volume_take(s, volume, false);
-	if (get_snapshot(&op, key, volume, &rec) != SNAP_OK || detach(&op, volume) != SNAP_OK)
+	if (get_snapshot(&op, key, volume, &rec) != SNAP_OK)
+		goto out;
+	step = start;
+	if (detach(&op, volume) != SNAP_OK)
 		goto out;
 	fault_point("remove-detached");
+	step_done(&op, "detach", &step);
 	r = request(&op, "DELETE", volume, NULL, NULL, NULL, NULL);
+	step_done(&op, "delete", &step);
 	if (r == -EBUSY)
 		snap_fail(st, SNAP_FAILED_PRECONDITION, "%s: %s", op.what,
 		          op.said[0] ? op.said : "busy: it has children, or is open");
@@ -691,7 +716,7 @@ out:
 	snap_record_clear(&rec);
 	op_end(&op);
 	if (st->code == SNAP_OK)
-		snap_log("%s (%.2f s)", op.what, seconds_since(&start));
+		snap_log("%s (%.2f s: %s)", op.what, seconds_since(&start), op.steps);
 	else if (st->code != SNAP_NOT_FOUND)
 		snap_log("%s", st->message);
 	return st->code;

@@ -246,6 +246,53 @@ snap cleanup
 ! volumes | grep -q "$(volume_of testns/1/left)" || fail "cleanup left the unready volume: $(volumes)"
 ! devices | grep -q "$(volume_of testns/1/layer1)" || fail "cleanup left the committed device: $(devices)"
 
+step "Commit of a snapshot still mounted: what was written is committed, the mount loses its device"
+m=$(snap prepare testns/1/mounted testns/1/layer2) || fail "prepare: $m"
+mount_snap "$m" "$scratch/mnt/mounted"
+echo written >"$scratch/mnt/mounted/late"
+snap commit testns/1/mounted-layer testns/1/mounted
+# The device stays configured while the mount holds it, without connection or keeper.
+[ "$(tp --json ls --attached | jq -r --arg v "$(volume_of testns/1/mounted)" \
+	'.[] | select(.volume == $v) | .keeper')" = null ] || fail "still attached: $(tp ls --attached)"
+! echo more 2>/dev/null >"$scratch/mnt/mounted/more" || ! sync -f "$scratch/mnt/mounted" 2>/dev/null ||
+	fail "the mount kept writing to a committed snapshot"
+umount "$scratch/mnt/mounted"
+! devices | grep -q "$(volume_of testns/1/mounted)" || fail "the device outlived its mount: $(devices)"
+m=$(snap view testns/1/mounted-view testns/1/mounted-layer) || fail "view: $m"
+mount_snap "$m" "$scratch/mnt/mounted-view"
+[ "$(cat "$scratch/mnt/mounted-view/late")" = written ] || fail "the committed snapshot lacks what was written"
+[ ! -e "$scratch/mnt/mounted-view/more" ] || fail "a write after the commit reached the snapshot"
+umount "$scratch/mnt/mounted-view"
+snap remove testns/1/mounted-view
+
+step "NBD devices run out (the ioctl interface has only /dev/nbd*): RESOURCE_EXHAUSTED, a freed one is taken again"
+stop_agent
+start_agent THINPROXY_NBD_INTERFACE=ioctl
+for ((i = 0; i < 40; i++)); do
+	snap view "testns/1/many-$i" testns/1/layer1 >/dev/null 2>"$scratch/err" || break
+done
+grep -q "^ResourceExhausted: view testns/1/many-$i: no NBD device left" "$scratch/err" ||
+	fail "view $i: $(cat "$scratch/err")"
+((i > 0)) || fail "no view was attached at all"
+! volumes | grep -q "$(volume_of "testns/1/many-$i")" || fail "the refused view left its volume"
+snap remove testns/1/many-0
+m=$(snap view "testns/1/many-$i" testns/1/layer1) || fail "view after a remove: $m"
+for ((j = 1; j <= i; j++)); do snap remove "testns/1/many-$j"; done
+stop_agent
+start_agent
+
+step "List sends more than a page (100 infos a message)"
+for ((i = 0; i < 150; i++)); do
+	labels="{\"thinproxy.snapshotter/key\": \"testns/1/page-$i\", \"thinproxy.snapshotter/kind\": \"committed\",
+	 \"thinproxy.snapshotter/fs\": \"ext4\", \"thinproxy.snapshotter/created\": \"2026-01-01T00:00:00Z\",
+	 \"thinproxy.snapshotter/updated\": \"2026-01-01T00:00:00Z\", \"thinproxy.snapshotter/ready\": \"1\", \"page\": \"yes\"}"
+	api "$tenant_dir/control.sock" POST /v1/volumes "{\"name\": \"$(volume_of "testns/1/page-$i")\", \"size\": 1048576, \"labels\": $labels}"
+	expect 201
+done
+[ "$(snap list 'labels.page==yes' | jq -r .name | sort -u | wc -l)" = 150 ] ||
+	fail "list: $(snap list 'labels.page==yes' | wc -l) of 150"
+for ((i = 0; i < 150; i++)); do snap remove "testns/1/page-$i"; done
+
 step "xfs: an agent with --fs xfs; a snapshot's mount says nouuid"
 modprobe xfs
 stop_agent
@@ -280,11 +327,15 @@ done
 [ -z "$(devices)" ] || fail "devices left: $(devices)"
 stop_agent
 
-step "times in the guest (TCG), from the agent's log"
-for op in prepare view commit remove; do
-	grep -E "snapshotter: $op .*\([0-9.]+ s\)$" "$agent_log" | grep -Eo '[0-9.]+ s\)$' | tr -d 's)' |
-		sort -n | awk -v op="$op" '{ t[NR] = $1; s += $1 }
-			END { if (NR) printf "%s: %d, median %.2f s, min %.2f s, max %.2f s\n", op, NR, t[int((NR + 1) / 2)], t[1], t[NR] }'
-done
+step "times in the guest (TCG), from the agent's log: median (min-max) in seconds"
+# "prepare KEY: /dev/nbdN (1.23 s: create 0.05, attach 0.30, ...)": one "KIND PART SECONDS"
+# line per step, KIND being prepare (no parent), child, view, commit or remove.
+sed -nE 's/.* snapshotter: (prepare|view|commit|remove) ([^ ]+)( from [^ ]+)?.* \(([0-9.]+) s: ([^)]*)\)$/\1\3|\4|\5/p' "$agent_log" |
+	awk -F'|' '{ kind = $1; sub(/ from .*/, "", kind); if ($1 ~ / from / && kind == "prepare") kind = "child"
+		print kind, "total", $2; n = split($3, parts, ", ")
+		for (i = 1; i <= n; i++) { split(parts[i], kv, " "); print kind, kv[1], kv[2] } }' |
+	sort -k1,1 -k2,2 -k3,3n | awk '{ key = $1 " " $2; v[key, ++n[key]] = $3 }
+		END { for (k in n) { m = n[k]; printf "%-16s %5.2f (%.2f-%.2f) of %d\n", k, v[k, int((m + 1) / 2)], v[k, 1], v[k, m], m } }' |
+	sort
 stop_daemon
 echo "$test_name: PASS"

@@ -33,7 +33,7 @@ containerd_runs_image thinproxy
 
 step "the image's two layers are alice's only volumes, committed; bob sees none"
 alice_volumes=$(tp --admin --tenant alice --json ls)
-[ "$(jq -r '[.[].state] | sort | join(" ")' <<<"$alice_volumes")" = "committed committed" ] ||
+[ "$(jq -r '[.volumes[].state] | sort | join(" ")' <<<"$alice_volumes")" = "committed committed" ] ||
 	fail "alice's volumes: $alice_volumes"
 [ -z "$(tp --admin --tenant bob ls --quiet)" ] || fail "bob has volumes: $(tp --admin --tenant bob ls)"
 

@@ -282,16 +282,20 @@ stop_agent
 start_agent
 
 step "List sends more than a page (100 infos a message)"
-for ((i = 0; i < 150; i++)); do
+# Made and removed through the REST socket: the client takes a second to start under TCG.
+for ((i = 0; i < 110; i++)); do
 	labels="{\"thinproxy.snapshotter/key\": \"testns/1/page-$i\", \"thinproxy.snapshotter/kind\": \"committed\",
 	 \"thinproxy.snapshotter/fs\": \"ext4\", \"thinproxy.snapshotter/created\": \"2026-01-01T00:00:00Z\",
 	 \"thinproxy.snapshotter/updated\": \"2026-01-01T00:00:00Z\", \"thinproxy.snapshotter/ready\": \"1\", \"page\": \"yes\"}"
 	api "$tenant_dir/control.sock" POST /v1/volumes "{\"name\": \"$(volume_of "testns/1/page-$i")\", \"size\": 1048576, \"labels\": $labels}"
 	expect 201
 done
-[ "$(snap list 'labels.page==yes' | jq -r .name | sort -u | wc -l)" = 150 ] ||
-	fail "list: $(snap list 'labels.page==yes' | wc -l) of 150"
-for ((i = 0; i < 150; i++)); do snap remove "testns/1/page-$i"; done
+[ "$(snap list 'labels.page==yes' | jq -r .name | sort -u | wc -l)" = 110 ] ||
+	fail "list: $(snap list 'labels.page==yes' | wc -l) of 110"
+for ((i = 0; i < 110; i++)); do
+	api "$tenant_dir/control.sock" DELETE "/v1/volumes/$(volume_of "testns/1/page-$i")"
+	expect 204
+done
 
 step "xfs: an agent with --fs xfs; a snapshot's mount says nouuid"
 modprobe xfs

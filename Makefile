@@ -195,8 +195,11 @@ FUZZ_TARGETS := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz-*.c))
 FUZZ_SRCS_api-request := daemon/api.c fuzz/fake-ops.c
 FUZZ_LIBS_api-request := $(call pc,--libs,libmicrohttpd json-c)
 FUZZ_SRCS_handshake   := client/handshake.c
+FUZZ_SRCS_grpc-wire   := client/snapshotter/grpc.c $(PROTO_SRCS)
+FUZZ_LIBS_grpc-wire   := $(call pc,--libs,libnghttp2 libprotobuf-c) -lpthread
 
-build/fuzz/fuzz-%: fuzz/fuzz-%.c $$(FUZZ_SRCS_$$*) $$(wildcard include/*.h fuzz/*.h daemon/*.h client/*.h)
+build/fuzz/fuzz-%: fuzz/fuzz-%.c $$(FUZZ_SRCS_$$*) \
+                   $$(wildcard include/*.h fuzz/*.h daemon/*.h client/*.h client/snapshotter/*.h)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CPPFLAGS) -std=gnu11 $(WARNINGS) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_SRCS_$*) \
 		$(FUZZ_LIBS_$*)

@@ -81,15 +81,17 @@ int grpc_server_listen(struct grpc_server *server, const char *path, mode_t mode
 int grpc_server_run(struct grpc_server *server);
 /* Make grpc_server_run return. Safe from any thread and from a signal handler. */
 void grpc_server_stop(struct grpc_server *server);
-/* Wait for the handlers still running, then free everything. Accepts NULL. */
+/* Once grpc_server_run has returned (or never ran): wait for the handlers still running,
+ * then free everything. Accepts NULL. */
 void grpc_server_free(struct grpc_server *server);
 
 /* Handlers only, on their call. */
 
 /* Send one reply message. It is encoded at once (REPLY stays the caller's); waits while
  * the peer is more than 1 MiB behind. Returns 0, -ECANCELED once the call is gone (the
- * client reset it or the connection closed: stop and return), -EMSGSIZE past the
- * max_message limit, -EINVAL for a second reply of a unary method, -ENOMEM. */
+ * client reset it, the connection closed, or the peer shut its side while this would
+ * wait: stop and return), -EMSGSIZE past the max_message limit, -EINVAL for a second
+ * reply of a unary method, -ENOMEM. */
 int grpc_call_send(struct grpc_call *call, const ProtobufCMessage *reply);
 /* Set the message that goes with a failing status, and return CODE, so that a handler
  * can end with `return grpc_call_fail(call, GRPC_NOT_FOUND, "snapshot %s", key);`. */

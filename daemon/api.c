@@ -358,8 +358,7 @@ static bool json_key_with_nul(const char *body, size_t len, const char **ret_key
 				continue;
 			if (j + 5 < len && strncmp(body + j + 1, "u0000", 5) == 0)
 				nul = true;
-			j++; /* the escaped character: a quote or a backslash does not end anything
-			      */
+			j++; /* an escaped quote or backslash ends nothing */
 		}
 		for (i = j + 1; i < len && body[i] != '\0' && strchr(" \t\r\n", body[i]); i++)
 			;
@@ -770,7 +769,7 @@ static void list_volumes(const struct principal *p, const struct api_request *re
 	if (req->n_labels > 0) {
 		if (get_label_filter(req, rep, &filter, &filter_text) < 0)
 			return;
-		filter_labels = (struct tp_label *)filter.l;
+		filter_labels = filter.l;
 	}
 	if ((w.f = json_text_begin(rep)) == NULL)
 		return;
@@ -822,7 +821,7 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 		    get_uint(body, "size", UINT64_MAX >> 1, false, &has_size, &size, rep) < 0 ||
 		    get_labels(body, "labels", LABELS_SET, rep, &labels) < 0)
 			return;
-		labels_array = (struct tp_label *)labels.l;
+		labels_array = labels.l;
 		if (parent == NULL && !has_size)
 			return reply_error(rep, 400, "invalid_request",
 			                   "give \"size\" for a new volume or \"parent\" for a "
@@ -848,7 +847,7 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 			if (parse_body(rt->req, rep, keys, &body) < 0 ||
 			    get_labels(body, "labels", LABELS_PATCH, rep, &patch) < 0)
 				return;
-			patch_array = (struct tp_label *)patch.l;
+			patch_array = patch.l;
 			if (patch.l == NULL)
 				return reply_error(rep, 400, "invalid_request",
 				                   "missing field \"labels\"");
@@ -878,7 +877,7 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 		                         get_string(body, "name", false, rep, &new_name) < 0 ||
 		                         get_labels(body, "labels", LABELS_SET, rep, &labels) < 0))
 			return;
-		labels_array = (struct tp_label *)labels.l;
+		labels_array = labels.l;
 		r = ops_volume_commit(p, seg[1], new_name, labels.l ? &labels : NULL, &v);
 		return volume_reply(rep, p, 200, r, &v);
 	}

@@ -91,7 +91,7 @@ void ops_volume_view_clear(struct volume_view *view);
  * TP_LABELS_MAX entries, each one valid by tp_label_invalid; no key twice but in a
  * filter (where k=a and k=b is a filter nothing passes). */
 struct label_list {
-	const struct tp_label *l;
+	struct tp_label *l;
 	size_t n;
 };
 

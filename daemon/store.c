@@ -195,7 +195,8 @@ static int query_int(struct store *store, sqlite3_stmt *stmt, int64_t *ret);
 
 /* What a store made by an older thinproxy lacks and the schema's CREATE ... IF NOT EXISTS
  * cannot add: columns (SQLite has no ADD COLUMN IF NOT EXISTS). A volume's "updated"
- * starts as its creation time. */
+ * starts as its creation time, also for one an older thinproxy added since (run on this
+ * store after this one, it leaves the column at its default). */
 static int upgrade(struct store *store)
 {
 	CLEANUP_STMT sqlite3_stmt *stmt = NULL;
@@ -208,13 +209,13 @@ static int upgrade(struct store *store)
 	if (r < 0 || (r = query_int(store, stmt, &n)) < 0)
 		return r;
 	cleanup_stmt(&stmt); /* done reading before the schema changes */
-	if (n > 0)
-		return 0;
 	if (sqlite3_exec(store->db,
-	                 "BEGIN IMMEDIATE;"
-	                 "ALTER TABLE volumes ADD COLUMN updated INTEGER NOT NULL DEFAULT 0;"
-	                 "UPDATE volumes SET updated = created;"
-	                 "COMMIT;",
+	                 n > 0
+	                     ? "UPDATE volumes SET updated = created WHERE updated = 0;"
+	                     : "BEGIN IMMEDIATE;"
+	                       "ALTER TABLE volumes ADD COLUMN updated INTEGER NOT NULL DEFAULT 0;"
+	                       "UPDATE volumes SET updated = created;"
+	                       "COMMIT;",
 	                 NULL, NULL, &err) != SQLITE_OK) {
 		log_error("store: cannot add the volumes' update times: %s",
 		          err ? err : "unknown error");
@@ -222,7 +223,8 @@ static int upgrade(struct store *store)
 		store_rollback(store);
 		return -EIO;
 	}
-	log_info("store: upgraded: volumes have update times and labels");
+	if (n == 0)
+		log_info("store: upgraded: volumes have update times and labels");
 	return 0;
 }
 

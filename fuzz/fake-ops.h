@@ -3,7 +3,8 @@
  * same bounds, the same -errno and messages), over a fixed set of tenants, volumes, one
  * image and one grant, and changing nothing. What it adds are traps for what api.c must
  * never do: an admin-only operation asked for on a tenant's socket, a volume operation for
- * another principal than the socket's (or than the tenant the admin named). */
+ * another principal than the socket's (or than the tenant the admin named), a label that
+ * breaks the rules of include/tp-rules.h. */
 #ifndef TP_FUZZ_FAKE_OPS_H
 #define TP_FUZZ_FAKE_OPS_H
 

@@ -781,11 +781,16 @@ START_TEST(upgrades_a_store_made_before_labels)
 	ck_assert_int_eq(got.updated, 1700000000);
 	ck_assert_int_eq(store_labels_set(st, v.id, LABELS({"k", "v"}), 1), 0);
 	assert_labels(v.id, "k=v");
-	/* Opened again, it is left as it is. */
+	/* Opened again, it is left as it is; a volume an older thinproxy added meanwhile
+	 * (the column at its default) was last updated when it was created. */
+	exec_raw("INSERT INTO volumes (tenant_id, name, thin_id, size, state, created)"
+	         " VALUES (1, 'old', 9, 65536, 1, 1700000009)");
 	reopen();
 	assert_labels(v.id, "k=v");
 	ck_assert_int_eq(store_volume_get(st, a, "v", &got), 0);
 	ck_assert_int_eq(got.updated, 1700000000);
+	ck_assert_int_eq(store_volume_get(st, a, "old", &got), 0);
+	ck_assert_int_eq(got.updated, 1700000009);
 }
 END_TEST
 

@@ -353,7 +353,7 @@ static int unquote(const char *q, size_t len, char **ret)
 		case 'u':
 		case 'U': {
 			int digits = c == 'x' ? 2 : c == 'u' ? 4 : 8;
-			int32_t v = 0;
+			uint32_t v = 0; /* \U has 32 bits: unsigned */
 
 			if (i + (size_t)digits > len - 1)
 				goto bad;
@@ -362,7 +362,7 @@ static int unquote(const char *q, size_t len, char **ret)
 
 				if (h < 0)
 					goto bad;
-				v = v << 4 | h;
+				v = v << 4 | (uint32_t)h;
 			}
 			i += (size_t)digits;
 			if (c == 'x')
@@ -370,7 +370,7 @@ static int unquote(const char *q, size_t len, char **ret)
 			else if (v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
 				goto bad;
 			else
-				encode(v, out, &n);
+				encode((int32_t)v, out, &n);
 			break;
 		}
 		default:
@@ -401,6 +401,111 @@ static int unquote(const char *q, size_t len, char **ret)
 bad:
 	free(out);
 	return -EINVAL;
+}
+
+/* What a regular expression may cost regcomp, in regex_cost's units, and how long it may
+ * be: a filter comes from containerd, and glibc's regcomp copies an expression once for
+ * each repetition that a bound or a '+' asks for, which nesting multiplies ("a+++...+"
+ * took gigabytes). containerd's own expressions (Go's RE2) cost nothing like that. */
+#define REGEX_COST_MAX  4096
+#define REGEX_DEPTH_MAX 32
+#define REGEX_LEN_MAX   1024
+
+/* Add B to *A, saturating at SIZE_MAX. */
+static void add_sat(size_t *a, size_t b)
+{
+	*a = *a > SIZE_MAX - b ? SIZE_MAX : *a + b;
+}
+
+static size_t mul_sat(size_t a, size_t b)
+{
+	return b != 0 && a > SIZE_MAX / b ? SIZE_MAX : a * b;
+}
+
+/* An upper bound on the nodes regcomp makes of the extended expression RE: an atom is one,
+ * a group the sum of what it holds, x{m,n} counts x n times (or m, without n), x+ twice;
+ * SIZE_MAX for what is too long, too deep or costs more than REGEX_COST_MAX. */
+static size_t regex_cost(const char *re)
+{
+	size_t total[REGEX_DEPTH_MAX + 1], last[REGEX_DEPTH_MAX + 1];
+	int depth = 0;
+
+	if (strlen(re) > REGEX_LEN_MAX)
+		return SIZE_MAX;
+	total[0] = last[0] = 0;
+	for (const char *p = re; *p != '\0'; p++) {
+		size_t times = 0;
+
+		switch (*p) {
+		case '(':
+			if (++depth > REGEX_DEPTH_MAX)
+				return SIZE_MAX;
+			total[depth] = last[depth] = 0;
+			continue;
+		case ')':
+			if (depth == 0)
+				break; /* a literal ')' */
+			last[depth - 1] = total[depth];
+			add_sat(&last[depth - 1], 1);
+			depth--;
+			add_sat(&total[depth], last[depth]);
+			if (total[depth] > REGEX_COST_MAX)
+				return SIZE_MAX;
+			continue;
+		case '|':
+			last[depth] = 0;
+			add_sat(&total[depth], 1);
+			continue;
+		case '+':
+			times = 2;
+			break;
+		case '*':
+		case '?':
+			times = 1;
+			break;
+		case '{': {
+			char *end;
+			unsigned long m = strtoul(p + 1, &end, 10), n = m;
+
+			if (*end == ',')
+				n = end[1] == '}' ? m : strtoul(end + 1, &end, 10);
+			if (*end == '}') {
+				times = (n > m ? n : m) + 1;
+				p = end;
+			}
+			break;
+		}
+		case '\\':
+			if (p[1] != '\0')
+				p++;
+			break;
+		case '[':
+			/* A bracket expression is one atom: "[]...]" and "[^]...]" hold a ']'. */
+			p++;
+			if (*p == '^')
+				p++;
+			if (*p == ']')
+				p++;
+			while (*p != '\0' && *p != ']')
+				p++;
+			if (*p == '\0')
+				return SIZE_MAX;
+			break;
+		}
+		if (times > 0) {
+			/* The last atom or group, repeated: TIMES copies where there was one. */
+			add_sat(&total[depth], mul_sat(last[depth], times - 1));
+			last[depth] = mul_sat(last[depth], times);
+			add_sat(&total[depth], 1);
+		} else {
+			last[depth] = 1;
+			add_sat(&total[depth], 1);
+		}
+		if (total[depth] > REGEX_COST_MAX)
+			return SIZE_MAX;
+	}
+	/* An open group: regcomp refuses it, and the filter matches nothing. */
+	return depth == 0 ? total[0] : 0;
 }
 
 struct parser {
@@ -530,8 +635,11 @@ static int parse_selector(struct parser *p, struct selector *sel)
 	default:
 		return parse_error(p, start, "expected value or quoted");
 	}
-	if (sel->op == OP_MATCHES)
+	if (sel->op == OP_MATCHES) {
+		if (regex_cost(sel->value) > REGEX_COST_MAX)
+			return parse_error(p, start, "regular expression too complex");
 		sel->re_ok = regcomp(&sel->re, sel->value, REG_EXTENDED | REG_NOSUB) == 0;
+	}
 	return 0;
 }
 

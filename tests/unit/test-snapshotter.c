@@ -440,6 +440,8 @@ START_TEST(filters_with_regular_expressions_and_dotted_label_keys)
 	ck_assert_str_eq(MATCHES("labels.l!=2"), "a-np p a v p-wl v-wl");
 	/* A regular expression that does not compile matches nothing. */
 	ck_assert_str_eq(MATCHES("name~=(("), "");
+	ck_assert_str_eq(MATCHES("name~=^(a-)+(np|wl)+(-wl)?$"), "a-np a-wl a-np-wl");
+	ck_assert_str_eq(MATCHES("name~=/^[a-z]{1,2}$/"), "p a v");
 }
 END_TEST
 
@@ -460,9 +462,24 @@ END_TEST
 START_TEST(refuses_malformed_filters_saying_where)
 {
 	static const char *bad[] = {
-	    "name==",       "name=p",     "==p",          "name==p,",      "labels.",   "name>=p",
-	    "name==\"open", "labels./x/", "name==p kind", "name==\"\\q\"", "kind==a,,", "(",
-	    "name==/p/",    "na\xffme",
+	    "name==",
+	    "name=p",
+	    "==p",
+	    "name==p,",
+	    "labels.",
+	    "name>=p",
+	    "name==\"open",
+	    "labels./x/",
+	    "name==p kind",
+	    "name==\"\\q\"",
+	    "kind==a,,",
+	    "(",
+	    "name==/p/",
+	    "na\xffme",
+	    /* What glibc's regcomp would take gigabytes for. */
+	    "name~=a++++++++++++++++++++++++++++++++++++++++",
+	    "name~=(a{1000}){1000}",
+	    "name~=((((((((((((((((((((((((((((((((((x))))))))))))))))))))))))))))))))))",
 	};
 	char reason[256];
 

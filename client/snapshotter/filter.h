@@ -7,7 +7,7 @@
  *
  * Regular expressions are POSIX extended ones here (containerd's are Go's RE2): the
  * common subset reads the same. One that does not compile matches nothing, as in
- * containerd. */
+ * containerd; one that glibc would compile into a huge automaton is refused. */
 #ifndef TP_SNAPSHOTTER_FILTER_H
 #define TP_SNAPSHOTTER_FILTER_H
 

@@ -31,6 +31,8 @@
 /* How long detach waits for a keeper to end, and for the device to let go. */
 #define KEEPER_STOP_MS 15000
 #define RELEASE_MS     5000
+/* How long detach waits for a claim on the device (a mount going away) to end. */
+#define CLAIM_MS 10000
 
 /* Sleep MS milliseconds. */
 static void nap(long ms)
@@ -405,6 +407,12 @@ int detach_device(int index, bool mounted_ok, char *reason, size_t reason_len)
 	 * device as ours does. */
 	if (!mounted_ok && nbd_device_user(index, user, sizeof user) == 0)
 		return set_reason(-EBUSY, reason, reason_len, "busy: %s", user);
+	/* A lazy unmount (MNT_DETACH, as containerd's tests unmount) ends the file system
+	 * only once nothing uses it, which writes what it still holds: that claim is worth
+	 * waiting for, a while. */
+	for (long waited = 0; !mounted_ok && waited < CLAIM_MS && nbd_device_claimed(index);
+	     waited += 20)
+		nap(20);
 	if (!mounted_ok && nbd_device_claimed(index))
 		return set_reason(-EBUSY, reason, reason_len,
 		                  "busy: in use (mounted in another mount namespace?)");

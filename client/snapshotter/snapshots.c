@@ -15,6 +15,7 @@
  * there is one transaction. */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -42,6 +43,7 @@
 
 struct snapshots {
 	struct snap_config cfg;
+	char dir[PATH_MAX];
 	char tenant[64];
 	char prefix[PREFIX_MAX]; /* "/v1" or "/v1/tenants/T" */
 	char control_socket[sizeof((struct sockaddr_un *)0)->sun_path];
@@ -121,6 +123,11 @@ int snapshots_open(const struct snap_config *cfg, struct snapshots **ret_s)
 	if (s == NULL)
 		return -ENOMEM;
 	s->cfg = *cfg;
+	/* The devices' records name the socket they were attached through: one spelling
+	 * of it, whatever the command line said, finds them again after a restart. */
+	if (realpath(cfg->dir, s->dir) == NULL)
+		snprintf(s->dir, sizeof s->dir, "%s", cfg->dir);
+	s->cfg.dir = s->dir;
 	if (cfg->admin) {
 		snprintf(s->tenant, sizeof s->tenant, "%s", cfg->tenant);
 		s->cfg.tenant = s->tenant;
@@ -129,9 +136,9 @@ int snapshots_open(const struct snap_config *cfg, struct snapshots **ret_s)
 		s->cfg.tenant = NULL;
 		snprintf(s->prefix, sizeof s->prefix, "/v1");
 	}
-	n = snprintf(s->control_socket, sizeof s->control_socket, "%s/%s", cfg->dir,
+	n = snprintf(s->control_socket, sizeof s->control_socket, "%s/%s", s->dir,
 	             cfg->admin ? "admin.sock" : "control.sock");
-	r = device_target_init(&s->target, cfg->dir, s->cfg.tenant);
+	r = device_target_init(&s->target, s->dir, s->cfg.tenant);
 	if (n < 0 || (size_t)n >= sizeof s->control_socket || r < 0) {
 		free(s);
 		return -ENAMETOOLONG;

@@ -29,6 +29,7 @@ typedef Containerd__Types__Mount Mount;
 
 static struct grpc_server *running;
 
+/* SIGTERM, SIGINT: stop serving; grpc_server_stop is safe in a signal handler. */
 static void on_signal(int sig)
 {
 	(void)sig;
@@ -68,6 +69,7 @@ static enum grpc_status failed(struct grpc_call *call, const struct snap_status 
 	return grpc_call_fail(call, (enum grpc_status)st->code, "%s", st->message);
 }
 
+/* Fail the call with INTERNAL: out of memory. */
 static enum grpc_status out_of_memory(struct grpc_call *call)
 {
 	return grpc_call_fail(call, GRPC_INTERNAL, "%s", strerror(ENOMEM));
@@ -93,6 +95,7 @@ static enum grpc_status send_mounts(struct grpc_call *call, ProtobufCMessage *re
 	                                : GRPC_OK;
 }
 
+/* Prepare or View KEY of PARENT and reply with its mount. */
 static enum grpc_status prepare_or_view(struct grpc_call *call, const char *key, const char *parent,
                                         const struct snap_labels *labels, bool view)
 {
@@ -115,6 +118,7 @@ static enum grpc_status prepare_or_view(struct grpc_call *call, const char *key,
 	}
 }
 
+/* The handlers, one per method: the request's fields to snapshots.h and back. */
 static enum grpc_status prepare(struct grpc_call *call, const ProtobufCMessage *request)
 {
 	const Containerd__Services__Snapshots__V1__PrepareSnapshotRequest *req =
@@ -246,6 +250,7 @@ static int info_build(const struct snap_info *in, struct info_buf *b)
 	return 0;
 }
 
+/* Free what info_build allocated (not the strings: they are borrowed). */
 static void info_buf_free(struct info_buf *b)
 {
 	free(b->entries);
@@ -342,6 +347,7 @@ struct page {
 	size_t n;
 };
 
+/* Free the page's infos and empty it. */
 static void page_clear(struct page *p)
 {
 	for (size_t i = 0; i < p->n; i++) {
@@ -351,6 +357,7 @@ static void page_clear(struct page *p)
 	p->n = 0;
 }
 
+/* Send the page's infos as one ListSnapshotsResponse, and empty it. */
 static int page_send(struct page *p)
 {
 	Containerd__Services__Snapshots__V1__ListSnapshotsResponse reply =
@@ -388,6 +395,7 @@ static int info_copy(const struct snap_info *in, struct snap_info *out)
 	return 0;
 }
 
+/* snap_walk's callback: add INFO to the page, sending it once full. */
 static int list_one(const struct snap_info *info, void *opaque)
 {
 	struct page *p = opaque;
@@ -406,6 +414,7 @@ static int list_one(const struct snap_info *info, void *opaque)
 	return p->n == LIST_PAGE ? page_send(p) : 0;
 }
 
+/* List: the walk's infos in pages of LIST_PAGE. */
 static enum grpc_status list(struct grpc_call *call, const ProtobufCMessage *request)
 {
 	const Containerd__Services__Snapshots__V1__ListSnapshotsRequest *req =

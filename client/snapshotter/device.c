@@ -239,6 +239,7 @@ static const char *one_line(char *output)
 /* Whether mke2fs knows assume_storage_prezeroed (e2fsprogs 1.47): -1 not yet known. */
 static atomic_int prezeroed_known = -1;
 
+/* ext4 on DEVICE, as fast as a thin device allows. */
 static int mkfs_ext4(const char *device, char *reason, size_t len)
 {
 	char output[OUTPUT_MAX];

@@ -84,6 +84,8 @@ static int32_t decode(const unsigned char *s, size_t len, size_t *ret_width)
 	return c;
 }
 
+/* The character classes of containerd's scanner: white space as Go's unicode.IsSpace,
+ * field characters, quotes, operator characters. */
 static bool is_space(int32_t c)
 {
 	return c == ' ' || (c >= '\t' && c <= '\r') || c == 0x85 || c == 0xa0 || c == 0x1680 ||
@@ -287,6 +289,7 @@ static void encode(int32_t c, char *out, size_t *n)
 	}
 }
 
+/* The value of hex digit C, or -1. */
 static int hex_value(char c)
 {
 	if (c >= '0' && c <= '9')
@@ -417,6 +420,7 @@ static void add_sat(size_t *a, size_t b)
 	*a = *a > SIZE_MAX - b ? SIZE_MAX : *a + b;
 }
 
+/* A times B, saturating at SIZE_MAX. */
 static size_t mul_sat(size_t a, size_t b)
 {
 	return b != 0 && a > SIZE_MAX / b ? SIZE_MAX : a * b;
@@ -531,6 +535,7 @@ static int parse_error(struct parser *p, size_t pos, const char *fmt, ...)
 	return -EINVAL;
 }
 
+/* The LEN bytes at S as a new string, or NULL. */
 static char *copy(const char *s, size_t len)
 {
 	return strndup(s, len);
@@ -559,6 +564,7 @@ static int parse_field(struct parser *p, char **ret)
 	}
 }
 
+/* Free what SEL holds. */
 static void selector_free(struct selector *sel)
 {
 	for (size_t i = 0; i < sel->n_path; i++)
@@ -729,6 +735,8 @@ int filter_parse(const char *const *filters, size_t n, struct filter **ret_filte
 	return 0;
 }
 
+/* Whether the object FIELD describes satisfies SEL, as containerd's operators say:
+ * presence, equality (of a present field), inequality (an absent field is ""), a match. */
 static bool selector_match(const struct selector *sel, filter_field_fn *field, void *opaque)
 {
 	const char *value = NULL;

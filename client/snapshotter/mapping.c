@@ -21,6 +21,7 @@ enum snap_code snap_fail(struct snap_status *st, enum snap_code code, const char
 	return code;
 }
 
+/* Free LABELS' strings and array, and empty it. */
 static void labels_clear(struct snap_labels *labels)
 {
 	for (size_t i = 0; i < labels->n; i++) {
@@ -283,6 +284,7 @@ static const char *get_string(struct json_object *o, const char *key)
 	return json_object_get_string(v);
 }
 
+/* The kind a kind label names; SNAP_KIND_UNKNOWN for anything else. */
 static enum snap_kind kind_of(const char *s)
 {
 	if (s == NULL)

@@ -97,6 +97,7 @@ static void fault_point(const char *step)
 	}
 }
 
+/* Seconds since START (CLOCK_MONOTONIC). */
 static double seconds_since(const struct timespec *start)
 {
 	struct timespec now;
@@ -198,6 +199,7 @@ static bool volume_take(struct snapshots *s, const char *volume, bool try)
 	return taken;
 }
 
+/* Let VOLUME go, and wake those waiting for it. */
 static void volume_release(struct snapshots *s, const char *volume)
 {
 	ssize_t i;
@@ -241,6 +243,7 @@ static int op_begin(struct op *op, struct snapshots *s, struct snap_status *st, 
 	return r;
 }
 
+/* End the operation: its connection back to the idle ones, error lines printed again. */
 static void op_end(struct op *op)
 {
 	struct snapshots *s = op->s;
@@ -322,6 +325,7 @@ static enum snap_code get_snapshot(struct op *op, const char *key, const char *v
 	return op->st->code;
 }
 
+/* The mount of a snapshot of file system FS on /dev/nbdINDEX. */
 static void make_mount(enum snap_fs fs, int index, bool read_only, bool has_parent,
                        struct snap_mount *m)
 {
@@ -373,6 +377,7 @@ static enum snap_code detach_volume(struct op *op, const char *volume, bool free
 	return SNAP_OK;
 }
 
+/* Detach VOLUME's device, if any, unless it is mounted. */
 static enum snap_code detach(struct op *op, const char *volume)
 {
 	return detach_volume(op, volume, false);
@@ -875,6 +880,8 @@ static bool field_of(const char *const *path, size_t n, const char **ret_value, 
 	return false;
 }
 
+/* http_json_each's callback for List: a ready snapshot that matches goes to the walk's
+ * function; other volumes are skipped. */
 static int walk_one(struct json_object *volume, void *opaque)
 {
 	struct walk *w = opaque;
@@ -937,6 +944,7 @@ struct seen_list {
 	size_t n, max;
 };
 
+/* http_json_each's callback for Cleanup: note each snapshot's volume. */
 static int collect(struct json_object *volume, void *opaque)
 {
 	struct seen_list *l = opaque;
@@ -967,6 +975,7 @@ static int collect(struct json_object *volume, void *opaque)
 	return 0;
 }
 
+/* Whether Cleanup's listing had VOLUME. */
 static bool seen_has(const struct seen_list *l, const char *volume)
 {
 	for (size_t i = 0; i < l->n; i++)

@@ -65,19 +65,21 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/t
 # fresh guest.
 # VM_PENDING: guest tests of what is not built yet, left out of check-vm and run by hand
 # until it is (TP_BUILD=$PWD/build tests/check tests/vm/test-X.sh); remove one to enable it.
-VM_PENDING := tests/vm/test-snapshotter-conformance.sh tests/vm/test-snapshotter-containerd.sh
+VM_PENDING :=
 VM_TESTS   := $(filter-out $(VM_PENDING),$(sort $(wildcard tests/vm/test-*.sh))) \
               $(sort $(wildcard tests/security/test-*.sh))
 
 # containerd's snapshotter conformance suite (tests/snapshotter/conformance_test.go), the
-# reference snapshotter it is checked against, and a snapshotter latency meter for make
-# bench, built offline by Debian's Go in GOPATH mode on
+# reference snapshotter it is checked against, a snapshotter latency meter for make
+# bench and a one-request client of the Snapshots service for the guest tests, built
+# offline by Debian's Go in GOPATH mode on
 # golang-github-containerd-containerd-dev (.ci/deps), cache under $(BUILD)/go.
 GO         ?= go
 GO_ENV     := GO111MODULE=off GOFLAGS= GOPATH=$(abspath $(BUILD))/go/path:/usr/share/gocode \
               GOCACHE=$(abspath $(BUILD))/go/cache
 GO_PROGRAMS := $(BUILD)/tests/snapshotter/conformance.test \
-               $(BUILD)/tests/snapshotter/reference-snapshotter $(BUILD)/bench/snapshotter-latency
+               $(BUILD)/tests/snapshotter/reference-snapshotter $(BUILD)/bench/snapshotter-latency \
+               $(BUILD)/tests/snapshotter/snapshotter-client
 GO_SOURCES := $(wildcard tests/unit/*.go tests/snapshotter/*.go tests/snapshotter/*/*.go bench/*/*.go)
 
 C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] client/snapshotter/*.[ch] \
@@ -102,6 +104,9 @@ $(BUILD)/proto/%.o: $(BUILD)/proto/%.c
 
 $(PROTO_OBJS) $(filter $(BUILD)/client/snapshotter/%,$(CLIENT_OBJS)) \
     $(BUILD)/tests/unit/test-grpc.o: | $(PROTO_SRCS:.c=.h)
+
+# The snapshotter's files use the client's headers.
+$(BUILD)/client/snapshotter/%.o: CPPFLAGS += -Iclient
 
 $(BUILD)/nbdkit-plugin/%.o: nbdkit-plugin/%.c
 	@mkdir -p $(dir $@)
@@ -129,6 +134,8 @@ $(BUILD)/tests/snapshotter/reference-snapshotter: tests/snapshotter/reference/ma
 	$(call go_build,tests/snapshotter/reference,build)
 $(BUILD)/bench/snapshotter-latency: bench/snapshotter-latency/main.go
 	$(call go_build,bench/snapshotter-latency,build)
+$(BUILD)/tests/snapshotter/snapshotter-client: tests/snapshotter/client/main.go
+	$(call go_build,tests/snapshotter/client,build)
 
 # What a unit test or guest test program links beyond itself: OBJS_NAME and LIBS_NAME,
 # e.g. OBJS_test-store := $(BUILD)/daemon/store.o, LIBS_test-store := -lsqlite3.
@@ -145,6 +152,11 @@ OBJS_test-client-output := $(BUILD)/client/output.o
 OBJS_test-api := $(BUILD)/daemon/api.o $(BUILD)/fuzz/fake-ops.o
 LIBS_test-api := $(call pc,--libs,libmicrohttpd json-c)
 OBJS_test-handshake := $(BUILD)/client/handshake.o
+OBJS_test-snapshotter := $(BUILD)/client/snapshotter/mapping.o \
+                         $(BUILD)/client/snapshotter/filter.o \
+                         $(BUILD)/client/snapshotter/sha256.o $(BUILD)/client/http.o \
+                         $(BUILD)/client/output.o
+LIBS_test-snapshotter := $(call pc,--libs,json-c libcurl)
 LIBS_test-client-output := $(call pc,--libs,json-c)
 OBJS_test-plugin-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o \
                            $(BUILD)/tests/unit/nbdkit-harness.o
@@ -182,6 +194,7 @@ FUZZ_TARGETS := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz-*.c))
 FUZZ_SRCS_api-request := daemon/api.c fuzz/fake-ops.c
 FUZZ_LIBS_api-request := $(call pc,--libs,libmicrohttpd json-c)
 FUZZ_SRCS_handshake   := client/handshake.c
+FUZZ_SRCS_snapshot-filter := client/snapshotter/filter.c
 FUZZ_SRCS_grpc-wire   := client/snapshotter/grpc.c $(PROTO_SRCS)
 FUZZ_LIBS_grpc-wire   := $(call pc,--libs,libnghttp2 libprotobuf-c) -lpthread
 

@@ -41,6 +41,8 @@ static const struct option_def {
     {O_TIMEOUT, "timeout", required_argument, 0},
     {O_IO_TIMEOUT, "io-timeout", required_argument, 0},
     {O_ATTACHED, "attached", no_argument, 0},
+    {O_SOCKET, "socket", required_argument, 0},
+    {O_FS, "fs", required_argument, 0},
     {O_JSON, "json", no_argument, 0},
     {O_HELP, "help", no_argument, 'h'},
 };
@@ -249,6 +251,12 @@ int args_parse(const struct command *cmd, int argc, char **argv, struct args *re
 			break;
 		case O_ATTACHED:
 			a.attached = true;
+			break;
+		case O_SOCKET:
+			a.socket = optarg;
+			break;
+		case O_FS:
+			a.fs = optarg;
 			break;
 		case O_JSON:
 			a.json = true;

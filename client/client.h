@@ -38,6 +38,8 @@ enum opt_id {
 	O_TIMEOUT,
 	O_IO_TIMEOUT,
 	O_ATTACHED,
+	O_SOCKET,
+	O_FS,
 	O_JSON,
 	O_HELP,
 	O_COUNT
@@ -57,6 +59,7 @@ struct args {
 	const char *size, *from, *as, *uid, *gid, *max_volumes, *max_size, *max_used;
 	const char *tenant, *owner, *to;
 	const char *connections, *timeout, *io_timeout;
+	const char *socket, *fs;
 	bool force, all, write, quiet, json, readonly, attached;
 	unsigned given; /* OPT() bits of the options that were present */
 };
@@ -133,6 +136,9 @@ command_fn cmd_tenant_add, cmd_tenant_rm, cmd_tenant_ls, cmd_tenant_info, cmd_te
 command_fn cmd_image_import, cmd_image_publish, cmd_image_ls, cmd_image_rm;
 command_fn cmd_grant, cmd_revoke, cmd_grants;
 command_fn cmd_attach, cmd_detach;
+/* snapshotter/service.c: containerd's snapshotter API, served until SIGTERM. */
+command_fn cmd_snapshotter;
+#define SNAPSHOTTER_SOCKET "/run/thinproxy-snapshotter/snapshotter.sock"
 /* ls --attached: the attached NBD devices and their volumes. */
 int attach_list(struct ctx *c, bool quiet);
 

@@ -20,6 +20,7 @@
 struct http {
 	CURL *curl;
 	char *socket_path;
+	long status; /* of the last answer; 0 if the last request got none */
 };
 
 /* An answer's body as it arrives. */
@@ -205,11 +206,13 @@ static int request(struct http *h, const char *what, const char *method, const c
 	if (rc != CURLE_OK)
 		return error_line(-EIO, what, "libcurl: %s", curl_easy_strerror(rc));
 
+	h->status = 0;
 	rc = curl_easy_perform(h->curl);
 	data = b.data; /* freed on failure, handed on on success */
 	if (rc != CURLE_OK)
 		return transport_error(h, what, rc, &b, errbuf);
 	curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, ret_status);
+	h->status = *ret_status;
 	b.data = TAKE_PTR(data);
 	*ret_body = b;
 	return 0;
@@ -477,6 +480,11 @@ int http_text(struct http *h, const char *what, const char *path, char **ret_tex
 	}
 	*ret_text = TAKE_PTR(data);
 	return 0;
+}
+
+long http_last_status(const struct http *h)
+{
+	return h->status;
 }
 
 int json_add_value(struct json_object *o, const char *key, struct json_object *value)

@@ -41,6 +41,11 @@ int http_json_each(struct http *h, const char *what, const char *path, const cha
 /* GET PATH and hand the answer's body, NUL-terminated, to the caller in *RET_TEXT. */
 int http_text(struct http *h, const char *what, const char *path, char **ret_text);
 
+/* The HTTP status of the last request's answer, or 0 if it got none (the daemon could
+ * not be reached, or the answer was cut off): what tells "no such volume" (404) from
+ * "no daemon at this path" (connect: ENOENT). */
+long http_last_status(const struct http *h);
+
 /* Add KEY to the JSON object O; 0 or -ENOMEM. VALUE NULL adds null (json_add_value). */
 int json_add_string(struct json_object *o, const char *key, const char *value);
 int json_add_int(struct json_object *o, const char *key, int64_t value);

@@ -15,6 +15,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <syslog.h>
@@ -41,6 +42,8 @@
 /* How long an ioctl device may take to start, and to disconnect after SIGTERM. */
 #define START_MS      10000
 #define DISCONNECT_MS 10000
+/* The most descriptors a keeper keeps from its starter: its connections and a pipe. */
+#define ATTACH_KEEP_MAX 17
 
 /* What a keeper tells attach through a pipe: the device's number once it is ready, or
  * why it is not. */
@@ -256,7 +259,8 @@ static int daemonize(int index)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
-	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+	/* Exactly these: a starter's thread may have blocked every signal. */
+	if (sigprocmask(SIG_SETMASK, &mask, NULL) < 0)
 		return -errno;
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	return sfd < 0 ? -errno : sfd;
@@ -409,6 +413,65 @@ static void netlink_keeper(const struct keeper_config *cfg, int index, struct nb
 	_exit(EXIT_SUCCESS);
 }
 
+static int compare_fd(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Close every file descriptor above the standard streams but the N KEEP. A keeper runs
+ * for as long as its device: it must not hold what its starter had open (the
+ * snapshotter's listening socket, a connection to the daemon). */
+static void close_other_fds(const int *keep, size_t n)
+{
+	int sorted[ATTACH_KEEP_MAX];
+	unsigned from = STDERR_FILENO + 1;
+
+	memcpy(sorted, keep, n * sizeof *keep);
+	qsort(sorted, n, sizeof *sorted, compare_fd);
+	for (size_t i = 0; i <= n; i++) {
+		unsigned to = i < n ? (unsigned)sorted[i] : ~0u;
+
+		if (i < n && (sorted[i] < 0 || (unsigned)sorted[i] < from))
+			continue;
+		if (to > from && close_range(from, to - 1, 0) < 0)
+			for (unsigned fd = from; fd < to && fd < 65536; fd++)
+				close((int)fd);
+		if (i < n)
+			from = to + 1;
+	}
+}
+
+/* Fork the keeper as a grandchild, so that it is nobody's child but init's (or the
+ * subreaper's): a long-running starter, the snapshotter, would otherwise collect a
+ * zombie for every device detached. In the keeper only KEEP (N of them) stay open, and
+ * 0 is returned; the caller gets 1 once the intermediate child has ended, or -errno. */
+static int fork_keeper(const int *keep, size_t n)
+{
+	int status;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		pid_t keeper = fork();
+
+		if (keeper != 0)
+			_exit(keeper < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
+		close_other_fds(keep, n);
+		return 0;
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != EXIT_SUCCESS)
+		return -EAGAIN;
+	return 1;
+}
+
 /* Attach over netlink: connect the device here, where errors can be told directly,
  * then leave the keeper. */
 static int attach_netlink(const struct keeper_config *cfg, struct nbd_nl *nl, int *fds,
@@ -427,7 +490,6 @@ static int attach_netlink(const struct keeper_config *cfg, struct nbd_nl *nl, in
 	};
 	struct nbd_nl *mcast = NULL;
 	int ready[2], index, r;
-	pid_t pid;
 
 	/* Listen before connecting, so that no death goes unheard. */
 	r = nbd_nl_open(&mcast);
@@ -455,18 +517,18 @@ static int attach_netlink(const struct keeper_config *cfg, struct nbd_nl *nl, in
 		r = -errno;
 		goto undo;
 	}
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0) {
-		r = -errno;
+	{
+		int keep[] = {nbd_nl_fd(nl), nbd_nl_fd(mcast), ready[1]};
+
+		r = fork_keeper(keep, ARRAY_SIZE(keep));
+	}
+	if (r < 0) {
 		close(ready[0]);
 		close(ready[1]);
 		goto undo;
 	}
-	if (pid == 0) {
-		close(ready[0]);
+	if (r == 0)
 		netlink_keeper(cfg, index, nl, mcast, ready[1]);
-	}
 	close(ready[1]);
 	nbd_nl_close(mcast);
 	r = read_report(ready[0], ret_index, reason, len);
@@ -562,7 +624,8 @@ static int configure_ioctl(const struct keeper_config *cfg, int *relay_fds, int 
 		                               .n_fds = cfg->connections};
 		unsigned c;
 
-		if (cfg->index < 0 && nbd_device_connected(indices[i]))
+		if (cfg->index < 0 &&
+		    (nbd_device_connected(indices[i]) || nbd_device_claimed(indices[i])))
 			continue;
 		r = nbd_ioctl_open(indices[i], &fd);
 		if (r < 0 && cfg->index >= 0)
@@ -747,26 +810,27 @@ static int attach_ioctl(const struct keeper_config *cfg, int *fds, int *ret_inde
                         size_t len)
 {
 	int ready[2], r;
-	pid_t pid;
 
 	if (pipe2(ready, O_CLOEXEC) < 0) {
 		r = -errno;
 		close_fds(fds, cfg->connections);
 		return reason_errno(r, reason, len, "pipe: %s", strerror(-r));
 	}
-	fflush(NULL);
-	pid = fork();
-	if (pid < 0) {
-		r = -errno;
+	{
+		int keep[ATTACH_KEEP_MAX];
+
+		memcpy(keep, fds, cfg->connections * sizeof *fds);
+		keep[cfg->connections] = ready[1];
+		r = fork_keeper(keep, cfg->connections + 1);
+	}
+	if (r < 0) {
 		close(ready[0]);
 		close(ready[1]);
 		close_fds(fds, cfg->connections);
 		return reason_errno(r, reason, len, "cannot start the keeper: %s", strerror(-r));
 	}
-	if (pid == 0) {
-		close(ready[0]);
+	if (r == 0)
 		ioctl_keeper(cfg, fds, ready[1]);
-	}
 	close(ready[1]);
 	close_fds(fds, cfg->connections);
 	r = read_report(ready[0], ret_index, reason, len);

@@ -11,9 +11,11 @@
  * NBD_DO_IT and relays every request (relay.h), so a restart costs a slow request, not
  * an error.
  *
- * A keeper runs in its own session with /dev/null for standard input and output, is
- * named KEEPER_COMM_PREFIX "nbdN", logs to syslog (and, if $THINPROXY_KEEPER_LOG names
- * a file, appends there too), records itself in the registry (registry.h), and ends on
+ * A keeper is forked as a grandchild of its starter (init, or the subreaper, reaps it),
+ * keeps none of its starter's file descriptors but its connections, runs in its own
+ * session with /dev/null for standard input and output, is named KEEPER_COMM_PREFIX
+ * "nbdN", logs to syslog (and, if $THINPROXY_KEEPER_LOG names a file, appends there
+ * too), records itself in the registry (registry.h), and ends on
  * SIGTERM, or when its device is disconnected by anybody else. On SIGTERM an ioctl
  * keeper disconnects its device, which cannot outlive it; a netlink keeper leaves the
  * device to detach. */

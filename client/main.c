@@ -218,6 +218,29 @@ static const struct command commands[] = {
         .run = cmd_detach,
     },
     {
+        .name = "snapshotter",
+        .synopsis = "[--socket PATH] [--fs ext4|xfs] [--size SIZE]",
+        .summary = "serve containerd's snapshots as thin volumes",
+        .help =
+            "Serve containerd's snapshotter API (containerd.services.snapshots.v1, gRPC) on\n"
+            "the unix socket PATH, for a proxy plugin of containerd:\n\n"
+            "  [proxy_plugins.thinproxy]\n"
+            "    type = \"snapshot\"\n"
+            "    address = \"" SNAPSHOTTER_SOCKET "\"\n\n"
+            "Each snapshot is a volume of the tenant's: a layer a thin snapshot of its parent,\n"
+            "attached as /dev/nbdN while it is active or a view, which containerd mounts.\n"
+            "What containerd knows of it is kept in the volume's labels in thinproxyd, and\n"
+            "nowhere else. Runs in the foreground and logs to stderr; SIGTERM ends it and\n"
+            "leaves the devices attached. One per tenant. Needs CAP_SYS_ADMIN, as attach.\n\n"
+            "Options:\n"
+            "      --socket PATH    where to listen (default " SNAPSHOTTER_SOCKET ")\n"
+            "      --fs FS          file system of new layers: ext4 (default) or xfs\n"
+            "  -s, --size SIZE      virtual size of new layers (default 10G)\n" HELP_HELP,
+        .kind = CMD_VOLUME,
+        .options = OPT(SOCKET) | OPT(FS) | OPT(SIZE),
+        .run = cmd_snapshotter,
+    },
+    {
         .name = "pool",
         .synopsis = "",
         .summary = "show the thin pool's status",

@@ -1,6 +1,7 @@
 /* NBD devices as sysfs shows them (see nbd-device.h). */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +159,21 @@ int nbd_device_list(int **ret_indices, size_t *ret_n)
 	*ret_indices = TAKE_PTR(indices);
 	*ret_n = n;
 	return 0;
+}
+
+bool nbd_device_claimed(int index)
+{
+	char path[32];
+	int fd;
+
+	/* O_EXCL on a block device is an exclusive claim, which fails while another holds
+	 * one (a mount, an md array, a dm map). */
+	snprintf(path, sizeof path, "/dev/nbd%d", index);
+	fd = open(path, O_RDONLY | O_EXCL | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return errno == EBUSY;
+	close(fd);
+	return false;
 }
 
 bool nbd_driver_present(void)

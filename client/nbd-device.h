@@ -25,6 +25,11 @@ int nbd_device_backend(int index, char *buf, size_t len);
 int nbd_device_size(int index, uint64_t *ret_size);
 int nbd_device_read_only(int index, bool *ret_read_only);
 
+/* Whether something holds device INDEX exclusively, as a mount does: a device whose
+ * connection is gone but whose file system is still mounted (anywhere) must not be
+ * configured for another volume, which that mount would then write to. */
+bool nbd_device_claimed(int index);
+
 /* Whether the kernel has the NBD driver here: sysfs shows its module (loaded or built
  * in), or /dev holds an NBD device (a container may be given a device without sysfs). */
 bool nbd_driver_present(void);

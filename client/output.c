@@ -33,10 +33,21 @@ static char *sanitize(char *s)
 
 /* Per thread: the thread that follows an import mutes itself for good. */
 static __thread bool error_lines_muted;
+/* Per thread: where error_line writes instead of stderr, for the snapshotter. */
+static __thread char *error_lines_buf;
+static __thread size_t error_lines_len;
 
 void error_lines_mute(bool muted)
 {
 	error_lines_muted = muted;
+}
+
+void error_lines_capture(char *buf, size_t len)
+{
+	error_lines_buf = len > 0 ? buf : NULL;
+	error_lines_len = len;
+	if (error_lines_buf != NULL)
+		buf[0] = '\0';
 }
 
 int error_line(int r, const char *what, const char *fmt, ...)
@@ -54,6 +65,13 @@ int error_line(int r, const char *what, const char *fmt, ...)
 	if (n < 0) {
 		message = NULL;
 		fprintf(stderr, "thinproxy: %s\n", strerror(ENOMEM));
+		return r;
+	}
+	if (error_lines_buf != NULL) {
+		if (what != NULL)
+			snprintf(error_lines_buf, error_lines_len, "%s: %s", what, message);
+		else
+			snprintf(error_lines_buf, error_lines_len, "%s", message);
 		return r;
 	}
 	if (what != NULL)

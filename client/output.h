@@ -16,6 +16,11 @@ int error_line(int r, const char *what, const char *fmt, ...) __attribute__((for
 /* While MUTED, this thread's error_line prints nothing (and still returns R): for a question whose
  * failure only means that a message about to be printed is less specific. */
 void error_lines_mute(bool muted);
+/* While BUF is not NULL, this thread's error_line writes its line ("WHAT: MESSAGE", the
+ * last one only) into BUF (LEN bytes, emptied now) instead of printing it: for a caller
+ * that passes the reason on itself, as the snapshotter does over gRPC. Muting still
+ * wins. NULL prints again. */
+void error_lines_capture(char *buf, size_t len);
 
 enum align { ALIGN_LEFT, ALIGN_RIGHT };
 

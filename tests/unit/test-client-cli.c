@@ -167,6 +167,7 @@ static const struct {
     {{"grants"}, NULL, NULL},
     {{"attach"}, "NAME", "--connections", "/dev/nbd0"},
     {{"detach"}, "DEVICE", NULL},
+    {{"snapshotter"}, NULL, "--socket"},
 };
 
 /* Run command I with EXTRA appended (up to three arguments, NULL-terminated). */
@@ -498,6 +499,9 @@ START_TEST(rejects_bad_values_with_status_1_before_connecting)
 	CLEANUP_RESULT struct result change = RUN("label", "x", "a=1", "tier");
 	CLEANUP_RESULT struct result remove = RUN("label", "x", "-");
 	CLEANUP_RESULT struct result as = RUN("commit", "x", "--as", "Done");
+	CLEANUP_RESULT struct result fs = RUN("snapshotter", "--fs", "zfs");
+	CLEANUP_RESULT struct result layer_size = RUN("snapshotter", "--size", "10X");
+	CLEANUP_RESULT struct result relative = RUN("snapshotter", "--socket", "s.sock");
 
 	assert_fails(&name, 1, "create Layer1: invalid volume name 'Layer1'");
 	assert_fails(&size, 1, "create layer1: invalid size '10X'");
@@ -525,6 +529,10 @@ START_TEST(rejects_bad_values_with_status_1_before_connecting)
 	             "remove");
 	assert_fails(&remove, 1, "label x: invalid label '': the key is empty");
 	assert_fails(&as, 1, "commit x: invalid volume name 'Done'");
+	assert_fails(&fs, 1, "snapshotter: invalid --fs 'zfs': expected ext4 or xfs");
+	assert_fails(&layer_size, 1, "snapshotter: invalid size '10X'");
+	assert_fails(&relative, 1,
+	             "snapshotter: invalid --socket 's.sock': expected an absolute path");
 }
 END_TEST
 

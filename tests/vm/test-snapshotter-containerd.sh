@@ -26,14 +26,16 @@ proxy_agent_start thinproxy "$TP_BUILD/thinproxy snapshotter --socket {socket}"
 cleanup "kill $proxy_pid"
 containerd_start "$(proxy_plugin_config thinproxy)"
 cleanup containerd_stop
-ctrd plugins ls | grep -Eq '^io\.containerd\.snapshotter\.v1 +thinproxy +[^ ]+ +ok' ||
-	fail "the proxy plugin is not ok: $(ctrd plugins ls)"
+# Read whole, then matched: with pipefail, grep -q leaving early can fail ctr's write.
+plugins=$(ctrd plugins ls)
+grep -Eq '^io\.containerd\.snapshotter\.v1 +thinproxy +[^ ]+ +ok' <<<"$plugins" ||
+	fail "the proxy plugin is not ok: $plugins"
 
 containerd_runs_image thinproxy
 
 step "the image's two layers are alice's only volumes, committed; bob sees none"
 alice_volumes=$(tp --admin --tenant alice --json ls)
-[ "$(jq -r '[.[].state] | sort | join(" ")' <<<"$alice_volumes")" = "committed committed" ] ||
+[ "$(jq -r '[.volumes[].state] | sort | join(" ")' <<<"$alice_volumes")" = "committed committed" ] ||
 	fail "alice's volumes: $alice_volumes"
 [ -z "$(tp --admin --tenant bob ls --quiet)" ] || fail "bob has volumes: $(tp --admin --tenant bob ls)"
 

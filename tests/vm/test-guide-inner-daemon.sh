@@ -1,16 +1,34 @@
 #!/usr/bin/env bash
 # docs/guide-inner-daemon.md works as written: its sh blocks run in order
 # (tests/vm/guide.sh; the container's blocks against the tenant's directory), the two
-# marked as needing docker are skipped; the chrooted processes printed what the layers
-# hold, one container's write stayed out of the other; the busy answer the guide shows
-# for removing a parent is what thinproxy prints; and nothing is left behind.
+# marked as needing docker are skipped; containerd with `thinproxy snapshotter` as its
+# proxy plugin imported the image (tests/vm/containerd.sh's, as the guide's image.tar)
+# as two committed snapshots, and its containers printed what the image's changed file
+# says, one container's write staying out of the next; the chrooted processes printed
+# what the layers hold, one container's write stayed out of the other; the busy answer
+# the guide shows for removing a parent is what thinproxy prints; and nothing is left
+# behind, containerd and the agent stopped.
 . "$(dirname "$0")/functions.sh"
-requires busybox mkfs.ext4 findmnt unshare chroot tar
+. "$(dirname "$0")/containerd.sh"
+requires busybox mkfs.ext4 findmnt unshare chroot tar containerd ctr runc containerd-shim-runc-v2
 guide=$TP_SRC/docs/guide-inner-daemon.md
 
+# block_out N: what the guide's block N printed, without the block's text or the lines
+# thinproxyd logs to the same output.
+block_out() {
+	awk -v n="$1" '/^== / { on = ($0 ~ ("block " n " ")); next } on && !/^(    |thinproxyd: )/ { print }' "$out"
+}
+
 step "the guide's blocks"
-run_guide "$guide" 10 12
+mkdir -p /root/guide
+oci_image /root/guide/image.tar example.com/app:1
+run_guide "$guide" 14 16
 out=$guide_out
+grep -Eq 'thinproxy +[^ ]+ +ok' <<<"$(block_out 3)" || fail "the proxy plugin was not ok"
+[ "$(block_out 4 | grep -Ec ' Committed *$')" = 2 ] || fail "the import did not leave two committed snapshots"
+[ "$(block_out 5)" = "$(printf 'changed\nscribbled\nchanged')" ] ||
+	fail "the containers printed: $(block_out 5)"
+pgrep -x containerd >/dev/null && fail "containerd still runs"
 grep -qx 'hello from web, on base layer 1' "$out" || fail "web did not run /app/run"
 grep -qx 'hello from worker, on base layer 1' "$out" || fail "worker did not run /app/run"
 grep -qx 'written by web' "$out" || fail "web did not read its own write"

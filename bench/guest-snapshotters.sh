@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # bench/guest-snapshotters.sh [RUNS] [ROUNDS]: containerd's snapshotters in the test
 # guest, Debian's containerd in a container of its own (tests/vm/containerd.sh): for
-# overlayfs and devmapper (on a dmsetup-made dm-thin pool), the time from `ctr image
-# import` of a two-layer image to a container's first output, RUNS times (default 3,
-# `ctr image rm --sync` between), then snapshotter-latency's Prepare, Commit and Remove
-# through containerd's snapshots API, ROUNDS rounds (default 10). Writes
+# overlayfs, devmapper (on a dmsetup-made dm-thin pool) and thinproxy (`thinproxy
+# snapshotter` as the proxy plugin "thinproxy", in tenant alice's container as
+# test-snapshotter-containerd runs it: no device-mapper there, a second containerd after
+# the first), the time from `ctr image import` of a two-layer image to a container's
+# first output, RUNS times (default 3, `ctr image rm --sync` between), then
+# snapshotter-latency's Prepare, Commit and Remove through containerd's snapshots API,
+# ROUNDS rounds (default 10). Writes
 # snapshotters.tsv (SNAPSHOTTER MEASURE N MEDIAN_MS P90_MS MIN_MS MAX_MS) to
 # $TP_RESULTS and prints it. A benchmark, not a test:
 #   TP_BUILD=$PWD/build tests/vm/run bench/guest-snapshotters.sh
 . "$TP_SRC/tests/vm/functions.sh"
 . "$TP_SRC/tests/vm/container.sh"
 . "$TP_SRC/tests/vm/containerd.sh"
-requires containerd ctr runc dmsetup mkfs.ext4 blockdev
+requires containerd ctr runc containerd-shim-runc-v2 dmsetup mkfs.ext4 blockdev
 
 runs=${1:-3} rounds=${2:-10}
 latency=$TP_BUILD/bench/snapshotter-latency
@@ -38,8 +41,9 @@ summary() {
 			v[int(NR * 9 / 10) + (NR * 9 % 10 ? 1 : 0)], v[1], v[NR] }' >>"$out"
 }
 
-for sn in overlayfs devmapper; do
-	times=()
+# measure SNAPSHOTTER: its import-to-first-output runs and its latency rounds, into $out.
+measure() {
+	local sn=$1 run start first times=()
 	for ((run = 1; run <= runs; run++)); do
 		step "$sn: import to first output, run $run of $runs"
 		start=$(date +%s%N)
@@ -55,7 +59,26 @@ for sn in overlayfs devmapper; do
 	step "$sn: Prepare, Commit and Remove through containerd, $rounds rounds"
 	in_container "$ctrd_container" "$latency" --snapshotter "$sn" --rounds "$rounds" |
 		awk -v sn="$sn" '{ printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sn, $1, $2, $3, $4, $5, $6 }' >>"$out"
-done
-echo "thinproxy: not measured here yet (its snapshotter goes beside these as a proxy plugin)"
+}
+
+measure overlayfs
+measure devmapper
+containerd_stop
+
+# thinproxy as a tenant runs it: the daemon on the guest, containerd and the agent in
+# alice's container, which sees alice's directory and no device-mapper.
+start_daemon
+tp --admin tenant add alice >/dev/null
+wait_for_socket "$run_dir/tenants/alice/nbd.sock"
+containerd_container alice
+proxy_agent_start thinproxy "$TP_BUILD/thinproxy snapshotter --socket {socket}"
+cleanup "kill $proxy_pid"
+containerd_start "$(proxy_plugin_config thinproxy)"
+measure thinproxy
+containerd_stop
+kill "$proxy_pid"
+while kill -0 "$proxy_pid" 2>/dev/null; do sleep 0.05; done
+stop_daemon
+
 printf 'SNAPSHOTTER\tMEASURE\tN\tMEDIAN_MS\tP90_MS\tMIN_MS\tMAX_MS\n'
 cat "$out"

@@ -21,7 +21,7 @@ block_out() {
 
 step "the guide's blocks"
 mkdir -p /root/guide
-oci_image /root/guide/image.tar example.com/app:1
+oci_image /root/guide/image.tar thinproxy.test/app:1
 run_guide "$guide" 14 16
 out=$guide_out
 grep -Eq 'thinproxy +[^ ]+ +ok' <<<"$(block_out 3)" || fail "the proxy plugin was not ok"

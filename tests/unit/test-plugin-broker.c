@@ -698,10 +698,15 @@ static struct flood flood_start(int silent, int lists)
 	fl.pid = fork();
 	ck_assert_int_ge(fl.pid, 0);
 	if (fl.pid == 0) {
-		if (dup2(out[1], STDOUT_FILENO) < 0 || setgroups(0, NULL) < 0 ||
+		/* Opened as root: a build directory mallory cannot search (a clone under a
+		 * directory of mode 0700) still lets her run the program by its descriptor. */
+		char *argv[] = { raw, broker_sock, "flood", a, b, NULL };
+		int prog = open(raw, O_RDONLY | O_CLOEXEC);
+
+		if (prog < 0 || dup2(out[1], STDOUT_FILENO) < 0 || setgroups(0, NULL) < 0 ||
 		    setgid(mallory_uid) < 0 || setuid(mallory_uid) < 0)
 			_exit(2);
-		execl(raw, raw, broker_sock, "flood", a, b, (char *)NULL);
+		fexecve(prog, argv, environ);
 		_exit(127);
 	}
 	close(out[1]);

@@ -59,7 +59,7 @@ fi
 for p in "$build/thinproxyd" "$build/thinproxy" "$build/nbdkit-thinproxy-plugin.so"; do
 	[ -e "$p" ] || { echo "demo: $p is missing: run make first" >&2; exit 1; }
 done
-for c in nbdkit nbdinfo jq unshare nsenter mkfs.ext4 dmsetup; do
+for c in nbdkit nbdinfo jq unshare nsenter mkfs.ext4 dmsetup containerd ctr runc containerd-shim-runc-v2; do
 	command -v "$c" >/dev/null || { echo "demo: $c is missing: run make deps" >&2; exit 1; }
 done
 modprobe dm_thin_pool 2>/dev/null || true
@@ -133,12 +133,14 @@ host() {
 
 # container_start TENANT: a "container" as a runtime would make one: its own mount, pid,
 # uts, ipc and network namespaces, its own /run with only TENANT's directory mounted at
-# /run/thinproxy, and /dev/mapper hidden. Sets $container.
+# /run/thinproxy, /dev/mapper hidden, and an empty /var/lib/containerd for a containerd
+# of its own. Sets $container.
 container_start() {
 	local t=$1 ready=$work/$1.ready i pid
 	unshare --mount --pid --uts --ipc --net --fork --mount-proc --propagation private \
 		sh -c 'mount -t tmpfs -o mode=0755 none /run && mkdir /run/thinproxy &&
 			mount --bind "$1" /run/thinproxy && mount -t tmpfs -o mode=0755 none /dev/mapper &&
+			mkdir -p /var/lib/containerd && mount -t tmpfs -o mode=0711 none /var/lib/containerd &&
 			hostname "$2" && touch "$3" && exec sleep infinity' \
 		container "$run_dir/tenants/$t" "$t" "$ready" 2>>"$work/containers.log" &
 	pid=$!
@@ -250,3 +252,31 @@ say "The admin sees alice's volumes and the pool: only written blocks take space
 inside alice "thinproxy detach $odev && thinproxy detach $sdev"
 host thinproxy --admin --tenant alice ls
 host thinproxy --admin pool
+
+say "Now what thinproxy is for: alice runs an unmodified containerd in her container. thinproxy snapshotter serves containerd's snapshotter API on a socket, and each image layer and container root becomes one of her thin volumes."
+inside alice 'thinproxy snapshotter >/run/snapshotter.log 2>&1 </dev/null &
+timeout 60 sh -c "until [ -S /run/thinproxy-snapshotter/snapshotter.sock ]; do sleep 0.1; done"'
+inside alice 'mkdir -p /run/containerd && cat >/run/containerd/config.toml <<EOF
+version = 2
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[proxy_plugins.thinproxy]
+  type = "snapshot"
+  address = "/run/thinproxy-snapshotter/snapshotter.sock"
+EOF'
+inside alice 'containerd --config /run/containerd/config.toml >/run/containerd.log 2>&1 </dev/null &
+timeout 120 sh -c "until ctr version >/dev/null 2>&1; do sleep 0.5; done"; ctr plugins ls | grep -w thinproxy'
+
+say "An image of two layers (busybox; then a file added, one changed, one removed), made here without a network. ctr imports it onto thin volumes: a fresh file system for the first layer, a thin snapshot of it for the second."
+image=thinproxy.test/demo:1
+host "$(dirname "$0")/oci-image" "$work/image.tar" "$image"
+inside alice "ctr image import --snapshotter thinproxy $work/image.tar"
+inside alice 'ctr snapshots --snapshotter thinproxy ls'
+inside alice 'thinproxy ls'
+
+say "ctr run: the container's root is a thin snapshot of the top layer on /dev/nbdN, and what it writes stays its own."
+inside alice "ctr run --rm --snapshotter thinproxy $image first sh -c 'df -h / | tail -n 1; cat /changed /added; ls /removed 2>&1; echo scribbled >/changed; cat /changed'"
+inside alice "ctr run --rm --snapshotter thinproxy $image second cat /changed"
+
+say "Removing the image lets containerd's garbage collection remove its snapshots, and with them alice's volumes. Then alice stops containerd and the snapshotter."
+inside alice "ctr image rm --sync $image && ctr snapshots --snapshotter thinproxy ls && thinproxy ls"
+inside alice "pkill -x containerd; pkill -f '^thinproxy snapshotter'"

@@ -100,61 +100,9 @@ proxy_plugin_config() {
 # ctrd ARG...: ctr inside containerd's container, on its default socket and namespace.
 ctrd() { in_container "$ctrd_container" ctr "$@"; }
 
-# oci_blob DIR FILE: move FILE into the layout DIR's blobs; sets $digest (sha256:HEX)
-# and $size.
-oci_blob() {
-	local hex
-	hex=$(sha256sum "$2" | cut -d' ' -f1)
-	size=$(stat -c %s "$2")
-	mv "$2" "$1/blobs/sha256/$hex"
-	digest=sha256:$hex
-}
-
-# oci_image ARCHIVE NAME: write a two-layer OCI image archive (an image layout in a tar,
-# what `ctr image import` takes) named NAME (annotation io.containerd.image.name, which
-# ctr uses as given). Layer 1: busybox-static's /bin/busybox with its applets as links,
-# and the files /changed ("original"), /removed and /kept. Layer 2: /added ("added"),
-# /changed replaced ("changed"), /removed deleted by a whiteout (.wh.removed). Layers are
-# plain tars, so each one's digest is its diff_id.
-oci_image() {
-	local archive=$1 name=$2 dir=$ctrd_dir/oci arch d digest size l1 l1size l2 l2size cfg cfgsize mf mfsize
-	rm -rf "$dir"
-	mkdir -p "$dir/l1/bin" "$dir/l2" "$dir/layout/blobs/sha256"
-	cp /bin/busybox "$dir/l1/bin/busybox"
-	# Its applets as symbolic links to the guest's busybox (/usr/bin/busybox where /bin
-	# is a link), made relative (to bin/busybox) by tar's --transform below: one exec
-	# instead of one ln per applet.
-	/bin/busybox --install -s "$dir/l1/bin"
-	echo original >"$dir/l1/changed"
-	echo removed >"$dir/l1/removed"
-	echo kept >"$dir/l1/kept"
-	echo added >"$dir/l2/added"
-	echo changed >"$dir/l2/changed"
-	: >"$dir/l2/.wh.removed"
-	for d in l1 l2; do
-		# Entries named as image builders name them (bin/busybox, .wh.removed), no "./".
-		tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 --format=gnu \
-			--transform 's,^/.*/busybox$,busybox,' -C "$dir/$d" -cf "$dir/$d.tar" $(ls -A "$dir/$d")
-	done
-	oci_blob "$dir/layout" "$dir/l1.tar"
-	l1=$digest l1size=$size
-	oci_blob "$dir/layout" "$dir/l2.tar"
-	l2=$digest l2size=$size
-	arch=$(dpkg --print-architecture)
-	printf '{"architecture":"%s","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["%s","%s"]}}' \
-		"$arch" "$l1" "$l2" >"$dir/config.json"
-	oci_blob "$dir/layout" "$dir/config.json"
-	cfg=$digest cfgsize=$size
-	printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%s},{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"%s","size":%s}]}' \
-		"$cfg" "$cfgsize" "$l1" "$l1size" "$l2" "$l2size" >"$dir/manifest.json"
-	oci_blob "$dir/layout" "$dir/manifest.json"
-	mf=$digest mfsize=$size
-	printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"platform":{"architecture":"%s","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
-		"$mf" "$mfsize" "$arch" "$name" "${name##*:}" >"$dir/layout/index.json"
-	echo '{"imageLayoutVersion":"1.0.0"}' >"$dir/layout/oci-layout"
-	tar -C "$dir/layout" -cf "$archive" oci-layout index.json blobs
-	rm -rf "$dir"
-}
+# oci_image ARCHIVE NAME: write the two-layer OCI image archive NAME (demo/oci-image:
+# busybox in layer 1; in layer 2 a file added, one changed and one removed by a whiteout).
+oci_image() { "$TP_SRC/demo/oci-image" "$@"; }
 
 # containerd_runs_image SNAPSHOTTER: import a fresh test image (oci_image) with
 # SNAPSHOTTER and run it in two containers: the first sees layer 2 over layer 1 and

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make demo works: demo/demo.sh plays the whole story to the end (the snapshot sees the
 # parent's file, the committed origin refuses writes, bob cannot reach alice's volume,
-# the pool is shown), and leaves nothing behind: no daemon, nbdkit, keeper or container,
+# the pool is shown; containerd in alice's container imports and runs an image on thin
+# snapshots through thinproxy snapshotter, the layers are her volumes until the image is
+# removed), and leaves nothing behind: no daemon, nbdkit, keeper, containerd or container,
 # no connected NBD device, no device-mapper device, no loop device, no work directory.
 # It runs from a copy in a directory of mode 0700, as a clone in root's home or under
 # mktemp -d is, where no tenant's nbdkit uid may read the plugin. Then the same after an
@@ -26,6 +28,8 @@ nothing_left() {
 	pgrep -x thinproxyd >/dev/null && fail "thinproxyd still runs"
 	pgrep -x nbdkit >/dev/null && fail "an nbdkit still runs"
 	pgrep -f '^tpkeep' >/dev/null && fail "a keeper still runs: $(pgrep -af '^tpkeep')"
+	pgrep -x containerd >/dev/null && fail "containerd still runs"
+	pgrep -f '^thinproxy snapshotter' >/dev/null && fail "a snapshotter still runs"
 	pgrep -f '^sleep infinity' >/dev/null && fail "a container still runs"
 	compgen -G '/tmp/thinproxy-demo.*' >/dev/null && fail "work directory left: $(ls -d /tmp/thinproxy-demo.*)"
 	return 0
@@ -38,7 +42,7 @@ step "the whole demo, from a copy of the demo and the build in a directory of mo
 clone=$(mktemp -d)
 cleanup "rm -rf $clone"
 mkdir "$clone/demo" "$clone/build"
-cp "$demo" "$clone/demo/"
+cp "$demo" "$TP_SRC/demo/oci-image" "$clone/demo/"
 cp "$TP_BUILD"/{thinproxyd,thinproxy,nbdkit-thinproxy-plugin.so} "$clone/build/"
 rc=0
 TP_BUILD=$clone/build "$clone/demo/demo.sh" >"$out" 2>&1 || rc=$?
@@ -54,6 +58,19 @@ has "^dd: error writing '/dev/nbd[0-9]+': (Operation not permitted|Read-only fil
 has '^thinproxy: attach base: no such volume: base$'
 has '^thinproxy: attach alice/base: no such volume: alice/base$'
 has '^data: +[0-9.]+M of 2G used'
+has '^io\.containerd\.snapshotter\.v1 +thinproxy +.* ok$'
+# between: the lines of $out from the first matching ERE $1 to the next matching $2.
+between() { sed -En "\#$1#,\#$2#p" "$out"; }
+layers=$(between '^\[alice\]# thinproxy ls$' '^\[alice\]# ctr run' | grep -Ec '^c[0-9a-f]{62}\b' || true)
+[ "$layers" = 2 ] || fail "after ctr image import alice has $layers layer volumes, expected 2"
+first=$(grep -A5 -F "first sh -c" "$out" | tail -n 5)
+grep -Eq '^/dev/nbd[0-9]+ ' <<<"$first" || fail "the container's root is not on an NBD device: $first"
+[ "$(tail -n 4 <<<"$first")" = "$(printf 'changed\nadded\nls: /removed: No such file or directory\nscribbled')" ] ||
+	fail "the first container printed: $first"
+[ "$(grep -A1 -F " second cat /changed" "$out" | tail -n 1)" = changed ] ||
+	fail "the second container did not see the image as it was"
+left=$(between 'ctr image rm --sync' '^Cleaning up' | grep -Ec '^c[0-9a-f]{62}\b' || true)
+[ "$left" = 0 ] || fail "$left layer volumes left after ctr image rm --sync"
 has 'Done: nothing of the demo is left'
 nothing_left
 

@@ -700,7 +700,7 @@ static struct flood flood_start(int silent, int lists)
 	if (fl.pid == 0) {
 		/* Opened as root: a build directory mallory cannot search (a clone under a
 		 * directory of mode 0700) still lets her run the program by its descriptor. */
-		char *argv[] = { raw, broker_sock, "flood", a, b, NULL };
+		char *argv[] = {raw, broker_sock, "flood", a, b, NULL};
 		int prog = open(raw, O_RDONLY | O_CLOEXEC);
 
 		if (prog < 0 || dup2(out[1], STDOUT_FILENO) < 0 || setgroups(0, NULL) < 0 ||

@@ -438,7 +438,9 @@ static int still_open(struct volume *v, bool *ret_open)
 	struct thin_status ts;
 	int r;
 
-	for (int waited = 0;; waited += 20) {
+	/* Looks 1 ms apart at first, doubling up to 20 ms: an nbdkit closes the device a
+	 * moment after its client disconnects, and a Remove waits on that. */
+	for (int waited = 0, step = 1;; waited += step, step = step * 2 > 20 ? 20 : step * 2) {
 		if (pool_thin_status(ops.pool, v->thin_id, &ts) < 0 || !ts.active ||
 		    !ts.open_count) {
 			*ret_open = false;
@@ -452,7 +454,7 @@ static int still_open(struct volume *v, bool *ret_open)
 			log_debug("volume %s is open: waiting up to %d ms for it to close", v->name,
 			          CLOSE_GRACE_MS);
 		pthread_mutex_unlock(&ops.lock);
-		nanosleep(&(struct timespec){.tv_nsec = 20 * 1000 * 1000}, NULL);
+		nanosleep(&(struct timespec){.tv_nsec = step * 1000 * 1000}, NULL);
 		pthread_mutex_lock(&ops.lock);
 		if (ops.store == NULL)
 			return -ESHUTDOWN;

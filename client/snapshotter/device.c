@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
@@ -284,6 +285,94 @@ fail:
 	return -EIO;
 }
 
+/* How long the file system mounted to remove lost+found may take to let go of its
+ * device once its mount is closed. */
+#define RELEASE_MS 10000
+
+/* An empty snapshot is an empty directory: containerd compares trees, and a first
+ * layer's diff would carry lost+found (e2fsck makes it again should it need one). Remove
+ * it from the ext4 just made on device INDEX, mounted with the kernel's mount API where
+ * nothing else sees it: a mount attached to no directory, in no namespace, which ends
+ * when its descriptor is closed (so also when the agent is killed). -ENOSYS where the
+ * kernel, or a seccomp filter, has no such API. */
+static int remove_lost_found(int index, char *reason, size_t len)
+{
+	CLEANUP_CLOSE int context = -1, mount_fd = -1, root = -1;
+	char device[32];
+	const char *step;
+
+	snprintf(device, sizeof device, "/dev/nbd%d", index);
+	step = "fsopen ext4";
+	context = fsopen("ext4", FSOPEN_CLOEXEC);
+	if (context < 0) {
+		if (errno == ENOSYS || errno == EPERM)
+			return -ENOSYS;
+		goto fail;
+	}
+	/* noinit_itable: no lazy zeroing of inode tables for a mount this short. */
+	step = "mount";
+	if (fsconfig(context, FSCONFIG_SET_STRING, "source", device, 0) < 0 ||
+	    fsconfig(context, FSCONFIG_SET_FLAG, "noinit_itable", NULL, 0) < 0 ||
+	    fsconfig(context, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		goto fail;
+	mount_fd = fsmount(context, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+	if (mount_fd < 0)
+		goto fail;
+	step = "rmdir lost+found";
+	if (unlinkat(mount_fd, "lost+found", AT_REMOVEDIR) < 0)
+		goto fail;
+	/* Written now, so that an error is ours to report, not lost at the unmount. A mount
+	 * descriptor is a path only: syncfs takes its root opened. */
+	step = "syncfs";
+	root = openat(mount_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0 || syncfs(root) < 0)
+		goto fail;
+	close(root);
+	root = -1;
+	close(mount_fd);
+	mount_fd = -1;
+	close(context);
+	context = -1;
+	/* The last reference to the file system goes as the descriptors close; a device
+	 * still claimed after that is not ours to hand out. */
+	for (long waited = 0, step_ms = 1; nbd_device_claimed(index); waited += step_ms) {
+		struct timespec ts = {.tv_nsec = step_ms * 1000000};
+
+		if (waited >= RELEASE_MS) {
+			snprintf(reason, len,
+			         "%s: still in use after its file system was unmounted", device);
+			return -EBUSY;
+		}
+		nanosleep(&ts, NULL);
+		step_ms = step_ms * 2 > 20 ? 20 : step_ms * 2;
+	}
+	return 0;
+fail:
+	snprintf(reason, len, "%s: cannot remove lost+found: %s: %s", device, step,
+	         strerror(errno));
+	return -EIO;
+}
+
+/* remove_lost_found with debugfs, where the kernel has no mount API to do it in-process. */
+static int remove_lost_found_debugfs(const char *device, char *reason, size_t len)
+{
+	char *const argv[] = {"debugfs", "-w", "-R", "rmdir lost+found", (char *)device, NULL};
+	char output[OUTPUT_MAX];
+	const char *said;
+	int status;
+
+	/* debugfs exits 0 whatever its request did, and says so beneath its banner line
+	 * ("debugfs 1.47.0 (5-Feb-2023)"). */
+	status = run(argv, output, sizeof output);
+	said = strncmp(output, "debugfs ", 8) == 0 ? output + strcspn(output, "\n") : output;
+	said += strspn(said, "\n");
+	if (status == 0 && said[0] == '\0')
+		return 0;
+	snprintf(reason, len, "debugfs %s: cannot remove lost+found: %s", device,
+	         status < 0 ? strerror(-status) : one_line((char *)said));
+	return -EIO;
+}
+
 int device_mkfs(int index, enum snap_fs fs, char *reason, size_t len)
 {
 	char device[32], output[OUTPUT_MAX];
@@ -307,26 +396,10 @@ int device_mkfs(int index, enum snap_fs fs, char *reason, size_t len)
 	r = mkfs_ext4(device, reason, len);
 	if (r < 0)
 		return r;
-	{
-		/* An empty snapshot is an empty directory: containerd compares trees, and a
-		 * first layer's diff would carry lost+found. e2fsck makes it again should it
-		 * need one. */
-		char *const argv[] = {"debugfs", "-w", "-R", "rmdir lost+found", device, NULL};
-
-		const char *said;
-
-		/* debugfs exits 0 whatever its request did, and says so beneath its banner
-		 * line ("debugfs 1.47.0 (5-Feb-2023)"). */
-		status = run(argv, output, sizeof output);
-		said =
-		    strncmp(output, "debugfs ", 8) == 0 ? output + strcspn(output, "\n") : output;
-		said += strspn(said, "\n");
-		if (status == 0 && said[0] == '\0')
-			return 0;
-		snprintf(reason, len, "debugfs %s: cannot remove lost+found: %s", device,
-		         status < 0 ? strerror(-status) : one_line((char *)said));
-		return -EIO;
-	}
+	r = remove_lost_found(index, reason, len);
+	if (r != -ENOSYS)
+		return r;
+	return remove_lost_found_debugfs(device, reason, len);
 }
 
 int device_inodes(int index, int64_t *ret_inodes)

@@ -70,14 +70,24 @@ containerd_stop
 start_daemon
 tp --admin tenant add alice >/dev/null
 wait_for_socket "$run_dir/tenants/alice/nbd.sock"
+# Two agents: "thinproxy" with its default layer size (10 GiB) and "thinproxy-64m" with
+# devmapper's base_image_size above (64 MiB), the like-for-like of a parentless Prepare,
+# whose file system is made at that size.
 containerd_container alice
 proxy_agent_start thinproxy "$TP_BUILD/thinproxy snapshotter --socket {socket}"
+agents=$proxy_pid
 cleanup "kill $proxy_pid"
-containerd_start "$(proxy_plugin_config thinproxy)"
+proxy_agent_start thinproxy-64m "$TP_BUILD/thinproxy snapshotter --socket {socket} --size 64M"
+agents+=" $proxy_pid"
+cleanup "kill $proxy_pid"
+containerd_start "$(proxy_plugin_config thinproxy)$(printf '\n')$(proxy_plugin_config thinproxy-64m)"
 measure thinproxy
+measure thinproxy-64m
 containerd_stop
-kill "$proxy_pid"
-while kill -0 "$proxy_pid" 2>/dev/null; do sleep 0.05; done
+kill $agents
+for pid in $agents; do
+	while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+done
 stop_daemon
 
 printf 'SNAPSHOTTER\tMEASURE\tN\tMEDIAN_MS\tP90_MS\tMIN_MS\tMAX_MS\n'

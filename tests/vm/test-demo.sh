@@ -58,7 +58,7 @@ has "^dd: error writing '/dev/nbd[0-9]+': (Operation not permitted|Read-only fil
 has '^thinproxy: attach base: no such volume: base$'
 has '^thinproxy: attach alice/base: no such volume: alice/base$'
 has '^data: +[0-9.]+M of 2G used'
-has '^io\.containerd\.snapshotter\.v1 +thinproxy +.* ok$'
+has '^io\.containerd\.snapshotter\.v1 +thinproxy +.* ok *$'
 # between: the lines of $out from the first matching ERE $1 to the next matching $2.
 between() { sed -En "\#$1#,\#$2#p" "$out"; }
 layers=$(between '^\[alice\]# thinproxy ls$' '^\[alice\]# ctr run' | grep -Ec '^c[0-9a-f]{62}\b' || true)

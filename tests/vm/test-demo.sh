@@ -60,7 +60,7 @@ has '^thinproxy: attach alice/base: no such volume: alice/base$'
 has '^data: +[0-9.]+M of 2G used'
 has '^io\.containerd\.snapshotter\.v1 +thinproxy +.* ok *$'
 # between: the lines of $out from the first matching ERE $1 to the next matching $2.
-between() { sed -En "\#$1#,\#$2#p" "$out"; }
+between() { sed -En "\%$1%,\%$2%p" "$out"; }
 layers=$(between '^\[alice\]# thinproxy ls$' '^\[alice\]# ctr run' | grep -Ec '^c[0-9a-f]{62}\b' || true)
 [ "$layers" = 2 ] || fail "after ctr image import alice has $layers layer volumes, expected 2"
 first=$(grep -A5 -F "first sh -c" "$out" | tail -n 5)

@@ -83,6 +83,9 @@ devmapper_config() {
 # $TP_RESULTS/NAME.log; sets $proxy_pid.
 proxy_agent_start() {
 	local sock=/run/containerd/$1.sock nsenter_pid
+	# A killed agent's socket stays behind; the new agent replaces it, and the wait
+	# below is for the new one.
+	rm -f "/proc/$ctrd_container/root$sock"
 	nsenter --target "$ctrd_container" --mount --pid --uts --ipc --net --root --wd -- \
 		sh -c "exec ${2//\{socket\}/$sock}" >>"$TP_RESULTS/$1.log" 2>&1 &
 	nsenter_pid=$!

@@ -122,8 +122,9 @@ cleanup "kill $proxy_pid"
 ctrd image import --snapshotter thinproxy "$ctrd_dir/image.tar" >/dev/null
 out=$(ctrd run --rm --snapshotter thinproxy "$image" tp-after cat /changed)
 [ "$out" = changed ] || fail "after the interrupted import the container printed: $out"
-[ "$(tp --admin --tenant alice ls --quiet | wc -l)" = 2 ] ||
-	fail "after the import again alice has: $(tp --admin --tenant alice ls)"
+# A Prepare the kill came after is containerd's (its extraction snapshot), which its
+# garbage collection removes in its own time; after the image's removal with --sync,
+# nothing of either import is left.
 ctrd image rm --sync "$image" >/dev/null
 no_leftovers
 [ -z "$(tp --admin --tenant bob ls --quiet)" ] || fail "bob has volumes: $(tp --admin --tenant bob ls)"

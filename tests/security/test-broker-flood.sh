@@ -14,6 +14,7 @@
 requires curl jq setpriv nbdinfo nbdcopy cmp
 broker=$TP_BUILD/tests/vm/broker-raw
 [ -x "$broker" ] || fail "broker-raw is missing (make all)"
+broker=$(runnable_by_all "$broker")
 
 cleanup "cp $daemon_log $TP_RESULTS/"
 start_daemon

@@ -18,6 +18,7 @@ requires curl jq setpriv qemu-io stat readlink losetup getent pgrep
 raw=$TP_BUILD/tests/vm/nbd-raw
 broker=$TP_BUILD/tests/vm/broker-raw
 [ -x "$raw" ] && [ -x "$broker" ] || fail "nbd-raw or broker-raw is missing (make all)"
+raw=$(runnable_by_all "$raw") broker=$(runnable_by_all "$broker")
 
 cleanup "cp $daemon_log $TP_RESULTS/"
 start_daemon

@@ -13,6 +13,7 @@
 requires curl jq setpriv setsid ps
 broker=$TP_BUILD/tests/vm/broker-raw
 [ -x "$broker" ] || fail "broker-raw is missing (make all)"
+broker=$(runnable_by_all "$broker")
 
 step "the settings of the cgroups: bad values are refused"
 for bad in "cgroup relative" "cgroup /a/../b" "cgroup /" "nbdkit-memory-max 1M" \

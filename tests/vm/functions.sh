@@ -15,6 +15,14 @@ test_name=$(basename "$0" .sh)
 scratch=/run/$test_name
 mkdir -p "$scratch"
 
+# runnable_by_all PROGRAM: print the path of a copy of PROGRAM that any uid may run, in
+# $scratch: a build under a directory of mode 0700 (a clone in root's home, or under
+# mktemp -d) is out of reach of the unprivileged uids tests run programs as.
+runnable_by_all() {
+	install -m 0755 "$1" "$scratch/${1##*/}"
+	echo "$scratch/${1##*/}"
+}
+
 _cleanups=()
 # cleanup CMD...: run CMD when the test exits, in reverse order of registration.
 cleanup() { _cleanups+=("$*"); }

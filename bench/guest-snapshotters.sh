@@ -80,7 +80,7 @@ cleanup "kill $proxy_pid"
 proxy_agent_start thinproxy-64m "$TP_BUILD/thinproxy snapshotter --socket {socket} --size 64M"
 agents+=" $proxy_pid"
 cleanup "kill $proxy_pid"
-containerd_start "$(proxy_plugin_config thinproxy)$(printf '\n')$(proxy_plugin_config thinproxy-64m)"
+containerd_start "$(proxy_plugin_config thinproxy)"$'\n'"$(proxy_plugin_config thinproxy-64m)"
 measure thinproxy
 measure thinproxy-64m
 containerd_stop

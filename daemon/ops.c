@@ -773,7 +773,10 @@ int ops_volume_info(const struct principal *p, const char *name, struct volume_v
 	r = own_volume(p, name, &v);
 	if (r < 0)
 		return r;
-	refresh_used(&v, true);
+	/* A committed volume or an image never changes: its used bytes are the ones recorded
+	 * when it was committed, and reading them again would activate it for nothing (a
+	 * snapshotter asks after every layer it removes). */
+	refresh_used(&v, v.state == VOLUME_READY);
 	return make_view(p, &v, true, ret_view);
 }
 
@@ -884,7 +887,9 @@ int ops_volume_commit(const struct principal *p, const char *name, const char *n
 		if (r != -ENOENT)
 			return internal(r, "read volume");
 	}
-	refresh_used(&v, false);
+	/* Its used bytes are read here for good (a committed volume never changes), even if
+	 * it is not active, as it may have been written before the daemon last stopped. */
+	refresh_used(&v, true);
 	r = pool_deactivate_thin(ops.pool, v.thin_id);
 	if (r == -EBUSY)
 		return fail(r, "volume %s is busy: detach it before committing", name);

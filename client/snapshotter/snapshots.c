@@ -111,7 +111,7 @@ static void step_done(struct op *op, const char *name, struct timespec *since)
 {
 	size_t n = strlen(op->steps);
 
-	snprintf(op->steps + n, sizeof op->steps - n, "%s%s %.2f", n ? ", " : "", name,
+	snprintf(op->steps + n, sizeof op->steps - n, "%s%s %.3f", n ? ", " : "", name,
 	         seconds_since(since));
 	clock_gettime(CLOCK_MONOTONIC, since);
 }
@@ -556,7 +556,7 @@ enum snap_code snap_prepare(struct snapshots *s, const char *key, const char *pa
 	}
 	op_end(&op);
 	if (st->code == SNAP_OK)
-		snap_log("%s%s%.*s: %s (%.2f s: %s)", op.what, parent[0] ? " from " : "",
+		snap_log("%s%s%.*s: %s (%.3f s: %s)", op.what, parent[0] ? " from " : "",
 		         parent[0] ? KEY_QUOTE : 0, parent, ret_mount->source,
 		         seconds_since(&start), op.steps);
 	else
@@ -685,7 +685,7 @@ enum snap_code snap_commit(struct snapshots *s, const char *name, const char *ke
 	}
 	op_end(&op);
 	if (st->code == SNAP_OK)
-		snap_log("%s as %.*s (%.2f s: %s)", op.what, KEY_QUOTE, name, seconds_since(&start),
+		snap_log("%s as %.*s (%.3f s: %s)", op.what, KEY_QUOTE, name, seconds_since(&start),
 		         op.steps);
 	else
 		snap_log("%s", st->message);
@@ -728,7 +728,7 @@ out:
 	snap_record_clear(&rec);
 	op_end(&op);
 	if (st->code == SNAP_OK)
-		snap_log("%s (%.2f s: %s)", op.what, seconds_since(&start), op.steps);
+		snap_log("%s (%.3f s: %s)", op.what, seconds_since(&start), op.steps);
 	else if (st->code != SNAP_NOT_FOUND)
 		snap_log("%s", st->message);
 	return st->code;

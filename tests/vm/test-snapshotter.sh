@@ -343,7 +343,7 @@ sed -nE 's/.* snapshotter: (prepare|view|commit|remove) ([^ ]+)( from [^ ]+)?.* 
 		print kind, "total", $2; n = split($3, parts, ", ")
 		for (i = 1; i <= n; i++) { split(parts[i], kv, " "); print kind, kv[1], kv[2] } }' |
 	sort -k1,1 -k2,2 -k3,3n | awk '{ key = $1 " " $2; v[key, ++n[key]] = $3 }
-		END { for (k in n) { m = n[k]; printf "%-16s %5.2f (%.2f-%.2f) of %d\n", k, v[k, int((m + 1) / 2)], v[k, 1], v[k, m], m } }' |
+		END { for (k in n) { m = n[k]; printf "%-16s %6.3f (%.3f-%.3f) of %d\n", k, v[k, int((m + 1) / 2)], v[k, 1], v[k, m], m } }' |
 	sort
 stop_daemon
 echo "$test_name: PASS"

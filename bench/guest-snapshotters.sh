@@ -7,7 +7,12 @@
 # the first), the time from `ctr image import` of a two-layer image to a container's
 # first output, RUNS times (default 3, `ctr image rm --sync` between), then
 # snapshotter-latency's Prepare, Commit and Remove through containerd's snapshots API,
-# ROUNDS rounds (default 10). Writes
+# ROUNDS rounds (default 10); then the same calls made to devmapper and thinproxy
+# themselves, with no containerd in between (measures named direct-...): containerd's
+# Remove only drops its own record, and the snapshotter's Remove is called later by its
+# garbage collection, so a snapshotter's Remove is timed there alone. devmapper runs in
+# snapshotter-latency's process on a pool of its own, thinproxy's agents are asked at
+# their sockets, in the container. Writes
 # snapshotters.tsv (SNAPSHOTTER MEASURE N MEDIAN_MS P90_MS MIN_MS MAX_MS) to
 # $TP_RESULTS and prints it. A benchmark, not a test:
 #   TP_BUILD=$PWD/build tests/vm/run bench/guest-snapshotters.sh
@@ -61,9 +66,23 @@ measure() {
 		awk -v sn="$sn" '{ printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sn, $1, $2, $3, $4, $5, $6 }' >>"$out"
 }
 
+# direct SNAPSHOTTER ARG...: snapshotter-latency ARG... (the rest of its command line,
+# with no containerd in between), its measures named direct-..., into $out.
+direct() {
+	local sn=$1
+	shift
+	step "$sn: Prepare, Commit and Remove at the snapshotter itself, $rounds rounds"
+	"$@" --rounds "$rounds" |
+		awk -v sn="$sn" '{ printf "%s\tdirect-%s\t%s\t%s\t%s\t%s\t%s\n", sn, $1, $2, $3, $4, $5, $6 }' >>"$out"
+}
+
 measure overlayfs
 measure devmapper
 containerd_stop
+# containerd's garbage collection removes whatever a snapshotter has that containerd
+# does not know of: the direct rounds run with containerd stopped.
+devmapper_pool tp-bench-direct
+direct devmapper "$latency" --devmapper-pool tp-bench-direct --devmapper-root "$scratch/devmapper-direct" 2>>"$TP_RESULTS/devmapper-direct.log"
 
 # thinproxy as a tenant runs it: the daemon on the guest, containerd and the agent in
 # alice's container, which sees alice's directory and no device-mapper.
@@ -84,6 +103,9 @@ containerd_start "$(proxy_plugin_config thinproxy)"$'\n'"$(proxy_plugin_config t
 measure thinproxy
 measure thinproxy-64m
 containerd_stop
+for sn in thinproxy thinproxy-64m; do
+	direct "$sn" in_container "$ctrd_container" "$latency" --address "/run/containerd/$sn.sock" --snapshotter "$sn"
+done
 kill $agents
 for pid in $agents; do
 	while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done

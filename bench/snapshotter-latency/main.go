@@ -1,9 +1,17 @@
 // snapshotter-latency: how long a snapshotter takes to Prepare, Commit and Remove, timed
 // at the containerd.services.snapshots.v1 API (containerd's proxy client), so that the
 // same calls measure a snapshotter inside containerd (its socket, a snapshotter's name:
-// devmapper, overlayfs, or a proxy plugin such as thinproxy) or an agent's own socket.
+// devmapper, overlayfs, or a proxy plugin such as thinproxy) or an agent's own socket;
+// or containerd's devmapper snapshotter itself, in this process, on a dm-thin pool.
 //
 //	snapshotter-latency --address SOCKET [--snapshotter NAME] [--namespace NS] [--rounds N]
+//	snapshotter-latency --devmapper-pool POOL --devmapper-root DIR [--rounds N]
+//
+// Through containerd, Remove only drops containerd's own record: the snapshotter's
+// Remove comes later, from its garbage collection. A snapshotter's own Remove is timed
+// at the snapshotter: an agent's socket, or devmapper in this process (with the
+// configuration of tests/vm/containerd.sh's devmapper_config), as containerd's garbage
+// collection calls it.
 //
 // Each round: Prepare a parentless key (a new file system), Commit it, Prepare a child of
 // it, Remove the child, Remove the committed parent. Prints one line per operation:
@@ -23,6 +31,7 @@ import (
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/pkg/dialer"
 	"github.com/containerd/containerd/snapshots"
+	"github.com/containerd/containerd/snapshots/devmapper"
 	"github.com/containerd/containerd/snapshots/proxy"
 	"google.golang.org/grpc"
 )
@@ -32,12 +41,36 @@ func main() {
 	name := flag.String("snapshotter", "thinproxy", "the snapshotter's name in the requests")
 	ns := flag.String("namespace", "bench", "the containerd namespace")
 	rounds := flag.Int("rounds", 10, "rounds")
+	pool := flag.String("devmapper-pool", "", "time containerd's devmapper snapshotter in this process, on this dm-thin pool")
+	root := flag.String("devmapper-root", "", "the devmapper snapshotter's directory (its metadata)")
 	flag.Parse()
-	if flag.NArg() != 0 || *rounds < 1 {
-		fmt.Fprintln(os.Stderr, "usage: snapshotter-latency --address SOCKET [--snapshotter NAME] [--namespace NS] [--rounds N]")
+	if flag.NArg() != 0 || *rounds < 1 || (*pool == "") != (*root == "") {
+		fmt.Fprintln(os.Stderr, "usage: snapshotter-latency --address SOCKET [--snapshotter NAME] [--namespace NS] [--rounds N]\n"+
+			"       snapshotter-latency --devmapper-pool POOL --devmapper-root DIR [--rounds N]")
 		os.Exit(2)
 	}
-	if err := run(*address, *name, *ns, *rounds); err != nil {
+	ctx := namespaces.WithNamespace(context.Background(), *ns)
+	var sn snapshots.Snapshotter
+	if *pool != "" {
+		dm, err := devmapper.NewSnapshotter(ctx, &devmapper.Config{RootPath: *root, PoolName: *pool,
+			BaseImageSize: "64MB", DiscardBlocks: true})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "snapshotter-latency: devmapper on %s: %v\n", *pool, err)
+			os.Exit(1)
+		}
+		defer dm.Close()
+		sn = dm
+	} else {
+		conn, err := grpc.Dial(dialer.DialAddress(*address), grpc.WithInsecure(),
+			grpc.WithContextDialer(dialer.ContextDialer))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "snapshotter-latency: %s: %v\n", *address, err)
+			os.Exit(1)
+		}
+		defer conn.Close()
+		sn = proxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), *name)
+	}
+	if err := run(ctx, sn, *rounds); err != nil {
 		fmt.Fprintf(os.Stderr, "snapshotter-latency: %v\n", err)
 		os.Exit(1)
 	}
@@ -66,15 +99,7 @@ func (o *op) print() {
 		ms(o.times[0]), ms(o.times[n-1]))
 }
 
-func run(address, name, ns string, rounds int) error {
-	conn, err := grpc.Dial(dialer.DialAddress(address), grpc.WithInsecure(),
-		grpc.WithContextDialer(dialer.ContextDialer))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	sn := proxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), name)
-	ctx := namespaces.WithNamespace(context.Background(), ns)
+func run(ctx context.Context, sn snapshots.Snapshotter, rounds int) error {
 	// Roots of containerd's garbage collection, so that it leaves them alone meanwhile.
 	gcRoot := snapshots.WithLabels(map[string]string{
 		"containerd.io/gc.root": time.Now().UTC().Format(time.RFC3339)})

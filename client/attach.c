@@ -14,6 +14,7 @@
 
 #include <linux/nbd.h>
 
+#include "tp-backoff.h"
 #include "tp-cleanup.h"
 #include "tp-rules.h"
 #include "attach.h"
@@ -33,27 +34,6 @@
 #define RELEASE_MS     5000
 /* How long detach waits for a claim on the device (a mount going away) to end. */
 #define CLAIM_MS 10000
-
-/* Sleep MS milliseconds. */
-static void nap(long ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-/* Sleep for the next of a series of looks at something that is about to change: 1 ms,
- * doubling up to 20 ms, so that a change a moment away is seen at once and a slow one
- * costs a look every 20 ms. *STEP starts at 1; returns the milliseconds slept. */
-static long nap_next(long *step)
-{
-	long ms = *step;
-
-	nap(ms);
-	*step = ms * 2 > 20 ? 20 : ms * 2;
-	return ms;
-}
 
 /* A whole number of seconds or connections within MIN..MAX from option OPTION's value S. */
 static int parse_count(const char *what, const char *option, const char *s, unsigned min,
@@ -368,7 +348,7 @@ int cmd_attach(struct ctx *c, const struct args *a)
 /* Wait until PID is no longer a keeper, at most MS milliseconds. */
 static bool wait_keeper(const struct attachment *rec, long ms)
 {
-	for (long waited = 0, step = 1; waited < ms; waited += nap_next(&step))
+	for (long waited = 0, step = 1; waited < ms; waited += tp_backoff(&step))
 		if (!registry_keeper_alive(rec))
 			return true;
 	return !registry_keeper_alive(rec);
@@ -420,11 +400,7 @@ int detach_device(int index, bool mounted_ok, char *reason, size_t reason_len)
 	/* A lazy unmount (MNT_DETACH, as containerd's tests unmount) ends the file system
 	 * only once nothing uses it, which writes what it still holds: that claim is worth
 	 * waiting for, a while. */
-	for (long waited = 0, step = 1;
-	     !mounted_ok && waited < CLAIM_MS && nbd_device_claimed(index);
-	     waited += nap_next(&step))
-		;
-	if (!mounted_ok && nbd_device_claimed(index))
+	if (!mounted_ok && !nbd_device_wait_unclaimed(index, CLAIM_MS))
 		return set_reason(-EBUSY, reason, reason_len,
 		                  "busy: in use (mounted in another mount namespace?)");
 
@@ -449,7 +425,7 @@ int detach_device(int index, bool mounted_ok, char *reason, size_t reason_len)
 	 * unmounted, connection or not: nothing to wait for then. */
 	for (long waited = 0, step = 1;
 	     !mounted_ok && waited < RELEASE_MS && nbd_device_connected(index);
-	     waited += nap_next(&step))
+	     waited += tp_backoff(&step))
 		;
 	registry_remove(index, 0);
 	return 0;

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tp-backoff.h"
 #include "tp-cleanup.h"
 #include "nbd-device.h"
 
@@ -174,6 +175,14 @@ bool nbd_device_claimed(int index)
 		return errno == EBUSY;
 	close(fd);
 	return false;
+}
+
+bool nbd_device_wait_unclaimed(int index, long ms)
+{
+	for (long waited = 0, step = 1; waited < ms; waited += tp_backoff(&step))
+		if (!nbd_device_claimed(index))
+			return true;
+	return !nbd_device_claimed(index);
 }
 
 bool nbd_driver_present(void)

@@ -29,6 +29,8 @@ int nbd_device_read_only(int index, bool *ret_read_only);
  * connection is gone but whose file system is still mounted (anywhere) must not be
  * configured for another volume, which that mount would then write to. */
 bool nbd_device_claimed(int index);
+/* Wait until nothing claims device INDEX, at most MS milliseconds; whether it is free. */
+bool nbd_device_wait_unclaimed(int index, long ms);
 
 /* Whether the kernel has the NBD driver here: sysfs shows its module (loaded or built
  * in), or /dev holds an NBD device (a container may be given a device without sysfs). */

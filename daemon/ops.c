@@ -22,6 +22,7 @@
 #include "ops.h"
 #include "pool.h"
 #include "store.h"
+#include "tp-backoff.h"
 #include "tp-cleanup.h"
 
 static struct {
@@ -438,9 +439,9 @@ static int still_open(struct volume *v, bool *ret_open)
 	struct thin_status ts;
 	int r;
 
-	/* Looks 1 ms apart at first, doubling up to 20 ms: an nbdkit closes the device a
-	 * moment after its client disconnects, and a Remove waits on that. */
-	for (int waited = 0, step = 1;; waited += step, step = step * 2 > 20 ? 20 : step * 2) {
+	/* An nbdkit closes the device a moment after its client disconnects, and a Remove
+	 * waits on that: looked at again and again, soon at first (tp_backoff). */
+	for (long waited = 0, step = 1;;) {
 		if (pool_thin_status(ops.pool, v->thin_id, &ts) < 0 || !ts.active ||
 		    !ts.open_count) {
 			*ret_open = false;
@@ -454,7 +455,7 @@ static int still_open(struct volume *v, bool *ret_open)
 			log_debug("volume %s is open: waiting up to %d ms for it to close", v->name,
 			          CLOSE_GRACE_MS);
 		pthread_mutex_unlock(&ops.lock);
-		nanosleep(&(struct timespec){.tv_nsec = step * 1000 * 1000}, NULL);
+		waited += tp_backoff(&step);
 		pthread_mutex_lock(&ops.lock);
 		if (ops.store == NULL)
 			return -ESHUTDOWN;

@@ -335,16 +335,10 @@ static int remove_lost_found(int index, char *reason, size_t len)
 	context = -1;
 	/* The last reference to the file system goes as the descriptors close; a device
 	 * still claimed after that is not ours to hand out. */
-	for (long waited = 0, step_ms = 1; nbd_device_claimed(index); waited += step_ms) {
-		struct timespec ts = {.tv_nsec = step_ms * 1000000};
-
-		if (waited >= RELEASE_MS) {
-			snprintf(reason, len,
-			         "%s: still in use after its file system was unmounted", device);
-			return -EBUSY;
-		}
-		nanosleep(&ts, NULL);
-		step_ms = step_ms * 2 > 20 ? 20 : step_ms * 2;
+	if (!nbd_device_wait_unclaimed(index, RELEASE_MS)) {
+		snprintf(reason, len, "%s: still in use after its file system was unmounted",
+		         device);
+		return -EBUSY;
 	}
 	return 0;
 fail:

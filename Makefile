@@ -145,6 +145,10 @@ LIBS_test-store := $(call pc,--libs,sqlite3)
 OBJS_test-change := $(BUILD)/daemon/change.o $(BUILD)/daemon/store.o $(BUILD)/daemon/log.o \
                     $(BUILD)/tests/unit/fake-pool.o
 LIBS_test-change := $(call pc,--libs,sqlite3)
+# test-ops: the operations' errors on a real store and the fake pool.
+OBJS_test-ops := $(BUILD)/daemon/ops.o $(BUILD)/daemon/change.o $(BUILD)/daemon/store.o \
+                 $(BUILD)/daemon/log.o $(BUILD)/tests/unit/fake-pool.o
+LIBS_test-ops := $(call pc,--libs,sqlite3) -lpthread
 OBJS_test-pool := $(BUILD)/daemon/pool.o $(BUILD)/daemon/log.o
 LIBS_test-pool := $(call pc,--libs,devmapper check)
 OBJS_test-client-output := $(BUILD)/client/output.o

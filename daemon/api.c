@@ -49,63 +49,54 @@ static void cleanup_json(json_object **j)
 
 /* Replies */
 
-static void reply_error(struct reply *rep, unsigned status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void reply_error(struct reply *rep, unsigned status, const char *code, const char *fmt, ...)
+/* Each error code's HTTP status and name in the API (docs/api.md). */
+static const struct {
+	unsigned status;
+	const char *name;
+} error_table[] = {
+    [TP_ERROR_INVALID_REQUEST] = {400, "invalid_request"},
+    [TP_ERROR_INVALID_NAME] = {400, "invalid_name"},
+    [TP_ERROR_INVALID_SIZE] = {400, "invalid_size"},
+    [TP_ERROR_NOT_FOUND] = {404, "not_found"},
+    [TP_ERROR_METHOD_NOT_ALLOWED] = {405, "method_not_allowed"},
+    [TP_ERROR_EXISTS] = {409, "exists"},
+    [TP_ERROR_BUSY] = {409, "busy"},
+    [TP_ERROR_READ_ONLY] = {409, "read_only"},
+    [TP_ERROR_TOO_LARGE] = {413, "too_large"},
+    [TP_ERROR_UNSUPPORTED_MEDIA_TYPE] = {415, "unsupported_media_type"},
+    [TP_ERROR_QUOTA_EXCEEDED] = {507, "quota_exceeded"},
+    [TP_ERROR_POOL_FULL] = {507, "pool_full"},
+    [TP_ERROR_INTERNAL] = {500, "internal"},
+};
+
+static void reply_error(struct reply *rep, enum tp_error code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void reply_error(struct reply *rep, enum tp_error code, const char *fmt, ...)
 {
 	char msg[512];
 	json_object *err = json_object_new_object(), *top = json_object_new_object();
 	va_list ap;
 
+	if ((size_t)code >= sizeof error_table / sizeof error_table[0] ||
+	    error_table[code].name == NULL)
+		code = TP_ERROR_INTERNAL;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	json_object_object_add(err, "code", json_object_new_string(code));
+	json_object_object_add(err, "code", json_object_new_string(error_table[code].name));
 	json_object_object_add(err, "message", json_object_new_string(msg));
 	json_object_object_add(top, "error", err);
 	json_object_put(rep->json);
 	rep->json = top;
-	rep->status = status;
+	rep->status = error_table[code].status;
 }
 
-/* Turn an ops result into an error reply. */
+/* Turn an ops result R into an error reply. */
 static void reply_ops_error(struct reply *rep, int r)
 {
 	const char *msg = ops_error_message();
 
-	if (*msg == '\0')
-		msg = strerror(-r);
-	switch (r) {
-	case -EINVAL:
-		if (strncmp(msg, "invalid size", 12) == 0)
-			reply_error(rep, 400, "invalid_size", "%s", msg);
-		else if (strncmp(msg, "invalid", 7) == 0 && strstr(msg, " name ") != NULL)
-			reply_error(rep, 400, "invalid_name", "%s", msg);
-		else
-			reply_error(rep, 400, "invalid_request", "%s", msg);
-		break;
-	case -ENOENT:
-		reply_error(rep, 404, "not_found", "%s", msg);
-		break;
-	case -EEXIST:
-		reply_error(rep, 409, "exists", "%s", msg);
-		break;
-	case -EBUSY:
-		reply_error(rep, 409, "busy", "%s", msg);
-		break;
-	case -EROFS:
-		reply_error(rep, 409, "read_only", "%s", msg);
-		break;
-	case -EDQUOT:
-		reply_error(rep, 507, "quota_exceeded", "%s", msg);
-		break;
-	case -ENOSPC:
-		reply_error(rep, 507, "pool_full", "%s", msg);
-		break;
-	default:
-		reply_error(rep, 500, "internal", "%s", msg);
-		break;
-	}
+	reply_error(rep, ops_error_code(r), "%s", *msg ? msg : strerror(-r));
 }
 
 /* A byte count as the API shows it: JSON integers stop at 2^63 - 1. */
@@ -230,7 +221,7 @@ static void put_image(FILE *f, const struct image_view *im)
  * writing answers 500 by itself. */
 static void reply_no_memory(struct reply *rep)
 {
-	reply_error(rep, 500, "internal", "cannot write the answer: %s", strerror(ENOMEM));
+	reply_error(rep, TP_ERROR_INTERNAL, "cannot write the answer: %s", strerror(ENOMEM));
 }
 
 static FILE *json_text_begin(struct reply *rep)
@@ -387,7 +378,7 @@ static int parse_body(const struct api_request *req, struct reply *rep, const ch
 	enum json_tokener_error jerr;
 
 	if (req->len == 0) {
-		reply_error(rep, 400, "invalid_request", "a JSON object body is required");
+		reply_error(rep, TP_ERROR_INVALID_REQUEST, "a JSON object body is required");
 		return -EINVAL;
 	}
 	tok = json_tokener_new_ex(8);
@@ -411,13 +402,13 @@ static int parse_body(const struct api_request *req, struct reply *rep, const ch
 	}
 	json_tokener_free(tok);
 	if (jerr != json_tokener_success || obj == NULL) {
-		reply_error(rep, 400, "invalid_request", "malformed JSON body: %s",
+		reply_error(rep, TP_ERROR_INVALID_REQUEST, "malformed JSON body: %s",
 		            jerr != json_tokener_success ? json_tokener_error_desc(jerr)
 		                                         : "null is not an object");
 		return -EINVAL;
 	}
 	if (!json_object_is_type(obj, json_type_object)) {
-		reply_error(rep, 400, "invalid_request", "the body must be a JSON object");
+		reply_error(rep, TP_ERROR_INVALID_REQUEST, "the body must be a JSON object");
 		return -EINVAL;
 	}
 	{
@@ -427,7 +418,7 @@ static int parse_body(const struct api_request *req, struct reply *rep, const ch
 
 		if (json_key_with_nul(req->body, req->len, &key, &len)) {
 			reply_error(
-			    rep, 400, "invalid_request",
+			    rep, TP_ERROR_INVALID_REQUEST,
 			    "key \"%s\" contains a NUL byte: no field name or label key may",
 			    quoted(key, len, buf, sizeof buf));
 			return -EINVAL;
@@ -440,7 +431,7 @@ static int parse_body(const struct api_request *req, struct reply *rep, const ch
 		for (i = 0; allowed[i] && strcmp(allowed[i], key) != 0; i++)
 			;
 		if (allowed[i] == NULL) {
-			reply_error(rep, 400, "invalid_request", "unknown field \"%.64s\"", key);
+			reply_error(rep, TP_ERROR_INVALID_REQUEST, "unknown field \"%.64s\"", key);
 			return -EINVAL;
 		}
 	}
@@ -458,16 +449,16 @@ static int get_string(json_object *o, const char *key, bool required, struct rep
 	if (!json_object_object_get_ex(o, key, &v) || v == NULL) {
 		if (!required)
 			return 0;
-		reply_error(rep, 400, "invalid_request", "missing field \"%s\"", key);
+		reply_error(rep, TP_ERROR_INVALID_REQUEST, "missing field \"%s\"", key);
 		return -EINVAL;
 	}
 	if (!json_object_is_type(v, json_type_string)) {
-		reply_error(rep, 400, "invalid_request", "field \"%s\" must be a string", key);
+		reply_error(rep, TP_ERROR_INVALID_REQUEST, "field \"%s\" must be a string", key);
 		return -EINVAL;
 	}
 	*ret = json_object_get_string(v);
 	if (strlen(*ret) != (size_t)json_object_get_string_len(v)) {
-		reply_error(rep, 400, "invalid_request", "field \"%s\" contains a NUL byte", key);
+		reply_error(rep, TP_ERROR_INVALID_REQUEST, "field \"%s\" contains a NUL byte", key);
 		return -EINVAL;
 	}
 	return 0;
@@ -489,7 +480,7 @@ static int get_uint(json_object *o, const char *key, uint64_t max, bool nullable
 		return 0;
 	}
 	if (v == NULL || !json_object_is_type(v, json_type_int)) {
-		reply_error(rep, 400, size_field(key) ? "invalid_size" : "invalid_request",
+		reply_error(rep, size_field(key) ? TP_ERROR_INVALID_SIZE : TP_ERROR_INVALID_REQUEST,
 		            "field \"%s\" must be a non-negative integer", key);
 		return -EINVAL;
 	}
@@ -498,7 +489,7 @@ static int get_uint(json_object *o, const char *key, uint64_t max, bool nullable
 	errno = 0;
 	i = json_object_get_int64(v);
 	if (i < 0 || errno == ERANGE || (uint64_t)i > max || json_object_get_uint64(v) > max) {
-		reply_error(rep, 400, size_field(key) ? "invalid_size" : "invalid_request",
+		reply_error(rep, size_field(key) ? TP_ERROR_INVALID_SIZE : TP_ERROR_INVALID_REQUEST,
 		            "field \"%s\" is out of range (0 to %" PRIu64 ")", key, max);
 		return -EINVAL;
 	}
@@ -527,20 +518,20 @@ static int get_labels(json_object *o, const char *key, enum label_use use, struc
 	if (!json_object_object_get_ex(o, key, &v))
 		return 0;
 	if (!json_object_is_type(v, json_type_object)) {
-		reply_error(rep, 400, "invalid_request",
+		reply_error(rep, TP_ERROR_INVALID_REQUEST,
 		            "field \"%s\" must be an object of labels: {\"key\": \"value\"%s}", key,
 		            use == LABELS_PATCH ? ", \"removed\": null" : "");
 		return -EINVAL;
 	}
 	n = (size_t)json_object_object_length(v);
 	if (n > TP_LABELS_MAX) {
-		reply_error(rep, 400, "invalid_request", "too many labels: %zu, at most %d", n,
+		reply_error(rep, TP_ERROR_INVALID_REQUEST, "too many labels: %zu, at most %d", n,
 		            TP_LABELS_MAX);
 		return -EINVAL;
 	}
 	labels = calloc(n ? n : 1, sizeof *labels);
 	if (labels == NULL) {
-		reply_error(rep, 500, "internal", "%s", strerror(ENOMEM));
+		reply_error(rep, TP_ERROR_INTERNAL, "%s", strerror(ENOMEM));
 		return -ENOMEM;
 	}
 	json_object_object_foreach (v, k, val) {
@@ -554,7 +545,7 @@ static int get_labels(json_object *o, const char *key, enum label_use use, struc
 			value_len = (size_t)json_object_get_string_len(val);
 		} else {
 			reply_error(
-			    rep, 400, "invalid_request", "label \"%s\": the value must be %s",
+			    rep, TP_ERROR_INVALID_REQUEST, "label \"%s\": the value must be %s",
 			    quoted(k, strlen(k), buf, sizeof buf),
 			    use == LABELS_PATCH ? "a string, or null to remove it" : "a string");
 			free(labels);
@@ -562,7 +553,7 @@ static int get_labels(json_object *o, const char *key, enum label_use use, struc
 		}
 		why = tp_label_invalid(k, strlen(k), value, value_len);
 		if (why != NULL) {
-			reply_error(rep, 400, "invalid_request", "label \"%s\": %s",
+			reply_error(rep, TP_ERROR_INVALID_REQUEST, "label \"%s\": %s",
 			            quoted(k, strlen(k), buf, sizeof buf), why);
 			free(labels);
 			return -EINVAL;
@@ -618,7 +609,7 @@ static int get_label_filter(const struct api_request *req, struct reply *rep,
 	char buf[160];
 
 	if (req->n_labels > TP_LABELS_MAX) {
-		reply_error(rep, 400, "invalid_request", "too many label filters: at most %d",
+		reply_error(rep, TP_ERROR_INVALID_REQUEST, "too many label filters: at most %d",
 		            TP_LABELS_MAX);
 		return -EINVAL;
 	}
@@ -627,7 +618,7 @@ static int get_label_filter(const struct api_request *req, struct reply *rep,
 	filter = calloc(req->n_labels ? req->n_labels : 1, sizeof *filter);
 	text = malloc(total + 1);
 	if (filter == NULL || text == NULL) {
-		reply_error(rep, 500, "internal", "%s", strerror(ENOMEM));
+		reply_error(rep, TP_ERROR_INTERNAL, "%s", strerror(ENOMEM));
 		return -ENOMEM;
 	}
 	for (i = 0; i < req->n_labels; i++) {
@@ -642,7 +633,7 @@ static int get_label_filter(const struct api_request *req, struct reply *rep,
 		key_len = eq ? (size_t)(eq - s) : len;
 		why = tp_label_invalid(s, key_len, eq ? eq + 1 : NULL, eq ? len - key_len - 1 : 0);
 		if (why != NULL) {
-			reply_error(rep, 400, "invalid_request", "label filter \"%s\": %s",
+			reply_error(rep, TP_ERROR_INVALID_REQUEST, "label filter \"%s\": %s",
 			            quoted(s, len, buf, sizeof buf), why);
 			return -EINVAL;
 		}
@@ -674,7 +665,7 @@ static bool is(const struct route *rt, const char *method)
 
 static void method_not_allowed(struct reply *rep, const char *allowed)
 {
-	reply_error(rep, 405, "method_not_allowed", "method not allowed here; use %s", allowed);
+	reply_error(rep, TP_ERROR_METHOD_NOT_ALLOWED, "method not allowed here; use %s", allowed);
 }
 
 /* The volume V an ops call answered with (R), or its error; V's labels go. */
@@ -803,7 +794,7 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 		return;
 	}
 	if (n == 0 || strcmp(seg[0], "volumes") != 0)
-		return reply_error(rep, 404, "not_found", "no such resource");
+		return reply_error(rep, TP_ERROR_NOT_FOUND, "no such resource");
 	if (n == 1 && is(rt, "GET"))
 		return list_volumes(p, rt->req, rep);
 	if (n == 1 && is(rt, "POST")) {
@@ -823,7 +814,7 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 			return;
 		labels_array = labels.l;
 		if (parent == NULL && !has_size)
-			return reply_error(rep, 400, "invalid_request",
+			return reply_error(rep, TP_ERROR_INVALID_REQUEST,
 			                   "give \"size\" for a new volume or \"parent\" for a "
 			                   "snapshot");
 		if (parent)
@@ -849,7 +840,7 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 				return;
 			patch_array = patch.l;
 			if (patch.l == NULL)
-				return reply_error(rep, 400, "invalid_request",
+				return reply_error(rep, TP_ERROR_INVALID_REQUEST,
 				                   "missing field \"labels\"");
 			return volume_reply(rep, p, 200,
 			                    ops_volume_set_labels(p, seg[1], &patch, &v), &v);
@@ -893,10 +884,10 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 		    get_uint(body, "size", UINT64_MAX >> 1, false, &has_size, &size, rep) < 0)
 			return;
 		if (!has_size)
-			return reply_error(rep, 400, "invalid_request", "missing field \"size\"");
+			return reply_error(rep, TP_ERROR_INVALID_REQUEST, "missing field \"size\"");
 		return volume_reply(rep, p, 200, ops_volume_resize(p, seg[1], size, &v), &v);
 	}
-	reply_error(rep, 404, "not_found", "no such resource");
+	reply_error(rep, TP_ERROR_NOT_FOUND, "no such resource");
 }
 
 static int tenant_spec_from(struct route *rt, struct tenant_spec *spec, bool need_name,
@@ -1086,11 +1077,11 @@ static void route_images(struct route *rt)
 		         json_object_is_type(all, json_type_boolean) &&
 		         json_object_get_boolean(all);
 		if ((tenant == NULL) == !to_all)
-			return reply_error(rep, 400, "invalid_request",
+			return reply_error(rep, TP_ERROR_INVALID_REQUEST,
 			                   "give either \"tenant\" or \"all\": true");
 		return image_reply(rep, 200, ops_image_publish(rt->seg[2], tenant, &im), &im);
 	}
-	reply_error(rep, 404, "not_found", "no such resource");
+	reply_error(rep, TP_ERROR_NOT_FOUND, "no such resource");
 }
 
 static void route_grants(struct route *rt)
@@ -1099,7 +1090,7 @@ static void route_grants(struct route *rt)
 	int r;
 
 	if (rt->n != 2)
-		return reply_error(rep, 404, "not_found", "no such resource");
+		return reply_error(rep, TP_ERROR_NOT_FOUND, "no such resource");
 	if (is(rt, "GET")) {
 		CLEANUP_FREE struct grant_view *views = NULL;
 		size_t n, i;
@@ -1138,13 +1129,13 @@ static void route_grants(struct route *rt)
 			return;
 		if (json_object_object_get_ex(body, "write", &w)) {
 			if (!json_object_is_type(w, json_type_boolean))
-				return reply_error(rep, 400, "invalid_request",
+				return reply_error(rep, TP_ERROR_INVALID_REQUEST,
 				                   "field \"write\" must be true or false");
 			g.write = json_object_get_boolean(w);
 		}
 		if (strlen(owner) > TP_NAME_MAX || strlen(volume) > TP_NAME_MAX ||
 		    strlen(to) > TP_NAME_MAX)
-			return reply_error(rep, 400, "invalid_name", "names are at most %d bytes",
+			return reply_error(rep, TP_ERROR_INVALID_NAME, "names are at most %d bytes",
 			                   TP_NAME_MAX);
 		snprintf(g.owner, sizeof g.owner, "%s", owner);
 		snprintf(g.volume, sizeof g.volume, "%s", volume);
@@ -1181,7 +1172,7 @@ static void route_admin(struct route *rt)
 		return;
 	}
 	if (rt->n < 2 || strcmp(rt->seg[0], "v1") != 0)
-		return reply_error(rep, 404, "not_found", "no such resource");
+		return reply_error(rep, TP_ERROR_NOT_FOUND, "no such resource");
 	if (strcmp(rt->seg[1], "pool") == 0 && rt->n == 2) {
 		struct pool_view pv;
 		json_object *o, *d, *m;
@@ -1220,7 +1211,7 @@ static void route_admin(struct route *rt)
 		return route_images(rt);
 	if (strcmp(rt->seg[1], "grants") == 0)
 		return route_grants(rt);
-	reply_error(rep, 404, "not_found", "no such resource");
+	reply_error(rep, TP_ERROR_NOT_FOUND, "no such resource");
 }
 
 /* Split URL into at most SEGMENTS_MAX non-empty segments, in place. */
@@ -1246,23 +1237,23 @@ static void dispatch(const struct principal *p, struct route *rt, const char *ur
 	const char *ctype = rt->req->content_type;
 
 	if (strlen(url) > 1024 || (copy = strdup(url)) == NULL)
-		return reply_error(rt->rep, 404, "not_found", "no such resource");
+		return reply_error(rt->rep, TP_ERROR_NOT_FOUND, "no such resource");
 	api_unescape(copy);
 	if (split_url(copy, rt->seg, &rt->n) < 0)
-		return reply_error(rt->rep, 404, "not_found", "no such resource");
+		return reply_error(rt->rep, TP_ERROR_NOT_FOUND, "no such resource");
 	if (rt->req->too_large)
-		return reply_error(rt->rep, 413, "too_large", "request body over %d bytes",
+		return reply_error(rt->rep, TP_ERROR_TOO_LARGE, "request body over %d bytes",
 		                   BODY_MAX);
 	if (rt->req->len > 0 &&
 	    (ctype == NULL || (strncasecmp(ctype, "application/json", 16) != 0 ||
 	                       (ctype[16] != '\0' && ctype[16] != ';'))))
-		return reply_error(rt->rep, 415, "unsupported_media_type",
+		return reply_error(rt->rep, TP_ERROR_UNSUPPORTED_MEDIA_TYPE,
 		                   "request bodies must be application/json");
 	if (p->admin)
 		return route_admin(rt);
 	if (rt->n >= 1 && strcmp(rt->seg[0], "v1") == 0)
 		return route_tenant(p, rt, rt->seg + 1, rt->n - 1);
-	reply_error(rt->rep, 404, "not_found", "no such resource");
+	reply_error(rt->rep, TP_ERROR_NOT_FOUND, "no such resource");
 }
 
 /* REP as the bytes to send. */

@@ -50,22 +50,74 @@ static atomic_bool interrupted;
 #define STRINGIFY_(x) #x
 #define STRINGIFY(x)  STRINGIFY_(x)
 
-static __thread char ops_errmsg[512];
+/* The error of this thread's last ops call: a code for the API and a message. */
+static __thread struct {
+	enum tp_error code;
+	char message[512];
+} ops_err;
 
 const char *ops_error_message(void)
 {
-	return ops_errmsg;
+	return ops_err.message;
 }
 
-/* Set this thread's error message and return R. */
-static int __attribute__((format(printf, 2, 3))) fail(int r, const char *fmt, ...)
+static void ops_error_clear(void)
+{
+	ops_err.code = TP_ERROR_NONE;
+	ops_err.message[0] = '\0';
+}
+
+/* The code of an error that has no more specific one: by its errno. */
+static enum tp_error code_of(int r)
+{
+	switch (r) {
+	case -EINVAL:
+		return TP_ERROR_INVALID_REQUEST;
+	case -ENOENT:
+		return TP_ERROR_NOT_FOUND;
+	case -EEXIST:
+		return TP_ERROR_EXISTS;
+	case -EBUSY:
+		return TP_ERROR_BUSY;
+	case -EROFS:
+		return TP_ERROR_READ_ONLY;
+	case -EDQUOT:
+		return TP_ERROR_QUOTA_EXCEEDED;
+	case -ENOSPC:
+		return TP_ERROR_POOL_FULL;
+	default:
+		return TP_ERROR_INTERNAL;
+	}
+}
+
+enum tp_error ops_error_code(int r)
+{
+	return ops_err.code != TP_ERROR_NONE ? ops_err.code : code_of(r);
+}
+
+/* Set this thread's error (CODE, and the message) and return R. */
+static int __attribute__((format(printf, 3, 4)))
+fail_code(enum tp_error code, int r, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(ops_errmsg, sizeof ops_errmsg, fmt, ap);
+	vsnprintf(ops_err.message, sizeof ops_err.message, fmt, ap);
 	va_end(ap);
+	ops_err.code = code;
 	return r;
+}
+
+/* fail_code with the code of R's errno. */
+#define fail(r, ...) fail_code(code_of(r), (r), __VA_ARGS__)
+
+/* NAME of a KIND ("volume", "tenant") is not a name by include/tp-rules.h. */
+static int fail_name(const char *kind, const char *name)
+{
+	return fail_code(TP_ERROR_INVALID_NAME, -EINVAL,
+	                 "invalid %s name \"%.80s\": use 1-63 of a-z 0-9 . _ -, starting with a "
+	                 "letter or digit",
+	                 kind, name);
 }
 
 /* An internal failure: logged here, once, and reported to the caller as such. */
@@ -80,9 +132,12 @@ static void unlock(pthread_mutex_t **m)
 	if (*m)
 		pthread_mutex_unlock(*m);
 }
+/* Every ops call starts with it: the lock, held to the end of the scope, and no error
+ * of an earlier call left to be mistaken for this one's. */
 #define LOCKED                                                                 \
 	__attribute__((cleanup(unlock))) pthread_mutex_t *_locked = &ops.lock; \
-	pthread_mutex_lock(_locked)
+	pthread_mutex_lock(_locked);                                           \
+	ops_error_clear()
 
 /* References and views */
 
@@ -197,10 +252,7 @@ static int own_volume(const struct principal *p, const char *name, struct volume
 	int r;
 
 	if (!tp_name_valid(name))
-		return fail(-EINVAL,
-		            "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-		            "starting with a letter or digit",
-		            name);
+		return fail_name("volume", name);
 	r = store_volume_get(ops.store, p->tenant_id, name, ret);
 	if (r == -ENOENT || (r == 0 && !volume_settled(ret)))
 		return fail(-ENOENT, "no such volume: %s", name);
@@ -365,10 +417,10 @@ static int check_quota(const struct principal *p, uint64_t add_size)
 static int check_size(uint64_t size)
 {
 	if (size < TP_SIZE_MIN || size > TP_SIZE_MAX || size % 512)
-		return fail(-EINVAL,
-		            "invalid size %" PRIu64
-		            ": a multiple of 512 bytes from 64 KiB to 16 PiB",
-		            size);
+		return fail_code(TP_ERROR_INVALID_SIZE, -EINVAL,
+		                 "invalid size %" PRIu64
+		                 ": a multiple of 512 bytes from 64 KiB to 16 PiB",
+		                 size);
 	return 0;
 }
 
@@ -385,10 +437,7 @@ static int create_volume(const struct principal *p, enum change_op op, const cha
 	int r;
 
 	if (!tp_name_valid(name))
-		return fail(-EINVAL,
-		            "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-		            "starting with a letter or digit",
-		            name);
+		return fail_name("volume", name);
 	r = store_volume_get(ops.store, p->tenant_id, name, &existing);
 	if (r == 0)
 		return fail(-EEXIST, "%s %s exists%s", op == CHANGE_IMPORT ? "image" : "volume",
@@ -825,10 +874,10 @@ int ops_volume_snapshot(const struct principal *p, const char *name, const char 
 	if (size == 0)
 		size = origin.size;
 	if (size < origin.size)
-		return fail(-EINVAL,
-		            "invalid size %" PRIu64 ": a snapshot of %s needs at least %" PRIu64
-		            " bytes",
-		            size, parent, origin.size);
+		return fail_code(TP_ERROR_INVALID_SIZE, -EINVAL,
+		                 "invalid size %" PRIu64
+		                 ": a snapshot of %s needs at least %" PRIu64 " bytes",
+		                 size, parent, origin.size);
 	r = create_volume(p, CHANGE_SNAPSHOT, name, size, &origin, labels, &clk, &v);
 	return r < 0 ? r : make_view(p, &v, true, ret_view);
 }
@@ -859,10 +908,7 @@ int ops_volume_commit(const struct principal *p, const char *name, const char *n
 	if (r < 0 || (r = check_labels(labels, false)) < 0)
 		return r;
 	if (new_name != NULL && !tp_name_valid(new_name))
-		return fail(-EINVAL,
-		            "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-		            "starting with a letter or digit",
-		            new_name);
+		return fail_name("volume", new_name);
 	rename = new_name != NULL && strcmp(new_name, name) != 0;
 	if (v.state == VOLUME_COMMITTED)
 		return commit_again(p, &v, rename, labels, ret_view);
@@ -978,9 +1024,10 @@ int ops_volume_resize(const struct principal *p, const char *name, uint64_t size
 	if (v.state != VOLUME_READY)
 		return fail(-EROFS, "volume %s is read-only (committed)", name);
 	if (size < v.size)
-		return fail(-EINVAL,
-		            "invalid size %" PRIu64 ": volumes only grow (%s is %" PRIu64 " bytes)",
-		            size, name, v.size);
+		return fail_code(TP_ERROR_INVALID_SIZE, -EINVAL,
+		                 "invalid size %" PRIu64 ": volumes only grow (%s is %" PRIu64
+		                 " bytes)",
+		                 size, name, v.size);
 	if (size == v.size)
 		return make_view(p, &v, true, ret_view);
 	r = check_quota(p, size - v.size);
@@ -1131,10 +1178,7 @@ static int tenant_by_name(const char *name, struct tenant *ret)
 	int r;
 
 	if (!tp_name_valid(name))
-		return fail(-EINVAL,
-		            "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-		            "starting with a letter or digit",
-		            name);
+		return fail_name("tenant", name);
 	r = store_tenant_get(ops.store, name, ret);
 	if (r == -ENOENT)
 		return fail(r, "no such tenant: %s", name);
@@ -1163,12 +1207,10 @@ int ops_tenant_add(const struct tenant_spec *spec, struct tenant_view *ret_view)
 	int r;
 
 	if (!tp_name_valid(spec->name))
-		return fail(-EINVAL,
-		            "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-		            "starting with a letter or digit",
-		            spec->name);
+		return fail_name("tenant", spec->name);
 	if (strcmp(spec->name, "images") == 0)
-		return fail(-EINVAL, "invalid tenant name \"images\": reserved for images");
+		return fail_code(TP_ERROR_INVALID_NAME, -EINVAL,
+		                 "invalid tenant name \"images\": reserved for images");
 	LOCKED;
 	snprintf(t.name, sizeof t.name, "%s", spec->name);
 	apply_spec(spec, &t);
@@ -1523,7 +1565,8 @@ static int image_by_name(const char *name, struct volume *ret)
 	int r;
 
 	if (!tp_name_valid(name))
-		return fail(-EINVAL, "invalid image name \"%.80s\"", name);
+		return fail_code(TP_ERROR_INVALID_NAME, -EINVAL, "invalid image name \"%.80s\"",
+		                 name);
 	r = store_volume_get(ops.store, 0, name, ret);
 	if (r == 0 && ret->state == VOLUME_IMPORTING)
 		return fail(-EBUSY, "image %s is busy: it is being imported", name);
@@ -1604,7 +1647,8 @@ static int grant_target(const struct grant_view *g, struct volume *ret_volume,
 	if (owner.id == ret_to->id)
 		return fail(-EINVAL, "invalid grant: %s already owns %s", g->to, g->volume);
 	if (!tp_name_valid(g->volume))
-		return fail(-EINVAL, "invalid volume name \"%.80s\"", g->volume);
+		return fail_code(TP_ERROR_INVALID_NAME, -EINVAL, "invalid volume name \"%.80s\"",
+		                 g->volume);
 	r = store_volume_get(ops.store, owner.id, g->volume, ret_volume);
 	if (r == -ENOENT || (r == 0 && !volume_settled(ret_volume)))
 		return fail(-ENOENT, "no such volume: %s/%s", g->owner, g->volume);

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include "tp-rules.h"
+#include "tp-error.h"
 
 /* Who is asking: the admin socket, or one tenant's socket / nbdkit. */
 struct principal {
@@ -136,7 +137,11 @@ struct grant_view {
 	bool write;
 };
 
-/* The message that goes with the last error this thread's ops call returned. */
+/* The code of error R, which this thread's last ops call returned: the one the call gave
+ * it, or else the one of its errno. */
+enum tp_error ops_error_code(int r);
+/* The message that goes with the last error this thread's ops call returned ("" if it
+ * gave none). */
 const char *ops_error_message(void);
 
 /* Take over STORE and POOL, reconcile them (see docs/architecture.md) and bring every

@@ -55,21 +55,50 @@ static size_t volume_labels(int i)
 }
 
 static char errmsg[512];
+static enum tp_error errcode;
 
 const char *ops_error_message(void)
 {
 	return errmsg;
 }
 
-static int __attribute__((format(printf, 2, 3))) fail(int r, const char *fmt, ...)
+enum tp_error ops_error_code(int r)
+{
+	if (errcode != TP_ERROR_NONE)
+		return errcode;
+	switch (r) {
+	case -EINVAL:
+		return TP_ERROR_INVALID_REQUEST;
+	case -ENOENT:
+		return TP_ERROR_NOT_FOUND;
+	case -EEXIST:
+		return TP_ERROR_EXISTS;
+	case -EBUSY:
+		return TP_ERROR_BUSY;
+	case -EROFS:
+		return TP_ERROR_READ_ONLY;
+	case -EDQUOT:
+		return TP_ERROR_QUOTA_EXCEEDED;
+	case -ENOSPC:
+		return TP_ERROR_POOL_FULL;
+	default:
+		return TP_ERROR_INTERNAL;
+	}
+}
+
+static int __attribute__((format(printf, 3, 4)))
+fail_code(enum tp_error code, int r, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(errmsg, sizeof errmsg, fmt, ap);
 	va_end(ap);
+	errcode = code;
 	return r;
 }
+
+#define fail(r, ...) fail_code(TP_ERROR_NONE, (r), __VA_ARGS__)
 
 /* Every string an op gets is a C string: reading it all is what ASan checks here. */
 static void check_string(const char *s)
@@ -106,10 +135,10 @@ static void check_principal(const struct principal *p)
 static int tenant_index(const char *name)
 {
 	if (!tp_name_valid(name))
-		return fail(-EINVAL,
-		            "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-		            "starting with a letter or digit",
-		            name);
+		return fail_code(TP_ERROR_INVALID_NAME, -EINVAL,
+		                 "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+		                 "starting with a letter or digit",
+		                 name);
 	for (size_t i = 0; i < sizeof tenants / sizeof tenants[0]; i++)
 		if (strcmp(tenants[i].name, name) == 0)
 			return (int)i;
@@ -131,10 +160,10 @@ static int own_volume(const struct principal *p, const char *name)
 	check_principal(p);
 	check_string(name);
 	if (!tp_name_valid(name))
-		return fail(-EINVAL,
-		            "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-		            "starting with a letter or digit",
-		            name);
+		return fail_code(TP_ERROR_INVALID_NAME, -EINVAL,
+		                 "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+		                 "starting with a letter or digit",
+		                 name);
 	i = volume_index(p->tenant_id, name);
 	return i < 0 ? fail(-ENOENT, "no such volume: %s", name) : i;
 }
@@ -142,10 +171,10 @@ static int own_volume(const struct principal *p, const char *name)
 static int check_size(uint64_t size)
 {
 	if (size < TP_SIZE_MIN || size > TP_SIZE_MAX || size % 512)
-		return fail(-EINVAL,
-		            "invalid size %" PRIu64
-		            ": a multiple of 512 bytes from 64 KiB to 16 PiB",
-		            size);
+		return fail_code(TP_ERROR_INVALID_SIZE, -EINVAL,
+		                 "invalid size %" PRIu64
+		                 ": a multiple of 512 bytes from 64 KiB to 16 PiB",
+		                 size);
 	return 0;
 }
 
@@ -360,10 +389,10 @@ int ops_volume_snapshot(const struct principal *p, const char *name, const char 
 	if (size == 0)
 		size = volumes[i].size;
 	if (size < volumes[i].size)
-		return fail(-EINVAL,
-		            "invalid size %" PRIu64 ": a snapshot of %s needs at least %" PRIu64
-		            " bytes",
-		            size, parent, volumes[i].size);
+		return fail_code(TP_ERROR_INVALID_SIZE, -EINVAL,
+		                 "invalid size %" PRIu64
+		                 ": a snapshot of %s needs at least %" PRIu64 " bytes",
+		                 size, parent, volumes[i].size);
 	r = ops_volume_create(p, name, size, labels, ret_view);
 	if (r == 0)
 		snprintf(ret_view->parent, sizeof ret_view->parent, "%s", parent);
@@ -384,10 +413,11 @@ int ops_volume_commit(const struct principal *p, const char *name, const char *n
 	if (new_name != NULL) {
 		check_string(new_name);
 		if (!tp_name_valid(new_name))
-			return fail(-EINVAL,
-			            "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-			            "starting with a letter or digit",
-			            new_name);
+			return fail_code(
+			    TP_ERROR_INVALID_NAME, -EINVAL,
+			    "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+			    "starting with a letter or digit",
+			    new_name);
 	}
 	rename = new_name != NULL && strcmp(new_name, name) != 0;
 	if (strcmp(volumes[i].state, "committed") == 0 && (rename || labels != NULL))
@@ -452,9 +482,10 @@ int ops_volume_resize(const struct principal *p, const char *name, uint64_t size
 	if (strcmp(volumes[i].state, "ready") != 0)
 		return fail(-EROFS, "volume %s is read-only (committed)", name);
 	if (size < volumes[i].size)
-		return fail(-EINVAL,
-		            "invalid size %" PRIu64 ": volumes only grow (%s is %" PRIu64 " bytes)",
-		            size, name, volumes[i].size);
+		return fail_code(TP_ERROR_INVALID_SIZE, -EINVAL,
+		                 "invalid size %" PRIu64 ": volumes only grow (%s is %" PRIu64
+		                 " bytes)",
+		                 size, name, volumes[i].size);
 	make_view(p, i, ret_view);
 	ret_view->size = size;
 	return 0;
@@ -514,12 +545,13 @@ int ops_tenant_add(const struct tenant_spec *spec, struct tenant_view *ret_view)
 	admin_only();
 	check_string(spec->name);
 	if (!tp_name_valid(spec->name))
-		return fail(-EINVAL,
-		            "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-		            "starting with a letter or digit",
-		            spec->name);
+		return fail_code(TP_ERROR_INVALID_NAME, -EINVAL,
+		                 "invalid tenant name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+		                 "starting with a letter or digit",
+		                 spec->name);
 	if (strcmp(spec->name, "images") == 0)
-		return fail(-EINVAL, "invalid tenant name \"images\": reserved for images");
+		return fail_code(TP_ERROR_INVALID_NAME, -EINVAL,
+		                 "invalid tenant name \"images\": reserved for images");
 	if (tenant_index(spec->name) >= 0)
 		return fail(-EEXIST, "tenant %s exists", spec->name);
 	make_tenant_view(0, ret_view);
@@ -624,7 +656,8 @@ static int image_by_name(const char *name)
 
 	check_string(name);
 	if (!tp_name_valid(name))
-		return fail(-EINVAL, "invalid image name \"%.80s\"", name);
+		return fail_code(TP_ERROR_INVALID_NAME, -EINVAL, "invalid image name \"%.80s\"",
+		                 name);
 	i = volume_index(0, name);
 	return i < 0 ? fail(-ENOENT, "no such image: %s", name) : i;
 }
@@ -638,10 +671,10 @@ int ops_image_import(const char *name, const char *path, struct image_view *ret_
 	if (path[0] != '/')
 		return fail(-EINVAL, "invalid image source: an absolute path on the host");
 	if (!tp_name_valid(name))
-		return fail(-EINVAL,
-		            "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
-		            "starting with a letter or digit",
-		            name);
+		return fail_code(TP_ERROR_INVALID_NAME, -EINVAL,
+		                 "invalid volume name \"%.80s\": use 1-63 of a-z 0-9 . _ -, "
+		                 "starting with a letter or digit",
+		                 name);
 	if (volume_index(0, name) >= 0)
 		return fail(-EEXIST, "volume %s exists", name);
 	/* The real one opens PATH here; nothing is read in the fuzzer. */
@@ -712,7 +745,8 @@ static int grant_target(const struct grant_view *g)
 	if (owner == to)
 		return fail(-EINVAL, "invalid grant: %s already owns %s", g->to, g->volume);
 	if (!tp_name_valid(g->volume))
-		return fail(-EINVAL, "invalid volume name \"%.80s\"", g->volume);
+		return fail_code(TP_ERROR_INVALID_NAME, -EINVAL, "invalid volume name \"%.80s\"",
+		                 g->volume);
 	if (volume_index(tenants[owner].id, g->volume) < 0)
 		return fail(-ENOENT, "no such volume: %s/%s", g->owner, g->volume);
 	return 0;

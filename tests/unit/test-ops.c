@@ -1,0 +1,135 @@
+/* Unit tests for daemon/ops.c's errors, on a real SQLite store and the fake pool of
+ * tests/unit/fake-pool.c: every refusal carries its code (include/tp-error.h), set where
+ * the refusal is made, whatever its message says; and no error outlives its call. */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../daemon/log.h"
+#include "../../daemon/ops.h"
+#include "../../daemon/pool.h"
+#include "../../daemon/store.h"
+#include "fake-pool.h"
+
+#define MIB (UINT64_C(1) << 20)
+
+static char dir[64];
+static struct store *st;
+static struct pool *pool;
+static struct principal alice;
+
+static void setup(void)
+{
+	struct pool_config pc = {.state_dir = dir};
+	struct ops_config oc = {.nbd_uid_base = 60000};
+	struct tenant_spec spec = {.name = "alice"};
+	struct tenant_view tv;
+	char path[128];
+
+	log_init("test-ops", false, LOG_CRIT);
+	strcpy(dir, "/tmp/test-ops.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/db", dir);
+	ck_assert_int_eq(store_open(path, &st), 0);
+	ck_assert_int_eq(pool_open(&pc, &pool), 0);
+	ck_assert_int_eq(ops_init(st, pool, &oc), 0);
+	ck_assert_int_eq(ops_tenant_add(&spec, &tv), 0);
+	ck_assert_int_eq(ops_principal_for_tenant("alice", &alice), 0);
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	ops_shutdown();
+	pool_close(pool);
+	store_close(st);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+/* R is the error ops gave CODE, with a message. */
+#define ck_assert_refused(r, err, code)                       \
+	do {                                                  \
+		int r_ = (r);                                 \
+		ck_assert_int_eq(r_, (err));                  \
+		ck_assert_int_eq(ops_error_code(r_), (code)); \
+		ck_assert_str_ne(ops_error_message(), "");    \
+	} while (0)
+
+START_TEST(gives_each_refusal_its_code)
+{
+	struct volume_view v;
+
+	ck_assert_refused(ops_volume_create(&alice, "Bad", 8 * MIB, NULL, &v), -EINVAL,
+	                  TP_ERROR_INVALID_NAME);
+	ck_assert_refused(ops_volume_create(&alice, "v", 8 * MIB + 1, NULL, &v), -EINVAL,
+	                  TP_ERROR_INVALID_SIZE);
+	ck_assert_int_eq(ops_volume_create(&alice, "v", 8 * MIB, NULL, &v), 0);
+	ops_volume_view_clear(&v);
+	ck_assert_refused(ops_volume_create(&alice, "v", 8 * MIB, NULL, &v), -EEXIST,
+	                  TP_ERROR_EXISTS);
+	ck_assert_refused(ops_volume_resize(&alice, "v", 4 * MIB, &v), -EINVAL,
+	                  TP_ERROR_INVALID_SIZE);
+	ck_assert_refused(ops_volume_snapshot(&alice, "s", "v", 4 * MIB, NULL, &v), -EINVAL,
+	                  TP_ERROR_INVALID_SIZE);
+	ck_assert_refused(ops_volume_commit(&alice, "v", "Done", NULL, &v), -EINVAL,
+	                  TP_ERROR_INVALID_NAME);
+	ck_assert_refused(ops_volume_info(&alice, "nosuch", &v), -ENOENT, TP_ERROR_NOT_FOUND);
+	ck_assert_int_eq(ops_volume_commit(&alice, "v", NULL, NULL, &v), 0);
+	ops_volume_view_clear(&v);
+	ck_assert_refused(ops_volume_resize(&alice, "v", 16 * MIB, &v), -EROFS, TP_ERROR_READ_ONLY);
+	ck_assert_int_eq(ops_volume_snapshot(&alice, "s", "v", 0, NULL, &v), 0);
+	ops_volume_view_clear(&v);
+	ck_assert_refused(ops_volume_remove(&alice, "v"), -EBUSY, TP_ERROR_BUSY);
+}
+END_TEST
+
+/* A message is for people: one that reads like a bad name (a grant to its own owner,
+ * of a volume named with spaces) is still the request's error. */
+START_TEST(takes_no_code_from_the_words)
+{
+	struct grant_view g = {.owner = "alice", .to = "alice"};
+
+	snprintf(g.volume, sizeof g.volume, "my name here");
+	ck_assert_refused(ops_grant(&g), -EINVAL, TP_ERROR_INVALID_REQUEST);
+	ck_assert_ptr_nonnull(strstr(ops_error_message(), " name "));
+}
+END_TEST
+
+/* The error of a call is gone when the next call succeeds. */
+START_TEST(forgets_an_error_with_the_next_call)
+{
+	struct volume_view v;
+
+	ck_assert_refused(ops_volume_create(&alice, "Bad", 8 * MIB, NULL, &v), -EINVAL,
+	                  TP_ERROR_INVALID_NAME);
+	ck_assert_int_eq(ops_volume_create(&alice, "good", 8 * MIB, NULL, &v), 0);
+	ops_volume_view_clear(&v);
+	ck_assert_str_eq(ops_error_message(), "");
+	/* An error the call gives no code of its own is known by its errno. */
+	ck_assert_int_eq(ops_error_code(-ENOSPC), TP_ERROR_POOL_FULL);
+	ck_assert_int_eq(ops_error_code(-EIO), TP_ERROR_INTERNAL);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("ops");
+	TCase *tc = tcase_create("ops");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, gives_each_refusal_its_code);
+	tcase_add_test(tc, takes_no_code_from_the_words);
+	tcase_add_test(tc, forgets_an_error_with_the_next_call);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -67,32 +67,9 @@ static void ops_error_clear(void)
 	ops_err.message[0] = '\0';
 }
 
-/* The code of an error that has no more specific one: by its errno. */
-static enum tp_error code_of(int r)
-{
-	switch (r) {
-	case -EINVAL:
-		return TP_ERROR_INVALID_REQUEST;
-	case -ENOENT:
-		return TP_ERROR_NOT_FOUND;
-	case -EEXIST:
-		return TP_ERROR_EXISTS;
-	case -EBUSY:
-		return TP_ERROR_BUSY;
-	case -EROFS:
-		return TP_ERROR_READ_ONLY;
-	case -EDQUOT:
-		return TP_ERROR_QUOTA_EXCEEDED;
-	case -ENOSPC:
-		return TP_ERROR_POOL_FULL;
-	default:
-		return TP_ERROR_INTERNAL;
-	}
-}
-
 enum tp_error ops_error_code(int r)
 {
-	return ops_err.code != TP_ERROR_NONE ? ops_err.code : code_of(r);
+	return ops_err.code != TP_ERROR_NONE ? ops_err.code : tp_error_of_errno(r);
 }
 
 /* Set this thread's error (CODE, and the message) and return R. */
@@ -109,7 +86,7 @@ fail_code(enum tp_error code, int r, const char *fmt, ...)
 }
 
 /* fail_code with the code of R's errno. */
-#define fail(r, ...) fail_code(code_of(r), (r), __VA_ARGS__)
+#define fail(r, ...) fail_code(tp_error_of_errno(r), (r), __VA_ARGS__)
 
 /* NAME of a KIND ("volume", "tenant") is not a name by include/tp-rules.h. */
 static int fail_name(const char *kind, const char *name)

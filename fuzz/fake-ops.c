@@ -64,26 +64,7 @@ const char *ops_error_message(void)
 
 enum tp_error ops_error_code(int r)
 {
-	if (errcode != TP_ERROR_NONE)
-		return errcode;
-	switch (r) {
-	case -EINVAL:
-		return TP_ERROR_INVALID_REQUEST;
-	case -ENOENT:
-		return TP_ERROR_NOT_FOUND;
-	case -EEXIST:
-		return TP_ERROR_EXISTS;
-	case -EBUSY:
-		return TP_ERROR_BUSY;
-	case -EROFS:
-		return TP_ERROR_READ_ONLY;
-	case -EDQUOT:
-		return TP_ERROR_QUOTA_EXCEEDED;
-	case -ENOSPC:
-		return TP_ERROR_POOL_FULL;
-	default:
-		return TP_ERROR_INTERNAL;
-	}
+	return errcode != TP_ERROR_NONE ? errcode : tp_error_of_errno(r);
 }
 
 static int __attribute__((format(printf, 3, 4)))

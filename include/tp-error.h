@@ -5,6 +5,8 @@
 #ifndef TP_ERROR_H
 #define TP_ERROR_H
 
+#include <errno.h>
+
 enum tp_error {
 	TP_ERROR_NONE = 0,
 	TP_ERROR_INVALID_REQUEST, /* malformed, or a field past its rules */
@@ -21,5 +23,29 @@ enum tp_error {
 	TP_ERROR_POOL_FULL,
 	TP_ERROR_INTERNAL,
 };
+
+/* The code of an error known only by its errno R (negative), as the daemon's operations
+ * return them. */
+static inline enum tp_error tp_error_of_errno(int r)
+{
+	switch (r) {
+	case -EINVAL:
+		return TP_ERROR_INVALID_REQUEST;
+	case -ENOENT:
+		return TP_ERROR_NOT_FOUND;
+	case -EEXIST:
+		return TP_ERROR_EXISTS;
+	case -EBUSY:
+		return TP_ERROR_BUSY;
+	case -EROFS:
+		return TP_ERROR_READ_ONLY;
+	case -EDQUOT:
+		return TP_ERROR_QUOTA_EXCEEDED;
+	case -ENOSPC:
+		return TP_ERROR_POOL_FULL;
+	default:
+		return TP_ERROR_INTERNAL;
+	}
+}
 
 #endif

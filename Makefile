@@ -145,8 +145,11 @@ LIBS_test-store := $(call pc,--libs,sqlite3)
 OBJS_test-change := $(BUILD)/daemon/change.o $(BUILD)/daemon/store.o $(BUILD)/daemon/log.o \
                     $(BUILD)/tests/unit/fake-pool.o
 LIBS_test-change := $(call pc,--libs,sqlite3)
-# test-ops: the operations' errors on a real store and the fake pool.
-OBJS_test-ops := $(BUILD)/daemon/ops.o $(BUILD)/daemon/change.o $(BUILD)/daemon/store.o \
+# test-ops: the operations' errors on a real store and the fake pool. The operations are
+# daemon/ops.c and the files of its duties (daemon/ops-internal.h lists them).
+OPS_OBJS := $(patsubst %,$(BUILD)/daemon/%.o,ops access volumes tenants images grants exports \
+              metrics monitor)
+OBJS_test-ops := $(OPS_OBJS) $(BUILD)/daemon/change.o $(BUILD)/daemon/store.o \
                  $(BUILD)/daemon/log.o $(BUILD)/tests/unit/fake-pool.o
 LIBS_test-ops := $(call pc,--libs,sqlite3) -lpthread
 OBJS_test-pool := $(BUILD)/daemon/pool.o $(BUILD)/daemon/log.o

@@ -188,7 +188,7 @@ static void api_remove(const char *name)
 	exit(1);
 }
 
-/* The pool calls the daemon's create, snapshot and remove make (daemon/ops.c,
+/* The pool calls the daemon's create, snapshot and remove make (daemon/volumes.c,
  * daemon/change.c). With STEPS, each also notes there how long its parts took, split as
  * the daemon's log line splits a change: the checks before the message (status reads; for
  * remove also the deactivation) and the message. */

@@ -1,7 +1,7 @@
 /* The pool change protocol: how a volume is created, snapshotted or removed in the store
  * and the pool together, so that the daemon killed at any instant, or a failing pool,
  * leaves nothing lost, leaked or half-done (docs/architecture.md, "The pool change
- * protocol"). The callers (daemon/ops.c) hold the daemon lock around every call.
+ * protocol"). The callers (daemon/ops.c, volumes.c) hold the daemon lock around every call.
  *
  * All functions return 0 or -errno; internal failures are logged here, once. The errors a
  * caller turns into an answer: -EEXIST a volume of that name exists, -ENOSPC the pool is

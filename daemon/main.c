@@ -1,6 +1,6 @@
 /* thinproxyd: flags, setup, and the event loop. The loop owns signals, the periodic
  * pool monitor, nbdkit supervision and the broker; the REST API runs in its own
- * threads (daemon/api.c) and reaches the pool only through daemon/ops.c. */
+ * threads (daemon/api.c) and reaches the pool only through daemon/ops.h. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

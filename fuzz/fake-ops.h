@@ -1,4 +1,4 @@
-/* A stand-in for daemon/ops.c in the fuzz target fuzz-api-request: the same functions,
+/* A stand-in for daemon/ops.h in the fuzz target fuzz-api-request: the same functions,
  * checking their inputs as the real ones do (names with tp_name_valid, sizes against the
  * same bounds, the same -errno and messages), over a fixed set of tenants, volumes, one
  * image and one grant, and changing nothing. What it adds are traps for what api.c must

@@ -1,4 +1,4 @@
-/* Unit tests for daemon/ops.c's errors, on a real SQLite store and the fake pool of
+/* Unit tests for daemon/ops.h's errors, on a real SQLite store and the fake pool of
  * tests/unit/fake-pool.c: every refusal carries its code (include/tp-error.h), set where
  * the refusal is made, whatever its message says; and no error outlives its call. */
 #include <check.h>

@@ -22,6 +22,7 @@
 #include "change.h"
 #include "ops.h"
 #include "store.h"
+#include "tp-cleanup.h"
 #include "tp-error.h"
 
 struct import;
@@ -51,16 +52,10 @@ int fail_code(enum tp_error code, int r, const char *fmt, ...)
 int fail_name(const char *kind, const char *name);
 int internal(int r, const char *what);
 
-static inline void ops_unlock(pthread_mutex_t **m)
-{
-	if (*m)
-		pthread_mutex_unlock(*m);
-}
 /* Every ops call starts with it: the lock, held to the end of the scope, and no error
  * of an earlier call left to be mistaken for this one's. */
-#define LOCKED                                                                     \
-	__attribute__((cleanup(ops_unlock))) pthread_mutex_t *_locked = &ops.lock; \
-	pthread_mutex_lock(_locked);                                               \
+#define LOCKED                 \
+	LOCK_SCOPE(&ops.lock); \
 	ops_error_clear()
 
 /* Who may reach what (daemon/access.c). */

@@ -86,14 +86,6 @@ static struct {
 
 static pthread_mutex_t sv_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void unlock(pthread_mutex_t **m)
-{
-	pthread_mutex_unlock(*m);
-}
-#define LOCKED                                                                \
-	__attribute__((cleanup(unlock))) pthread_mutex_t *_locked = &sv_lock; \
-	pthread_mutex_lock(_locked)
-
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -209,7 +201,7 @@ int supervise_init(const struct supervise_config *cfg)
 	char tenants[PATH_MAX];
 	int r;
 
-	LOCKED;
+	LOCK_SCOPE(&sv_lock);
 	if (sv.initialized)
 		return -EALREADY;
 	if (cfg->run_dir == NULL || cfg->run_dir[0] != '/' || cfg->broker == NULL ||
@@ -959,7 +951,7 @@ int supervise_start_tenant(const char *tenant, uid_t nbd_uid, gid_t nbd_gid, uid
 	bool created = false;
 	int r;
 
-	LOCKED;
+	LOCK_SCOPE(&sv_lock);
 	if (!sv.initialized)
 		return -EINVAL;
 	if (!tp_name_valid(tenant))
@@ -1048,7 +1040,7 @@ int supervise_release_device(const char *tenant, dev_t devnum)
 	struct tenant_proc *t;
 	int held, r;
 
-	LOCKED;
+	LOCK_SCOPE(&sv_lock);
 	t = find(tenant);
 	if (t == NULL || t->pid == 0)
 		return 0;
@@ -1086,7 +1078,7 @@ int supervise_stop_tenant(const char *tenant)
 	bool stopped = false;
 	int r;
 
-	LOCKED;
+	LOCK_SCOPE(&sv_lock);
 	if (!sv.initialized || !tp_name_valid(tenant))
 		return -EINVAL;
 	for (slot = &sv.procs; *slot != NULL && strcmp((*slot)->name, tenant) != 0;
@@ -1144,7 +1136,7 @@ void supervise_reap(void)
 	struct tenant_proc *t;
 	int64_t now = now_ms();
 
-	LOCKED;
+	LOCK_SCOPE(&sv_lock);
 	for (t = sv.procs; t != NULL; t = t->next) {
 		if (t->pid != 0 && wait_exit(t->pidfd, 0)) {
 			char how[128];
@@ -1212,7 +1204,7 @@ int supervise_next_reap_ms(void)
 	struct tenant_proc *t;
 	int64_t now = now_ms(), wait = -1;
 
-	LOCKED;
+	LOCK_SCOPE(&sv_lock);
 	for (t = sv.procs; t != NULL; t = t->next) {
 		int64_t w = -1;
 
@@ -1231,7 +1223,7 @@ const char *supervise_status(const char *tenant)
 {
 	struct tenant_proc *t;
 
-	LOCKED;
+	LOCK_SCOPE(&sv_lock);
 	t = find(tenant);
 	if (t == NULL)
 		return "stopped";
@@ -1244,7 +1236,7 @@ const char *supervise_status(const char *tenant)
 
 void supervise_shutdown(void)
 {
-	LOCKED;
+	LOCK_SCOPE(&sv_lock);
 	while (sv.procs != NULL) {
 		struct tenant_proc *t = sv.procs;
 

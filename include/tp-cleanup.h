@@ -5,6 +5,7 @@
 #define TP_CLEANUP_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -29,9 +30,21 @@ static inline void tp_cleanup_fclose(FILE **f)
 		fclose(*f);
 }
 
+static inline void tp_cleanup_unlock(pthread_mutex_t **m)
+{
+	if (*m)
+		pthread_mutex_unlock(*m);
+}
+
 #define CLEANUP_FREE   __attribute__((cleanup(tp_cleanup_free)))
 #define CLEANUP_CLOSE  __attribute__((cleanup(tp_cleanup_close)))
 #define CLEANUP_FCLOSE __attribute__((cleanup(tp_cleanup_fclose)))
+
+/* Lock the mutex M and hold it to the end of the scope (one a scope: it declares
+ * _locked). */
+#define LOCK_SCOPE(m)                                                               \
+	__attribute__((cleanup(tp_cleanup_unlock))) pthread_mutex_t *_locked = (m); \
+	pthread_mutex_lock(_locked)
 
 #define TAKE_PTR(p)                         \
 	({                                  \

@@ -40,6 +40,7 @@
 
 #include "../daemon/log.h"
 #include "../daemon/pool.h"
+#include "tp-clock.h"
 
 #define GiB           (UINT64_C(1) << 30)
 #define DMSETUP_EVERY 4
@@ -51,14 +52,6 @@ static int api_fd = -1;        /* the kept-alive connection to ADMIN_SOCK */
 static uint64_t api_last_used; /* when it last answered, in microseconds */
 static struct pool *pool;
 static uint32_t next_id = 1; /* our pool's next thin id */
-
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 static _Noreturn void die(const char *what, int r)
 {
@@ -131,14 +124,14 @@ static long api(const char *method, const char *path, const char *json)
 		               tenant, path);
 	if (len < 0 || (size_t)len >= sizeof req)
 		die("request", E2BIG);
-	if (api_fd < 0 || now_us() - api_last_used > 5000000)
+	if (api_fd < 0 || tp_now_us() - api_last_used > 5000000)
 		api_connect();
 	status = exchange(req, (size_t)len);
 	if (status == 0) {
 		api_connect();
 		status = exchange(req, (size_t)len);
 	}
-	api_last_used = now_us();
+	api_last_used = tp_now_us();
 	return status;
 }
 
@@ -197,7 +190,7 @@ enum { STEP_CHECKS, STEP_MESSAGE, STEPS };
 /* The time since *T belongs to step I (noted in STEPS, if given); *T becomes now. */
 static void step(uint64_t *steps, int i, uint64_t *t)
 {
-	uint64_t now = now_us();
+	uint64_t now = tp_now_us();
 
 	if (steps)
 		steps[i] = now - *t;
@@ -216,7 +209,7 @@ static void bare_finish(const char *what, int r, uint64_t *steps, uint64_t *t)
 static void bare_create(uint32_t id, uint64_t *steps)
 {
 	struct pool_status st;
-	uint64_t t = now_us();
+	uint64_t t = tp_now_us();
 	int r;
 
 	if ((r = pool_get_status(pool, &st)) < 0)
@@ -229,7 +222,7 @@ static void bare_snapshot(uint32_t id, uint32_t origin, uint64_t *steps)
 {
 	struct pool_status st;
 	struct thin_status ts;
-	uint64_t t = now_us();
+	uint64_t t = tp_now_us();
 	int r;
 
 	if ((r = pool_thin_status(pool, origin, &ts)) < 0 || (r = pool_get_status(pool, &st)) < 0)
@@ -241,7 +234,7 @@ static void bare_snapshot(uint32_t id, uint32_t origin, uint64_t *steps)
 static void bare_remove(uint32_t id, uint64_t *steps)
 {
 	struct thin_status ts;
-	uint64_t t = now_us();
+	uint64_t t = tp_now_us();
 	int r;
 
 	if ((r = pool_thin_status(pool, id, &ts)) < 0 || (r = pool_deactivate_thin(pool, id)) < 0)
@@ -316,12 +309,12 @@ static uint64_t time_connect(const char *sock, const char *name)
 
 	if (h == NULL || nbd_set_export_name(h, name) < 0)
 		die("nbd_create", ENOMEM);
-	t = now_us();
+	t = tp_now_us();
 	if (nbd_connect_unix(h, sock) < 0) {
 		fprintf(stderr, "bench-meta: connect %s on %s: %s\n", name, sock, nbd_get_error());
 		exit(1);
 	}
-	t = now_us() - t;
+	t = tp_now_us() - t;
 	nbd_shutdown(h, 0);
 	nbd_close(h);
 	return t;
@@ -333,11 +326,11 @@ static void sample(unsigned level, const char *kind, const char *op, uint64_t us
 }
 
 /* Run CALL and print its time as a sample. */
-#define TIMED(level, kind, op, call)                     \
-	do {                                             \
-		uint64_t t0_ = now_us();                 \
-		call;                                    \
-		sample(level, kind, op, now_us() - t0_); \
+#define TIMED(level, kind, op, call)                        \
+	do {                                                \
+		uint64_t t0_ = tp_now_us();                 \
+		call;                                       \
+		sample(level, kind, op, tp_now_us() - t0_); \
 	} while (0)
 
 /* The same calls in batches of BATCH of a kind (api-batch, bare-batch): every call comes
@@ -393,7 +386,7 @@ static void measure_batches(unsigned level, unsigned samples)
 /* Fill the tenant and our pool up to LEVEL volumes each. */
 static void fill(unsigned level, unsigned *have)
 {
-	uint64_t t0 = now_us(), t1;
+	uint64_t t0 = tp_now_us(), t1;
 	char name[32];
 	unsigned n = level - *have;
 
@@ -403,7 +396,7 @@ static void fill(unsigned level, unsigned *have)
 		if (*have % 1000 == 999)
 			fprintf(stderr, "bench-meta: %u volumes\n", *have + 1);
 	}
-	t1 = now_us();
+	t1 = tp_now_us();
 	while (pool && next_id <= level)
 		bare_create(next_id++, NULL);
 	if (n)
@@ -411,7 +404,7 @@ static void fill(unsigned level, unsigned *have)
 		        "bench-meta: filled to %u volumes: %u API creates in %.1f s (%.0f/s), "
 		        "bare creates in %.1f s\n",
 		        level, n, (double)(t1 - t0) / 1e6, n / ((double)(t1 - t0) / 1e6),
-		        (double)(now_us() - t1) / 1e6);
+		        (double)(tp_now_us() - t1) / 1e6);
 	printf("%u\tapi\tfill\t%" PRIu64 "\n", level, n ? (t1 - t0) / n : 0);
 }
 
@@ -490,11 +483,11 @@ static void measure(unsigned level, unsigned samples)
 			       time_connect(handshake_sock, "bench-open"));
 		api_remove("bench-open");
 		bare_create(a, NULL);
-		t = now_us();
+		t = tp_now_us();
 		if ((r = pool_activate_thin(pool, a, GiB, false)) < 0 ||
 		    (fd = r = pool_open_thin(pool, a, O_RDWR)) < 0)
 			die("bare activate", r);
-		sample(level, "bare", "open", now_us() - t);
+		sample(level, "bare", "open", tp_now_us() - t);
 		close(fd);
 		bare_remove(a, NULL);
 	}

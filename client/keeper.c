@@ -26,6 +26,7 @@
 
 #include "tp-broker.h"
 #include "tp-cleanup.h"
+#include "tp-clock.h"
 #include "keeper.h"
 #include "nbd-device.h"
 #include "nbd-ioctl.h"
@@ -85,15 +86,6 @@ void keeper_log(int priority, const char *fmt, ...)
 			(void)!write(log_fd, out,
 			             (size_t)m < sizeof out ? (size_t)m : sizeof out - 1);
 	}
-}
-
-static int64_t elapsed_ms(const struct timespec *since)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (int64_t)(now.tv_sec - since->tv_sec) * 1000 +
-	       (now.tv_nsec - since->tv_nsec) / 1000000;
 }
 
 static int reason_errno(int r, char *reason, size_t len, const char *fmt, ...)
@@ -325,7 +317,7 @@ static int netlink_reconnect(const struct keeper_config *cfg, int index, struct 
 				keeper_log(LOG_NOTICE,
 				           "nbd%d: reconnected to %s after %" PRId64
 				           " ms (%d attempts)",
-				           index, cfg->volume, elapsed_ms(&start), attempts);
+				           index, cfg->volume, tp_elapsed_ms(&start), attempts);
 				return 0;
 			}
 			snprintf(reason, sizeof reason, "NBD_CMD_RECONFIGURE: %s", strerror(-r));
@@ -338,7 +330,7 @@ static int netlink_reconnect(const struct keeper_config *cfg, int index, struct 
 			keeper_log(LOG_WARNING, "nbd%d: reconnect: %s", index, reason);
 			memcpy(last, reason, sizeof last);
 		}
-		if (!expired && elapsed_ms(&start) >= (int64_t)cfg->timeout * 1000) {
+		if (!expired && tp_elapsed_ms(&start) >= (int64_t)cfg->timeout * 1000) {
 			expired = true;
 			keeper_log(LOG_ERR,
 			           "nbd%d: %s unreachable for %us: I/O fails until it is back, "
@@ -740,7 +732,7 @@ static void ioctl_keeper(const struct keeper_config *cfg, int *fds, int ready_fd
 			         strerror(-r));
 			goto fail;
 		}
-		if (elapsed_ms(&start) > START_MS) {
+		if (tp_elapsed_ms(&start) > START_MS) {
 			r = -ETIMEDOUT;
 			snprintf(reason, sizeof reason, "/dev/nbd%d did not start", d.index);
 			goto fail;

@@ -34,6 +34,7 @@
 #include <linux/nbd.h>
 
 #include "tp-cleanup.h"
+#include "tp-clock.h"
 #include "keeper.h"
 #include "relay.h"
 
@@ -103,15 +104,6 @@ static void put32(unsigned char *p, uint32_t v)
 {
 	v = htobe32(v);
 	memcpy(p, &v, sizeof v);
-}
-
-static int64_t elapsed_ms(const struct timespec *since)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (int64_t)(now.tv_sec - since->tv_sec) * 1000 +
-	       (now.tv_nsec - since->tv_nsec) / 1000000;
 }
 
 /* Read exactly LEN bytes: 0, -ECONNRESET at end of file, or -errno. */
@@ -394,7 +386,7 @@ static int reconnect(struct relay *r)
 		if (rc == 0)
 			break;
 		pthread_mutex_lock(&r->lock);
-		if (!r->failing && elapsed_ms(&r->since) >= (int64_t)r->dead_timeout * 1000) {
+		if (!r->failing && tp_elapsed_ms(&r->since) >= (int64_t)r->dead_timeout * 1000) {
 			r->failing = true;
 			pthread_mutex_unlock(&r->lock);
 			keeper_log(
@@ -425,7 +417,7 @@ static int reconnect(struct relay *r)
 	r->up = true;
 	r->failing = false;
 	r->resend_gen = r->gen;
-	r->resend_after_ms = elapsed_ms(&r->since);
+	r->resend_after_ms = tp_elapsed_ms(&r->since);
 	r->resend_attempts = attempts;
 	pthread_cond_signal(&r->resend);
 	pthread_mutex_unlock(&r->lock);
@@ -500,7 +492,7 @@ static void *resends_main(void *arg)
 			           "%s: reconnected after %lld ms (%d attempts), %zd requests "
 			           "resent in %lld ms",
 			           r->name, (long long)after_ms, attempts, resent,
-			           (long long)elapsed_ms(&start));
+			           (long long)tp_elapsed_ms(&start));
 		pthread_mutex_lock(&r->lock);
 	}
 	pthread_mutex_unlock(&r->lock);

@@ -32,6 +32,7 @@
 #include "ops.h"
 #include "tp-broker.h"
 #include "tp-cleanup.h"
+#include "tp-clock.h"
 
 _Static_assert(TP_BROKER_REF_SIZE == TP_REF_MAX + 1, "a wire reference holds any TP_REF_MAX");
 
@@ -53,7 +54,7 @@ struct conn {
 	int fd;
 	struct ucred peer;
 	struct principal p;
-	int64_t deadline; /* now_ms() clock */
+	int64_t deadline; /* tp_now_ms() clock */
 	bool answering;   /* the request is in, the answer on its way */
 	struct tp_broker_request req;
 	/* The answer: rep (with dev, for an OPEN that succeeded), then count entries. */
@@ -83,14 +84,6 @@ static uid_t last_unknown_uid = (uid_t)-1;
 static uid_t last_capped_uid = (uid_t)-1;
 /* Whether a connection was refused for BROKER_MAX since the count last fell below. */
 static bool at_capacity;
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Make DIR, the broker's private directory: root's, mode 0711, so that an nbdkit may
  * reach the socket by its name but nobody may list or change the directory. */
@@ -466,7 +459,7 @@ static int conn_receive(struct broker *b, struct conn *c)
 	else
 		prepare_list(c);
 	c->answering = true;
-	c->deadline = now_ms() + REPLY_TIMEOUT_MS;
+	c->deadline = tp_now_ms() + REPLY_TIMEOUT_MS;
 	conn_send(b, c);
 	return 0;
 }
@@ -537,7 +530,7 @@ static bool accept_one(struct broker *b)
 	c->peer = cred;
 	c->p = p;
 	c->dev = -1;
-	c->deadline = now_ms() + REQUEST_TIMEOUT_MS;
+	c->deadline = tp_now_ms() + REQUEST_TIMEOUT_MS;
 	ev.data.ptr = c;
 	if (epoll_ctl(b->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		log_warning("broker: tenant %s: watch a connection: %m, closing", p.tenant);
@@ -556,7 +549,7 @@ static bool accept_one(struct broker *b)
 static void expire(struct broker *b)
 {
 	struct itimerspec its = {{0, 0}, {0, 0}};
-	int64_t now = now_ms(), next = INT64_MAX;
+	int64_t now = tp_now_ms(), next = INT64_MAX;
 	struct conn *c, *next_c;
 
 	for (c = b->conns; c; c = next_c) {
@@ -582,7 +575,7 @@ static void expire(struct broker *b)
 			next = c->deadline;
 	if (b->n_conns < BROKER_MAX)
 		at_capacity = false;
-	/* Absolute, on the clock of now_ms(); all zero disarms. */
+	/* Absolute, on the clock of tp_now_ms(); all zero disarms. */
 	if (next != INT64_MAX) {
 		its.it_value.tv_sec = next / 1000;
 		its.it_value.tv_nsec = next % 1000 * 1000000;

@@ -44,6 +44,7 @@
 #include "pool.h"
 #include "store.h"
 #include "tp-cleanup.h"
+#include "tp-clock.h"
 
 /* A create that meets thin ids the pool already has tries this many more. */
 #define FOREIGN_RETRIES 8
@@ -69,23 +70,15 @@ static void fault_point(const char *step)
 
 /* Timing */
 
-static uint64_t clock_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 void change_clock_start(struct change_clock *c)
 {
-	*c = (struct change_clock){.start = clock_us()};
+	*c = (struct change_clock){.start = tp_now_us()};
 	c->last = c->start;
 }
 
 void change_clock_lap(struct change_clock *c, enum change_phase phase)
 {
-	uint64_t now = clock_us();
+	uint64_t now = tp_now_us();
 
 	c->us[phase] += now - c->last;
 	c->last = now;

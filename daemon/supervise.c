@@ -27,6 +27,7 @@
 #include "log.h"
 #include "supervise.h"
 #include "tp-cleanup.h"
+#include "tp-clock.h"
 #include "tp-rules.h"
 
 /* The socket-activation fd: sd_listen_fds(3)'s first. */
@@ -85,14 +86,6 @@ static struct {
 } sv = {.plugin_fd = -1, .epoll_fd = -1};
 
 static pthread_mutex_t sv_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* RUN_DIR/tenants/TENANT[/LEAF] into BUF. */
 static int tenant_path(const char *tenant, const char *leaf, char *buf, size_t size)
@@ -676,7 +669,7 @@ static int spawn(struct tenant_proc *t)
 	}
 	t->pid = pid;
 	t->adopted = false;
-	t->started_ms = now_ms();
+	t->started_ms = tp_now_ms();
 	t->restart_ms = 0;
 	r = write_pidfile(t, pid);
 	if (r < 0)
@@ -827,11 +820,11 @@ static int take_socket(int pidfd, const struct tenant_proc *t)
 static bool wait_exit(int pidfd, int timeout_ms)
 {
 	struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = tp_now_ms() + timeout_ms;
 	int r;
 
 	do {
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - tp_now_ms();
 
 		r = poll(&pfd, 1, left > 0 ? (int)left : 0);
 	} while (r < 0 && errno == EINTR);
@@ -921,7 +914,7 @@ static void adopt(struct tenant_proc *t)
 		t->pid = pid;
 		t->adopted = true;
 		t->pidfd = TAKE_FD(pidfd);
-		t->started_ms = now_ms();
+		t->started_ms = tp_now_ms();
 		log_info("tenant %s: adopted running nbdkit %d", t->name, (int)pid);
 		/* It keeps its cgroup, with today's limits; one from before cgroups moves in
 		 * (what it forked before stays where it is). */
@@ -1066,7 +1059,7 @@ int supervise_release_device(const char *tenant, dev_t devnum)
 	t->pid = 0;
 	r = spawn(t);
 	if (r < 0) {
-		t->restart_ms = now_ms() + RESTART_DELAY_MIN_MS;
+		t->restart_ms = tp_now_ms() + RESTART_DELAY_MIN_MS;
 		return r;
 	}
 	return 1;
@@ -1134,7 +1127,7 @@ static const char *how_it_ended(const siginfo_t *si, char *buf, size_t size)
 void supervise_reap(void)
 {
 	struct tenant_proc *t;
-	int64_t now = now_ms();
+	int64_t now = tp_now_ms();
 
 	LOCK_SCOPE(&sv_lock);
 	for (t = sv.procs; t != NULL; t = t->next) {
@@ -1202,7 +1195,7 @@ void supervise_reap(void)
 int supervise_next_reap_ms(void)
 {
 	struct tenant_proc *t;
-	int64_t now = now_ms(), wait = -1;
+	int64_t now = tp_now_ms(), wait = -1;
 
 	LOCK_SCOPE(&sv_lock);
 	for (t = sv.procs; t != NULL; t = t->next) {

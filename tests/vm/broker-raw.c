@@ -36,6 +36,7 @@
 
 #include "tp-broker.h"
 #include "tp-cleanup.h"
+#include "tp-clock.h"
 
 static _Noreturn void die(const char *what, int err)
 {
@@ -139,19 +140,11 @@ static long flood_count(const char *arg)
 /* The flood: SILENT connections that send nothing, then LISTS that send LIST and never
  * read, in that order (so that the daemon, which accepts in order, meets the silent
  * ones first). */
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int flood(const struct sockaddr_un *sa, long silent, long lists)
 {
 	struct sigaction act = {.sa_handler = on_signal};
 	static struct pollfd pfd[FLOOD_MAX];
-	/* When a closed connection may be opened again (now_ms() clock). */
+	/* When a closed connection may be opened again (tp_now_ms() clock). */
 	static int64_t reopen[FLOOD_MAX];
 	unsigned long made = 0, answered = 0, refused = 0;
 	long n = silent + lists;
@@ -167,7 +160,7 @@ static int flood(const struct sockaddr_un *sa, long silent, long lists)
 	for (long i = 0; i < n; i++)
 		pfd[i].fd = -1;
 	while (!stop) {
-		int64_t now = now_ms(), next = INT64_MAX;
+		int64_t now = tp_now_ms(), next = INT64_MAX;
 		int timeout;
 
 		for (long i = 0; i < n; i++) {
@@ -208,7 +201,7 @@ static int flood(const struct sockaddr_un *sa, long silent, long lists)
 		/* What the daemon closed is opened again a second later, not at once: enough
 		 * to keep this uid's share of the broker full, without a busy loop that would
 		 * only measure the CPU. */
-		now = now_ms();
+		now = tp_now_ms();
 		for (long i = 0; i < n; i++) {
 			if (pfd[i].fd < 0 || pfd[i].revents == 0)
 				continue;

@@ -1,5 +1,5 @@
-/* thinproxyd: flags, setup, and the event loop. The loop owns signals, the periodic
- * pool monitor, nbdkit supervision and the broker; the REST API runs in its own
+/* thinproxyd: flags, setup, the event loop and teardown. The loop owns signals, the
+ * periodic pool monitor, nbdkit supervision and the broker; the REST API runs in its own
  * threads (daemon/api.c) and reaches the pool only through daemon/ops.h. */
 #include <errno.h>
 #include <fcntl.h>
@@ -268,78 +268,113 @@ static int run_teardown(void)
 	return r;
 }
 
-static int run(void)
+/* What run() sets up, for the loop and for daemon_teardown, which undoes what is recorded
+ * here and nothing else: a NULL or an fd of -1 was never made, so a setup that failed part
+ * of the way is taken down as far as it went. */
+struct daemon {
+	sigset_t signals; /* the loop's, blocked in every thread since main() */
+	char *db, *tenants_dir, *private_dir, *pidfile, *admin_path, *broker_path;
+	int ready_fd; /* the parent's pipe, until it has its answer (daemonize) */
+	int pid_fd;   /* run_dir/thinproxyd.pid, locked (lock_pidfile) */
+	struct store *store;
+	struct pool *pool;
+	bool supervising; /* supervise_init succeeded */
+	struct broker *broker;
+	bool ops_started; /* ops_init was called: it may have brought tenants up */
+	struct api_server *admin;
+	int ep, sfd, tfd;       /* the loop's epoll set, its signalfd and its timerfd */
+	unsigned monitor_ticks; /* the timer's ticks, for MONITOR_TICKS */
+};
+
+static int setup_paths(struct daemon *d)
 {
-	CLEANUP_FREE char *db = NULL, *tenants_dir = NULL, *private_dir = NULL, *pidfile = NULL,
-	                  *admin_path = NULL, *broker_path = NULL;
-	CLEANUP_CLOSE int pid_fd = -1;
-	CLEANUP_CLOSE int ep = -1;
-	CLEANUP_CLOSE int sfd = -1;
-	CLEANUP_CLOSE int tfd = -1;
-	int ready_fd = -1;
-	struct store *store = NULL;
-	struct pool *pool = NULL;
-	struct broker *broker = NULL;
-	struct api_server *admin = NULL;
-	struct principal admin_principal = {.admin = true};
-	struct pool_config pc = {0};
-	struct supervise_config sc = {0};
-	struct ops_config oc = {0};
-	struct itimerspec its = {.it_interval = {TICK_SECONDS, 0}, .it_value = {TICK_SECONDS, 0}};
-	unsigned monitor_ticks = 0;
-	struct epoll_event ev;
-	sigset_t mask;
-	bool running = true;
+	d->db = path_join(cfg.state_dir, "thinproxy.db", NULL);
+	d->tenants_dir = path_join(cfg.run_dir, "tenants", NULL);
+	d->private_dir = path_join(cfg.run_dir, "private", NULL);
+	d->pidfile = path_join(cfg.run_dir, "thinproxyd.pid", NULL);
+	d->admin_path = path_join(cfg.run_dir, "admin.sock", NULL);
+	d->broker_path = path_join(cfg.run_dir, "private", "broker.sock");
+	if (!d->db || !d->tenants_dir || !d->private_dir || !d->pidfile || !d->admin_path ||
+	    !d->broker_path)
+		return -ENOMEM;
+	return 0;
+}
+
+static int setup_detach(struct daemon *d)
+{
 	int r;
 
-	db = path_join(cfg.state_dir, "thinproxy.db", NULL);
-	tenants_dir = path_join(cfg.run_dir, "tenants", NULL);
-	private_dir = path_join(cfg.run_dir, "private", NULL);
-	pidfile = path_join(cfg.run_dir, "thinproxyd.pid", NULL);
-	admin_path = path_join(cfg.run_dir, "admin.sock", NULL);
-	broker_path = path_join(cfg.run_dir, "private", "broker.sock");
-	if (!db || !tenants_dir || !private_dir || !pidfile || !admin_path || !broker_path)
-		return -ENOMEM;
-
-	if (!cfg.foreground && (r = daemonize(&ready_fd)) < 0)
+	if (!cfg.foreground && (r = daemonize(&d->ready_fd)) < 0)
 		return log_errno(LOG_ERR, r, "detach: %m");
+	return 0;
+}
 
-	/* Directories: state is root's alone; the run directory is traversable so that
-	 * each tenant's socket (with its own owner) is reachable; private/ holds the
-	 * broker, which authenticates its peers by uid. */
+/* Directories: state is root's alone; the run directory is traversable so that each
+ * tenant's socket (with its own owner) is reachable; private/ holds the broker, which
+ * authenticates its peers by uid. */
+static int setup_dirs(struct daemon *d)
+{
+	int r;
+
 	if ((r = ensure_dir(cfg.state_dir, 0700)) < 0 || (r = ensure_dir(cfg.run_dir, 0755)) < 0 ||
-	    (r = ensure_dir(tenants_dir, 0755)) < 0 || (r = ensure_dir(private_dir, 0711)) < 0)
-		goto out;
-	pid_fd = lock_pidfile(pidfile);
-	if (pid_fd < 0) {
-		r = pid_fd;
-		goto out;
-	}
+	    (r = ensure_dir(d->tenants_dir, 0755)) < 0 ||
+	    (r = ensure_dir(d->private_dir, 0711)) < 0)
+		return r;
+	return 0;
+}
 
-	r = store_open(db, &store);
-	if (r < 0)
-		goto out;
+static int setup_pidfile(struct daemon *d)
+{
+	d->pid_fd = lock_pidfile(d->pidfile);
+	return d->pid_fd < 0 ? d->pid_fd : 0;
+}
+
+static int setup_store(struct daemon *d)
+{
+	return store_open(d->db, &d->store);
+}
+
+static int setup_pool(struct daemon *d)
+{
+	struct pool_config pc = {0};
+	int r;
+
 	pool_config_from(&pc);
-	r = pool_open(&pc, &pool);
-	if (r < 0) {
-		log_errno(LOG_ERR, r, "open the thin pool: %m");
-		goto out;
-	}
+	r = pool_open(&pc, &d->pool);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "open the thin pool: %m");
+	return 0;
+}
 
-	supervise_config_from(&sc, broker_path);
+static int setup_supervise(struct daemon *d)
+{
+	struct supervise_config sc = {0};
+	int r;
+
+	supervise_config_from(&sc, d->broker_path);
 	if (sc.cgroup == NULL)
 		log_warning("cgroup = none: tenants' nbdkits run without memory or task limits, "
 		            "and whatever one forks may outlive it when it stops or restarts");
 	r = supervise_init(&sc);
-	if (r < 0) {
-		log_errno(LOG_ERR, r, "start the nbdkit supervisor: %m");
-		goto out;
-	}
-	r = broker_start(broker_path, &broker);
-	if (r < 0) {
-		log_errno(LOG_ERR, r, "listen on %s: %m", broker_path);
-		goto out;
-	}
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "start the nbdkit supervisor: %m");
+	d->supervising = true;
+	return 0;
+}
+
+static int setup_broker(struct daemon *d)
+{
+	int r = broker_start(d->broker_path, &d->broker);
+
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "listen on %s: %m", d->broker_path);
+	return 0;
+}
+
+/* The operations, which bring up every tenant in the store through tenant_up. */
+static int setup_ops(struct daemon *d)
+{
+	struct ops_config oc = {0};
 
 	oc.min_free = cfg.min_free;
 	oc.min_free_percent = cfg.min_free_percent;
@@ -349,120 +384,201 @@ static int run(void)
 	oc.tenant_down = tenant_down;
 	oc.tenant_release = tenant_release;
 	oc.tenant_nbd_state = tenant_nbd_state;
-	r = ops_init(store, pool, &oc);
-	if (r < 0)
-		goto out;
-	r = api_listen(admin_path, 0, 0, 0600, &admin_principal, &admin);
-	if (r < 0) {
-		log_errno(LOG_ERR, r, "listen on %s: %m", admin_path);
-		goto out;
-	}
+	d->ops_started = true;
+	return ops_init(d->store, d->pool, &oc);
+}
 
-	/* Everything that needed full root is done: from here on, only the capabilities
-	 * daemon/caps.c lists, each with its reason. */
-	r = caps_drop_unneeded();
-	if (r < 0)
-		goto out;
+static int setup_admin(struct daemon *d)
+{
+	struct principal admin_principal = {.admin = true};
+	int r = api_listen(d->admin_path, 0, 0, 0600, &admin_principal, &d->admin);
 
-	sigemptyset(&mask);
-	sigaddset(&mask, SIGTERM);
-	sigaddset(&mask, SIGINT);
-	sigaddset(&mask, SIGHUP);
-	sigaddset(&mask, SIGCHLD);
-	ep = epoll_create1(EPOLL_CLOEXEC);
-	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-	tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-	if (ep < 0 || sfd < 0 || tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) < 0) {
-		r = log_errno(LOG_ERR, -errno, "set up the event loop: %m");
-		goto out;
-	}
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "listen on %s: %m", d->admin_path);
+	return 0;
+}
+
+/* Everything that needed full root is done: from here on, only the capabilities
+ * daemon/caps.c lists, each with its reason. */
+static int setup_caps(struct daemon *d)
+{
+	(void)d;
+	return caps_drop_unneeded();
+}
+
+/* The loop's fds: the signals, the monitor's timer, the broker's and the supervisor's
+ * epoll sets. */
+static int setup_loop(struct daemon *d)
+{
+	struct itimerspec its = {.it_interval = {TICK_SECONDS, 0}, .it_value = {TICK_SECONDS, 0}};
+	struct epoll_event ev;
+
+	d->ep = epoll_create1(EPOLL_CLOEXEC);
+	d->sfd = signalfd(-1, &d->signals, SFD_CLOEXEC | SFD_NONBLOCK);
+	d->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (d->ep < 0 || d->sfd < 0 || d->tfd < 0 || timerfd_settime(d->tfd, 0, &its, NULL) < 0)
+		return log_errno(LOG_ERR, -errno, "set up the event loop: %m");
 	ev.events = EPOLLIN;
-	ev.data.fd = sfd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &ev);
-	ev.data.fd = tfd;
-	epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &ev);
+	ev.data.fd = d->sfd;
+	epoll_ctl(d->ep, EPOLL_CTL_ADD, d->sfd, &ev);
+	ev.data.fd = d->tfd;
+	epoll_ctl(d->ep, EPOLL_CTL_ADD, d->tfd, &ev);
 	/* The broker never waits for a peer: its connections and deadlines live in its own
 	 * epoll set, which wakes this loop only when there is work. */
-	ev.data.fd = broker_fd(broker);
-	epoll_ctl(ep, EPOLL_CTL_ADD, broker_fd(broker), &ev);
+	ev.data.fd = broker_fd(d->broker);
+	epoll_ctl(d->ep, EPOLL_CTL_ADD, broker_fd(d->broker), &ev);
 	ev.data.fd = supervise_event_fd();
-	epoll_ctl(ep, EPOLL_CTL_ADD, ev.data.fd, &ev);
+	epoll_ctl(d->ep, EPOLL_CTL_ADD, ev.data.fd, &ev);
+	return 0;
+}
 
+/* Each job of the setup, in order; daemon_teardown undoes them in reverse. */
+static int (*const setup_jobs[])(struct daemon *) = {
+    setup_paths,     setup_detach, setup_dirs, setup_pidfile, setup_store, setup_pool,
+    setup_supervise, setup_broker, setup_ops,  setup_admin,   setup_caps,  setup_loop,
+};
+
+/* Set up everything, then tell the parent that waits (if detached) that we are ready.
+ * Returns 0 or -errno, with what was done recorded in D for daemon_teardown. */
+static int daemon_setup(struct daemon *d)
+{
+	for (size_t i = 0; i < sizeof setup_jobs / sizeof setup_jobs[0]; i++) {
+		int r = setup_jobs[i](d);
+
+		if (r < 0)
+			return r;
+	}
 	log_notice("thinproxyd %s ready: pool %s, store %s, sockets in %s", TP_VERSION,
-	           pool_name(pool), db, cfg.run_dir);
-	report_ready(&ready_fd, 0);
+	           pool_name(d->pool), d->db, cfg.run_dir);
+	report_ready(&d->ready_fd, 0);
+	return 0;
+}
+
+/* The signals that arrived: SIGCHLD reaps, SIGHUP is ignored, the others stop the daemon.
+ * Returns whether it keeps running. */
+static bool loop_signals(struct daemon *d)
+{
+	struct signalfd_siginfo si;
+	bool running = true;
+
+	while (read(d->sfd, &si, sizeof si) == sizeof si) {
+		if (si.ssi_signo == SIGCHLD)
+			supervise_reap();
+		else if (si.ssi_signo == SIGHUP)
+			log_notice("SIGHUP: nothing to reload, ignoring");
+		else {
+			log_notice("signal %u: shutting down", si.ssi_signo);
+			running = false;
+		}
+	}
+	return running;
+}
+
+/* The timer's tick: the pool watched, the volumes monitored every MONITOR_TICKS. */
+static void loop_tick(struct daemon *d)
+{
+	uint64_t ticks;
+
+	if (read(d->tfd, &ticks, sizeof ticks) < 0 && errno != EAGAIN)
+		log_warning("timerfd read failed, ignoring");
+	ops_watch();
+	if (++d->monitor_ticks % MONITOR_TICKS == 0)
+		ops_monitor();
+	supervise_reap();
+}
+
+/* Until a signal stops the daemon (or epoll_wait fails, which is logged). */
+static void daemon_loop(struct daemon *d)
+{
+	bool running = true;
 
 	while (running) {
 		struct epoll_event evs[8];
 		/* Wake up for nbdkit restarts that are due (and adopted nbdkits to look at),
 		 * not only on SIGCHLD and the monitor's tick. */
-		int n = epoll_wait(ep, evs, 8, supervise_next_reap_ms());
+		int n = epoll_wait(d->ep, evs, 8, supervise_next_reap_ms());
 
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
-			r = log_errno(LOG_ERR, -errno, "epoll_wait: %m");
-			break;
+			log_errno(LOG_ERR, -errno, "epoll_wait: %m");
+			return;
 		}
 		if (n == 0)
 			supervise_reap();
 		for (int i = 0; i < n; i++) {
 			int fd = evs[i].data.fd;
 
-			if (fd == sfd) {
-				struct signalfd_siginfo si;
-
-				while (read(sfd, &si, sizeof si) == sizeof si) {
-					if (si.ssi_signo == SIGCHLD)
-						supervise_reap();
-					else if (si.ssi_signo == SIGHUP)
-						log_notice("SIGHUP: nothing to reload, ignoring");
-					else {
-						log_notice("signal %u: shutting down",
-						           si.ssi_signo);
-						running = false;
-					}
-				}
-			} else if (fd == tfd) {
-				uint64_t ticks;
-
-				if (read(tfd, &ticks, sizeof ticks) < 0 && errno != EAGAIN)
-					log_warning("timerfd read failed, ignoring");
-				ops_watch();
-				if (++monitor_ticks % MONITOR_TICKS == 0)
-					ops_monitor();
+			if (fd == d->sfd)
+				running = loop_signals(d) && running;
+			else if (fd == d->tfd)
+				loop_tick(d);
+			else if (fd == broker_fd(d->broker))
+				broker_run(d->broker);
+			else if (fd == supervise_event_fd())
 				supervise_reap();
-			} else if (fd == broker_fd(broker)) {
-				broker_run(broker);
-			} else if (fd == supervise_event_fd()) {
-				supervise_reap();
-			}
 		}
 	}
-	r = 0;
-out:
-	report_ready(&ready_fd, r < 0 ? 1 : 0);
-	ops_interrupt();
-	/* Sockets first, so that no request arrives while the rest goes away; tenants'
-	 * nbdkit processes stay up: attached devices outlive the daemon. */
-	api_stop(admin);
-	while (tenant_sockets) {
-		struct tenant_socket *ts = tenant_sockets;
+}
 
-		tenant_sockets = ts->next;
-		api_stop(ts->api);
-		free(ts);
+/* Undo what D records, in the reverse order of setup_jobs. R is how the setup or the loop
+ * ended: a parent still waiting is told of a failure first, without waiting for the rest. */
+static void daemon_teardown(struct daemon *d, int r)
+{
+	report_ready(&d->ready_fd, r < 0 ? 1 : 0);
+	ops_interrupt();
+	if (d->tfd >= 0)
+		close(d->tfd);
+	if (d->sfd >= 0)
+		close(d->sfd);
+	if (d->ep >= 0)
+		close(d->ep);
+	/* Sockets first, so that no request arrives while the rest goes away (the broker
+	 * serves only from the loop, which has ended); tenants' nbdkit processes stay up:
+	 * attached devices outlive the daemon. */
+	api_stop(d->admin);
+	if (d->ops_started) {
+		/* The tenants' sockets, which ops brought up through tenant_up. */
+		while (tenant_sockets) {
+			struct tenant_socket *ts = tenant_sockets;
+
+			tenant_sockets = ts->next;
+			api_stop(ts->api);
+			free(ts);
+		}
+		ops_shutdown();
 	}
-	if (broker) {
-		broker_stop(broker);
-		unlink(broker_path);
+	if (d->broker) {
+		broker_stop(d->broker);
+		unlink(d->broker_path);
 	}
-	supervise_shutdown();
-	ops_shutdown();
-	pool_close(pool);
-	store_close(store);
-	if (pid_fd >= 0)
-		unlink(pidfile);
+	if (d->supervising)
+		supervise_shutdown();
+	pool_close(d->pool);
+	store_close(d->store);
+	if (d->pid_fd >= 0) {
+		unlink(d->pidfile);
+		close(d->pid_fd);
+	}
+	free(d->db);
+	free(d->tenants_dir);
+	free(d->private_dir);
+	free(d->pidfile);
+	free(d->admin_path);
+	free(d->broker_path);
+}
+
+/* The daemon: setup, the loop, teardown. SIGNALS are the ones main() blocked. */
+static int run(const sigset_t *signals)
+{
+	struct daemon d = {.ready_fd = -1, .pid_fd = -1, .ep = -1, .sfd = -1, .tfd = -1};
+	int r;
+
+	d.signals = *signals;
+	r = daemon_setup(&d);
+	if (r == 0)
+		daemon_loop(&d);
+	daemon_teardown(&d, r);
 	return r;
 }
 
@@ -483,9 +599,9 @@ int main(int argc, char **argv)
 		config_free(&cfg);
 		return EXIT_FAILURE;
 	}
-	/* Signals arrive through the loop's signalfd; block them before any thread starts
-	 * so that the API threads inherit the mask. A write to a vanished client must not
-	 * kill the daemon. */
+	/* Signals arrive through the loop's signalfd, which run() makes from this mask;
+	 * block them before any thread starts so that the API threads inherit the mask. A
+	 * write to a vanished client must not kill the daemon. */
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
@@ -495,7 +611,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	umask(022);
 
-	r = cfg.teardown ? run_teardown() : run();
+	r = cfg.teardown ? run_teardown() : run(&mask);
 	config_free(&cfg);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -96,6 +96,9 @@ static int tenant_path(const char *tenant, const char *leaf, char *buf, size_t s
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
+/* mkdir PATH with MODE, or take an existing directory (not a symlink). Its owner and mode
+ * are left as they are: the daemon (daemon/main.c) makes RUN_DIR/tenants and each
+ * tenant's directory root's, with their modes, before the supervisor gets to them. */
 static int make_dir(const char *path, mode_t mode)
 {
 	struct stat st;

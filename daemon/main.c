@@ -487,8 +487,9 @@ static void loop_tick(struct daemon *d)
 	supervise_reap();
 }
 
-/* Until a signal stops the daemon (or epoll_wait fails, which is logged). */
-static void daemon_loop(struct daemon *d)
+/* Until a signal stops the daemon (0), or epoll_wait fails (logged, -errno: the daemon
+ * then stops as on a signal, but exits with failure). */
+static int daemon_loop(struct daemon *d)
 {
 	bool running = true;
 
@@ -500,10 +501,8 @@ static void daemon_loop(struct daemon *d)
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
-			log_errno(LOG_ERR, -errno, "epoll_wait: %m");
-			return;
-		}
+		if (n < 0)
+			return log_errno(LOG_ERR, -errno, "epoll_wait: %m");
 		if (n == 0)
 			supervise_reap();
 		for (int i = 0; i < n; i++) {
@@ -519,6 +518,7 @@ static void daemon_loop(struct daemon *d)
 				supervise_reap();
 		}
 	}
+	return 0;
 }
 
 /* Undo what D records, in the reverse order of setup_jobs. R is how the setup or the loop
@@ -577,7 +577,7 @@ static int run(const sigset_t *signals)
 	d.signals = *signals;
 	r = daemon_setup(&d);
 	if (r == 0)
-		daemon_loop(&d);
+		r = daemon_loop(&d);
 	daemon_teardown(&d, r);
 	return r;
 }

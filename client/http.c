@@ -9,6 +9,7 @@
 #include <json-c/json.h>
 
 #include "tp-cleanup.h"
+#include "tp-error.h"
 #include "http.h"
 #include "output.h"
 
@@ -36,24 +37,21 @@ static void cleanup_slist(struct curl_slist **l)
 }
 #define CLEANUP_SLIST __attribute__((cleanup(cleanup_slist)))
 
-/* The daemon's error codes (docs/api.md), as errno values for our callers. */
-static const struct {
-	const char *code;
-	int err;
-} error_codes[] = {
-    {"invalid_name", EINVAL},
-    {"invalid_size", EINVAL},
-    {"invalid_request", EINVAL},
-    {"not_found", ENOENT},
-    {"method_not_allowed", EOPNOTSUPP},
-    {"exists", EEXIST},
-    {"busy", EBUSY},
-    {"read_only", EROFS},
-    {"too_large", E2BIG},
-    {"unsupported_media_type", EPROTO},
-    {"quota_exceeded", EDQUOT},
-    {"pool_full", ENOSPC},
-    {"internal", EIO},
+/* The daemon's error codes (include/tp-error.h), as errno values for our callers. */
+static const int error_errno[] = {
+    [TP_ERROR_INVALID_REQUEST] = EINVAL,
+    [TP_ERROR_INVALID_NAME] = EINVAL,
+    [TP_ERROR_INVALID_SIZE] = EINVAL,
+    [TP_ERROR_NOT_FOUND] = ENOENT,
+    [TP_ERROR_METHOD_NOT_ALLOWED] = EOPNOTSUPP,
+    [TP_ERROR_EXISTS] = EEXIST,
+    [TP_ERROR_BUSY] = EBUSY,
+    [TP_ERROR_READ_ONLY] = EROFS,
+    [TP_ERROR_TOO_LARGE] = E2BIG,
+    [TP_ERROR_UNSUPPORTED_MEDIA_TYPE] = EPROTO,
+    [TP_ERROR_QUOTA_EXCEEDED] = EDQUOT,
+    [TP_ERROR_POOL_FULL] = ENOSPC,
+    [TP_ERROR_INTERNAL] = EIO,
 };
 
 int http_open(const char *socket_path, struct http **ret_http)
@@ -290,11 +288,11 @@ static int answer_error(const char *what, long status, const struct buffer *b)
 		break;
 	}
 	if (code != NULL) {
+		enum tp_error known = tp_error_parse(code);
 		size_t i;
 
-		for (i = 0; i < ARRAY_SIZE(error_codes); i++)
-			if (strcmp(code, error_codes[i].code) == 0)
-				err = error_codes[i].err;
+		if (known != TP_ERROR_NONE && (size_t)known < ARRAY_SIZE(error_errno))
+			err = error_errno[known];
 		/* "quota_exceeded" reads "quota exceeded". */
 		snprintf(words, sizeof words, "%s", code);
 		for (i = 0; words[i] != '\0'; i++)

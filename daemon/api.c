@@ -49,24 +49,21 @@ static void cleanup_json(json_object **j)
 
 /* Replies */
 
-/* Each error code's HTTP status and name in the API (docs/api.md). */
-static const struct {
-	unsigned status;
-	const char *name;
-} error_table[] = {
-    [TP_ERROR_INVALID_REQUEST] = {400, "invalid_request"},
-    [TP_ERROR_INVALID_NAME] = {400, "invalid_name"},
-    [TP_ERROR_INVALID_SIZE] = {400, "invalid_size"},
-    [TP_ERROR_NOT_FOUND] = {404, "not_found"},
-    [TP_ERROR_METHOD_NOT_ALLOWED] = {405, "method_not_allowed"},
-    [TP_ERROR_EXISTS] = {409, "exists"},
-    [TP_ERROR_BUSY] = {409, "busy"},
-    [TP_ERROR_READ_ONLY] = {409, "read_only"},
-    [TP_ERROR_TOO_LARGE] = {413, "too_large"},
-    [TP_ERROR_UNSUPPORTED_MEDIA_TYPE] = {415, "unsupported_media_type"},
-    [TP_ERROR_QUOTA_EXCEEDED] = {507, "quota_exceeded"},
-    [TP_ERROR_POOL_FULL] = {507, "pool_full"},
-    [TP_ERROR_INTERNAL] = {500, "internal"},
+/* Each error code's HTTP status (docs/api.md). */
+static const unsigned error_status[] = {
+    [TP_ERROR_INVALID_REQUEST] = 400,
+    [TP_ERROR_INVALID_NAME] = 400,
+    [TP_ERROR_INVALID_SIZE] = 400,
+    [TP_ERROR_NOT_FOUND] = 404,
+    [TP_ERROR_METHOD_NOT_ALLOWED] = 405,
+    [TP_ERROR_EXISTS] = 409,
+    [TP_ERROR_BUSY] = 409,
+    [TP_ERROR_READ_ONLY] = 409,
+    [TP_ERROR_TOO_LARGE] = 413,
+    [TP_ERROR_UNSUPPORTED_MEDIA_TYPE] = 415,
+    [TP_ERROR_QUOTA_EXCEEDED] = 507,
+    [TP_ERROR_POOL_FULL] = 507,
+    [TP_ERROR_INTERNAL] = 500,
 };
 
 static void reply_error(struct reply *rep, enum tp_error code, const char *fmt, ...)
@@ -77,18 +74,17 @@ static void reply_error(struct reply *rep, enum tp_error code, const char *fmt, 
 	json_object *err = json_object_new_object(), *top = json_object_new_object();
 	va_list ap;
 
-	if ((size_t)code >= sizeof error_table / sizeof error_table[0] ||
-	    error_table[code].name == NULL)
+	if ((size_t)code >= sizeof error_status / sizeof error_status[0] || error_status[code] == 0)
 		code = TP_ERROR_INTERNAL;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	json_object_object_add(err, "code", json_object_new_string(error_table[code].name));
+	json_object_object_add(err, "code", json_object_new_string(tp_error_name(code)));
 	json_object_object_add(err, "message", json_object_new_string(msg));
 	json_object_object_add(top, "error", err);
 	json_object_put(rep->json);
 	rep->json = top;
-	rep->status = error_table[code].status;
+	rep->status = error_status[code];
 }
 
 /* Turn an ops result R into an error reply. */

@@ -6,6 +6,7 @@
 #define TP_ERROR_H
 
 #include <errno.h>
+#include <string.h>
 
 enum tp_error {
 	TP_ERROR_NONE = 0,
@@ -21,8 +22,42 @@ enum tp_error {
 	TP_ERROR_UNSUPPORTED_MEDIA_TYPE, /* a request body not JSON */
 	TP_ERROR_QUOTA_EXCEEDED,
 	TP_ERROR_POOL_FULL,
-	TP_ERROR_INTERNAL,
+	TP_ERROR_INTERNAL, /* the last: tp_error_name knows every code up to it */
 };
+
+/* CODE's name in the API ("invalid_name", ...); NULL for TP_ERROR_NONE or a number that is
+ * no code. */
+static inline const char *tp_error_name(enum tp_error code)
+{
+	static const char *const names[] = {
+	    [TP_ERROR_INVALID_REQUEST] = "invalid_request",
+	    [TP_ERROR_INVALID_NAME] = "invalid_name",
+	    [TP_ERROR_INVALID_SIZE] = "invalid_size",
+	    [TP_ERROR_NOT_FOUND] = "not_found",
+	    [TP_ERROR_METHOD_NOT_ALLOWED] = "method_not_allowed",
+	    [TP_ERROR_EXISTS] = "exists",
+	    [TP_ERROR_BUSY] = "busy",
+	    [TP_ERROR_READ_ONLY] = "read_only",
+	    [TP_ERROR_TOO_LARGE] = "too_large",
+	    [TP_ERROR_UNSUPPORTED_MEDIA_TYPE] = "unsupported_media_type",
+	    [TP_ERROR_QUOTA_EXCEEDED] = "quota_exceeded",
+	    [TP_ERROR_POOL_FULL] = "pool_full",
+	    [TP_ERROR_INTERNAL] = "internal",
+	};
+
+	if ((unsigned)code >= sizeof names / sizeof names[0])
+		return NULL;
+	return names[code];
+}
+
+/* The code named NAME in the API; TP_ERROR_NONE if none is. */
+static inline enum tp_error tp_error_parse(const char *name)
+{
+	for (unsigned c = TP_ERROR_NONE + 1; tp_error_name((enum tp_error)c) != NULL; c++)
+		if (strcmp(name, tp_error_name((enum tp_error)c)) == 0)
+			return (enum tp_error)c;
+	return TP_ERROR_NONE;
+}
 
 /* The code of an error known only by its errno R (negative), as the daemon's operations
  * return them. */

@@ -1,7 +1,10 @@
-/* Unit tests for include/tp-rules.h: the name and size rules every program shares. */
+/* Unit tests for include/tp-rules.h: the name and size rules every program shares; and
+ * include/tp-error.h's names of the error codes, which the daemon sends and the client
+ * reads. */
 #include <check.h>
 #include <stdlib.h>
 
+#include "tp-error.h"
 #include "tp-rules.h"
 
 START_TEST(accepts_plain_names)
@@ -167,6 +170,27 @@ START_TEST(rejects_labels_that_are_not_utf8_or_have_controls_in_the_key)
 }
 END_TEST
 
+/* Every code has a name of its own, read back as that code; any other word is no code. */
+START_TEST(names_every_error_code_once)
+{
+	unsigned n = 0;
+
+	ck_assert_ptr_null(tp_error_name(TP_ERROR_NONE));
+	for (unsigned c = TP_ERROR_NONE + 1; c <= TP_ERROR_INTERNAL; c++, n++) {
+		const char *name = tp_error_name((enum tp_error)c);
+
+		ck_assert_ptr_nonnull(name);
+		ck_assert_int_eq(tp_error_parse(name), (int)c);
+	}
+	ck_assert_uint_eq(n, 13);
+	ck_assert_ptr_null(tp_error_name((enum tp_error)(TP_ERROR_INTERNAL + 1)));
+	ck_assert_int_eq(tp_error_parse("busy"), TP_ERROR_BUSY);
+	ck_assert_int_eq(tp_error_parse("Busy"), TP_ERROR_NONE);
+	ck_assert_int_eq(tp_error_parse(""), TP_ERROR_NONE);
+	ck_assert_int_eq(tp_error_parse("internal "), TP_ERROR_NONE);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("rules");
@@ -183,6 +207,7 @@ int main(void)
 	tcase_add_test(tc, accepts_labels_up_to_containerds_limits);
 	tcase_add_test(tc, rejects_label_with_nul);
 	tcase_add_test(tc, rejects_labels_that_are_not_utf8_or_have_controls_in_the_key);
+	tcase_add_test(tc, names_every_error_code_once);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

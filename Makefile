@@ -158,6 +158,8 @@ OBJS_test-client-output := $(BUILD)/client/output.o
 # test-api drives api.c over the fuzz target's fake operations.
 OBJS_test-api := $(BUILD)/daemon/api.o $(BUILD)/fuzz/fake-ops.o
 LIBS_test-api := $(call pc,--libs,libmicrohttpd json-c)
+# test-api-wire: the codec of the wire between the root parent and the API process.
+OBJS_test-api-wire := $(BUILD)/daemon/api-wire.o
 OBJS_test-handshake := $(BUILD)/client/handshake.o
 OBJS_test-snapshotter := $(BUILD)/client/snapshotter/mapping.o \
                          $(BUILD)/client/snapshotter/filter.o \

@@ -203,6 +203,7 @@ FUZZ_TARGETS := $(patsubst fuzz/%.c,build/fuzz/%,$(wildcard fuzz/fuzz-*.c))
 FUZZ_SRCS_api-request := daemon/api.c fuzz/fake-ops.c
 FUZZ_LIBS_api-request := $(call pc,--libs,libmicrohttpd json-c)
 FUZZ_SRCS_handshake   := client/handshake.c
+FUZZ_SRCS_api-wire    := daemon/api-wire.c
 FUZZ_SRCS_snapshot-filter := client/snapshotter/filter.c
 FUZZ_SRCS_grpc-wire   := client/snapshotter/grpc.c $(PROTO_SRCS)
 FUZZ_LIBS_grpc-wire   := $(call pc,--libs,libnghttp2 libprotobuf-c) -lpthread

@@ -44,7 +44,9 @@ vpath %.proto $(PROTO_PATH)
 
 # Programs: every .c of a program's directory is part of it.
 DAEMON      := $(BUILD)/thinproxyd
-DAEMON_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard daemon/*.c))
+# ops-client.c is the API process's stand-in for the operations (issue 21): it defines the
+# same functions as ops.c and its duties, so it links into the API process's programs only.
+DAEMON_OBJS := $(filter-out %/ops-client.o,$(patsubst %.c,$(BUILD)/%.o,$(wildcard daemon/*.c)))
 DAEMON_PKGS := devmapper sqlite3 libmicrohttpd json-c
 CLIENT      := $(BUILD)/thinproxy
 CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c client/snapshotter/*.c)) \

@@ -1,0 +1,831 @@
+/* The API process's side of the wire to the root parent (issue 21): the functions of
+ * daemon/ops.h that api.c calls, each one a request to the parent and its reply. The
+ * parent runs the real operation as the principal of the socket the request names and
+ * answers with its result, its error code and its message, which this file keeps, so
+ * that ops_error_code and ops_error_message answer as the real ones do.
+ *
+ * api.c passes raw URL segments and JSON strings, and the wire carries only what is
+ * valid by include/tp-rules.h (a request the parent cannot decode ends the API process),
+ * so each function refuses here, with ops' own error and words, what the wire cannot
+ * carry. Where ops looks a volume up before it checks the other inputs (a commit's new
+ * name and labels, a patch), the client asks for the volume first, so that a missing one
+ * is still "no such volume". Where it looks up what the wire cannot ask for alone, a
+ * request with two faults answers with the invalid name where ops names the missing
+ * object: an invalid snapshot name under a missing parent, an invalid tenant name for a
+ * missing image's publication, an invalid tenant or volume name in a grant of a missing
+ * tenant, an invalid image name from a source that cannot be read.
+ *
+ * api.c serves requests in several threads; one request and its reply hold the
+ * socketpair at a time, and a listing is asked for page by page, its callback run
+ * between pages without the socketpair held. A reply that does not decode, or a failing
+ * socketpair, leaves the client broken: every call after it fails with -EIO, as the
+ * parent's end can no longer be trusted to be in step. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api-wire-io.h"
+#include "api-wire.h"
+#include "log.h"
+#include "ops-client.h"
+#include "tp-broker.h"
+
+static struct {
+	pthread_mutex_t lock;
+	int fd; /* -1: not initialised, shut down or broken */
+	struct principal *sockets;
+	size_t n;
+	uint32_t admin; /* the admin socket's index; N if none */
+	uint32_t next_id;
+} cl = {.lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
+
+/* The error of this thread's last call, as ops.c keeps it. */
+static __thread struct {
+	enum tp_error code;
+	char message[TP_API_MESSAGE_SIZE];
+} err;
+
+const char *ops_error_message(void)
+{
+	return err.message;
+}
+
+enum tp_error ops_error_code(int r)
+{
+	return err.code != TP_ERROR_NONE ? err.code : tp_error_of_errno(r);
+}
+
+static void error_clear(void)
+{
+	err.code = TP_ERROR_NONE;
+	err.message[0] = '\0';
+}
+
+__attribute__((format(printf, 3, 4))) static int fail_code(enum tp_error code, int r,
+                                                           const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err.message, sizeof err.message, fmt, ap);
+	va_end(ap);
+	err.code = code;
+	return r;
+}
+
+#define fail(r, ...) fail_code(TP_ERROR_NONE, (r), __VA_ARGS__)
+
+/* As daemon/ops.c words them. */
+static int fail_name(const char *kind, const char *name)
+{
+	return fail_code(TP_ERROR_INVALID_NAME, -EINVAL,
+	                 "invalid %s name \"%.80s\": use 1-63 of a-z 0-9 . _ -, starting with a "
+	                 "letter or digit",
+	                 kind, name);
+}
+
+/* As daemon/volumes.c's check_labels: a set needs a value for every key. */
+static int check_labels(const struct label_list *l, bool patch)
+{
+	const char *why;
+
+	if (l == NULL)
+		return 0;
+	if (l->n > TP_LABELS_MAX)
+		return fail(-EINVAL, "too many labels: %zu, at most %d", l->n, TP_LABELS_MAX);
+	for (size_t i = 0; i < l->n; i++) {
+		const char *value = l->l[i].value;
+
+		if (value == NULL && !patch)
+			return fail(-EINVAL, "label %zu has no value", i + 1);
+		why = tp_label_invalid(l->l[i].key, strlen(l->l[i].key), value,
+		                       value ? strlen(value) : 0);
+		if (why != NULL)
+			return fail(-EINVAL, "label %zu: %s", i + 1, why);
+	}
+	return 0;
+}
+
+int ops_client_init(int fd, const struct principal *sockets, size_t n)
+{
+	struct principal *copy;
+	uint32_t admin = (uint32_t)n;
+
+	if (fd < 0 || n == 0 || n > UINT32_MAX - 1)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		if (!sockets[i].admin)
+			continue;
+		if (admin != n || sockets[i].tenant_id != 0)
+			return -EINVAL;
+		admin = (uint32_t)i;
+	}
+	copy = calloc(n, sizeof *copy);
+	if (copy == NULL)
+		return -ENOMEM;
+	memcpy(copy, sockets, n * sizeof *copy);
+	pthread_mutex_lock(&cl.lock);
+	free(cl.sockets);
+	cl.sockets = copy;
+	cl.n = n;
+	cl.admin = admin;
+	cl.fd = fd;
+	pthread_mutex_unlock(&cl.lock);
+	return 0;
+}
+
+void ops_client_shutdown(void)
+{
+	pthread_mutex_lock(&cl.lock);
+	free(cl.sockets);
+	cl.sockets = NULL;
+	cl.n = 0;
+	cl.fd = -1;
+	pthread_mutex_unlock(&cl.lock);
+}
+
+/* Start REQ for OP from the socket of principal P (NULL: the admin's, for the operations
+ * without a principal). */
+static int request_init(struct api_wire_request *req, enum tp_api_op op, const struct principal *p)
+{
+	size_t i;
+	int r = 0;
+
+	api_wire_request_init(req, op, 0, 0);
+	pthread_mutex_lock(&cl.lock);
+	if (cl.fd < 0) {
+		r = fail(-EIO, "the daemon's operations are not reachable");
+	} else if (p == NULL || p->admin) {
+		if (cl.admin == cl.n)
+			r = fail(-EPERM, "this process serves no admin socket");
+		req->w.socket = cl.admin;
+		if (r == 0 && p != NULL && p->tenant_id != 0 &&
+		    (!tp_name_valid(p->tenant) || API_WIRE_SET(req->w.acting_for, p->tenant) < 0))
+			r = fail(-EPERM, "the admin cannot act for tenant \"%.80s\"", p->tenant);
+	} else {
+		for (i = 0; i < cl.n; i++)
+			if (!cl.sockets[i].admin && cl.sockets[i].tenant_id == p->tenant_id &&
+			    strcmp(cl.sockets[i].tenant, p->tenant) == 0)
+				break;
+		if (i == cl.n)
+			r = fail(-EPERM, "this process serves no socket of tenant \"%.80s\"",
+			         p->tenant);
+		req->w.socket = (uint32_t)i;
+	}
+	pthread_mutex_unlock(&cl.lock);
+	return r;
+}
+
+/* A decoded reply and the buffer it lives in. */
+struct answer {
+	void *buf;
+	struct api_wire_reply rep;
+};
+
+static void answer_free(struct answer *a)
+{
+	free(a->buf);
+	a->buf = NULL;
+}
+
+/* Break the client: the parent's end is out of step or gone. */
+static int broken(int r, const char *what)
+{
+	log_errno(LOG_ERR, r, "%s the root parent: %m; no further operations", what);
+	cl.fd = -1;
+	return fail_code(TP_ERROR_INTERNAL, -EIO, "the daemon's operations are not reachable");
+}
+
+/* Send REQ (asked at CURSOR, for a listing) and receive its reply into A. Returns 0 and
+ * the reply, or the operation's error (its code and message kept) with A freed. */
+static int call(struct api_wire_request *req, uint64_t cursor, struct answer *a)
+{
+	void *out = NULL;
+	size_t out_len, in_len;
+	int r;
+
+	a->buf = NULL;
+	pthread_mutex_lock(&cl.lock);
+	if (cl.fd < 0) {
+		pthread_mutex_unlock(&cl.lock);
+		return fail(-EIO, "the daemon's operations are not reachable");
+	}
+	req->w.h.id = ++cl.next_id;
+	req->w.cursor = cursor;
+	r = api_wire_encode_request(req, &out, &out_len);
+	if (r < 0) {
+		pthread_mutex_unlock(&cl.lock);
+		/* The checks before each call keep this from happening but for a bug. */
+		return fail_code(TP_ERROR_INTERNAL, r, "request not encodable: %s", strerror(-r));
+	}
+	r = api_wire_send(cl.fd, out, out_len);
+	free(out);
+	if (r < 0) {
+		r = broken(r, "send to");
+		pthread_mutex_unlock(&cl.lock);
+		return r;
+	}
+	r = api_wire_recv(cl.fd, TP_API_MESSAGE_MAX, &a->buf, &in_len);
+	if (r == 0)
+		r = api_wire_decode_reply(a->buf, in_len, req->w.h.op, req->w.h.id, cursor,
+		                          &a->rep);
+	if (r < 0) {
+		answer_free(a);
+		r = broken(r, "receive from");
+		pthread_mutex_unlock(&cl.lock);
+		return r;
+	}
+	pthread_mutex_unlock(&cl.lock);
+	if (a->rep.w.error != 0) {
+		r = -(int)a->rep.w.error;
+		snprintf(err.message, sizeof err.message, "%s", a->rep.w.message);
+		err.code = (enum tp_error)a->rep.w.code;
+		answer_free(a);
+		return r;
+	}
+	return 0;
+}
+
+/* Ask REQ, which answers with no record or with one volume into RET_VIEW. */
+static int call_volume(struct api_wire_request *req, struct volume_view *ret_view)
+{
+	struct answer a;
+	int r = call(req, 0, &a);
+
+	if (r < 0)
+		return r;
+	if (ret_view != NULL)
+		r = api_wire_get_volume(&a.rep, ret_view);
+	answer_free(&a);
+	return r;
+}
+
+static int call_none(struct api_wire_request *req)
+{
+	return call_volume(req, NULL);
+}
+
+void ops_volume_view_clear(struct volume_view *view)
+{
+	if (view == NULL)
+		return;
+	free(view->labels);
+	view->labels = NULL;
+	view->n_labels = 0;
+}
+
+void ops_image_views_free(struct image_view *views, size_t n)
+{
+	for (size_t i = 0; views != NULL && i < n; i++)
+		free(views[i].published);
+	free(views);
+}
+
+int ops_principal_for_tenant(const char *name, struct principal *ret_principal)
+{
+	struct api_wire_request req;
+	struct answer a;
+	int r;
+
+	error_clear();
+	if (!tp_name_valid(name))
+		return fail(-ENOENT, "no such tenant: %.80s", name);
+	if ((r = request_init(&req, TP_API_PRINCIPAL_FOR_TENANT, NULL)) < 0)
+		return r;
+	API_WIRE_SET(req.w.name, name);
+	if ((r = call(&req, 0, &a)) < 0)
+		return r;
+	api_wire_get_principal(&a.rep, ret_principal);
+	/* The admin acting for the tenant, as ops.c has it: request_init maps it back. */
+	ret_principal->admin = true;
+	answer_free(&a);
+	return 0;
+}
+
+/* A request of OP for P's volume NAME. */
+static int volume_request(struct api_wire_request *req, enum tp_api_op op,
+                          const struct principal *p, const char *name)
+{
+	int r;
+
+	error_clear();
+	if (!tp_name_valid(name))
+		return fail_name("volume", name);
+	if ((r = request_init(req, op, p)) < 0)
+		return r;
+	API_WIRE_SET(req->w.name, name);
+	return 0;
+}
+
+/* A listing, page by page, each page's records handed to EACH. */
+static int call_pages(struct api_wire_request *req,
+                      int (*each)(const struct api_wire_reply *rep, void *opaque), void *opaque)
+{
+	uint64_t cursor = 0;
+	struct answer a;
+	bool more;
+	int r;
+
+	do {
+		if ((r = call(req, cursor, &a)) < 0)
+			return r;
+		cursor = a.rep.w.cursor;
+		more = a.rep.w.flags & TP_API_MORE;
+		r = each(&a.rep, opaque);
+		answer_free(&a);
+		if (r < 0)
+			return r;
+	} while (more);
+	return 0;
+}
+
+struct volume_fn {
+	ops_volume_fn fn;
+	void *opaque;
+};
+
+static int each_volume(const struct api_wire_reply *rep, void *opaque)
+{
+	struct volume_fn *f = opaque;
+
+	return api_wire_get_volumes(rep, f->fn, f->opaque);
+}
+
+int ops_volume_list(const struct principal *p, const struct label_list *filter, ops_volume_fn fn,
+                    void *opaque)
+{
+	struct api_wire_request req;
+	struct volume_fn f = {fn, opaque};
+	int r;
+
+	error_clear();
+	if ((r = request_init(&req, TP_API_VOLUME_LIST, p)) < 0)
+		return r;
+	if (api_wire_request_labels(&req, filter) < 0)
+		return fail(-EINVAL, "too many labels: %zu, at most %d", filter->n, TP_LABELS_MAX);
+	return call_pages(&req, each_volume, &f);
+}
+
+int ops_volume_info(const struct principal *p, const char *name, struct volume_view *ret_view)
+{
+	struct api_wire_request req;
+	int r = volume_request(&req, TP_API_VOLUME_INFO, p, name);
+
+	return r < 0 ? r : call_volume(&req, ret_view);
+}
+
+struct children_fn {
+	ops_children_fn fn;
+	void *opaque;
+};
+
+static int each_child(const struct api_wire_reply *rep, void *opaque)
+{
+	struct children_fn *f = opaque;
+
+	return api_wire_get_children(rep, f->fn, f->opaque);
+}
+
+int ops_volume_children(const struct principal *p, const char *name, ops_children_fn fn,
+                        void *opaque)
+{
+	struct api_wire_request req;
+	struct children_fn f = {fn, opaque};
+	int r = volume_request(&req, TP_API_VOLUME_CHILDREN, p, name);
+
+	return r < 0 ? r : call_pages(&req, each_child, &f);
+}
+
+int ops_volume_create(const struct principal *p, const char *name, uint64_t size,
+                      const struct label_list *labels, struct volume_view *ret_view)
+{
+	struct api_wire_request req;
+	int r = volume_request(&req, TP_API_VOLUME_CREATE, p, name);
+
+	if (r < 0 || (r = check_labels(labels, false)) < 0)
+		return r;
+	req.w.size = size;
+	api_wire_request_labels(&req, labels);
+	return call_volume(&req, ret_view);
+}
+
+int ops_volume_snapshot(const struct principal *p, const char *name, const char *parent,
+                        uint64_t size, const struct label_list *labels,
+                        struct volume_view *ret_view)
+{
+	struct api_wire_request req;
+	const char *slash = strchr(parent, '/');
+	int r;
+
+	error_clear();
+	/* The parent first, as daemon/access.c's resolve_ref refuses it. */
+	if (!tp_broker_ref_valid(parent)) {
+		if (slash == NULL)
+			return fail_name("volume", parent);
+		if ((size_t)(slash - parent) > TP_NAME_MAX || !tp_name_valid(slash + 1))
+			return fail(-ENOENT, "no such volume: %.130s", parent);
+		return fail(-ENOENT, "no such volume: %s", parent);
+	}
+	if ((r = volume_request(&req, TP_API_VOLUME_SNAPSHOT, p, name)) < 0 ||
+	    (r = check_labels(labels, false)) < 0)
+		return r;
+	API_WIRE_SET(req.w.target, parent);
+	req.w.size = size;
+	api_wire_request_labels(&req, labels);
+	return call_volume(&req, ret_view);
+}
+
+/* NAME's error if P has no such volume, else R (the error of an input ops checks after
+ * it looked NAME up), its code and message kept. */
+static int after_lookup(const struct principal *p, const char *name, int r)
+{
+	char message[sizeof err.message];
+	enum tp_error code = err.code;
+	struct volume_view v;
+	int found;
+
+	memcpy(message, err.message, sizeof message);
+	found = ops_volume_info(p, name, &v);
+	if (found < 0)
+		return found;
+	ops_volume_view_clear(&v);
+	memcpy(err.message, message, sizeof message);
+	err.code = code;
+	return r;
+}
+
+int ops_volume_commit(const struct principal *p, const char *name, const char *new_name,
+                      const struct label_list *labels, struct volume_view *ret_view)
+{
+	struct api_wire_request req;
+	int r = volume_request(&req, TP_API_VOLUME_COMMIT, p, name);
+
+	if (r < 0)
+		return r;
+	if ((r = check_labels(labels, false)) < 0 ||
+	    (new_name != NULL && !tp_name_valid(new_name) && (r = fail_name("volume", new_name))))
+		return after_lookup(p, name, r);
+	if (new_name != NULL) {
+		req.w.flags |= TP_API_TARGET;
+		API_WIRE_SET(req.w.target, new_name);
+	}
+	api_wire_request_labels(&req, labels);
+	return call_volume(&req, ret_view);
+}
+
+int ops_volume_set_labels(const struct principal *p, const char *name,
+                          const struct label_list *patch, struct volume_view *ret_view)
+{
+	struct api_wire_request req;
+	int r = volume_request(&req, TP_API_VOLUME_SET_LABELS, p, name);
+
+	if (r < 0)
+		return r;
+	if ((r = check_labels(patch, true)) < 0)
+		return after_lookup(p, name, r);
+	api_wire_request_labels(&req, patch);
+	return call_volume(&req, ret_view);
+}
+
+int ops_volume_resize(const struct principal *p, const char *name, uint64_t size,
+                      struct volume_view *ret_view)
+{
+	struct api_wire_request req;
+	int r = volume_request(&req, TP_API_VOLUME_RESIZE, p, name);
+
+	if (r < 0)
+		return r;
+	req.w.size = size;
+	return call_volume(&req, ret_view);
+}
+
+int ops_volume_remove(const struct principal *p, const char *name)
+{
+	struct api_wire_request req;
+	int r = volume_request(&req, TP_API_VOLUME_REMOVE, p, name);
+
+	return r < 0 ? r : call_none(&req);
+}
+
+/* Ask REQ, which answers with one tenant into RET_VIEW. */
+static int call_tenant(struct api_wire_request *req, struct tenant_view *ret_view)
+{
+	struct answer a;
+	int r = call(req, 0, &a);
+
+	if (r < 0)
+		return r;
+	api_wire_get_tenants(&a.rep, ret_view);
+	answer_free(&a);
+	return 0;
+}
+
+int ops_usage(const struct principal *p, struct tenant_view *ret_view)
+{
+	struct api_wire_request req;
+	int r;
+
+	error_clear();
+	if ((r = request_init(&req, TP_API_USAGE, p)) < 0)
+		return r;
+	return call_tenant(&req, ret_view);
+}
+
+/* A request of OP for tenant NAME. */
+static int tenant_request(struct api_wire_request *req, enum tp_api_op op, const char *name)
+{
+	int r;
+
+	error_clear();
+	if (!tp_name_valid(name))
+		return fail_name("tenant", name);
+	if ((r = request_init(req, op, NULL)) < 0)
+		return r;
+	API_WIRE_SET(req->w.name, name);
+	return 0;
+}
+
+static int tenant_spec_call(enum tp_api_op op, const struct tenant_spec *spec,
+                            struct tenant_view *ret_view)
+{
+	struct api_wire_request req;
+	int r = tenant_request(&req, op, spec->name);
+
+	if (r < 0)
+		return r;
+	if (spec->has_uid) {
+		req.w.flags |= TP_API_HAS_UID;
+		req.w.uid = spec->uid;
+	}
+	if (spec->has_gid) {
+		req.w.flags |= TP_API_HAS_GID;
+		req.w.gid = spec->gid;
+	}
+	if (spec->has_max_volumes) {
+		req.w.flags |= TP_API_HAS_MAX_VOLUMES;
+		req.w.max_volumes = spec->max_volumes;
+	}
+	if (spec->has_max_size) {
+		req.w.flags |= TP_API_HAS_MAX_SIZE;
+		req.w.max_size = spec->max_size;
+	}
+	if (spec->has_max_used) {
+		req.w.flags |= TP_API_HAS_MAX_USED;
+		req.w.max_used = spec->max_used;
+	}
+	return call_tenant(&req, ret_view);
+}
+
+int ops_tenant_add(const struct tenant_spec *spec, struct tenant_view *ret_view)
+{
+	return tenant_spec_call(TP_API_TENANT_ADD, spec, ret_view);
+}
+
+int ops_tenant_update(const struct tenant_spec *spec, struct tenant_view *ret_view)
+{
+	return tenant_spec_call(TP_API_TENANT_UPDATE, spec, ret_view);
+}
+
+int ops_tenant_get(const char *name, struct tenant_view *ret_view)
+{
+	struct api_wire_request req;
+	int r = tenant_request(&req, TP_API_TENANT_GET, name);
+
+	return r < 0 ? r : call_tenant(&req, ret_view);
+}
+
+int ops_tenant_remove(const char *name, bool force)
+{
+	struct api_wire_request req;
+	int r = tenant_request(&req, TP_API_TENANT_REMOVE, name);
+
+	if (r < 0)
+		return r;
+	if (force)
+		req.w.flags |= TP_API_FORCE;
+	return call_none(&req);
+}
+
+/* A listing gathered into one array: every page appended to *VIEWS (of *N), grown as it
+ * comes. */
+struct gather {
+	void *views;
+	size_t n, size;
+	int (*get)(const struct api_wire_reply *rep, void *at);
+};
+
+static int each_gathered(const struct api_wire_reply *rep, void *opaque)
+{
+	struct gather *g = opaque;
+	unsigned char *grown;
+	size_t count = rep->w.count;
+	int r;
+
+	if (count == 0)
+		return 0;
+	grown = realloc(g->views, (g->n + count) * g->size);
+	if (grown == NULL)
+		return -ENOMEM;
+	g->views = grown;
+	memset(grown + g->n * g->size, 0, count * g->size);
+	if ((r = g->get(rep, grown + g->n * g->size)) < 0)
+		return r;
+	g->n += count;
+	return 0;
+}
+
+static int gather(enum tp_api_op op, size_t size, int (*get)(const struct api_wire_reply *, void *),
+                  void **ret_views, size_t *ret_n)
+{
+	struct api_wire_request req;
+	struct gather g = {.size = size, .get = get};
+	int r;
+
+	error_clear();
+	if ((r = request_init(&req, op, NULL)) < 0)
+		return r;
+	r = call_pages(&req, each_gathered, &g);
+	if (r == 0 && g.views == NULL && (g.views = calloc(1, size)) == NULL)
+		r = -ENOMEM;
+	if (r < 0) {
+		if (op == TP_API_IMAGE_LIST)
+			ops_image_views_free(g.views, g.n);
+		else
+			free(g.views);
+		return r;
+	}
+	*ret_views = g.views;
+	*ret_n = g.n;
+	return 0;
+}
+
+static int get_tenants(const struct api_wire_reply *rep, void *at)
+{
+	api_wire_get_tenants(rep, at);
+	return 0;
+}
+
+static int get_images(const struct api_wire_reply *rep, void *at)
+{
+	return api_wire_get_images(rep, at);
+}
+
+static int get_grants(const struct api_wire_reply *rep, void *at)
+{
+	api_wire_get_grants(rep, at);
+	return 0;
+}
+
+int ops_tenant_list(struct tenant_view **ret_views, size_t *ret_n)
+{
+	return gather(TP_API_TENANT_LIST, sizeof **ret_views, get_tenants, (void **)ret_views,
+	              ret_n);
+}
+
+int ops_image_list(struct image_view **ret_views, size_t *ret_n)
+{
+	return gather(TP_API_IMAGE_LIST, sizeof **ret_views, get_images, (void **)ret_views, ret_n);
+}
+
+int ops_grant_list(struct grant_view **ret_views, size_t *ret_n)
+{
+	return gather(TP_API_GRANT_LIST, sizeof **ret_views, get_grants, (void **)ret_views, ret_n);
+}
+
+int ops_pool_status(struct pool_view *ret_view)
+{
+	struct api_wire_request req;
+	struct answer a;
+	int r;
+
+	error_clear();
+	if ((r = request_init(&req, TP_API_POOL_STATUS, NULL)) < 0 || (r = call(&req, 0, &a)) < 0)
+		return r;
+	api_wire_get_pool(&a.rep, ret_view);
+	answer_free(&a);
+	return 0;
+}
+
+/* Ask REQ, which answers with one image into RET_VIEW. */
+static int call_image(struct api_wire_request *req, struct image_view *ret_view)
+{
+	struct answer a;
+	int r = call(req, 0, &a);
+
+	if (r < 0)
+		return r;
+	memset(ret_view, 0, sizeof *ret_view);
+	r = api_wire_get_images(&a.rep, ret_view);
+	answer_free(&a);
+	return r;
+}
+
+/* A request of OP for image NAME, refused as daemon/images.c's image_by_name does. */
+static int image_request(struct api_wire_request *req, enum tp_api_op op, const char *name)
+{
+	int r;
+
+	error_clear();
+	if (!tp_name_valid(name))
+		return fail_code(TP_ERROR_INVALID_NAME, -EINVAL, "invalid image name \"%.80s\"",
+		                 name);
+	if ((r = request_init(req, op, NULL)) < 0)
+		return r;
+	API_WIRE_SET(req->w.name, name);
+	return 0;
+}
+
+int ops_image_import(const char *name, const char *path, struct image_view *ret_view)
+{
+	struct api_wire_request req;
+	int r;
+
+	error_clear();
+	/* The source first, as daemon/images.c checks it; the name only after. */
+	if (path == NULL || path[0] != '/')
+		return fail(-EINVAL, "invalid image source: an absolute path on the host");
+	if (strlen(path) >= TP_API_PATH_SIZE)
+		return fail(-EINVAL, "cannot read %s: %s", path, strerror(ENAMETOOLONG));
+	if (!tp_name_valid(name))
+		return fail_name("volume", name);
+	if ((r = request_init(&req, TP_API_IMAGE_IMPORT, NULL)) < 0)
+		return r;
+	API_WIRE_SET(req.w.name, name);
+	API_WIRE_SET(req.w.path, path);
+	return call_image(&req, ret_view);
+}
+
+int ops_image_publish(const char *name, const char *tenant, struct image_view *ret_view)
+{
+	struct api_wire_request req;
+	int r = image_request(&req, TP_API_IMAGE_PUBLISH, name);
+
+	if (r < 0)
+		return r;
+	if (tenant != NULL) {
+		if (!tp_name_valid(tenant))
+			return fail_name("tenant", tenant);
+		req.w.flags |= TP_API_TARGET;
+		API_WIRE_SET(req.w.target, tenant);
+	}
+	return call_image(&req, ret_view);
+}
+
+int ops_image_remove(const char *name)
+{
+	struct api_wire_request req;
+	int r = image_request(&req, TP_API_IMAGE_REMOVE, name);
+
+	return r < 0 ? r : call_none(&req);
+}
+
+/* A grant or revoke of G, its names refused as daemon/grants.c's grant_target does. */
+static int grant_call(enum tp_api_op op, const struct grant_view *g)
+{
+	struct api_wire_request req;
+	int r;
+
+	error_clear();
+	if (!tp_name_valid(g->owner))
+		return fail_name("tenant", g->owner);
+	if (!tp_name_valid(g->to))
+		return fail_name("tenant", g->to);
+	if (!tp_name_valid(g->volume))
+		return fail_code(TP_ERROR_INVALID_NAME, -EINVAL, "invalid volume name \"%.80s\"",
+		                 g->volume);
+	if ((r = request_init(&req, op, NULL)) < 0)
+		return r;
+	API_WIRE_SET(req.w.owner, g->owner);
+	API_WIRE_SET(req.w.name, g->volume);
+	API_WIRE_SET(req.w.target, g->to);
+	if (g->write)
+		req.w.flags |= TP_API_WRITE;
+	return call_none(&req);
+}
+
+int ops_grant(const struct grant_view *g)
+{
+	return grant_call(TP_API_GRANT, g);
+}
+
+int ops_revoke(const struct grant_view *g)
+{
+	return grant_call(TP_API_REVOKE, g);
+}
+
+int ops_metrics(char **ret_text)
+{
+	struct api_wire_request req;
+	struct answer a;
+	int r;
+
+	error_clear();
+	if ((r = request_init(&req, TP_API_METRICS, NULL)) < 0 || (r = call(&req, 0, &a)) < 0)
+		return r;
+	*ret_text = strdup(api_wire_get_text(&a.rep));
+	answer_free(&a);
+	return *ret_text == NULL ? -ENOMEM : 0;
+}

@@ -162,6 +162,17 @@ OBJS_test-api := $(BUILD)/daemon/api.o $(BUILD)/fuzz/fake-ops.o
 LIBS_test-api := $(call pc,--libs,libmicrohttpd json-c)
 # test-api-wire: the codec of the wire between the root parent and the API process.
 OBJS_test-api-wire := $(BUILD)/daemon/api-wire.o
+# test-ops-wire: api.c over the wire (ops-client.c) to ops-server-harness, which serves it
+# with the real operations on a store and the fake pool in a directory of its own.
+OBJS_test-ops-wire := $(BUILD)/daemon/api.o $(BUILD)/daemon/ops-client.o \
+                      $(BUILD)/daemon/api-wire.o $(BUILD)/daemon/api-wire-io.o \
+                      $(BUILD)/daemon/log.o
+LIBS_test-ops-wire := $(call pc,--libs,libmicrohttpd json-c) -lpthread
+$(BUILD)/tests/test-ops-wire: | $(BUILD)/tests/ops-server-harness
+$(BUILD)/tests/ops-server-harness: $(BUILD)/tests/unit/ops-server-harness.o \
+                                   $(BUILD)/daemon/ops-server.o $(BUILD)/daemon/api-wire.o \
+                                   $(BUILD)/daemon/api-wire-io.o $(OBJS_test-ops)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS_test-ops)
 OBJS_test-handshake := $(BUILD)/client/handshake.o
 OBJS_test-snapshotter := $(BUILD)/client/snapshotter/mapping.o \
                          $(BUILD)/client/snapshotter/filter.o \

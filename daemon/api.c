@@ -1,6 +1,7 @@
 /* The REST API: HTTP and JSON, request validation, and the mapping of ops' -errno to
  * statuses. Nothing here touches the store or the pool except through daemon/ops.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <json.h>
 #include <microhttpd.h>
@@ -1433,12 +1434,48 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	}
 }
 
+/* Serve the listening socket FD (taken over: libmicrohttpd closes it on stop) as principal
+ * P, with PATH (owned) to unlink on stop, or NULL. */
+static int serve(int fd, char *path, const struct principal *p, struct api_server **ret_server)
+{
+	struct api_server *srv = calloc(1, sizeof *srv);
+
+	if (srv == NULL) {
+		close(fd);
+		return -ENOMEM;
+	}
+	srv->principal = *p;
+	srv->path = path;
+	srv->fd = fd;
+	/* One polling thread per tenant socket: its requests are handled one at a time, and
+	 * ops serialise across sockets. The admin socket has a few, so that a long image
+	 * import leaves it answering (its progress, for one). Connection count, memory and
+	 * idle time are bounded so that a tenant flooding its own socket cannot exhaust the
+	 * daemon. */
+	srv->mhd = MHD_start_daemon(
+	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC, 0, NULL, NULL, handle,
+	    srv, MHD_OPTION_THREAD_POOL_SIZE, p->admin ? 4u : 1u, MHD_OPTION_LISTEN_SOCKET, fd,
+	    MHD_OPTION_CONNECTION_LIMIT, p->admin ? 256u : 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+	    /* Room for any request line and headers of ours; libmicrohttpd clears it for every
+	     * request, so no more (32 KiB cost the daemon 10% more instructions per change). */
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
+	    completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
+	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_END);
+	if (srv->mhd == NULL) {
+		close(fd);
+		free(srv);
+		return -EIO;
+	}
+	*ret_server = srv;
+	return 0;
+}
+
 int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct principal *p,
                struct api_server **ret_server)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	CLEANUP_CLOSE int fd = -1;
-	struct api_server *srv;
+	char *path_copy;
 	mode_t old;
 	int r;
 
@@ -1462,37 +1499,39 @@ int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct
 		unlink(path);
 		return r;
 	}
-	srv = calloc(1, sizeof *srv);
-	if (srv == NULL || (srv->path = strdup(path)) == NULL) {
-		free(srv);
+	path_copy = strdup(path);
+	if (path_copy == NULL) {
 		unlink(path);
 		return -ENOMEM;
 	}
-	srv->principal = *p;
-	srv->fd = fd;
-	/* One polling thread per tenant socket: its requests are handled one at a time, and
-	 * ops serialise across sockets. The admin socket has a few, so that a long image
-	 * import leaves it answering (its progress, for one). Connection count, memory and
-	 * idle time are bounded so that a tenant flooding its own socket cannot exhaust the
-	 * daemon. */
-	srv->mhd = MHD_start_daemon(
-	    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC, 0, NULL, NULL, handle,
-	    srv, MHD_OPTION_THREAD_POOL_SIZE, p->admin ? 4u : 1u, MHD_OPTION_LISTEN_SOCKET, fd,
-	    MHD_OPTION_CONNECTION_LIMIT, p->admin ? 256u : 64u, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-	    /* Room for any request line and headers of ours; libmicrohttpd clears it for every
-	     * request, so no more (32 KiB cost the daemon 10% more instructions per change). */
-	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
-	    completed, NULL, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL,
-	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_END);
-	if (srv->mhd == NULL) {
+	r = serve(TAKE_FD(fd), path_copy, p, ret_server);
+	if (r < 0) {
 		unlink(path);
-		free(srv->path);
-		free(srv);
-		return -EIO;
+		free(path_copy);
 	}
-	TAKE_FD(fd); /* MHD closes it on stop */
-	*ret_server = srv;
-	return 0;
+	return r;
+}
+
+int api_serve_fd(int fd, const struct principal *p, struct api_server **ret_server)
+{
+	int type, listening, flags, r = 0;
+	socklen_t type_len = sizeof type, listening_len = sizeof listening;
+
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &listening_len) < 0)
+		r = -errno;
+	else if (type != SOCK_STREAM || !listening)
+		r = -ENOTSOCK;
+	/* As api_listen makes its own: closed on exec, and accept never blocks a polling
+	 * thread that another one beat to a connection. */
+	else if ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+	         fcntl(fd, F_SETFD, FD_CLOEXEC) < 0)
+		r = -errno;
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	return serve(fd, NULL, p, ret_server);
 }
 
 void api_stop(struct api_server *srv)
@@ -1501,7 +1540,8 @@ void api_stop(struct api_server *srv)
 		return;
 	if (srv->mhd)
 		MHD_stop_daemon(srv->mhd);
-	unlink(srv->path);
+	if (srv->path)
+		unlink(srv->path);
 	free(srv->path);
 	free(srv);
 }

@@ -15,7 +15,11 @@ struct api_server;
  * requests as principal P (copied). */
 int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct principal *p,
                struct api_server **ret_server);
-/* Stop serving and unlink the socket; NULL is fine. */
+/* Serve the socket FD, already bound and listening (SOCK_STREAM), as principal P (copied):
+ * the API process's way, whose sockets the root parent binds (issue 21). FD is taken
+ * over, closed on failure; -ENOTSOCK if it is not a listening stream socket. */
+int api_serve_fd(int fd, const struct principal *p, struct api_server **ret_server);
+/* Stop serving and unlink the socket api_listen made; NULL is fine. */
 void api_stop(struct api_server *server);
 
 /* One request as the HTTP server received it. */

@@ -48,13 +48,19 @@ DAEMON      := $(BUILD)/thinproxyd
 # same functions as ops.c and its duties, so it links into the API process's programs only.
 DAEMON_OBJS := $(filter-out %/ops-client.o,$(patsubst %.c,$(BUILD)/%.o,$(wildcard daemon/*.c)))
 DAEMON_PKGS := devmapper sqlite3 libmicrohttpd json-c
+# The API process (issue 21): api.c over ops-client.c, the parent's operations asked for over
+# the wire; it has none of the daemon's privileged parts.
+API_PROCESS      := $(BUILD)/thinproxyd-api
+API_PROCESS_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard api-process/*.c)) \
+                    $(patsubst %,$(BUILD)/daemon/%.o,api ops-client api-wire api-wire-io log)
+API_PROCESS_PKGS := libmicrohttpd json-c
 CLIENT      := $(BUILD)/thinproxy
 CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c client/snapshotter/*.c)) \
                $(PROTO_OBJS)
 CLIENT_PKGS := libcurl json-c libnl-genl-3.0 libnghttp2 libprotobuf-c
 PLUGIN      := $(BUILD)/nbdkit-thinproxy-plugin.so
 PLUGIN_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard nbdkit-plugin/*.c))
-PROGRAMS    := $(if $(DAEMON_OBJS),$(DAEMON)) $(if $(CLIENT_OBJS),$(CLIENT)) \
+PROGRAMS    := $(if $(DAEMON_OBJS),$(DAEMON) $(API_PROCESS)) $(if $(CLIENT_OBJS),$(CLIENT)) \
                $(if $(PLUGIN_OBJS),$(PLUGIN))
 CPPFLAGS    += $(call pc,--cflags,$(DAEMON_PKGS) $(CLIENT_PKGS) nbdkit)
 
@@ -84,7 +90,7 @@ GO_PROGRAMS := $(BUILD)/tests/snapshotter/conformance.test \
                $(BUILD)/tests/snapshotter/snapshotter-client
 GO_SOURCES := $(wildcard tests/unit/*.go tests/snapshotter/*.go tests/snapshotter/*/*.go bench/*/*.go)
 
-C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] client/*.[ch] client/snapshotter/*.[ch] \
+C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] api-process/*.c client/*.[ch] client/snapshotter/*.[ch] \
                 nbdkit-plugin/*.[ch] tests/unit/*.[ch] tests/vm/*.c bench/*.[ch] fuzz/*.[ch])
 
 .PHONY: all check check-unit check-vm check-format format deps demo clean install fuzz bench
@@ -92,6 +98,9 @@ all: $(PROGRAMS) $(UNIT_TESTS) $(VM_PROGRAMS) $(GO_PROGRAMS)
 
 $(DAEMON): $(DAEMON_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(DAEMON_PKGS)) -lpthread
+
+$(API_PROCESS): $(API_PROCESS_OBJS)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(API_PROCESS_PKGS)) -lpthread
 
 $(CLIENT): $(CLIENT_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(CLIENT_PKGS)) -lpthread

@@ -182,6 +182,11 @@ $(BUILD)/tests/ops-server-harness: $(BUILD)/tests/unit/ops-server-harness.o \
                                    $(BUILD)/daemon/ops-server.o $(BUILD)/daemon/api-wire.o \
                                    $(BUILD)/daemon/api-wire-io.o $(OBJS_test-ops)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS_test-ops)
+# test-api-process: real HTTP to $(API_PROCESS), whose operations ops-server-harness serves.
+OBJS_test-api-process := $(BUILD)/daemon/ops-client.o $(BUILD)/daemon/api-wire.o \
+                         $(BUILD)/daemon/api-wire-io.o $(BUILD)/daemon/log.o
+LIBS_test-api-process := $(call pc,--libs,libcurl json-c) -lpthread
+$(BUILD)/tests/test-api-process: | $(API_PROCESS) $(BUILD)/tests/ops-server-harness
 OBJS_test-handshake := $(BUILD)/client/handshake.o
 OBJS_test-snapshotter := $(BUILD)/client/snapshotter/mapping.o \
                          $(BUILD)/client/snapshotter/filter.o \

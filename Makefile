@@ -198,7 +198,7 @@ OBJS_test-plugin-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o \
                            $(BUILD)/tests/unit/nbdkit-harness.o
 LIBS_test-plugin-broker := $(call pc,--libs,libnbd) -lpthread
 $(BUILD)/tests/test-plugin-broker: | $(PLUGIN) $(BUILD)/tests/vm/broker-raw
-OBJS_test-supervise := $(BUILD)/daemon/supervise.o $(BUILD)/daemon/cgroup.o \
+OBJS_test-supervise := $(BUILD)/daemon/supervise.o $(BUILD)/daemon/spawn.o $(BUILD)/daemon/cgroup.o \
                        $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o \
                        $(BUILD)/tests/unit/nbdkit-harness.o
 LIBS_test-supervise := $(call pc,--libs,libnbd) -lpthread

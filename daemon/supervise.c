@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "spawn.h"
 #include "supervise.h"
 #include "tp-cleanup.h"
 #include "tp-clock.h"
@@ -32,11 +33,12 @@
 
 /* The socket-activation fd: sd_listen_fds(3)'s first. */
 #define LISTEN_FD 3
-/* The plugin's sealed copy, which nbdkit loads as PLUGIN_ARG; the child's first fd free
- * for anything else. */
-#define PLUGIN_FD     4
-#define PLUGIN_ARG    "/proc/self/fd/4"
-#define FIRST_FREE_FD 5
+/* The plugin's sealed copy, which nbdkit loads as PLUGIN_ARG. spawn_unprivileged puts
+ * the fds it is given from SPAWN_FIRST_FD on: the socket, then the plugin. */
+#define PLUGIN_FD  4
+#define PLUGIN_ARG "/proc/self/fd/4"
+_Static_assert(LISTEN_FD == SPAWN_FIRST_FD && PLUGIN_FD == SPAWN_FIRST_FD + 1,
+               "the fds nbdkit is given");
 /* nbdkit holds a socket and a device per connection, and a few of its own. */
 #define NBDKIT_NOFILE 4096
 /* MFD_EXEC (Linux 6.3): the plugin's copy is mapped executable. */
@@ -419,176 +421,16 @@ static void turn_away(struct tenant_proc *t, bool on)
 	t->turning_away = true;
 }
 
-/* Starting nbdkit: everything between fork and exec, in the child. */
-
-enum spawn_step {
-	STEP_CGROUP,
-	STEP_FDS,
-	STEP_SIGNALS,
-	STEP_SETSID,
-	STEP_DEVNULL,
-	STEP_CHDIR,
-	STEP_RLIMITS,
-	STEP_BOUNDING_SET,
-	STEP_SETGROUPS,
-	STEP_SETRESGID,
-	STEP_SETRESUID,
-	STEP_CAPSET,
-	STEP_NO_NEW_PRIVS,
-	STEP_EXEC,
-};
-
-static const char *const spawn_step_names[] = {
-    [STEP_CGROUP] = "join its cgroup",
-    [STEP_FDS] = "set up fds",
-    [STEP_SIGNALS] = "reset signals",
-    [STEP_SETSID] = "setsid",
-    [STEP_DEVNULL] = "open /dev/null",
-    [STEP_CHDIR] = "chdir /",
-    [STEP_RLIMITS] = "set resource limits",
-    [STEP_BOUNDING_SET] = "drop the capability bounding set",
-    [STEP_SETGROUPS] = "setgroups",
-    [STEP_SETRESGID] = "setresgid",
-    [STEP_SETRESUID] = "setresuid",
-    [STEP_CAPSET] = "clear capabilities",
-    [STEP_NO_NEW_PRIVS] = "set no_new_privs",
-    [STEP_EXEC] = "exec",
-};
-
-struct spawn_error {
-	int step;
-	int err;
-};
-
-struct spawn_args {
-	int listen_fd;
-	int plugin_fd;               /* -1: none */
-	int cgroup_fd;               /* the tenant's cgroup.procs; -1: none */
-	struct rlimit nofile, nproc; /* nproc.rlim_max RLIM_INFINITY: left as it is */
-	uid_t uid;
-	gid_t gid;
-	bool keep_stderr;
-	char *const *argv;
-	char *const *envp;
-	char *listen_pid; /* the digits of "LISTEN_PID=..." in envp, filled in the child */
-};
-
-/* Report STEP's failure (errno) to the parent and die. */
-static _Noreturn void child_fail(int err_fd, enum spawn_step step)
-{
-	struct spawn_error e = {.step = step, .err = errno};
-
-	(void)!write(err_fd, &e, sizeof e);
-	_exit(127);
-}
-
-/* Async-signal-safe decimal formatting of V into BUF (room for 11 bytes). */
-static void format_pid(char *buf, pid_t v)
-{
-	char tmp[12];
-	int n = 0;
-
-	do
-		tmp[n++] = (char)('0' + v % 10);
-	while ((v /= 10) > 0);
-	while (n > 0)
-		*buf++ = tmp[--n];
-	*buf = '\0';
-}
-
-/* In the child: become the tenant's unprivileged nbdkit. Only async-signal-safe calls:
- * the daemon has other threads. Never returns. */
-static _Noreturn void child_exec(const struct spawn_args *a, int err_fd)
-{
-	struct __user_cap_header_struct cap_header = {.version = _LINUX_CAPABILITY_VERSION_3};
-	struct __user_cap_data_struct cap_data[_LINUX_CAPABILITY_U32S_3] = {{0}};
-	struct sigaction dfl = {.sa_handler = SIG_DFL};
-	struct rlimit no_core = {0, 0};
-	int fd, listen_fd, plugin_fd = -1, first, sig, cap;
-	sigset_t none;
-
-	/* Into the tenant's cgroup before anything else, so that all it starts is in there. */
-	if (a->cgroup_fd >= 0 && write(a->cgroup_fd, "0", 1) != 1)
-		child_fail(err_fd, STEP_CGROUP);
-
-	/* fds: the error pipe, the socket and the plugin above PLUGIN_FD first, so that
-	 * none is overwritten, then the socket onto LISTEN_FD and the plugin onto PLUGIN_FD
-	 * without close-on-exec, stdin and stdout on /dev/null, stderr kept unless nbdkit
-	 * logs to syslog, nothing else. */
-	err_fd = fcntl(err_fd, F_DUPFD_CLOEXEC, FIRST_FREE_FD);
-	if (err_fd < 0)
-		_exit(127);
-	listen_fd = fcntl(a->listen_fd, F_DUPFD_CLOEXEC, FIRST_FREE_FD);
-	if (a->plugin_fd >= 0)
-		plugin_fd = fcntl(a->plugin_fd, F_DUPFD_CLOEXEC, FIRST_FREE_FD);
-	if (listen_fd < 0 || dup2(listen_fd, LISTEN_FD) < 0 ||
-	    (a->plugin_fd >= 0 && (plugin_fd < 0 || dup2(plugin_fd, PLUGIN_FD) < 0)))
-		child_fail(err_fd, STEP_FDS);
-	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-	if (fd < 0)
-		child_fail(err_fd, STEP_DEVNULL);
-	if (dup2(fd, STDIN_FILENO) < 0 || dup2(fd, STDOUT_FILENO) < 0 ||
-	    (!a->keep_stderr && dup2(fd, STDERR_FILENO) < 0))
-		child_fail(err_fd, STEP_FDS);
-	first = a->plugin_fd >= 0 ? PLUGIN_FD + 1 : LISTEN_FD + 1;
-	if ((err_fd > first && close_range((unsigned)first, (unsigned)err_fd - 1, 0) < 0) ||
-	    close_range((unsigned)err_fd + 1, ~0U, 0) < 0)
-		child_fail(err_fd, STEP_FDS);
-
-	/* The daemon blocks and ignores signals of its own; nbdkit starts clean. */
-	sigemptyset(&none);
-	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
-		child_fail(err_fd, STEP_SIGNALS);
-	for (sig = 1; sig < NSIG; sig++)
-		sigaction(sig, &dfl, NULL);
-	/* Its own session: no terminal's signals, and it outlives the daemon. */
-	if (setsid() < 0)
-		child_fail(err_fd, STEP_SETSID);
-	if (chdir("/") < 0)
-		child_fail(err_fd, STEP_CHDIR);
-	umask(077);
-	/* Limits of its own on top of its cgroup's: no core dump of a tenant's data, fds
-	 * and processes bounded even without cgroups (its uid is its alone). */
-	if (setrlimit(RLIMIT_CORE, &no_core) < 0 || setrlimit(RLIMIT_NOFILE, &a->nofile) < 0 ||
-	    (a->nproc.rlim_max != RLIM_INFINITY && setrlimit(RLIMIT_NPROC, &a->nproc) < 0))
-		child_fail(err_fd, STEP_RLIMITS);
-
-	/* No capabilities, ever: nbdkit only reads and writes the fds it is handed. The
-	 * bounding set and ambient set go while we still may (CAP_SETPCAP); setresuid
-	 * away from root clears the permitted and effective sets; capset clears the
-	 * inheritable one; no_new_privs stops setuid binaries giving any back. */
-	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
-		child_fail(err_fd, STEP_BOUNDING_SET);
-	for (cap = 0; prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0; cap++)
-		;
-	if (errno != EINVAL || cap == 0)
-		child_fail(err_fd, STEP_BOUNDING_SET);
-	/* No supplementary groups: the daemon's (root's) would otherwise stay. */
-	if (setgroups(0, NULL) < 0)
-		child_fail(err_fd, STEP_SETGROUPS);
-	if (setresgid(a->gid, a->gid, a->gid) < 0)
-		child_fail(err_fd, STEP_SETRESGID);
-	if (setresuid(a->uid, a->uid, a->uid) < 0)
-		child_fail(err_fd, STEP_SETRESUID);
-	if (syscall(SYS_capset, &cap_header, cap_data) < 0)
-		child_fail(err_fd, STEP_CAPSET);
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-		child_fail(err_fd, STEP_NO_NEW_PRIVS);
-
-	/* Socket activation: LISTEN_FDS=1 and our own pid, which only we know. */
-	format_pid(a->listen_pid, getpid());
-	execve(a->argv[0], a->argv, a->envp);
-	child_fail(err_fd, STEP_EXEC);
-}
-
 /* Start T's nbdkit on T->listen_fd. Logs why it could not. */
 static int spawn(struct tenant_proc *t)
 {
 	char tenant_arg[sizeof "tenant=" + TP_NAME_MAX], broker_arg[PATH_MAX + 8];
 	char listen_pid[sizeof "LISTEN_PID=" + 12] = "LISTEN_PID=";
 	char *argv[10], *envp[] = {"PATH=" SAFE_PATH, "LISTEN_FDS=1", listen_pid, NULL};
-	struct spawn_args a = {.listen_fd = t->listen_fd,
-	                       .plugin_fd = sv.plugin_fd,
+	/* The socket onto LISTEN_FD, the plugin onto PLUGIN_FD. */
+	int fds[] = {t->listen_fd, sv.plugin_fd};
+	struct spawn_args a = {.fds = fds,
+	                       .n_fds = sv.plugin_fd >= 0 ? 2 : 1,
 	                       .cgroup_fd = -1,
 	                       .nofile = {NBDKIT_NOFILE, NBDKIT_NOFILE},
 	                       .nproc = {RLIM_INFINITY, RLIM_INFINITY},
@@ -599,10 +441,9 @@ static int spawn(struct tenant_proc *t)
 	                       .envp = envp,
 	                       .listen_pid = listen_pid + strlen("LISTEN_PID=")};
 	CLEANUP_CLOSE int cgroup_fd = -1;
-	struct spawn_error e;
+	const char *step;
 	struct rlimit cur;
-	int pipe_fds[2], n = 0, r;
-	ssize_t got;
+	int n = 0, r;
 	pid_t pid;
 
 	/* Whatever an nbdkit before it left goes first; this one starts in the cgroup. */
@@ -636,31 +477,14 @@ static int spawn(struct tenant_proc *t)
 	argv[n] = NULL;
 
 	turn_away(t, false);
-	if (pipe2(pipe_fds, O_CLOEXEC) < 0)
-		return -errno;
-	pid = fork();
-	if (pid < 0) {
-		r = -errno;
-		close(pipe_fds[0]);
-		close(pipe_fds[1]);
-		return r;
-	}
-	if (pid == 0)
-		child_exec(&a, pipe_fds[1]);
-	close(pipe_fds[1]);
-	/* The pipe closes on exec, or carries the step that failed. */
-	do
-		got = read(pipe_fds[0], &e, sizeof e);
-	while (got < 0 && errno == EINTR);
-	close(pipe_fds[0]);
-	if (got != 0) {
-		r = got == sizeof e ? -e.err : -EIO;
-		waitpid(pid, NULL, 0);
-		if (got == sizeof e && e.step >= 0 && e.step <= STEP_EXEC)
-			return log_errno(LOG_ERR, r, "tenant %s: start %s: %s: %m", t->name,
-			                 sv.nbdkit, spawn_step_names[e.step]);
+	r = spawn_unprivileged(&a, &pid, &step);
+	if (r < 0 && step && *step)
+		return log_errno(LOG_ERR, r, "tenant %s: start %s: %s: %m", t->name, sv.nbdkit,
+		                 step);
+	if (r < 0 && step)
 		return log_errno(LOG_ERR, r, "tenant %s: start %s: %m", t->name, sv.nbdkit);
-	}
+	if (r < 0)
+		return r;
 	/* Our own child cannot be reaped behind our back (nobody else waits), so its pid
 	 * still names it here. */
 	t->pidfd = pidfd_open(pid, 0);

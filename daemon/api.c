@@ -1470,12 +1470,10 @@ static int serve(int fd, char *path, const struct principal *p, struct api_serve
 	return 0;
 }
 
-int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct principal *p,
-               struct api_server **ret_server)
+int api_bind(const char *path, uid_t uid, gid_t gid, mode_t mode)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	CLEANUP_CLOSE int fd = -1;
-	char *path_copy;
 	mode_t old;
 	int r;
 
@@ -1499,12 +1497,25 @@ int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct
 		unlink(path);
 		return r;
 	}
+	return TAKE_FD(fd);
+}
+
+int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct principal *p,
+               struct api_server **ret_server)
+{
+	char *path_copy;
+	int fd, r;
+
+	fd = api_bind(path, uid, gid, mode);
+	if (fd < 0)
+		return fd;
 	path_copy = strdup(path);
 	if (path_copy == NULL) {
+		close(fd);
 		unlink(path);
 		return -ENOMEM;
 	}
-	r = serve(TAKE_FD(fd), path_copy, p, ret_server);
+	r = serve(fd, path_copy, p, ret_server);
 	if (r < 0) {
 		unlink(path);
 		free(path_copy);

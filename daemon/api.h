@@ -11,8 +11,11 @@
 
 struct api_server;
 
-/* Listen on PATH (replacing a stale socket there), owned by UID:GID with MODE, and serve
- * requests as principal P (copied). */
+/* Bind PATH (replacing a stale socket there), owned by UID:GID with MODE, and listen on
+ * it without serving: returns the socket's fd (close-on-exec, non-blocking) or -errno.
+ * How the root parent makes the sockets an API process serves (issue 21). */
+int api_bind(const char *path, uid_t uid, gid_t gid, mode_t mode);
+/* Listen on PATH as api_bind does, and serve requests as principal P (copied). */
 int api_listen(const char *path, uid_t uid, gid_t gid, mode_t mode, const struct principal *p,
                struct api_server **ret_server);
 /* Serve the socket FD, already bound and listening (SOCK_STREAM), as principal P (copied):

@@ -36,6 +36,9 @@ enum {
 	OPT_CGROUP,
 	OPT_NBDKIT_MEMORY_MAX,
 	OPT_NBDKIT_PIDS_MAX,
+	OPT_API_PROCESS,
+	OPT_API_PROGRAM,
+	OPT_API_UID,
 	OPT_LOG_LEVEL,
 	OPT_SYSLOG,
 	OPT_FOREGROUND,
@@ -65,6 +68,9 @@ static const struct option options[] = {
     {"cgroup", required_argument, NULL, OPT_CGROUP},
     {"nbdkit-memory-max", required_argument, NULL, OPT_NBDKIT_MEMORY_MAX},
     {"nbdkit-pids-max", required_argument, NULL, OPT_NBDKIT_PIDS_MAX},
+    {"api-process", no_argument, NULL, OPT_API_PROCESS},
+    {"api-program", required_argument, NULL, OPT_API_PROGRAM},
+    {"api-uid", required_argument, NULL, OPT_API_UID},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"syslog", no_argument, NULL, OPT_SYSLOG},
     {"foreground", no_argument, NULL, OPT_FOREGROUND},
@@ -102,6 +108,11 @@ static const char usage_text[] =
     "  --nbdkit-memory-max SIZE\n"
     "                       memory of each tenant's nbdkit (default 1G; 0: no limit)\n"
     "  --nbdkit-pids-max N  its processes and threads (default 1024; 0: no limit)\n"
+    "  --api-process        serve the admin socket from an unprivileged API process\n"
+    "                       (thinproxyd-api) instead of in the daemon\n"
+    "  --api-program PATH   the API process's program (default: thinproxyd-api next to\n"
+    "                       thinproxyd)\n"
+    "  --api-uid UID        its uid and gid (default: --nbd-uid-base minus 1)\n"
     "  --log-level LEVEL    error, warning, notice, info (default) or debug\n"
     "  --syslog             log to syslog instead of stderr\n"
     "  --foreground         do not detach\n"
@@ -238,6 +249,22 @@ static int apply(struct config *cfg, int opt, const char *name, const char *v)
 			r = -EINVAL;
 		cfg->nbd_uid_base = (uint32_t)n;
 		break;
+	case OPT_API_PROCESS:
+		cfg->api_process = true;
+		break;
+	case OPT_API_PROGRAM:
+		if (v[0] != '/')
+			r = -EINVAL;
+		else
+			r = set_string(&cfg->api_program, v);
+		break;
+	case OPT_API_UID:
+		/* Never root, nor what (uid_t)-1 means to setresuid. */
+		r = parse_uint(v, UINT32_MAX - 1, &n);
+		if (r == 0 && n == 0)
+			r = -EINVAL;
+		cfg->api_uid = (uint32_t)n;
+		break;
 	case OPT_LOG_LEVEL:
 		r = log_level_from_string(v);
 		if (r >= 0) {
@@ -321,7 +348,7 @@ static int read_file(struct config *cfg, const char *path, bool must_exist)
 			return -EINVAL;
 		}
 		if (opt == OPT_SYSLOG || opt == OPT_FOREGROUND ||
-		    opt == OPT_ALLOW_SKIP_BLOCK_ZEROING) {
+		    opt == OPT_ALLOW_SKIP_BLOCK_ZEROING || opt == OPT_API_PROCESS) {
 			if (val && strcmp(val, "true") != 0 && strcmp(val, "yes") != 0) {
 				if (strcmp(val, "false") == 0 || strcmp(val, "no") == 0)
 					continue;
@@ -416,6 +443,8 @@ int config_parse(struct config *cfg, int argc, char **argv)
 		fprintf(stderr, "thinproxyd: --metadata-max is below --metadata-size\n");
 		goto usage;
 	}
+	if (cfg->api_uid == 0)
+		cfg->api_uid = cfg->nbd_uid_base - 1;
 	if (cfg->state_dir[0] != '/' || cfg->run_dir[0] != '/') {
 		fprintf(stderr, "thinproxyd: --state-dir and --run-dir must be absolute paths\n");
 		goto usage;
@@ -438,4 +467,5 @@ void config_free(struct config *cfg)
 	free(cfg->nbdkit);
 	free(cfg->plugin);
 	free(cfg->cgroup);
+	free(cfg->api_program);
 }

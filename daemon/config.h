@@ -17,6 +17,11 @@ struct config {
 	uint32_t nbd_uid_base;
 	char *cgroup;                                /* "auto", "none" or a cgroup path */
 	uint64_t nbdkit_memory_max, nbdkit_pids_max; /* 0: no limit */
+	/* The admin socket served by an unprivileged API process (issue 21), the program's
+	 * path (NULL: thinproxyd-api next to thinproxyd) and its uid and gid. */
+	bool api_process;
+	char *api_program;
+	uint32_t api_uid;
 	int log_level;
 	bool syslog, foreground;
 	bool allow_skip_block_zeroing;

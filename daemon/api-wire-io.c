@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "api-wire-io.h"
 #include "api-wire.h"
@@ -89,5 +90,83 @@ int api_wire_recv(int fd, size_t max, void **ret_buf, size_t *ret_len)
 	}
 	*ret_buf = buf;
 	*ret_len = length;
+	return 0;
+}
+
+int api_wire_send_listen(int fd, const struct tp_api_listen *m, int pass_fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} control = {0};
+	struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof *m};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	ssize_t sent;
+
+	if (pass_fd >= 0) {
+		struct cmsghdr *c;
+
+		msg.msg_control = control.buf;
+		msg.msg_controllen = sizeof control.buf;
+		c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+	}
+	do
+		sent = sendmsg(fd, &msg, MSG_NOSIGNAL);
+	while (sent < 0 && errno == EINTR);
+	if (sent < 0)
+		return -errno;
+	return (size_t)sent == sizeof *m ? 0 : -EIO;
+}
+
+/* Close every fd that the control messages of MSG carry. */
+static void close_passed(struct msghdr *msg)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+			int passed;
+
+			memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			close(passed);
+		}
+	}
+}
+
+int api_wire_recv_listen(int fd, struct tp_api_listen *ret, int *ret_fd)
+{
+	union {
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} control;
+	struct iovec iov = {.iov_base = ret, .iov_len = sizeof *ret};
+	struct msghdr msg = {.msg_iov = &iov,
+	                     .msg_iovlen = 1,
+	                     .msg_control = control.buf,
+	                     .msg_controllen = sizeof control.buf};
+	struct cmsghdr *c;
+	ssize_t n;
+
+	*ret_fd = -1;
+	do
+		n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_TRUNC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	if (n == 0 && msg.msg_controllen == 0)
+		return -EPIPE;
+	c = CMSG_FIRSTHDR(&msg);
+	if ((size_t)n != sizeof *ret || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+	    (c != NULL && (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+	                   c->cmsg_len != CMSG_LEN(sizeof(int)) || CMSG_NXTHDR(&msg, c) != NULL))) {
+		close_passed(&msg);
+		return -EBADMSG;
+	}
+	if (c != NULL)
+		memcpy(ret_fd, CMSG_DATA(c), sizeof(int));
 	return 0;
 }

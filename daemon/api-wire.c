@@ -1052,3 +1052,63 @@ int api_wire_encode_error(enum tp_api_op op, uint32_t id, int r, enum tp_error c
 	*ret_len = sizeof *rep;
 	return 0;
 }
+
+/* The parent's messages about the API process's sockets. */
+
+int api_wire_encode_listen(uint16_t op, uint32_t socket, const struct principal *p,
+                           struct tp_api_listen *ret)
+{
+	memset(ret, 0, sizeof *ret);
+	ret->h = (struct tp_api_header){
+	    .magic = TP_API_MAGIC, .version = TP_API_VERSION, .op = op, .length = sizeof *ret};
+	ret->socket = socket;
+	if (op == TP_API_UNLISTEN && p == NULL)
+		return 0;
+	if (op != TP_API_LISTEN || p == NULL)
+		return -EINVAL;
+	if (p->admin) {
+		if (p->tenant_id != 0)
+			return -EINVAL;
+		ret->flags = TP_API_ADMIN;
+		return 0;
+	}
+	if (p->tenant_id <= 0 || API_WIRE_SET(ret->tenant, p->tenant) < 0 ||
+	    !tp_name_valid(ret->tenant))
+		return -EINVAL;
+	ret->tenant_id = p->tenant_id;
+	return 0;
+}
+
+int api_wire_decode_listen(const void *buf, size_t len, uint16_t *ret_op, uint32_t *ret_socket,
+                           struct principal *ret_p)
+{
+	struct tp_api_listen m;
+
+	if (len != sizeof m)
+		return -EBADMSG;
+	memcpy(&m, buf, sizeof m);
+	if (m.h.magic != TP_API_MAGIC || m.h.version != TP_API_VERSION || m.h.id != 0 ||
+	    m.h.length != sizeof m)
+		return -EBADMSG;
+	memset(ret_p, 0, sizeof *ret_p);
+	if (m.h.op == TP_API_UNLISTEN) {
+		if (m.flags != 0 || m.tenant_id != 0 ||
+		    !name_field_ok(m.tenant, sizeof m.tenant, true) || m.tenant[0] != '\0')
+			return -EBADMSG;
+	} else if (m.h.op != TP_API_LISTEN || (m.flags & ~TP_API_ADMIN) != 0) {
+		return -EBADMSG;
+	} else if (m.flags & TP_API_ADMIN) {
+		if (m.tenant_id != 0 || !name_field_ok(m.tenant, sizeof m.tenant, true) ||
+		    m.tenant[0] != '\0')
+			return -EBADMSG;
+		ret_p->admin = true;
+	} else {
+		if (m.tenant_id <= 0 || !name_field_ok(m.tenant, sizeof m.tenant, false))
+			return -EBADMSG;
+		ret_p->tenant_id = m.tenant_id;
+		memcpy(ret_p->tenant, m.tenant, sizeof ret_p->tenant);
+	}
+	*ret_op = m.h.op;
+	*ret_socket = m.socket;
+	return 0;
+}

@@ -102,4 +102,13 @@ void api_wire_get_principal(const struct api_wire_reply *rep, struct principal *
 /* The metrics text, inside the buffer. */
 const char *api_wire_get_text(const struct api_wire_reply *rep);
 
+/* The parent's messages about the API process's sockets (struct tp_api_listen). Encode
+ * OP (TP_API_LISTEN, with the principal P; TP_API_UNLISTEN, P NULL) for socket SOCKET into
+ * RET (-EINVAL for a principal that is neither the admin's nor a tenant's with a positive id
+ * and a valid name); decode one, -EBADMSG unless it is exactly such a message. */
+int api_wire_encode_listen(uint16_t op, uint32_t socket, const struct principal *p,
+                           struct tp_api_listen *ret);
+int api_wire_decode_listen(const void *buf, size_t len, uint16_t *ret_op, uint32_t *ret_socket,
+                           struct principal *ret_p);
+
 #endif

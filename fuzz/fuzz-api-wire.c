@@ -5,7 +5,9 @@
  *     the input's bytes.
  *   - api_wire_decode_reply reads it as the API process does, as the reply to each
  *     operation in turn (its id and cursor taken from the header), and every record a
- *     reply holds is then read out the way the ops client will. */
+ *     reply holds is then read out the way the ops client will.
+ *   - api_wire_decode_listen reads it as the API process reads the parent's word about
+ *     its sockets; whatever decodes is canonical too. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -141,6 +143,23 @@ static void check_reply(const uint8_t *data, size_t size)
 	}
 }
 
+/* The parent's word on the control socketpair, as the API process reads it: whatever
+ * decodes encodes back to the same bytes. */
+static void check_listen(const uint8_t *data, size_t size)
+{
+	struct tp_api_listen again;
+	struct principal p;
+	uint32_t index;
+	uint16_t op;
+	int r = api_wire_decode_listen(data, size, &op, &index, &p);
+
+	CHECK(r == 0 || r == -EBADMSG);
+	if (r < 0)
+		return;
+	CHECK(api_wire_encode_listen(op, index, op == TP_API_LISTEN ? &p : NULL, &again) == 0);
+	CHECK(size == sizeof again && memcmp(&again, data, size) == 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	uint32_t length;
@@ -151,5 +170,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		CHECK(length >= sizeof(struct tp_api_header) && length <= TP_API_MESSAGE_MAX);
 	check_request(data, size);
 	check_reply(data, size);
+	check_listen(data, size);
 	return 0;
 }

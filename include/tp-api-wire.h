@@ -262,6 +262,27 @@ struct tp_api_text {
 	uint32_t reserved;
 };
 
+/* The parent's word to the API process about its sockets, on a second SOCK_SEQPACKET
+ * socketpair that only the parent writes and only the API process reads, one packet of
+ * sizeof(struct tp_api_listen) bytes each. TP_API_LISTEN: serve the listening socket
+ * that travels with the message (one fd, SCM_RIGHTS) as index SOCKET, for the principal
+ * FLAGS (TP_API_ADMIN) or TENANT_ID and TENANT give; TP_API_UNLISTEN: stop serving socket
+ * SOCKET (the principal fields are zero). An index is never given twice in the life of
+ * one API process. The parent never reads this socketpair, so it opens nothing that the
+ * API process could attack: it only tells the API process which indexes to ask with, and
+ * still checks each request's index against its own list. */
+#define TP_API_LISTEN   UINT16_C(0x4001)
+#define TP_API_UNLISTEN UINT16_C(0x4002)
+#define TP_API_ADMIN    UINT32_C(0x1)
+
+struct tp_api_listen {
+	struct tp_api_header h; /* op: TP_API_LISTEN or TP_API_UNLISTEN; id 0 */
+	uint32_t socket;
+	uint32_t flags; /* TP_API_ADMIN */
+	int64_t tenant_id;
+	char tenant[TP_API_NAME_SIZE];
+};
+
 _Static_assert(sizeof(struct tp_api_header) == 16, "header layout");
 _Static_assert(sizeof(struct tp_api_request) == 4496, "request layout");
 _Static_assert(sizeof(struct tp_api_label) == 8, "label layout");
@@ -274,6 +295,7 @@ _Static_assert(sizeof(struct tp_api_grant) == 200, "grant layout");
 _Static_assert(sizeof(struct tp_api_child) == 72, "child layout");
 _Static_assert(sizeof(struct tp_api_principal) == 72, "principal layout");
 _Static_assert(sizeof(struct tp_api_text) == 8, "text layout");
+_Static_assert(sizeof(struct tp_api_listen) == 96, "listen layout");
 
 /* The largest request: its fixed part and a full set of the largest labels. */
 #define TP_API_REQUEST_MAX               \

@@ -952,6 +952,77 @@ START_TEST(reads_the_length_of_a_first_packet)
 }
 END_TEST
 
+START_TEST(round_trips_listen_messages)
+{
+	struct principal admin = {.admin = true}, alice = {.tenant_id = 7, .tenant = "alice"}, p;
+	struct tp_api_listen m;
+	uint32_t index;
+	uint16_t op;
+
+	ck_assert_int_eq(api_wire_encode_listen(TP_API_LISTEN, 0, &admin, &m), 0);
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), 0);
+	ck_assert(op == TP_API_LISTEN && index == 0 && p.admin && p.tenant_id == 0);
+	ck_assert_int_eq(api_wire_encode_listen(TP_API_LISTEN, 41, &alice, &m), 0);
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), 0);
+	ck_assert(op == TP_API_LISTEN && index == 41 && !p.admin && p.tenant_id == 7);
+	ck_assert_str_eq(p.tenant, "alice");
+	ck_assert_int_eq(api_wire_encode_listen(TP_API_UNLISTEN, 41, NULL, &m), 0);
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), 0);
+	ck_assert(op == TP_API_UNLISTEN && index == 41 && !p.admin && p.tenant_id == 0);
+}
+END_TEST
+
+START_TEST(rejects_malformed_listen_messages)
+{
+	struct principal alice = {.tenant_id = 7, .tenant = "alice"}, bad = alice, p;
+	struct tp_api_listen m, good;
+	unsigned char buf[sizeof m + 1];
+	uint32_t index;
+	uint16_t op;
+
+	/* What the encoder refuses: a listen without a principal, an unlisten with one, a
+	 * tenant without an id or with an invalid name, an admin with a tenant id. */
+	ck_assert_int_eq(api_wire_encode_listen(TP_API_LISTEN, 1, NULL, &m), -EINVAL);
+	ck_assert_int_eq(api_wire_encode_listen(TP_API_UNLISTEN, 1, &alice, &m), -EINVAL);
+	bad.tenant_id = 0;
+	ck_assert_int_eq(api_wire_encode_listen(TP_API_LISTEN, 1, &bad, &m), -EINVAL);
+	bad = (struct principal){.tenant_id = 7, .tenant = "-x"};
+	ck_assert_int_eq(api_wire_encode_listen(TP_API_LISTEN, 1, &bad, &m), -EINVAL);
+	bad = (struct principal){.admin = true, .tenant_id = 7};
+	ck_assert_int_eq(api_wire_encode_listen(TP_API_LISTEN, 1, &bad, &m), -EINVAL);
+	ck_assert_int_eq(api_wire_encode_listen(TP_API_VOLUME_LIST, 1, &alice, &m), -EINVAL);
+
+	/* What the decoder refuses: each field of a good message spoiled in turn. */
+	ck_assert_int_eq(api_wire_encode_listen(TP_API_LISTEN, 3, &alice, &good), 0);
+	memcpy(buf, &good, sizeof good);
+	buf[sizeof good] = 0;
+	ck_assert_int_eq(api_wire_decode_listen(buf, sizeof good + 1, &op, &index, &p), -EBADMSG);
+	ck_assert_int_eq(api_wire_decode_listen(buf, sizeof good - 1, &op, &index, &p), -EBADMSG);
+	m = good, m.h.magic++;
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), -EBADMSG);
+	m = good, m.h.version++;
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), -EBADMSG);
+	m = good, m.h.op = TP_API_VOLUME_LIST;
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), -EBADMSG);
+	m = good, m.h.id = 1;
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), -EBADMSG);
+	m = good, m.h.length--;
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), -EBADMSG);
+	m = good, m.flags = 2;
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), -EBADMSG);
+	m = good, m.flags = TP_API_ADMIN;
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), -EBADMSG);
+	m = good, m.tenant_id = -1;
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), -EBADMSG);
+	m = good, m.tenant[0] = '-';
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), -EBADMSG);
+	m = good, m.tenant[10] = 'x';
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), -EBADMSG);
+	m = good, m.h.op = TP_API_UNLISTEN;
+	ck_assert_int_eq(api_wire_decode_listen(&m, sizeof m, &op, &index, &p), -EBADMSG);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("api-wire");
@@ -987,6 +1058,8 @@ int main(void)
 	tcase_add_test(tc, rejects_reply_of_another_request);
 	tcase_add_test(tc, rejects_malformed_volume_record);
 	tcase_add_test(tc, reads_the_length_of_a_first_packet);
+	tcase_add_test(tc, round_trips_listen_messages);
+	tcase_add_test(tc, rejects_malformed_listen_messages);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -15,17 +15,23 @@
  * missing image's publication, an invalid tenant or volume name in a grant of a missing
  * tenant, an invalid image name from a source that cannot be read.
  *
- * api.c serves requests in several threads; one request and its reply hold the
- * socketpair at a time, and a listing is asked for page by page, its callback run
- * between pages without the socketpair held. A reply that does not decode, or a failing
- * socketpair, leaves the client broken: every call after it fails with -EIO, as the
- * parent's end can no longer be trusted to be in step. */
+ * api.c serves requests in several threads. The parent serves each of the socketpairs
+ * it gave this process in a thread of its own, so each is a channel that one request and
+ * its reply hold at a time: a call takes a free one, or waits for one, and a long
+ * operation (an image import) leaves the others answering. A listing is asked for page by
+ * page, its callback run between pages without a channel held. A reply that does not
+ * decode, or a failing socketpair, leaves the client broken: every call after it fails
+ * with -EIO, as the parent's end can no longer be trusted to be in step, and
+ * ops_client_broken_fd becomes readable so that the process stops and the parent starts
+ * a fresh one. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "api-wire-io.h"
 #include "api-wire.h"
@@ -33,14 +39,24 @@
 #include "ops-client.h"
 #include "tp-broker.h"
 
+/* CHANNELS_MAX socketpairs at most, each carrying one request and its reply at a time. */
+#define CHANNELS_MAX 16
+
 static struct {
-	pthread_mutex_t lock;
-	int fd; /* -1: not initialised, shut down or broken */
-	struct principal *sockets;
-	size_t n;
-	uint32_t admin; /* the admin socket's index; N if none */
+	pthread_mutex_t lock; /* the sockets, the channels' use and the ids */
+	pthread_cond_t idle;  /* a channel became free */
+	bool up;              /* initialised, not shut down, not broken */
+	int broken_fd;        /* eventfd: written when the client breaks */
+	struct client_socket {
+		struct principal p;
+		bool live;
+	} * sockets;
+	size_t n, cap;
+	int fds[CHANNELS_MAX];
+	bool busy[CHANNELS_MAX];
+	size_t n_fds;
 	uint32_t next_id;
-} cl = {.lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1};
+} cl = {.lock = PTHREAD_MUTEX_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER, .broken_fd = -1};
 
 /* The error of this thread's last call, as ops.c keeps it. */
 static __thread struct {
@@ -109,32 +125,83 @@ static int check_labels(const struct label_list *l, bool patch)
 	return 0;
 }
 
-int ops_client_init(int fd, const struct principal *sockets, size_t n)
+/* Give socket INDEX the principal P; the lock held. */
+static int socket_set(uint32_t index, const struct principal *p)
 {
-	struct principal *copy;
-	uint32_t admin = (uint32_t)n;
+	if (index >= cl.cap) {
+		size_t cap = cl.cap ? cl.cap : 16;
+		struct client_socket *grown;
 
-	if (fd < 0 || n == 0 || n > UINT32_MAX - 1)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		if (!sockets[i].admin)
-			continue;
-		if (admin != n || sockets[i].tenant_id != 0)
-			return -EINVAL;
-		admin = (uint32_t)i;
+		while (cap <= index)
+			cap *= 2;
+		grown = realloc(cl.sockets, cap * sizeof *grown);
+		if (grown == NULL)
+			return -ENOMEM;
+		memset(grown + cl.cap, 0, (cap - cl.cap) * sizeof *grown);
+		cl.sockets = grown;
+		cl.cap = cap;
 	}
-	copy = calloc(n, sizeof *copy);
-	if (copy == NULL)
-		return -ENOMEM;
-	memcpy(copy, sockets, n * sizeof *copy);
-	pthread_mutex_lock(&cl.lock);
-	free(cl.sockets);
-	cl.sockets = copy;
-	cl.n = n;
-	cl.admin = admin;
-	cl.fd = fd;
-	pthread_mutex_unlock(&cl.lock);
+	for (size_t i = 0; i < cl.n && p->admin; i++)
+		if (cl.sockets[i].live && cl.sockets[i].p.admin && i != index)
+			return -EINVAL;
+	if (p->admin && p->tenant_id != 0)
+		return -EINVAL;
+	cl.sockets[index] = (struct client_socket){.p = *p, .live = true};
+	if (index >= cl.n)
+		cl.n = (size_t)index + 1;
 	return 0;
+}
+
+int ops_client_init(const int *fds, size_t n_fds, const struct principal *sockets, size_t n)
+{
+	int r = 0;
+
+	if (n_fds == 0 || n_fds > CHANNELS_MAX || n > UINT32_MAX - 1)
+		return -EINVAL;
+	for (size_t i = 0; i < n_fds; i++)
+		if (fds[i] < 0)
+			return -EINVAL;
+	ops_client_shutdown();
+	pthread_mutex_lock(&cl.lock);
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = socket_set((uint32_t)i, &sockets[i]);
+	if (r == 0)
+		cl.broken_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (r == 0 && cl.broken_fd < 0)
+		r = -errno;
+	if (r == 0) {
+		memcpy(cl.fds, fds, n_fds * sizeof *fds);
+		memset(cl.busy, 0, sizeof cl.busy);
+		cl.n_fds = n_fds;
+		cl.up = true;
+	}
+	pthread_mutex_unlock(&cl.lock);
+	if (r < 0)
+		ops_client_shutdown();
+	return r;
+}
+
+int ops_client_listen(uint32_t index, const struct principal *p)
+{
+	int r;
+
+	pthread_mutex_lock(&cl.lock);
+	r = socket_set(index, p);
+	pthread_mutex_unlock(&cl.lock);
+	return r;
+}
+
+void ops_client_unlisten(uint32_t index)
+{
+	pthread_mutex_lock(&cl.lock);
+	if (index < cl.n)
+		cl.sockets[index] = (struct client_socket){0};
+	pthread_mutex_unlock(&cl.lock);
+}
+
+int ops_client_broken_fd(void)
+{
+	return cl.broken_fd;
 }
 
 void ops_client_shutdown(void)
@@ -142,8 +209,13 @@ void ops_client_shutdown(void)
 	pthread_mutex_lock(&cl.lock);
 	free(cl.sockets);
 	cl.sockets = NULL;
-	cl.n = 0;
-	cl.fd = -1;
+	cl.n = cl.cap = 0;
+	cl.n_fds = 0;
+	cl.up = false;
+	if (cl.broken_fd >= 0)
+		close(cl.broken_fd);
+	cl.broken_fd = -1;
+	pthread_cond_broadcast(&cl.idle);
 	pthread_mutex_unlock(&cl.lock);
 }
 
@@ -156,19 +228,23 @@ static int request_init(struct api_wire_request *req, enum tp_api_op op, const s
 
 	api_wire_request_init(req, op, 0, 0);
 	pthread_mutex_lock(&cl.lock);
-	if (cl.fd < 0) {
+	if (!cl.up) {
 		r = fail(-EIO, "the daemon's operations are not reachable");
 	} else if (p == NULL || p->admin) {
-		if (cl.admin == cl.n)
+		for (i = 0; i < cl.n; i++)
+			if (cl.sockets[i].live && cl.sockets[i].p.admin)
+				break;
+		if (i == cl.n)
 			r = fail(-EPERM, "this process serves no admin socket");
-		req->w.socket = cl.admin;
+		req->w.socket = (uint32_t)i;
 		if (r == 0 && p != NULL && p->tenant_id != 0 &&
 		    (!tp_name_valid(p->tenant) || API_WIRE_SET(req->w.acting_for, p->tenant) < 0))
 			r = fail(-EPERM, "the admin cannot act for tenant \"%.80s\"", p->tenant);
 	} else {
 		for (i = 0; i < cl.n; i++)
-			if (!cl.sockets[i].admin && cl.sockets[i].tenant_id == p->tenant_id &&
-			    strcmp(cl.sockets[i].tenant, p->tenant) == 0)
+			if (cl.sockets[i].live && !cl.sockets[i].p.admin &&
+			    cl.sockets[i].p.tenant_id == p->tenant_id &&
+			    strcmp(cl.sockets[i].p.tenant, p->tenant) == 0)
 				break;
 		if (i == cl.n)
 			r = fail(-EPERM, "this process serves no socket of tenant \"%.80s\"",
@@ -191,54 +267,85 @@ static void answer_free(struct answer *a)
 	a->buf = NULL;
 }
 
-/* Break the client: the parent's end is out of step or gone. */
+/* Break the client: a channel's other end is out of step or gone. The lock held. Every
+ * call from now on fails, and the process's main loop, told by the eventfd, stops it. */
 static int broken(int r, const char *what)
 {
 	log_errno(LOG_ERR, r, "%s the root parent: %m; no further operations", what);
-	cl.fd = -1;
+	if (cl.up && cl.broken_fd >= 0)
+		(void)!write(cl.broken_fd, &(uint64_t){1}, sizeof(uint64_t));
+	cl.up = false;
+	pthread_cond_broadcast(&cl.idle);
 	return fail_code(TP_ERROR_INTERNAL, -EIO, "the daemon's operations are not reachable");
 }
 
-/* Send REQ (asked at CURSOR, for a listing) and receive its reply into A. Returns 0 and
- * the reply, or the operation's error (its code and message kept) with A freed. */
+/* A free channel, marked busy, or -1 if the client is down. Waits for one. The lock held. */
+static int channel_take(void)
+{
+	for (;;) {
+		if (!cl.up)
+			return -1;
+		for (size_t i = 0; i < cl.n_fds; i++)
+			if (!cl.busy[i]) {
+				cl.busy[i] = true;
+				return (int)i;
+			}
+		pthread_cond_wait(&cl.idle, &cl.lock);
+	}
+}
+
+static void channel_give_back(int c)
+{
+	cl.busy[c] = false;
+	pthread_cond_signal(&cl.idle);
+}
+
+/* Send REQ (asked at CURSOR, for a listing) and receive its reply into A, on a channel of
+ * its own. Returns 0 and the reply, or the operation's error (its code and message kept)
+ * with A freed. */
 static int call(struct api_wire_request *req, uint64_t cursor, struct answer *a)
 {
 	void *out = NULL;
 	size_t out_len, in_len;
-	int r;
+	int c, fd, r;
 
 	a->buf = NULL;
 	pthread_mutex_lock(&cl.lock);
-	if (cl.fd < 0) {
+	c = channel_take();
+	if (c < 0) {
 		pthread_mutex_unlock(&cl.lock);
 		return fail(-EIO, "the daemon's operations are not reachable");
 	}
+	fd = cl.fds[c];
 	req->w.h.id = ++cl.next_id;
+	pthread_mutex_unlock(&cl.lock);
+
 	req->w.cursor = cursor;
 	r = api_wire_encode_request(req, &out, &out_len);
 	if (r < 0) {
+		pthread_mutex_lock(&cl.lock);
+		channel_give_back(c);
 		pthread_mutex_unlock(&cl.lock);
 		/* The checks before each call keep this from happening but for a bug. */
 		return fail_code(TP_ERROR_INTERNAL, r, "request not encodable: %s", strerror(-r));
 	}
-	r = api_wire_send(cl.fd, out, out_len);
+	r = api_wire_send(fd, out, out_len);
 	free(out);
-	if (r < 0) {
-		r = broken(r, "send to");
-		pthread_mutex_unlock(&cl.lock);
-		return r;
-	}
-	r = api_wire_recv(cl.fd, TP_API_MESSAGE_MAX, &a->buf, &in_len);
+	if (r == 0)
+		r = api_wire_recv(fd, TP_API_MESSAGE_MAX, &a->buf, &in_len);
 	if (r == 0)
 		r = api_wire_decode_reply(a->buf, in_len, req->w.h.op, req->w.h.id, cursor,
 		                          &a->rep);
+	pthread_mutex_lock(&cl.lock);
 	if (r < 0) {
 		answer_free(a);
-		r = broken(r, "receive from");
-		pthread_mutex_unlock(&cl.lock);
-		return r;
+		r = broken(r, "ask");
+	} else {
+		channel_give_back(c);
 	}
 	pthread_mutex_unlock(&cl.lock);
+	if (r < 0)
+		return r;
 	if (a->rep.w.error != 0) {
 		r = -(int)a->rep.w.error;
 		snprintf(err.message, sizeof err.message, "%s", a->rep.w.message);

@@ -13,31 +13,62 @@
 #include "log.h"
 #include "ops-server.h"
 
-int ops_server_init(struct ops_server *s, int fd, const struct principal *sockets, size_t n)
+int ops_server_init(struct ops_server *s, const struct principal *sockets, size_t n)
 {
-	size_t admins = 0;
+	int r = 0;
 
 	memset(s, 0, sizeof *s);
-	if (fd < 0 || n == 0 || n > UINT32_MAX)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++)
-		admins += sockets[i].admin;
-	if (admins > 1)
-		return -EINVAL;
-	s->sockets = calloc(n, sizeof *s->sockets);
-	if (s->sockets == NULL)
-		return -ENOMEM;
-	memcpy(s->sockets, sockets, n * sizeof *s->sockets);
-	s->n = n;
-	s->fd = fd;
-	return 0;
+	pthread_mutex_init(&s->lock, NULL);
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = ops_server_add(s, &sockets[i], &(uint32_t){0});
+	if (r < 0)
+		ops_server_free(s);
+	return r;
 }
 
 void ops_server_free(struct ops_server *s)
 {
 	free(s->sockets);
 	s->sockets = NULL;
-	s->n = 0;
+	s->n = s->cap = 0;
+	pthread_mutex_destroy(&s->lock);
+}
+
+int ops_server_add(struct ops_server *s, const struct principal *p, uint32_t *ret_index)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->n && p->admin; i++)
+		if (s->sockets[i].live && s->sockets[i].p.admin)
+			r = -EINVAL;
+	if (r == 0 && s->n >= UINT32_MAX)
+		r = -ENOSPC;
+	if (r == 0 && s->n == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 16;
+		struct ops_socket *grown = realloc(s->sockets, cap * sizeof *grown);
+
+		if (grown == NULL)
+			r = -ENOMEM;
+		else {
+			s->sockets = grown;
+			s->cap = cap;
+		}
+	}
+	if (r == 0) {
+		s->sockets[s->n] = (struct ops_socket){.p = *p, .live = true};
+		*ret_index = (uint32_t)s->n++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+void ops_server_drop(struct ops_server *s, uint32_t index)
+{
+	pthread_mutex_lock(&s->lock);
+	if (index < s->n)
+		s->sockets[index] = (struct ops_socket){0};
+	pthread_mutex_unlock(&s->lock);
 }
 
 /* A page of a listing being written: entries before SKIP are passed over, and the first
@@ -240,30 +271,36 @@ static int run(const struct api_wire_request *req, const struct principal *p,
 	return r;
 }
 
-/* May socket SOCK ask for REQ? The reason if not. */
-static const char *refusal(const struct ops_server *s, const struct api_wire_request *req)
+/* May socket SOCK ask for REQ? The reason if not; its principal into *RET_P if so. */
+static const char *refusal(struct ops_server *s, const struct api_wire_request *req,
+                           struct principal *ret_p)
 {
 	uint32_t sock = req->w.socket;
+	const char *why = NULL;
 
-	if (sock >= s->n)
-		return "no such socket";
-	if (!api_wire_op_has_principal(req->w.h.op) && !s->sockets[sock].admin)
-		return "an admin operation from a tenant's socket";
-	if (req->w.acting_for[0] != '\0' && !s->sockets[sock].admin)
-		return "acting for a tenant from a tenant's socket";
-	return NULL;
+	pthread_mutex_lock(&s->lock);
+	if (sock >= s->n || !s->sockets[sock].live)
+		why = "no such socket";
+	else if (!api_wire_op_has_principal(req->w.h.op) && !s->sockets[sock].p.admin)
+		why = "an admin operation from a tenant's socket";
+	else if (req->w.acting_for[0] != '\0' && !s->sockets[sock].p.admin)
+		why = "acting for a tenant from a tenant's socket";
+	else
+		*ret_p = s->sockets[sock].p;
+	pthread_mutex_unlock(&s->lock);
+	return why;
 }
 
 /* Encode the answer to REQ into *RET_BUF, *RET_LEN: its records, or its error. */
-static int answer(const struct ops_server *s, const struct api_wire_request *req, void **ret_buf,
+static int answer(struct ops_server *s, const struct api_wire_request *req, void **ret_buf,
                   size_t *ret_len)
 {
 	enum tp_api_op op = req->w.h.op;
-	const char *why = refusal(s, req);
+	struct principal socket_p, acting;
+	const char *why = refusal(s, req, &socket_p);
 	struct api_wire_writer w;
 	struct page pg = {.w = &w, .skip = req->w.cursor};
 	const struct principal *p = NULL;
-	struct principal acting;
 	int r;
 
 	if (why != NULL) {
@@ -275,7 +312,7 @@ static int answer(const struct ops_server *s, const struct api_wire_request *req
 	if ((r = api_wire_reply_begin(&w, op, req->w.h.id)) < 0)
 		return r;
 	if (api_wire_op_has_principal(op)) {
-		p = &s->sockets[req->w.socket];
+		p = &socket_p;
 		if (req->w.acting_for[0] != '\0') {
 			r = ops_principal_for_tenant(req->w.acting_for, &acting);
 			p = &acting;
@@ -301,14 +338,14 @@ static int answer(const struct ops_server *s, const struct api_wire_request *req
 	                             ret_buf, ret_len);
 }
 
-int ops_server_serve_one(struct ops_server *s)
+int ops_server_serve_one(struct ops_server *s, int fd)
 {
 	struct api_wire_request *req;
 	void *in = NULL, *out = NULL;
 	size_t in_len, out_len;
 	int r;
 
-	r = api_wire_recv(s->fd, TP_API_REQUEST_MAX, &in, &in_len);
+	r = api_wire_recv(fd, TP_API_REQUEST_MAX, &in, &in_len);
 	if (r < 0)
 		return r;
 	req = malloc(sizeof *req);
@@ -320,18 +357,18 @@ int ops_server_serve_one(struct ops_server *s)
 	if (r == 0)
 		r = answer(s, req, &out, &out_len);
 	if (r == 0)
-		r = api_wire_send(s->fd, out, out_len);
+		r = api_wire_send(fd, out, out_len);
 	free(out);
 	free(req);
 	free(in);
 	return r;
 }
 
-int ops_server_run(struct ops_server *s)
+int ops_server_run(struct ops_server *s, int fd)
 {
 	int r;
 
-	while ((r = ops_server_serve_one(s)) == 0)
+	while ((r = ops_server_serve_one(s, fd)) == 0)
 		;
 	return r == -EPIPE ? 0 : r;
 }

@@ -44,8 +44,8 @@ int main(int argc, char **argv)
 				r = ops_principal_for_tenant(argv[i + 1], &sockets[i]);
 			sockets[i].admin = false;
 		}
-		if (r == 0 && (r = ops_server_init(&s, fd, sockets, (size_t)n)) == 0) {
-			r = ops_server_run(&s);
+		if (r == 0 && (r = ops_server_init(&s, sockets, (size_t)n)) == 0) {
+			r = ops_server_run(&s, fd);
 			ops_server_free(&s);
 		}
 		ops_shutdown();

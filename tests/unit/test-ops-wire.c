@@ -46,11 +46,11 @@ static void setup(void)
 	close(sv[1]);
 	fd = sv[0];
 	/* Alice's principal as the parent has it, asked of the parent over the admin socket. */
-	ck_assert_int_eq(ops_client_init(fd, sockets, 1), 0);
+	ck_assert_int_eq(ops_client_init(&fd, 1, sockets, 1), 0);
 	ck_assert_int_eq(ops_principal_for_tenant("alice", &alice), 0);
 	alice.admin = false;
 	sockets[1] = alice;
-	ck_assert_int_eq(ops_client_init(fd, sockets, 2), 0);
+	ck_assert_int_eq(ops_client_init(&fd, 1, sockets, 2), 0);
 }
 
 static void teardown(void)

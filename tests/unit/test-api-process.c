@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <json.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../../daemon/api-wire-io.h"
+#include "../../daemon/api-wire.h"
 #include "../../daemon/log.h"
 #include "../../daemon/ops-client.h"
 
@@ -76,7 +79,7 @@ static void setup(void)
 	harness = start(harness_path, (char *[]){harness_path, ops_arg, "alice", NULL},
 	                (int[]){sv[1], -1});
 	close(sv[1]);
-	ck_assert_int_eq(ops_client_init(sv[0], &admin, 1), 0);
+	ck_assert_int_eq(ops_client_init(&sv[0], 1, &admin, 1), 0);
 	ck_assert_int_eq(ops_principal_for_tenant("alice", &alice), 0);
 	ops_client_shutdown();
 
@@ -240,6 +243,113 @@ START_TEST(stops_when_the_parent_goes)
 }
 END_TEST
 
+/* Can a client connect to the unix socket PATH? */
+static bool connects(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	ck_assert_int_ge(fd, 0);
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+	ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+	close(fd);
+	return ok;
+}
+
+/* Give the API process on CONTROL socket INDEX for P (NULL: take it back), with FD. */
+static void tell(int control, uint16_t op, uint32_t index, const struct principal *p, int fd)
+{
+	struct tp_api_listen m;
+
+	ck_assert_int_eq(api_wire_encode_listen(op, index, p, &m), 0);
+	ck_assert_int_eq(api_wire_send_listen(control, &m, fd), 0);
+}
+
+/* An API process of its own with a control socketpair and no socket on its command line,
+ * before a harness of its own (the admin, then bob): sockets given on the control
+ * socketpair are served under the indexes given, and a socket taken back is closed. */
+START_TEST(serves_the_sockets_the_control_socketpair_gives)
+{
+	const char *build = getenv("TP_BUILD") ? getenv("TP_BUILD") : "build";
+	struct principal admin = {.admin = true}, bob;
+	char harness_path[4096], api_path[4096], ops_arg[16], control_arg[16];
+	char admin2[160], bob_path[160];
+	int ops[2], control[2], fd;
+	pid_t h, pid;
+
+	snprintf(harness_path, sizeof harness_path, "%s/tests/ops-server-harness", build);
+	snprintf(api_path, sizeof api_path, "%s/thinproxyd-api", build);
+	snprintf(admin2, sizeof admin2, "%s/admin2.sock", dir);
+	snprintf(bob_path, sizeof bob_path, "%s/bob.sock", dir);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ops), 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control), 0);
+	snprintf(ops_arg, sizeof ops_arg, "%d", ops[1]);
+	h = start(harness_path, (char *[]){harness_path, ops_arg, "bob", NULL},
+	          (int[]){ops[1], -1});
+	close(ops[1]);
+	ck_assert_int_eq(ops_client_init(&ops[0], 1, &admin, 1), 0);
+	ck_assert_int_eq(ops_principal_for_tenant("bob", &bob), 0);
+	ops_client_shutdown();
+	bob.admin = false;
+
+	snprintf(ops_arg, sizeof ops_arg, "%d", ops[0]);
+	snprintf(control_arg, sizeof control_arg, "%d", control[1]);
+	pid = start(api_path, (char *[]){api_path, "--control", control_arg, ops_arg, NULL},
+	            (int[]){ops[0], control[1], -1});
+	close(ops[0]);
+	close(control[1]);
+	fd = listen_at(admin2);
+	tell(control[0], TP_API_LISTEN, 0, &admin, fd);
+	close(fd);
+	fd = listen_at(bob_path);
+	tell(control[0], TP_API_LISTEN, 1, &bob, fd);
+	close(fd);
+	ck_assert_int_eq(
+	    http(bob_path, "POST", "/v1/volumes", "{\"name\":\"b\",\"size\":1048576}", NULL), 201);
+	ck_assert_int_eq(http(admin2, "GET", "/v1/tenants/bob/volumes/b", NULL, NULL), 200);
+
+	/* Taken back: once the API process has closed its copy, nobody listens there. */
+	tell(control[0], TP_API_UNLISTEN, 1, NULL, -1);
+	for (int i = 0; i < 2000 && connects(bob_path); i++)
+		usleep(10000);
+	ck_assert(!connects(bob_path));
+	ck_assert_int_eq(http(admin2, "GET", "/v1/pool", NULL, NULL), 200);
+
+	/* The control socketpair closed: it stops, and the harness after it. */
+	close(control[0]);
+	reap(pid, 0);
+	reap(h, 0);
+}
+END_TEST
+
+/* A word on the control socketpair that is not one of the parent's (here a listen with
+ * no socket attached): the API process stops with status 1, for the parent to start a
+ * fresh one. */
+START_TEST(stops_on_a_malformed_word_from_the_parent)
+{
+	const char *build = getenv("TP_BUILD") ? getenv("TP_BUILD") : "build";
+	struct principal admin = {.admin = true};
+	char api_path[4096], ops_arg[16], control_arg[16];
+	int ops[2], control[2];
+	pid_t pid;
+
+	snprintf(api_path, sizeof api_path, "%s/thinproxyd-api", build);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ops), 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, control), 0);
+	snprintf(ops_arg, sizeof ops_arg, "%d", ops[1]);
+	snprintf(control_arg, sizeof control_arg, "%d", control[1]);
+	pid = start(api_path, (char *[]){api_path, "--control", control_arg, ops_arg, NULL},
+	            (int[]){ops[1], control[1], -1});
+	close(ops[1]);
+	close(control[1]);
+	tell(control[0], TP_API_LISTEN, 0, &admin, -1);
+	reap(pid, 1);
+	close(control[0]);
+	close(ops[0]);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("api-process");
@@ -250,6 +360,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, serves_a_tenant_through_the_parent);
 	tcase_add_test(tc, serves_the_admin_through_the_parent);
 	tcase_add_test(tc, stops_when_the_parent_goes);
+	tcase_add_test(tc, serves_the_sockets_the_control_socketpair_gives);
+	tcase_add_test(tc, stops_on_a_malformed_word_from_the_parent);
 	suite_add_tcase(s, tc);
 	return s;
 }

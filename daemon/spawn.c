@@ -5,6 +5,7 @@
 #include <linux/capability.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -13,6 +14,12 @@
 #include <unistd.h>
 
 #include "spawn.h"
+#include "tp-cleanup.h"
+
+/* MFD_EXEC (Linux 6.3): a sealed copy may be mapped executable or run. */
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
 
 enum spawn_step {
 	STEP_CGROUP,
@@ -84,7 +91,7 @@ static _Noreturn void child_exec(const struct spawn_args *a, int err_fd)
 	struct __user_cap_data_struct cap_data[_LINUX_CAPABILITY_U32S_3] = {{0}};
 	struct sigaction dfl = {.sa_handler = SIG_DFL};
 	struct rlimit no_core = {0, 0};
-	int copies[SPAWN_FDS_MAX], fd, first = SPAWN_FIRST_FD + (int)a->n_fds, sig, cap;
+	int copies[SPAWN_FDS_MAX], fd, first = SPAWN_FIRST_FD + (int)a->n_fds, sig, cap, exec_fd;
 	sigset_t none;
 	size_t i;
 
@@ -98,6 +105,9 @@ static _Noreturn void child_exec(const struct spawn_args *a, int err_fd)
 	err_fd = fcntl(err_fd, F_DUPFD_CLOEXEC, first);
 	if (err_fd < 0)
 		_exit(127);
+	exec_fd = a->exec_fd >= 0 ? fcntl(a->exec_fd, F_DUPFD_CLOEXEC, err_fd + 1) : -1;
+	if (a->exec_fd >= 0 && exec_fd < 0)
+		child_fail(err_fd, STEP_FDS);
 	for (i = 0; i < a->n_fds; i++) {
 		copies[i] = fcntl(a->fds[i], F_DUPFD_CLOEXEC, first);
 		if (copies[i] < 0)
@@ -113,7 +123,9 @@ static _Noreturn void child_exec(const struct spawn_args *a, int err_fd)
 	    (!a->keep_stderr && dup2(fd, STDERR_FILENO) < 0))
 		child_fail(err_fd, STEP_FDS);
 	if ((err_fd > first && close_range((unsigned)first, (unsigned)err_fd - 1, 0) < 0) ||
-	    close_range((unsigned)err_fd + 1, ~0U, 0) < 0)
+	    (exec_fd > err_fd + 1 &&
+	     close_range((unsigned)err_fd + 1, (unsigned)exec_fd - 1, 0) < 0) ||
+	    close_range((unsigned)(exec_fd > err_fd ? exec_fd : err_fd) + 1, ~0U, 0) < 0)
 		child_fail(err_fd, STEP_FDS);
 
 	/* The daemon blocks and ignores signals of its own; the program starts clean. */
@@ -158,7 +170,10 @@ static _Noreturn void child_exec(const struct spawn_args *a, int err_fd)
 
 	if (a->listen_pid)
 		format_pid(a->listen_pid, getpid());
-	execve(a->argv[0], a->argv, a->envp);
+	if (exec_fd >= 0)
+		syscall(SYS_execveat, exec_fd, "", a->argv, a->envp, AT_EMPTY_PATH);
+	else
+		execve(a->argv[0], a->argv, a->envp);
 	child_fail(err_fd, STEP_EXEC);
 }
 
@@ -198,4 +213,34 @@ int spawn_unprivileged(const struct spawn_args *a, pid_t *ret_pid, const char **
 	}
 	*ret_pid = pid;
 	return 0;
+}
+
+int spawn_sealed_copy(const char *path, const char *name, mode_t mode)
+{
+	CLEANUP_CLOSE int in = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	CLEANUP_CLOSE int fd = -1;
+	char buf[65536];
+	struct stat st;
+	ssize_t n;
+
+	if (in < 0)
+		return -errno;
+	if (fstat(in, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+	if (fd < 0 && errno == EINVAL) /* before Linux 6.3: executable anyway */
+		fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	while ((n = read(in, buf, sizeof buf)) > 0)
+		if (write(fd, buf, (size_t)n) != n)
+			return errno != 0 ? -errno : -EIO;
+	if (n < 0)
+		return -errno;
+	if (fchmod(fd, mode) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+		return -errno;
+	return TAKE_FD(fd);
 }

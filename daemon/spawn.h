@@ -17,6 +17,8 @@
 /* The first fd given, in the child: sd_listen_fds(3)'s first. */
 #define SPAWN_FIRST_FD 3
 #define SPAWN_FDS_MAX  8
+/* The PATH a child starts with: nothing of the caller's environment is passed on. */
+#define SPAWN_SAFE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 struct spawn_args {
 	const int *fds;              /* onto SPAWN_FIRST_FD, SPAWN_FIRST_FD + 1, ... in the child */
@@ -26,7 +28,8 @@ struct spawn_args {
 	uid_t uid;                   /* never 0 */
 	gid_t gid;
 	bool keep_stderr;
-	char *const *argv; /* argv[0] is the path run */
+	int exec_fd;       /* the program to run, open (spawn_sealed_copy); -1: argv[0] */
+	char *const *argv; /* argv[0] is the path run, or its name if EXEC_FD is given */
 	char *const *envp;
 	/* The digits of "LISTEN_PID=..." in ENVP, filled in the child with its pid, which
 	 * only it knows (socket activation); NULL: none. */
@@ -37,5 +40,11 @@ struct spawn_args {
  * failed (-errno, and *RET_STEP: NULL if it failed before there was a child; else the
  * child, reaped, failed at the step it names, "" if it could not tell). */
 int spawn_unprivileged(const struct spawn_args *a, pid_t *ret_pid, const char **ret_step);
+
+/* A sealed copy in memory of the file at PATH, named NAME, with MODE (0444 for a library,
+ * 0555 for a program): an fd nobody can change, which a child of another uid can load or
+ * run whatever the modes of PATH and of the directories above it (a clone in a private
+ * home). -EINVAL if PATH is not a regular file; another -errno. */
+int spawn_sealed_copy(const char *path, const char *name, mode_t mode);
 
 #endif

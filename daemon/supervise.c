@@ -41,10 +41,6 @@ _Static_assert(LISTEN_FD == SPAWN_FIRST_FD && PLUGIN_FD == SPAWN_FIRST_FD + 1,
                "the fds nbdkit is given");
 /* nbdkit holds a socket and a device per connection, and a few of its own. */
 #define NBDKIT_NOFILE 4096
-/* MFD_EXEC (Linux 6.3): the plugin's copy is mapped executable. */
-#ifndef MFD_EXEC
-#define MFD_EXEC 0x0010U
-#endif
 /* A first death is restarted at once, the next ones after 250 ms, 500 ms, ... 30 s; an
  * nbdkit that ran for a minute counts as healthy again. */
 #define RESTART_DELAY_MIN_MS 250
@@ -55,7 +51,6 @@ _Static_assert(LISTEN_FD == SPAWN_FIRST_FD && PLUGIN_FD == SPAWN_FIRST_FD + 1,
 /* supervise_stop_tenant: SIGTERM, this long to finish, then SIGKILL. */
 #define STOP_TIMEOUT_MS 3000
 /* Environment and search path of nbdkit. */
-#define SAFE_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* One tenant's nbdkit. */
 struct tenant_proc {
@@ -124,7 +119,7 @@ static int find_program(const char *name, char **ret_path)
 		if (access(buf, X_OK) < 0)
 			return -errno;
 	} else {
-		const char *p = path && *path ? path : SAFE_PATH, *end;
+		const char *p = path && *path ? path : SPAWN_SAFE_PATH, *end;
 		bool found = false;
 
 		for (; !found && *p != '\0'; p = *end ? end + 1 : end) {
@@ -160,39 +155,6 @@ static void free_config(void)
 	sv.cgroups = NULL;
 }
 
-/* A sealed copy of the plugin at PATH in memory, as an fd: nobody can change it, and
- * each tenant's nbdkit, as a uid of its own, can load it through its fd whatever the
- * modes of PATH and of the directories above it (a clone in a private home). */
-static int copy_plugin(const char *path)
-{
-	CLEANUP_CLOSE int in = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	CLEANUP_CLOSE int fd = -1;
-	char buf[65536];
-	struct stat st;
-	ssize_t n;
-
-	if (in < 0)
-		return -errno;
-	if (fstat(in, &st) < 0)
-		return -errno;
-	if (!S_ISREG(st.st_mode))
-		return -EINVAL;
-	fd = memfd_create("nbdkit-thinproxy-plugin.so", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
-	if (fd < 0 && errno == EINVAL) /* before Linux 6.3: executable anyway */
-		fd = memfd_create("nbdkit-thinproxy-plugin.so", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0)
-		return -errno;
-	while ((n = read(in, buf, sizeof buf)) > 0)
-		if (write(fd, buf, (size_t)n) != n)
-			return errno != 0 ? -errno : -EIO;
-	if (n < 0)
-		return -errno;
-	if (fchmod(fd, 0444) < 0 ||
-	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
-		return -errno;
-	return TAKE_FD(fd);
-}
-
 int supervise_init(const struct supervise_config *cfg)
 {
 	const char *nbdkit = cfg->nbdkit ? cfg->nbdkit : "nbdkit";
@@ -215,7 +177,8 @@ int supervise_init(const struct supervise_config *cfg)
 	 * is nbdkit's to look up in its plugin directory. */
 	if (cfg->plugin != NULL && strchr(cfg->plugin, '/') != NULL) {
 		sv.plugin = realpath(cfg->plugin, NULL);
-		r = sv.plugin ? copy_plugin(sv.plugin) : -errno;
+		r = sv.plugin ? spawn_sealed_copy(sv.plugin, "nbdkit-thinproxy-plugin.so", 0444)
+		              : -errno;
 		if (r < 0) {
 			if (r == -EINVAL)
 				log_error("nbdkit plugin %s: not a regular file", cfg->plugin);
@@ -426,10 +389,11 @@ static int spawn(struct tenant_proc *t)
 {
 	char tenant_arg[sizeof "tenant=" + TP_NAME_MAX], broker_arg[PATH_MAX + 8];
 	char listen_pid[sizeof "LISTEN_PID=" + 12] = "LISTEN_PID=";
-	char *argv[10], *envp[] = {"PATH=" SAFE_PATH, "LISTEN_FDS=1", listen_pid, NULL};
+	char *argv[10], *envp[] = {"PATH=" SPAWN_SAFE_PATH, "LISTEN_FDS=1", listen_pid, NULL};
 	/* The socket onto LISTEN_FD, the plugin onto PLUGIN_FD. */
 	int fds[] = {t->listen_fd, sv.plugin_fd};
 	struct spawn_args a = {.fds = fds,
+	                       .exec_fd = -1,
 	                       .n_fds = sv.plugin_fd >= 0 ? 2 : 1,
 	                       .cgroup_fd = -1,
 	                       .nofile = {NBDKIT_NOFILE, NBDKIT_NOFILE},

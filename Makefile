@@ -304,6 +304,7 @@ UDEVRULESDIR ?= /etc/udev/rules.d
 
 install: all
 	install -D -m 0755 $(DAEMON) $(DESTDIR)$(PREFIX)/sbin/thinproxyd
+	install -D -m 0755 $(API_PROCESS) $(DESTDIR)$(PREFIX)/sbin/thinproxyd-api
 	install -D -m 0755 $(CLIENT) $(DESTDIR)$(PREFIX)/bin/thinproxy
 	install -D -m 0755 $(PLUGIN) $(DESTDIR)$(PLUGINDIR)/nbdkit-thinproxy-plugin.so
 	install -d $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \

@@ -37,6 +37,7 @@ enum {
 	OPT_NBDKIT_MEMORY_MAX,
 	OPT_NBDKIT_PIDS_MAX,
 	OPT_API_PROCESS,
+	OPT_NO_API_PROCESS,
 	OPT_API_PROGRAM,
 	OPT_API_UID,
 	OPT_LOG_LEVEL,
@@ -69,6 +70,7 @@ static const struct option options[] = {
     {"nbdkit-memory-max", required_argument, NULL, OPT_NBDKIT_MEMORY_MAX},
     {"nbdkit-pids-max", required_argument, NULL, OPT_NBDKIT_PIDS_MAX},
     {"api-process", no_argument, NULL, OPT_API_PROCESS},
+    {"no-api-process", no_argument, NULL, OPT_NO_API_PROCESS},
     {"api-program", required_argument, NULL, OPT_API_PROGRAM},
     {"api-uid", required_argument, NULL, OPT_API_UID},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
@@ -108,11 +110,12 @@ static const char usage_text[] =
     "  --nbdkit-memory-max SIZE\n"
     "                       memory of each tenant's nbdkit (default 1G; 0: no limit)\n"
     "  --nbdkit-pids-max N  its processes and threads (default 1024; 0: no limit)\n"
-    "  --api-process        serve the admin socket from an unprivileged API process\n"
-    "                       (thinproxyd-api) instead of in the daemon\n"
+    "  --no-api-process     parse the REST API's HTTP in the daemon itself, not in the\n"
+    "                       unprivileged API processes (thinproxyd-api; the default)\n"
     "  --api-program PATH   the API process's program (default: thinproxyd-api next to\n"
     "                       thinproxyd)\n"
-    "  --api-uid UID        its uid and gid (default: --nbd-uid-base minus 1)\n"
+    "  --api-uid UID        the tenants' API process's uid and gid, the admin's is one\n"
+    "                       less (default: --nbd-uid-base minus 1)\n"
     "  --log-level LEVEL    error, warning, notice, info (default) or debug\n"
     "  --syslog             log to syslog instead of stderr\n"
     "  --foreground         do not detach\n"
@@ -252,6 +255,9 @@ static int apply(struct config *cfg, int opt, const char *name, const char *v)
 	case OPT_API_PROCESS:
 		cfg->api_process = true;
 		break;
+	case OPT_NO_API_PROCESS:
+		cfg->api_process = false;
+		break;
 	case OPT_API_PROGRAM:
 		if (v[0] != '/')
 			r = -EINVAL;
@@ -342,7 +348,7 @@ static int read_file(struct config *cfg, const char *path, bool must_exist)
 		}
 		opt = option_by_name(key);
 		if (opt < 0 || opt == OPT_CONFIG || opt == OPT_HELP || opt == OPT_VERSION ||
-		    opt == OPT_TEARDOWN) {
+		    opt == OPT_TEARDOWN || opt == OPT_NO_API_PROCESS) {
 			fprintf(stderr, "thinproxyd: %s:%u: unknown setting \"%s\"\n", path, lineno,
 			        key);
 			return -EINVAL;
@@ -350,8 +356,11 @@ static int read_file(struct config *cfg, const char *path, bool must_exist)
 		if (opt == OPT_SYSLOG || opt == OPT_FOREGROUND ||
 		    opt == OPT_ALLOW_SKIP_BLOCK_ZEROING || opt == OPT_API_PROCESS) {
 			if (val && strcmp(val, "true") != 0 && strcmp(val, "yes") != 0) {
-				if (strcmp(val, "false") == 0 || strcmp(val, "no") == 0)
+				if (strcmp(val, "false") == 0 || strcmp(val, "no") == 0) {
+					if (opt == OPT_API_PROCESS)
+						cfg->api_process = false;
 					continue;
+				}
 				fprintf(stderr, "thinproxyd: %s:%u: %s takes true or false\n", path,
 				        lineno, key);
 				return -EINVAL;
@@ -378,6 +387,7 @@ int config_parse(struct config *cfg, int argc, char **argv)
 	cfg->min_free_percent = 5;
 	cfg->low_water_percent = 20;
 	cfg->nbd_uid_base = 2000000000u;
+	cfg->api_process = true;
 	/* nbdkit serves a request of up to 64 MiB from a buffer of that size, and runs 16
 	 * threads per connection (1.32): 1 GiB is sixteen such requests at once; 1024 tasks
 	 * are some 60 connections. */
@@ -445,6 +455,11 @@ int config_parse(struct config *cfg, int argc, char **argv)
 	}
 	if (cfg->api_uid == 0)
 		cfg->api_uid = cfg->nbd_uid_base - 1;
+	if (cfg->api_process && cfg->api_uid < 2) {
+		fprintf(stderr, "thinproxyd: --api-uid must be at least 2: the admin's API process "
+		                "runs as one less, never root\n");
+		goto usage;
+	}
 	if (cfg->state_dir[0] != '/' || cfg->run_dir[0] != '/') {
 		fprintf(stderr, "thinproxyd: --state-dir and --run-dir must be absolute paths\n");
 		goto usage;

@@ -12,7 +12,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
-#include <sys/pidfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,15 +19,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "api-child.h"
 #include "api.h"
 #include "broker.h"
 #include "caps.h"
 #include "config.h"
 #include "log.h"
-#include "ops-server.h"
 #include "ops.h"
 #include "pool.h"
-#include "spawn.h"
 #include "store.h"
 #include "supervise.h"
 #include "teardown.h"
@@ -43,13 +41,6 @@
  * while it keeps dying; one that ran for a minute counts as healthy again. Stopped with
  * its end of the socketpair closed, then SIGKILL after STOP_MS. A request whose packets
  * stall this long is its fault: the loop does not wait for it. */
-#define API_RESTART_MIN_MS 250
-#define API_RESTART_MAX_MS 30000
-#define API_HEALTHY_MS     60000
-#define API_STOP_MS        3000
-#define API_STALL_MS       2000
-#define API_NOFILE         4096
-#define SAFE_PATH          "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 static struct config cfg;
 
@@ -60,6 +51,8 @@ struct tenant_socket {
 	struct tenant_socket *next;
 };
 static struct tenant_socket *tenant_sockets;
+/* With api-process = yes, the tenants' API process serves them instead. */
+static struct api_child *tenant_api;
 
 static char *path_join(const char *a, const char *b, const char *c)
 {
@@ -98,23 +91,19 @@ static struct tenant_socket **find_tenant_socket(const char *name)
 	return ts;
 }
 
-/* ops callback: (re)create run_dir/tenants/NAME/control.sock and start its nbdkit. */
-static int tenant_up(const struct tenant *t)
+/* Serve tenant T's control socket SOCK as P: bound here and handed to the tenants' API
+ * process, or served here (api-process = no). */
+static int tenant_listen(const char *sock, const struct tenant *t, const struct principal *p)
 {
-	CLEANUP_FREE char *dir = path_join(cfg.run_dir, "tenants", t->name);
-	CLEANUP_FREE char *sock = path_join(cfg.run_dir, "tenants", t->name);
-	struct tenant_socket **slot = find_tenant_socket(t->name), *ts = *slot;
-	struct principal p = {.tenant_id = t->id};
+	struct tenant_socket **slot, *ts;
 	int r;
 
-	free(sock);
-	sock = dir ? path_join(dir, "control.sock", NULL) : NULL;
-	if (sock == NULL)
-		return -ENOMEM;
-	r = ensure_dir(dir, 0755);
-	if (r < 0)
-		return r;
-	snprintf(p.tenant, sizeof p.tenant, "%s", t->name);
+	if (tenant_api) {
+		r = api_bind(sock, t->uid, t->gid, 0660);
+		return r < 0 ? r : api_child_listen(tenant_api, r, sock, p);
+	}
+	slot = find_tenant_socket(t->name);
+	ts = *slot;
 	if (ts == NULL) {
 		ts = calloc(1, sizeof *ts);
 		if (ts == NULL)
@@ -124,7 +113,24 @@ static int tenant_up(const struct tenant *t)
 	}
 	api_stop(ts->api);
 	ts->api = NULL;
-	r = api_listen(sock, t->uid, t->gid, 0660, &p, &ts->api);
+	return api_listen(sock, t->uid, t->gid, 0660, p, &ts->api);
+}
+
+/* ops callback: (re)create run_dir/tenants/NAME/control.sock and start its nbdkit. */
+static int tenant_up(const struct tenant *t)
+{
+	CLEANUP_FREE char *dir = path_join(cfg.run_dir, "tenants", t->name);
+	CLEANUP_FREE char *sock = dir ? path_join(dir, "control.sock", NULL) : NULL;
+	struct principal p = {.tenant_id = t->id};
+	int r;
+
+	if (sock == NULL)
+		return -ENOMEM;
+	r = ensure_dir(dir, 0755);
+	if (r < 0)
+		return r;
+	snprintf(p.tenant, sizeof p.tenant, "%s", t->name);
+	r = tenant_listen(sock, t, &p);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "listen on %s: %m", sock);
 	r = supervise_start_tenant(t->name, t->nbd_uid, t->nbd_uid, t->uid, t->gid);
@@ -140,6 +146,8 @@ static void tenant_down(const char *name)
 	CLEANUP_FREE char *dir = path_join(cfg.run_dir, "tenants", name);
 
 	supervise_stop_tenant(name);
+	if (tenant_api)
+		api_child_unlisten(tenant_api, name);
 	if (ts) {
 		api_stop(ts->api);
 		*slot = ts->next;
@@ -299,211 +307,12 @@ struct daemon {
 	struct pool *pool;
 	bool supervising; /* supervise_init succeeded */
 	struct broker *broker;
-	bool ops_started;         /* ops_init was called: it may have brought tenants up */
-	struct api_server *admin; /* served in-process (api-process = no) */
-	struct api_child *api;    /* the API process (api-process = yes) */
-	int ep, sfd, tfd;         /* the loop's epoll set, its signalfd and its timerfd */
-	unsigned monitor_ticks;   /* the timer's ticks, for MONITOR_TICKS */
+	bool ops_started;            /* ops_init was called: it may have brought tenants up */
+	struct api_server *admin;    /* served in-process (api-process = no) */
+	struct api_child *admin_api; /* the admin socket's API process (api-process = yes) */
+	int ep, sfd, tfd;            /* the loop's epoll set, its signalfd and its timerfd */
+	unsigned monitor_ticks;      /* the timer's ticks, for MONITOR_TICKS */
 };
-
-/* The API process (api-process = yes, issue 21): thinproxyd-api as cfg.api_uid, without
- * capabilities, serving the admin socket that the daemon binds and keeps across its
- * restarts, and asking for every operation over a socketpair that the loop serves with
- * ops_server_serve_one. The tenants' control sockets are still served in-process. */
-struct api_child {
-	char *program;
-	int listen_fd; /* admin.sock, bound and listening */
-	int ops_fd;    /* the daemon's end of the socketpair; -1: none */
-	struct ops_server server;
-	pid_t pid; /* 0: not running */
-	int pidfd; /* -1: not running */
-	int64_t started_ms;
-	unsigned failures;  /* deaths in a row without a healthy run */
-	int64_t restart_ms; /* when to start it again; 0: no start pending */
-};
-
-static void api_child_schedule(struct api_child *c)
-{
-	int64_t delay = 0;
-
-	if (c->failures > 0) {
-		delay = API_RESTART_MIN_MS;
-		for (unsigned i = 1; i < c->failures && delay < API_RESTART_MAX_MS; i++)
-			delay *= 2;
-		if (delay > API_RESTART_MAX_MS)
-			delay = API_RESTART_MAX_MS;
-	}
-	c->failures++;
-	c->restart_ms = tp_now_ms() + delay;
-}
-
-/* Start the API process on a new socketpair and watch it from EP. Logs why it could not,
- * and schedules the next try. */
-static int api_child_start(struct api_child *c, int ep)
-{
-	static const struct principal admin_principal = {.admin = true};
-	struct timeval stall = {API_STALL_MS / 1000, API_STALL_MS % 1000 * 1000};
-	char *argv[] = {c->program, "3", "4:admin", NULL}, *envp[] = {"PATH=" SAFE_PATH, NULL};
-	int pair[2], fds[2];
-	struct spawn_args a = {.fds = fds,
-	                       .n_fds = 2,
-	                       .cgroup_fd = -1,
-	                       .nofile = {API_NOFILE, API_NOFILE},
-	                       .nproc = {RLIM_INFINITY, RLIM_INFINITY},
-	                       .uid = cfg.api_uid,
-	                       .gid = cfg.api_uid,
-	                       .keep_stderr = !cfg.syslog,
-	                       .argv = argv,
-	                       .envp = envp};
-	struct epoll_event ev = {.events = EPOLLIN};
-	const char *step;
-	struct rlimit cur;
-	pid_t pid;
-	int r;
-
-	c->restart_ms = 0;
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
-		r = log_errno(LOG_ERR, -errno, "API process: socketpair: %m");
-		goto fail;
-	}
-	/* Its end onto fd 3 (OPS_FD), the admin socket onto fd 4. */
-	fds[0] = pair[1];
-	fds[1] = c->listen_fd;
-	if (getrlimit(RLIMIT_NOFILE, &cur) == 0 && cur.rlim_max < API_NOFILE)
-		a.nofile.rlim_cur = a.nofile.rlim_max = cur.rlim_max;
-	r = spawn_unprivileged(&a, &pid, &step);
-	close(pair[1]);
-	if (r < 0) {
-		close(pair[0]);
-		if (step && *step)
-			log_errno(LOG_ERR, r, "API process: start %s: %s: %m", c->program, step);
-		else
-			log_errno(LOG_ERR, r, "API process: start %s: %m", c->program);
-		goto fail;
-	}
-	c->ops_fd = pair[0];
-	/* Our own child, which nobody else waits for: its pid still names it. */
-	c->pidfd = pidfd_open(pid, 0);
-	if (c->pidfd < 0) {
-		r = log_errno(LOG_ERR, -errno, "API process: pidfd_open %d: %m", (int)pid);
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-		close(c->ops_fd);
-		c->ops_fd = -1;
-		goto fail;
-	}
-	c->pid = pid;
-	c->started_ms = tp_now_ms();
-	r = ops_server_init(&c->server, c->ops_fd, &admin_principal, 1);
-	if (r == 0 && (setsockopt(c->ops_fd, SOL_SOCKET, SO_RCVTIMEO, &stall, sizeof stall) < 0 ||
-	               setsockopt(c->ops_fd, SOL_SOCKET, SO_SNDTIMEO, &stall, sizeof stall) < 0))
-		r = -errno;
-	ev.data.fd = c->ops_fd;
-	if (r == 0 && epoll_ctl(ep, EPOLL_CTL_ADD, c->ops_fd, &ev) < 0)
-		r = -errno;
-	ev.data.fd = c->pidfd;
-	if (r == 0 && epoll_ctl(ep, EPOLL_CTL_ADD, c->pidfd, &ev) < 0)
-		r = -errno;
-	if (r < 0) {
-		/* Dies, and its pidfd, if watched, says so; else the next start is due now. */
-		log_errno(LOG_ERR, r, "API process %d: watch it: %m", (int)pid);
-		pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
-		return r;
-	}
-	log_info("started API process %d (%s) as %u:%u", (int)pid, c->program,
-	         (unsigned)cfg.api_uid, (unsigned)cfg.api_uid);
-	return 0;
-fail:
-	api_child_schedule(c);
-	return r;
-}
-
-/* Reap the API process that ended (or end it and reap it, if KILL), forget its fds and
- * schedule its restart. */
-static void api_child_end(struct api_child *c, int ep, bool kill_it)
-{
-	siginfo_t si = {0};
-
-	if (c->pidfd < 0)
-		return;
-	if (kill_it)
-		pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
-	if (waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | (kill_it ? 0 : WNOHANG)) < 0)
-		memset(&si, 0, sizeof si);
-	if (si.si_pid == 0 && !kill_it)
-		return; /* not yet */
-	if (si.si_code == CLD_EXITED)
-		log_warning("API process %d exited with status %d", (int)c->pid, si.si_status);
-	else
-		log_warning("API process %d killed by signal %d", (int)c->pid, si.si_status);
-	epoll_ctl(ep, EPOLL_CTL_DEL, c->pidfd, NULL);
-	close(c->pidfd);
-	c->pidfd = -1;
-	c->pid = 0;
-	if (c->ops_fd >= 0) {
-		epoll_ctl(ep, EPOLL_CTL_DEL, c->ops_fd, NULL);
-		ops_server_free(&c->server);
-		close(c->ops_fd);
-		c->ops_fd = -1;
-	}
-	if (tp_now_ms() - c->started_ms >= API_HEALTHY_MS)
-		c->failures = 0;
-	api_child_schedule(c);
-}
-
-/* The API process's end is readable: answer one request. A malformed one (or a stalled
- * one) means it is no longer to be trusted: it is killed, and restarted. */
-static void api_child_serve(struct api_child *c, int ep)
-{
-	int r = ops_server_serve_one(&c->server);
-
-	if (r == 0)
-		return;
-	if (r == -EPIPE) {
-		/* It closed its end: it is exiting, its pidfd will say when. */
-		epoll_ctl(ep, EPOLL_CTL_DEL, c->ops_fd, NULL);
-		return;
-	}
-	log_errno(LOG_ERR, r, "API process %d: %m; killing it", (int)c->pid);
-	api_child_end(c, ep, true);
-}
-
-/* Milliseconds until the API process's restart is due (0: now), -1 if none is pending. */
-static int api_child_next_ms(const struct api_child *c)
-{
-	int64_t left;
-
-	if (c == NULL || c->restart_ms == 0)
-		return -1;
-	left = c->restart_ms - tp_now_ms();
-	return left <= 0 ? 0 : (int)(left < INT32_MAX ? left : INT32_MAX);
-}
-
-/* At teardown: close its end (it exits when the daemon's end closes), then SIGKILL if it
- * does not within API_STOP_MS; close the admin socket and remove it. */
-static void api_child_stop(struct api_child *c, const char *admin_path)
-{
-	if (c == NULL)
-		return;
-	if (c->ops_fd >= 0) {
-		ops_server_free(&c->server);
-		close(c->ops_fd);
-	}
-	if (c->pidfd >= 0) {
-		struct pollfd pfd = {.fd = c->pidfd, .events = POLLIN};
-
-		if (poll(&pfd, 1, API_STOP_MS) <= 0)
-			pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
-		waitid(P_PIDFD, (id_t)c->pidfd, &(siginfo_t){0}, WEXITED);
-		close(c->pidfd);
-	}
-	if (c->listen_fd >= 0) {
-		close(c->listen_fd);
-		unlink(admin_path);
-	}
-	free(c->program);
-	free(c);
-}
 
 /* thinproxyd-api next to this program, unless api-program says where. */
 static char *api_program_path(void)
@@ -628,30 +437,51 @@ static int setup_ops(struct daemon *d)
 	return ops_init(d->store, d->pool, &oc);
 }
 
-/* The admin socket: served here, or bound here for the API process (setup_api_process). */
+/* The API processes (api-process = yes), made before ops brings the tenants up through
+ * tenant_up and started once the loop can watch them (setup_api_process). The admin's
+ * runs as api-uid minus 1, the tenants' as api-uid: one taken over cannot signal or trace
+ * the other. */
+static int setup_api_children(struct daemon *d)
+{
+	CLEANUP_FREE char *program = NULL;
+	struct api_child_config ac = {.program = NULL, .keep_stderr = !cfg.syslog};
+	int r;
+
+	if (!cfg.api_process)
+		return 0;
+	program = api_program_path();
+	if (program == NULL)
+		return log_errno(LOG_ERR, -errno ? -errno : -ENOMEM,
+		                 "find thinproxyd-api (set api-program): %m");
+	if (cfg.api_uid < 2)
+		return log_errno(LOG_ERR, -EINVAL, "api-uid %u: the admin's would be root",
+		                 (unsigned)cfg.api_uid);
+	ac.program = program;
+	ac.name = "admin";
+	ac.uid = cfg.api_uid - 1;
+	ac.channels = API_CHILD_CHANNELS_MAX;
+	r = api_child_new(&ac, &d->admin_api);
+	ac.name = "tenants";
+	ac.uid = cfg.api_uid;
+	if (r == 0)
+		r = api_child_new(&ac, &tenant_api);
+	if (r < 0)
+		return log_errno(LOG_ERR, r, "API processes: %m");
+	return 0;
+}
+
+/* The admin socket: served here, or bound here for its API process. */
 static int setup_admin(struct daemon *d)
 {
 	struct principal admin_principal = {.admin = true};
 	int r;
 
-	if (!cfg.api_process) {
+	if (d->admin_api == NULL)
 		r = api_listen(d->admin_path, 0, 0, 0600, &admin_principal, &d->admin);
-		if (r < 0)
-			return log_errno(LOG_ERR, r, "listen on %s: %m", d->admin_path);
-		return 0;
-	}
-	d->api = calloc(1, sizeof *d->api);
-	if (d->api == NULL)
-		return -ENOMEM;
-	d->api->listen_fd = d->api->ops_fd = d->api->pidfd = -1;
-	d->api->program = api_program_path();
-	if (d->api->program == NULL)
-		return log_errno(LOG_ERR, -errno ? -errno : -ENOMEM,
-		                 "find thinproxyd-api (set api-program): %m");
-	r = api_bind(d->admin_path, 0, 0, 0600);
+	else if ((r = api_bind(d->admin_path, 0, 0, 0600)) >= 0)
+		r = api_child_listen(d->admin_api, r, d->admin_path, &admin_principal);
 	if (r < 0)
 		return log_errno(LOG_ERR, r, "listen on %s: %m", d->admin_path);
-	d->api->listen_fd = r;
 	return 0;
 }
 
@@ -689,20 +519,24 @@ static int setup_loop(struct daemon *d)
 	return 0;
 }
 
-/* The API process, once the loop can watch it. The first start must succeed: a daemon
- * whose admin socket nothing would serve is not ready. */
+/* The API processes, once the loop can watch them. The first start must succeed: a
+ * daemon whose sockets nothing would serve is not ready. */
 static int setup_api_process(struct daemon *d)
 {
-	if (d->api == NULL)
-		return 0;
-	return api_child_start(d->api, d->ep);
+	int r = 0;
+
+	if (d->admin_api)
+		r = api_child_start(d->admin_api, d->ep);
+	if (r == 0 && tenant_api)
+		r = api_child_start(tenant_api, d->ep);
+	return r;
 }
 
 /* Each job of the setup, in order; daemon_teardown undoes them in reverse. */
 static int (*const setup_jobs[])(struct daemon *) = {
-    setup_paths, setup_detach,    setup_dirs,        setup_pidfile, setup_store,
-    setup_pool,  setup_supervise, setup_broker,      setup_ops,     setup_admin,
-    setup_caps,  setup_loop,      setup_api_process,
+    setup_paths, setup_detach,    setup_dirs,   setup_pidfile,      setup_store,
+    setup_pool,  setup_supervise, setup_broker, setup_api_children, setup_ops,
+    setup_admin, setup_caps,      setup_loop,   setup_api_process,
 };
 
 /* Set up everything, then tell the parent that waits (if detached) that we are ready.
@@ -754,6 +588,12 @@ static void loop_tick(struct daemon *d)
 	supervise_reap();
 }
 
+/* The earlier of two timeouts in milliseconds, -1 being none. */
+static int earliest_ms(int a, int b)
+{
+	return a < 0 || (b >= 0 && b < a) ? b : a;
+}
+
 /* Until a signal stops the daemon (0), or epoll_wait fails (logged, -errno: the daemon
  * then stops as on a signal, but exits with failure). */
 static int daemon_loop(struct daemon *d)
@@ -764,11 +604,10 @@ static int daemon_loop(struct daemon *d)
 		struct epoll_event evs[8];
 		/* Wake up for nbdkit restarts that are due (and adopted nbdkits to look at),
 		 * not only on SIGCHLD and the monitor's tick. */
-		int timeout = supervise_next_reap_ms(), api_ms = api_child_next_ms(d->api);
-		int n;
+		int timeout = supervise_next_reap_ms(), n;
 
-		if (api_ms >= 0 && (timeout < 0 || api_ms < timeout))
-			timeout = api_ms;
+		timeout = earliest_ms(timeout, api_child_next_ms(d->admin_api));
+		timeout = earliest_ms(timeout, api_child_next_ms(tenant_api));
 		n = epoll_wait(d->ep, evs, 8, timeout);
 
 		if (n < 0 && errno == EINTR)
@@ -788,13 +627,13 @@ static int daemon_loop(struct daemon *d)
 				broker_run(d->broker);
 			else if (fd == supervise_event_fd())
 				supervise_reap();
-			else if (d->api && fd == d->api->ops_fd)
-				api_child_serve(d->api, d->ep);
-			else if (d->api && fd == d->api->pidfd)
-				api_child_end(d->api, d->ep, false);
+			else if (!api_child_event(d->admin_api, d->ep, fd))
+				api_child_event(tenant_api, d->ep, fd);
 		}
-		if (running && api_child_next_ms(d->api) == 0)
-			api_child_start(d->api, d->ep);
+		if (running && api_child_next_ms(d->admin_api) == 0)
+			api_child_start(d->admin_api, d->ep);
+		if (running && api_child_next_ms(tenant_api) == 0)
+			api_child_start(tenant_api, d->ep);
 	}
 	return 0;
 }
@@ -805,8 +644,11 @@ static void daemon_teardown(struct daemon *d, int r)
 {
 	report_ready(&d->ready_fd, r < 0 ? 1 : 0);
 	ops_interrupt();
-	/* The API process first: it asks through the loop, which has ended. */
-	api_child_stop(d->api, d->admin_path);
+	/* The API processes first: what they are asking for is finished, nothing more is
+	 * asked, and their sockets are closed and removed. */
+	api_child_free(d->admin_api);
+	api_child_free(tenant_api);
+	tenant_api = NULL;
 	if (d->tfd >= 0)
 		close(d->tfd);
 	if (d->sfd >= 0)

@@ -148,6 +148,9 @@ static void tell(struct api_child *c, const struct listener *l, bool take_back, 
 		log_errno(LOG_ERR, r, "API process %s (%d): give it its sockets: %m; killing it",
 		          c->name, (int)c->pid);
 		child_kill(c);
+		/* Nothing more to tell it: the next process is told everything. */
+		close(c->control_fd);
+		c->control_fd = -1;
 	}
 }
 

@@ -171,7 +171,7 @@ static _Noreturn void child_exec(const struct spawn_args *a, int err_fd)
 	if (a->listen_pid)
 		format_pid(a->listen_pid, getpid());
 	if (exec_fd >= 0)
-		syscall(SYS_execveat, exec_fd, "", a->argv, a->envp, AT_EMPTY_PATH);
+		fexecve(exec_fd, a->argv, a->envp);
 	else
 		execve(a->argv[0], a->argv, a->envp);
 	child_fail(err_fd, STEP_EXEC);

@@ -55,8 +55,10 @@ struct ops_config {
 	unsigned min_free_percent;  /* or this percentage of the pool, whichever is larger */
 	unsigned low_water_percent; /* log once when free data or metadata drops below */
 	uint32_t nbd_uid_base;      /* tenants' nbdkit uids are allocated from here up */
-	/* Called (under the lock) when a tenant comes and goes, to start and stop its
-	 * sockets and its nbdkit. A failing tenant_up makes the tenant add fail. */
+	/* Called (under the lock, outside any store transaction: a new tenant is already
+	 * committed) when a tenant comes and goes, to start and stop its sockets and its
+	 * nbdkit. A failing tenant_up makes the tenant add fail: it is taken down and
+	 * removed from the store again. */
 	int (*tenant_up)(const struct tenant *t);
 	void (*tenant_down)(const char *name);
 	/* Revoking: end every connection of tenant NAME's nbdkit if it holds the block

@@ -78,18 +78,19 @@ int ops_tenant_add(const struct tenant_spec *spec, struct tenant_view *ret_view)
 	 * speak to the broker for this one. Taken for good, even if the add fails. */
 	r = store_tenant_next_nbd_uid(ops.store, ops.cfg.nbd_uid_base, &t.nbd_uid);
 	if (r == 0)
-		r = store_begin(ops.store);
-	if (r == 0)
 		r = store_tenant_add(ops.store, &t);
-	if (r == 0 && ops.cfg.tenant_up)
-		r = ops.cfg.tenant_up(&t);
-	if (r == 0)
-		r = store_commit(ops.store);
-	if (r < 0) {
-		store_rollback(ops.store);
-		if (r == -EEXIST)
-			return fail(r, "tenant %s exists", spec->name);
+	if (r == -EEXIST)
+		return fail(r, "tenant %s exists", spec->name);
+	if (r < 0)
 		return internal(r, "add tenant");
+	/* Its sockets and nbdkit once it is in the store (a daemon that dies here brings
+	 * it up at its next start, as every tenant); if they cannot be, it goes again. */
+	if (ops.cfg.tenant_up && (r = ops.cfg.tenant_up(&t)) < 0) {
+		if (ops.cfg.tenant_down)
+			ops.cfg.tenant_down(t.name);
+		if (store_tenant_remove(ops.store, t.id) < 0)
+			log_error("tenant %s: could not be brought up, nor removed again", t.name);
+		return internal(r, "bring up tenant");
 	}
 	log_info("added tenant %s (uid %" PRIu32 ", gid %" PRIu32 ", nbdkit uid %" PRIu32 ")",
 	         t.name, t.uid, t.gid, t.nbd_uid);

@@ -3,6 +3,7 @@
  * the refusal is made, whatever its message says; and no error outlives its call. */
 #include <check.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,62 @@ START_TEST(forgets_an_error_with_the_next_call)
 }
 END_TEST
 
+/* The tenant callbacks of the next test: what tenant_up saw, and whether it fails. */
+static struct {
+	int fail;           /* tenant_up's answer for tenant "bob" */
+	bool bob_committed; /* bob was in the store, no transaction open */
+	int ups, downs;
+} cb;
+
+static int up(const struct tenant *t)
+{
+	struct tenant seen;
+	bool in_transaction;
+
+	if (strcmp(t->name, "bob") != 0)
+		return 0;
+	cb.ups++;
+	/* Committed: in the store, and no transaction open around the call (a BEGIN inside
+	 * one fails). */
+	in_transaction = store_begin(st) < 0;
+	if (!in_transaction)
+		store_rollback(st);
+	cb.bob_committed =
+	    !in_transaction && store_tenant_get(st, "bob", &seen) == 0 && seen.id == t->id;
+	return cb.fail;
+}
+
+static void down(const char *name)
+{
+	if (strcmp(name, "bob") == 0)
+		cb.downs++;
+}
+
+START_TEST(brings_a_tenant_up_after_its_commit_and_undoes_a_failed_one)
+{
+	struct ops_config oc = {.nbd_uid_base = 60000, .tenant_up = up, .tenant_down = down};
+	struct tenant_spec bob = {.name = "bob"};
+	struct tenant_view tv;
+
+	ops_shutdown();
+	ck_assert_int_eq(ops_init(st, pool, &oc), 0);
+	/* Failing: the add fails, bob is taken down and is not in the store. */
+	cb.fail = -EIO;
+	ck_assert_refused(ops_tenant_add(&bob, &tv), -EIO, TP_ERROR_INTERNAL);
+	ck_assert(cb.bob_committed);
+	ck_assert_int_eq(cb.ups, 1);
+	ck_assert_int_eq(cb.downs, 1);
+	ck_assert_int_eq(ops_tenant_get("bob", &tv), -ENOENT);
+	/* Then the same add, brought up once committed. */
+	cb = (typeof(cb)){0};
+	ck_assert_int_eq(ops_tenant_add(&bob, &tv), 0);
+	ck_assert(cb.bob_committed);
+	ck_assert_int_eq(cb.ups, 1);
+	ck_assert_int_eq(cb.downs, 0);
+	ck_assert_int_eq(ops_tenant_get("bob", &tv), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ops");
@@ -126,6 +183,7 @@ int main(void)
 	tcase_add_test(tc, gives_each_refusal_its_code);
 	tcase_add_test(tc, takes_no_code_from_the_words);
 	tcase_add_test(tc, forgets_an_error_with_the_next_call);
+	tcase_add_test(tc, brings_a_tenant_up_after_its_commit_and_undoes_a_failed_one);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -466,7 +466,7 @@ static int setup_api_children(struct daemon *d)
 	if (r == 0)
 		r = api_child_new(&ac, &tenant_api);
 	if (r < 0)
-		return log_errno(LOG_ERR, r, "API processes: %m");
+		return log_errno(LOG_ERR, r, "API processes: %s: %m", program);
 	return 0;
 }
 

@@ -56,7 +56,7 @@ if ! kernel_ready; then
 fi
 
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (it makes a thin pool and NBD devices)" >&2; exit 1; }
-for p in "$build/thinproxyd" "$build/thinproxy" "$build/nbdkit-thinproxy-plugin.so"; do
+for p in "$build/thinproxyd" "$build/thinproxyd-api" "$build/thinproxy" "$build/nbdkit-thinproxy-plugin.so"; do
 	[ -e "$p" ] || { echo "demo: $p is missing: run make first" >&2; exit 1; }
 done
 for c in nbdkit nbdinfo jq unshare nsenter mkfs.ext4 dmsetup containerd ctr runc containerd-shim-runc-v2; do

@@ -43,7 +43,7 @@ clone=$(mktemp -d)
 cleanup "rm -rf $clone"
 mkdir "$clone/demo" "$clone/build"
 cp "$demo" "$TP_SRC/demo/oci-image" "$clone/demo/"
-cp "$TP_BUILD"/{thinproxyd,thinproxy,nbdkit-thinproxy-plugin.so} "$clone/build/"
+cp "$TP_BUILD"/{thinproxyd,thinproxyd-api,thinproxy,nbdkit-thinproxy-plugin.so} "$clone/build/"
 rc=0
 TP_BUILD=$clone/build "$clone/demo/demo.sh" >"$out" 2>&1 || rc=$?
 cat "$out"

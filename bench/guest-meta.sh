@@ -3,8 +3,11 @@
 # create, snapshot and remove through the API beside the bare libdevmapper calls and
 # dmsetup, and opening an export, at 10, 1000 and VOLUMES existing volumes (a daemon
 # pool and a pool of its own, both 64 GiB sparse, in one run); then `thinproxy ls` at
-# VOLUMES volumes, and the memory of thinproxyd and of one idle tenant nbdkit.
-# Writes meta.tsv (LEVEL KIND OP MICROSECONDS), mem.tsv and env-meta.txt to $TP_RESULTS.
+# VOLUMES volumes, and the memory of thinproxyd and of one idle tenant nbdkit; then
+# create, snapshot and remove through the API alone with the HTTP parsed in the daemon
+# (--no-api-process) and in the API processes (the default), daemons taking turns.
+# Writes meta.tsv (LEVEL KIND OP MICROSECONDS), api-split.tsv (MODE, then meta.tsv's
+# columns), mem.tsv and env-meta.txt to $TP_RESULTS.
 # Run through bench/run (tests/vm/run); a benchmark, not a test.
 . "$TP_SRC/tests/vm/functions.sh"
 requires nbdkit nbdinfo dmsetup jq curl
@@ -71,4 +74,19 @@ step "memory"
 	printf 'nbdkit (idle tenant)\tafter one connection\t%s\n' "$(rss "$nbdkit_pid")"
 } >>"$TP_RESULTS/mem.tsv"
 cat "$TP_RESULTS/mem.tsv"
+
+step "the API processes' cost: --no-api-process and the default taking turns, 2 each"
+# On the pool as bench-meta left it: create, snapshot and remove only, through daemons
+# restarted on the same state (the tenant's nbdkit adopted each time).
+: >"$TP_RESULTS/api-split.tsv"
+for turn in 1 2; do
+	for mode in in-daemon api-process; do
+		flag=
+		[ $mode = in-daemon ] && flag=--no-api-process
+		stop_daemon
+		start_daemon --log-level info $flag
+		"$prog" "$run_dir/admin.sock" alice "$run_dir/tenants/alice/nbd.sock" - 10 "$samples" \
+			2>>"$TP_RESULTS/bench-meta.log" | sed "s/^/$mode\t/" >>"$TP_RESULTS/api-split.tsv"
+	done
+done
 step "done"

@@ -352,7 +352,8 @@ static int channels_make(struct api_child *c, int *far)
 
 static bool reap(struct api_child *c, int ep, bool wait);
 
-int api_child_start(struct api_child *c, int ep)
+/* Spawn the process on fresh channels: its pid and pidfd into C. Logs why not. */
+static int child_spawn(struct api_child *c)
 {
 	int far[API_CHILD_CHANNELS_MAX + 1];
 	char channels_arg[API_CHILD_CHANNELS_MAX * 4], control_arg[16];
@@ -369,14 +370,12 @@ int api_child_start(struct api_child *c, int ep)
 	                       .keep_stderr = c->keep_stderr,
 	                       .argv = argv,
 	                       .envp = envp};
-	struct epoll_event ev = {.events = EPOLLIN};
 	const char *step = NULL;
 	struct rlimit cur;
 	size_t len = 0;
 	pid_t pid;
 	int r;
 
-	c->restart_ms = 0;
 	for (unsigned i = 0; i <= c->n_channels; i++)
 		far[i] = -1;
 	/* Channels onto fds 3, 4, ..., the control socketpair after them. */
@@ -415,18 +414,30 @@ int api_child_start(struct api_child *c, int ep)
 		else
 			log_errno(LOG_ERR, r, "API process %s: start %s: %m", c->name, c->program);
 		channels_close(c);
-		schedule(c);
 		return r;
 	}
 	c->pid = pid;
 	c->started_ms = tp_now_ms();
+	return 0;
+}
 
+int api_child_start(struct api_child *c, int ep)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.fd = -1};
+	int r;
+
+	c->restart_ms = 0;
+	r = child_spawn(c);
+	if (r < 0) {
+		schedule(c);
+		return r;
+	}
 	/* Watched first, so that from here on a kill is all a failure needs: the loop
 	 * reaps it. */
 	ev.data.fd = c->pidfd;
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, c->pidfd, &ev) < 0) {
 		log_errno(LOG_ERR, -errno, "API process %s (%d): watch it: %m; killing it", c->name,
-		          (int)pid);
+		          (int)c->pid);
 		child_kill(c);
 		reap(c, -1, true);
 		return -EIO;
@@ -442,11 +453,11 @@ int api_child_start(struct api_child *c, int ep)
 	}
 	if (r < 0) {
 		log_errno(LOG_ERR, r, "API process %s (%d): serve it: %m; killing it", c->name,
-		          (int)pid);
+		          (int)c->pid);
 		child_kill(c);
 		return r;
 	}
-	log_info("started API process %s %d (%s) as %u:%u", c->name, (int)pid, c->program,
+	log_info("started API process %s %d (%s) as %u:%u", c->name, (int)c->pid, c->program,
 	         (unsigned)c->uid, (unsigned)c->uid);
 	return 0;
 }

@@ -52,7 +52,7 @@ DAEMON_PKGS := devmapper sqlite3 libmicrohttpd json-c
 # the wire; it has none of the daemon's privileged parts.
 API_PROCESS      := $(BUILD)/thinproxyd-api
 API_PROCESS_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard api-process/*.c)) \
-                    $(patsubst %,$(BUILD)/daemon/%.o,api ops-client api-wire api-wire-io log)
+                    $(patsubst %,$(BUILD)/daemon/%.o,api ops-client ops-views api-wire api-wire-io log)
 API_PROCESS_PKGS := libmicrohttpd json-c
 CLIENT      := $(BUILD)/thinproxy
 CLIENT_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard client/*.c client/snapshotter/*.c)) \
@@ -159,7 +159,7 @@ LIBS_test-change := $(call pc,--libs,sqlite3)
 # test-ops: the operations' errors on a real store and the fake pool. The operations are
 # daemon/ops.c and the files of its duties (daemon/ops-internal.h lists them).
 OPS_OBJS := $(patsubst %,$(BUILD)/daemon/%.o,ops access volumes tenants images grants exports \
-              metrics monitor)
+              metrics monitor ops-views)
 OBJS_test-ops := $(OPS_OBJS) $(BUILD)/daemon/change.o $(BUILD)/daemon/store.o \
                  $(BUILD)/daemon/log.o $(BUILD)/tests/unit/fake-pool.o
 LIBS_test-ops := $(call pc,--libs,sqlite3) -lpthread
@@ -173,7 +173,7 @@ LIBS_test-api := $(call pc,--libs,libmicrohttpd json-c)
 OBJS_test-api-wire := $(BUILD)/daemon/api-wire.o
 # test-ops-wire: api.c over the wire (ops-client.c) to ops-server-harness, which serves it
 # with the real operations on a store and the fake pool in a directory of its own.
-OBJS_test-ops-wire := $(BUILD)/daemon/api.o $(BUILD)/daemon/ops-client.o \
+OBJS_test-ops-wire := $(BUILD)/daemon/api.o $(BUILD)/daemon/ops-client.o $(BUILD)/daemon/ops-views.o \
                       $(BUILD)/daemon/api-wire.o $(BUILD)/daemon/api-wire-io.o \
                       $(BUILD)/daemon/log.o
 LIBS_test-ops-wire := $(call pc,--libs,libmicrohttpd json-c) -lpthread
@@ -183,7 +183,7 @@ $(BUILD)/tests/ops-server-harness: $(BUILD)/tests/unit/ops-server-harness.o \
                                    $(BUILD)/daemon/api-wire-io.o $(OBJS_test-ops)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS_test-ops)
 # test-api-process: real HTTP to $(API_PROCESS), whose operations ops-server-harness serves.
-OBJS_test-api-process := $(BUILD)/daemon/ops-client.o $(BUILD)/daemon/api-wire.o \
+OBJS_test-api-process := $(BUILD)/daemon/ops-client.o $(BUILD)/daemon/ops-views.o $(BUILD)/daemon/api-wire.o \
                          $(BUILD)/daemon/api-wire-io.o $(BUILD)/daemon/log.o
 LIBS_test-api-process := $(call pc,--libs,libcurl json-c) -lpthread
 $(BUILD)/tests/test-api-process: | $(API_PROCESS) $(BUILD)/tests/ops-server-harness

@@ -47,15 +47,6 @@ bool volume_writable(const struct principal *p, const struct volume *v)
 	return store_grant_get(ops.store, v->id, p->tenant_id, &g) == 0 && g.write;
 }
 
-void ops_volume_view_clear(struct volume_view *view)
-{
-	if (view == NULL)
-		return;
-	free(view->labels);
-	view->labels = NULL;
-	view->n_labels = 0;
-}
-
 /* V as P sees it, with its labels if WITH_LABELS and V is P's own: a tenant sees no other
  * tenant's labels, not even through a grant. */
 int make_view(const struct principal *p, const struct volume *v, bool with_labels,

@@ -38,13 +38,6 @@ static int image_view(const struct volume *v, struct image_view *view)
 	                          &view->n_published);
 }
 
-void ops_image_views_free(struct image_view *views, size_t n)
-{
-	for (size_t i = 0; views && i < n; i++)
-		free(views[i].published);
-	free(views);
-}
-
 static bool all_zero(const char *buf, size_t len)
 {
 	return len == 0 || (buf[0] == 0 && memcmp(buf, buf + 1, len - 1) == 0);

@@ -103,26 +103,12 @@ static int fail_name(const char *kind, const char *name)
 	                 kind, name);
 }
 
-/* As daemon/volumes.c's check_labels: a set needs a value for every key. */
+/* ops_labels_check as an ops error, worded as daemon/volumes.c words it. */
 static int check_labels(const struct label_list *l, bool patch)
 {
-	const char *why;
+	char why[128];
 
-	if (l == NULL)
-		return 0;
-	if (l->n > TP_LABELS_MAX)
-		return fail(-EINVAL, "too many labels: %zu, at most %d", l->n, TP_LABELS_MAX);
-	for (size_t i = 0; i < l->n; i++) {
-		const char *value = l->l[i].value;
-
-		if (value == NULL && !patch)
-			return fail(-EINVAL, "label %zu has no value", i + 1);
-		why = tp_label_invalid(l->l[i].key, strlen(l->l[i].key), value,
-		                       value ? strlen(value) : 0);
-		if (why != NULL)
-			return fail(-EINVAL, "label %zu: %s", i + 1, why);
-	}
-	return 0;
+	return ops_labels_check(l, patch, why, sizeof why) < 0 ? fail(-EINVAL, "%s", why) : 0;
 }
 
 /* Give socket INDEX the principal P; the lock held. */
@@ -373,22 +359,6 @@ static int call_volume(struct api_wire_request *req, struct volume_view *ret_vie
 static int call_none(struct api_wire_request *req)
 {
 	return call_volume(req, NULL);
-}
-
-void ops_volume_view_clear(struct volume_view *view)
-{
-	if (view == NULL)
-		return;
-	free(view->labels);
-	view->labels = NULL;
-	view->n_labels = 0;
-}
-
-void ops_image_views_free(struct image_view *views, size_t n)
-{
-	for (size_t i = 0; views != NULL && i < n; i++)
-		free(views[i].published);
-	free(views);
 }
 
 int ops_principal_for_tenant(const char *name, struct principal *ret_principal)

@@ -98,6 +98,11 @@ struct label_list {
 	size_t n;
 };
 
+/* Do the labels of L (none if NULL) keep those rules as a set (or, if PATCH, as a patch
+ * or a filter: NULL values allowed)? 0, or -EINVAL with the reason in WHY (WHY_SIZE
+ * bytes), naming the label by its place. daemon/ops-views.c. */
+int ops_labels_check(const struct label_list *l, bool patch, char *why, size_t why_size);
+
 struct tenant_view {
 	char name[TP_NAME_MAX + 1];
 	uint32_t uid, gid, nbd_uid;

@@ -16,28 +16,13 @@
 #include "tp-backoff.h"
 #include "tp-cleanup.h"
 
-/* Why the labels of L cannot be a volume's (or, if PATCH, a change to them: NULL values
- * remove), as -EINVAL with a message; 0 if they can. The API checks them first and names
- * the label; this keeps any other caller to the same rules. */
+/* ops_labels_check as an ops error. The API checks labels first and names the label;
+ * this keeps any other caller to the same rules. */
 static int check_labels(const struct label_list *l, bool patch)
 {
-	const char *why;
+	char why[128];
 
-	if (l == NULL)
-		return 0;
-	if (l->n > TP_LABELS_MAX)
-		return fail(-EINVAL, "too many labels: %zu, at most %d", l->n, TP_LABELS_MAX);
-	for (size_t i = 0; i < l->n; i++) {
-		const char *value = l->l[i].value;
-
-		if (value == NULL && !patch)
-			return fail(-EINVAL, "label %zu has no value", i + 1);
-		why = tp_label_invalid(l->l[i].key, strlen(l->l[i].key), value,
-		                       value ? strlen(value) : 0);
-		if (why != NULL)
-			return fail(-EINVAL, "label %zu: %s", i + 1, why);
-	}
-	return 0;
+	return ops_labels_check(l, patch, why, sizeof why) < 0 ? fail(-EINVAL, "%s", why) : 0;
 }
 
 static int check_size(uint64_t size)

@@ -3,11 +3,12 @@
 # wrong methods and content types, overlong URLs and headers, bytes that are not HTTP
 # each get a specific 4xx (505 for an unknown HTTP version) or the connection closed;
 # 3000 connections at once and 200 slow requests that never finish are bounded (64 open
-# at a time, silent ones closed after the 10 s idle timeout), the daemon's open files
-# and memory stay bounded, and throughout, bob's and the admin's requests and bob's NBD
+# at a time, silent ones closed after the 10 s idle timeout), the open files and memory
+# of the process serving the socket (the tenants' API process) and of the daemon stay
+# bounded, and throughout, bob's and the admin's requests and bob's NBD
 # reads are answered. Once the flood ends, alice's socket answers again.
 . "$(dirname "$0")/../vm/functions.sh"
-requires curl jq python3 nbdcopy cmp
+requires curl jq python3 nbdcopy cmp pgrep
 cleanup "cp $daemon_log $TP_RESULTS/"
 
 M=$((1 << 20))
@@ -101,10 +102,17 @@ others_served() {
 	nbdcopy "$bob_uri" "$scratch/b.out"
 	cmp -s "$scratch/b.in" "$scratch/b.out" || fail "bob's data differs during the flood"
 }
+# What serves alice's socket and takes the flood: the tenants' API process (as
+# api-uid, the default), or the daemon itself with --no-api-process. Its files and memory
+# are watched, and the daemon's too.
+server_pid=$(pgrep -u 1999999999 -f 'thinproxyd-api --control' || echo "$daemon_pid")
+server_fds() { ls "/proc/$server_pid/fd" | wc -l; }
 daemon_fds() { ls "/proc/$daemon_pid/fd" | wc -l; }
-rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$daemon_pid/status"; }
-fds_before=$(daemon_fds)
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/${1:-$server_pid}/status"; }
+fds_before=$(server_fds)
+daemon_fds_before=$(daemon_fds)
 rss_before=$(rss_kib)
+daemon_rss_before=$(rss_kib "$daemon_pid")
 
 # during_flood KIND N SECONDS: run the flood on alice's socket and serve bob meanwhile;
 # prints the flood's report.
@@ -114,18 +122,20 @@ during_flood() {
 	local flood_pid=$!
 	sleep 2
 	while kill -0 $flood_pid 2>/dev/null; do
-		n=$(daemon_fds)
+		n=$(server_fds)
 		((n > most_fds)) && most_fds=$n
 		others_served "$rounds"
 		rounds=$((rounds + 1))
 	done
 	wait $flood_pid || fail "the $1 flood failed"
 	echo "  $1 x $2: $(cat "$scratch/flood.json"); bob and the admin served $rounds times;" \
-		"daemon fds at most $most_fds (before: $fds_before)"
+		"fds of the socket's server at most $most_fds (before: $fds_before)"
 	((rounds >= 1)) || fail "bob was not served during the flood"
 	# 64 connections on alice's socket, a few for bob's and the admin's requests and
-	# nbdkit's broker: the daemon's open files stay bounded whatever alice opens.
-	((most_fds <= fds_before + 64 + 16)) || fail "the daemon held $most_fds files (before $fds_before)"
+	# nbdkit's broker: the server's open files stay bounded whatever alice opens.
+	((most_fds <= fds_before + 64 + 16)) || fail "the socket's server held $most_fds files (before $fds_before)"
+	(($(daemon_fds) <= daemon_fds_before + 64 + 16)) ||
+		fail "the daemon holds $(daemon_fds) files (before $daemon_fds_before)"
 }
 
 step "3000 connections at once that send nothing, for 15 s"
@@ -144,8 +154,11 @@ for ((i = 0; i < 600; i++)); do
 	sleep 0.1
 done
 expect 200
-echo "  daemon: $(daemon_fds) files (before $fds_before), RSS $(rss_kib) KiB (before $rss_before KiB)"
-(($(rss_kib) < rss_before + 64 * 1024)) || fail "the daemon's RSS grew from $rss_before to $(rss_kib) KiB"
+echo "  the socket's server: $(server_fds) files (before $fds_before), RSS $(rss_kib) KiB (before $rss_before KiB)"
+echo "  the daemon: $(daemon_fds) files (before $daemon_fds_before), RSS $(rss_kib "$daemon_pid") KiB (before $daemon_rss_before KiB)"
+(($(rss_kib) < rss_before + 64 * 1024)) || fail "the server's RSS grew from $rss_before to $(rss_kib) KiB"
+(($(rss_kib "$daemon_pid") < daemon_rss_before + 64 * 1024)) ||
+	fail "the daemon's RSS grew from $daemon_rss_before to $(rss_kib "$daemon_pid") KiB"
 ! grep -E 'Sanitizer|runtime error' "$daemon_log" || fail "sanitizer reports in the daemon's log"
 stop_daemon
 echo "$test_name: PASS"

@@ -7,7 +7,11 @@
  * process's struct ops_server), and starts one thread per channel that answers its
  * requests with ops_server_serve_one. A channel that sends a malformed message, or that
  * stalls in the middle of one for API_STALL_MS, gets the process killed: it is no longer
- * to be trusted. When its pidfd says it has ended, the loop shuts the channels down,
+ * to be trusted. Its end of the control socketpair is in the loop's epoll set: the
+ * process never writes there, so anything that end reports (its close, at the latest)
+ * means it has ended or must end. The loop kills it then, reaps it (its pid stays its
+ * own until then: no pidfd is needed, and valgrind, which lacks pidfd_open, can run
+ * the daemon), shuts the channels down,
  * joins their threads (an operation already running finishes; ops keep a change whole),
  * and starts a fresh process after a backoff that grows with each death in a row, as a
  * tenant's nbdkit is restarted. The sockets stay bound and listening in the parent all
@@ -21,7 +25,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -32,6 +35,7 @@
 #include "log.h"
 #include "ops-server.h"
 #include "spawn.h"
+#include "tp-backoff.h"
 #include "tp-clock.h"
 
 #define API_RESTART_MIN_MS 250
@@ -73,7 +77,7 @@ struct api_child {
 	/* The process: the loop's thread alone changes these. */
 	struct channel channels[API_CHILD_CHANNELS_MAX];
 	pid_t pid; /* 0: not running */
-	int pidfd; /* -1: not running */
+	bool deaf; /* telling it failed: it is being killed, tell it nothing more */
 	bool up;   /* server initialised, channels made */
 	int64_t started_ms;
 	unsigned failures;  /* deaths in a row without a healthy run */
@@ -110,19 +114,20 @@ int api_child_new(const struct api_child_config *cfg, struct api_child **ret)
 	c->n_channels = cfg->channels;
 	c->keep_stderr = cfg->keep_stderr;
 	pthread_mutex_init(&c->lock, NULL);
-	c->control_fd = c->pidfd = -1;
+	c->control_fd = -1;
 	for (unsigned i = 0; i < API_CHILD_CHANNELS_MAX; i++)
 		c->channels[i] = (struct channel){.c = c, .fd = -1};
 	*ret = c;
 	return 0;
 }
 
-/* Kill the process: it has stalled or gone out of step. Its pidfd tells the loop, which
- * reaps it. Any thread; the pidfd stays open until the channels' threads are joined. */
+/* Kill the process: it has stalled or gone out of step. Its control socketpair closing
+ * tells the loop, which reaps it. Any thread: the loop reaps it only after joining the
+ * channels' threads, so its pid names it until then. */
 static void child_kill(struct api_child *c)
 {
-	if (c->pidfd >= 0)
-		pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
+	if (c->pid > 0)
+		kill(c->pid, SIGKILL);
 }
 
 /* Tell the running process to serve L (or, if TAKE_BACK, to stop serving index INDEX).
@@ -132,7 +137,7 @@ static void tell(struct api_child *c, const struct listener *l, bool take_back, 
 	struct tp_api_listen m;
 	int r;
 
-	if (c->control_fd < 0)
+	if (c->control_fd < 0 || c->deaf)
 		return;
 	if (take_back) {
 		ops_server_drop(&c->server, index);
@@ -149,8 +154,7 @@ static void tell(struct api_child *c, const struct listener *l, bool take_back, 
 		          c->name, (int)c->pid);
 		child_kill(c);
 		/* Nothing more to tell it: the next process is told everything. */
-		close(c->control_fd);
-		c->control_fd = -1;
+		c->deaf = true;
 	}
 }
 
@@ -174,7 +178,7 @@ static uint32_t index_of(struct api_child *c, const struct principal *p)
 static void listener_remove(struct api_child *c, size_t i)
 {
 	struct listener *l = &c->listeners[i];
-	uint32_t index = c->control_fd >= 0 ? index_of(c, &l->p) : UINT32_MAX;
+	uint32_t index = c->control_fd >= 0 && !c->deaf ? index_of(c, &l->p) : UINT32_MAX;
 
 	if (index != UINT32_MAX)
 		tell(c, l, true, index);
@@ -350,9 +354,9 @@ static int channels_make(struct api_child *c, int *far)
 	return 0;
 }
 
-static bool reap(struct api_child *c, int ep, bool wait);
+static void reap(struct api_child *c, int ep);
 
-/* Spawn the process on fresh channels: its pid and pidfd into C. Logs why not. */
+/* Spawn the process on fresh channels: its pid into C. Logs why not. */
 static int child_spawn(struct api_child *c)
 {
 	int far[API_CHILD_CHANNELS_MAX + 1];
@@ -397,16 +401,6 @@ static int child_spawn(struct api_child *c)
 	for (unsigned i = 0; i <= c->n_channels; i++)
 		if (far[i] >= 0)
 			close(far[i]);
-	if (r == 0) {
-		/* Our own child, which nobody else waits for: its pid still names it. */
-		c->pidfd = pidfd_open(pid, 0);
-		if (c->pidfd < 0) {
-			r = -errno;
-			kill(pid, SIGKILL);
-			waitpid(pid, NULL, 0);
-			step = "pidfd_open";
-		}
-	}
 	if (r < 0) {
 		if (step && *step)
 			log_errno(LOG_ERR, r, "API process %s: start %s: %s: %m", c->name,
@@ -423,10 +417,11 @@ static int child_spawn(struct api_child *c)
 
 int api_child_start(struct api_child *c, int ep)
 {
-	struct epoll_event ev = {.events = EPOLLIN, .data.fd = -1};
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP};
 	int r;
 
 	c->restart_ms = 0;
+	c->deaf = false;
 	r = child_spawn(c);
 	if (r < 0) {
 		schedule(c);
@@ -434,12 +429,11 @@ int api_child_start(struct api_child *c, int ep)
 	}
 	/* Watched first, so that from here on a kill is all a failure needs: the loop
 	 * reaps it. */
-	ev.data.fd = c->pidfd;
-	if (epoll_ctl(ep, EPOLL_CTL_ADD, c->pidfd, &ev) < 0) {
+	ev.data.fd = c->control_fd;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, c->control_fd, &ev) < 0) {
 		log_errno(LOG_ERR, -errno, "API process %s (%d): watch it: %m; killing it", c->name,
 		          (int)c->pid);
-		child_kill(c);
-		reap(c, -1, true);
+		reap(c, -1);
 		return -EIO;
 	}
 	/* Its sockets, then the threads that answer it. */
@@ -462,38 +456,35 @@ int api_child_start(struct api_child *c, int ep)
 	return 0;
 }
 
-/* Reap the process (waiting for it if WAIT), close its side, schedule its restart. */
-static bool reap(struct api_child *c, int ep, bool wait)
+/* Reap the process, killed first (it has ended, or is to end), close its side and
+ * schedule its restart. */
+static void reap(struct api_child *c, int ep)
 {
-	siginfo_t si = {0};
+	int status = 0;
 
-	if (waitid(P_PIDFD, (id_t)c->pidfd, &si, WEXITED | (wait ? 0 : WNOHANG)) < 0)
-		memset(&si, 0, sizeof si);
-	if (si.si_pid == 0 && !wait)
-		return false; /* not yet */
-	if (si.si_code == CLD_EXITED)
+	kill(c->pid, SIGKILL);
+	while (waitpid(c->pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (WIFEXITED(status))
 		log_warning("API process %s %d exited with status %d", c->name, (int)c->pid,
-		            si.si_status);
+		            WEXITSTATUS(status));
 	else
 		log_warning("API process %s %d killed by signal %d", c->name, (int)c->pid,
-		            si.si_status);
+		            WTERMSIG(status));
 	if (ep >= 0)
-		epoll_ctl(ep, EPOLL_CTL_DEL, c->pidfd, NULL);
+		epoll_ctl(ep, EPOLL_CTL_DEL, c->control_fd, NULL);
 	channels_close(c);
-	close(c->pidfd);
-	c->pidfd = -1;
 	c->pid = 0;
 	if (tp_now_ms() - c->started_ms >= API_HEALTHY_MS)
 		c->failures = 0;
 	schedule(c);
-	return true;
 }
 
 bool api_child_event(struct api_child *c, int ep, int fd)
 {
-	if (c == NULL || c->pidfd < 0 || fd != c->pidfd)
+	if (c == NULL || c->pid == 0 || fd != c->control_fd)
 		return false;
-	reap(c, ep, ep < 0);
+	reap(c, ep);
 	return true;
 }
 
@@ -511,15 +502,18 @@ void api_child_free(struct api_child *c)
 {
 	if (c == NULL)
 		return;
-	if (c->pidfd >= 0) {
-		struct pollfd pfd = {.fd = c->pidfd, .events = POLLIN};
+	if (c->pid > 0) {
+		long step = 1, waited = 0;
+		int status;
 
 		/* It exits when its channels close; what it was answering is finished first. */
 		channels_close(c);
-		if (poll(&pfd, 1, API_STOP_MS) <= 0)
-			pidfd_send_signal(c->pidfd, SIGKILL, NULL, 0);
-		waitid(P_PIDFD, (id_t)c->pidfd, &(siginfo_t){0}, WEXITED);
-		close(c->pidfd);
+		while (waitpid(c->pid, &status, WNOHANG) == 0 && waited < API_STOP_MS)
+			waited += tp_backoff(&step);
+		if (waited >= API_STOP_MS) {
+			kill(c->pid, SIGKILL);
+			waitpid(c->pid, &status, 0);
+		}
 	}
 	while (c->n > 0)
 		listener_remove(c, c->n - 1);

@@ -69,7 +69,8 @@ static _Noreturn void child_fail(int err_fd, enum spawn_step step)
 	_exit(127);
 }
 
-/* Async-signal-safe decimal formatting of V into BUF (room for 11 bytes). */
+/* Async-signal-safe decimal formatting of V (a pid or an fd) into BUF (room for 11
+ * bytes). */
 static void format_pid(char *buf, pid_t v)
 {
 	char tmp[12];
@@ -170,10 +171,16 @@ static _Noreturn void child_exec(const struct spawn_args *a, int err_fd)
 
 	if (a->listen_pid)
 		format_pid(a->listen_pid, getpid());
-	if (exec_fd >= 0)
+	if (exec_fd >= 0) {
+		/* execveat, or where that is missing or refused (valgrind's), the fd's path. */
+		char path[32] = "/proc/self/fd/";
+
 		fexecve(exec_fd, a->argv, a->envp);
-	else
+		format_pid(path + strlen(path), (pid_t)exec_fd);
+		execve(path, a->argv, a->envp);
+	} else {
 		execve(a->argv[0], a->argv, a->envp);
+	}
 	child_fail(err_fd, STEP_EXEC);
 }
 

@@ -229,10 +229,18 @@ int pool_resume_left_suspended(struct pool *pool)
 	return 0;
 }
 
+static unsigned activations;
+
+unsigned fake_pool_activations(void)
+{
+	return activations;
+}
+
 int pool_activate_thin(struct pool *pool, uint32_t id, uint64_t size, bool read_only)
 {
 	(void)size;
 	(void)read_only;
+	activations++;
 	return fake_pool_has(pool, id) ? -EOPNOTSUPP : -ENOENT;
 }
 

@@ -32,6 +32,8 @@ void fake_pool_lose_next_commit(void);
 void fake_pool_set_read_only(struct pool *pool, bool read_only);
 
 bool fake_pool_has(struct pool *pool, uint32_t id);
+/* How many times a thin device was asked to be activated (none ever is: see above). */
+unsigned fake_pool_activations(void);
 /* Messages the pool committed (what a real pool writes and flushes its metadata for). */
 uint64_t fake_pool_commits(struct pool *pool);
 /* Make thin ID exist behind the daemon's back (a device an older version left). */

@@ -1,6 +1,8 @@
 /* Unit tests for daemon/ops.h's errors, on a real SQLite store and the fake pool of
  * tests/unit/fake-pool.c: every refusal carries its code (include/tp-error.h), set where
- * the refusal is made, whatever its message says; and no error outlives its call. */
+ * the refusal is made, whatever its message says; no error outlives its call; only a
+ * volume that may have changed is activated to read its used bytes; and a new tenant is
+ * brought up once committed. */
 #include <check.h>
 #include <errno.h>
 #include <stdbool.h>
@@ -172,6 +174,30 @@ START_TEST(brings_a_tenant_up_after_its_commit_and_undoes_a_failed_one)
 }
 END_TEST
 
+/* A committed volume never changes: asking for it reads its used bytes from the store,
+ * without activating its thin device, while a writable one's are read from the pool; a
+ * commit reads them for good, activating the volume if it is not active. */
+START_TEST(activates_only_what_may_have_changed)
+{
+	struct volume_view v;
+	unsigned before;
+
+	ck_assert_int_eq(ops_volume_create(&alice, "v", 8 * MIB, NULL, &v), 0);
+	ops_volume_view_clear(&v);
+	before = fake_pool_activations();
+	ck_assert_int_eq(ops_volume_info(&alice, "v", &v), 0);
+	ops_volume_view_clear(&v);
+	ck_assert_uint_eq(fake_pool_activations(), before + 1);
+	ck_assert_int_eq(ops_volume_commit(&alice, "v", NULL, NULL, &v), 0);
+	ops_volume_view_clear(&v);
+	ck_assert_uint_eq(fake_pool_activations(), before + 2);
+	ck_assert_int_eq(ops_volume_info(&alice, "v", &v), 0);
+	ck_assert_str_eq(v.state, "committed");
+	ops_volume_view_clear(&v);
+	ck_assert_uint_eq(fake_pool_activations(), before + 2);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ops");
@@ -184,6 +210,7 @@ int main(void)
 	tcase_add_test(tc, takes_no_code_from_the_words);
 	tcase_add_test(tc, forgets_an_error_with_the_next_call);
 	tcase_add_test(tc, brings_a_tenant_up_after_its_commit_and_undoes_a_failed_one);
+	tcase_add_test(tc, activates_only_what_may_have_changed);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -80,6 +80,12 @@ rm_out=$(snaps rm "$top" 2>&1) && fail "a layer with children was removed"
 grep -q 'failed precondition' <<<"$rm_out" || fail "rm of a layer with children: $rm_out"
 snaps rm tp-extra
 ctrd containers rm tp-a tp-b
+# containerd drops a removed container's snapshot from its own records at once and has
+# the snapshotter remove it in a later garbage collection, which its scheduler may put
+# off for a minute or more after the last one; a lease deleted with --sync runs one
+# now and waits for it, as ctr image rm --sync does below.
+lease=$(ctrd leases create)
+ctrd leases delete --sync "$lease" >/dev/null
 [ "$(tp --admin --tenant alice ls --quiet | wc -l)" = 2 ] ||
 	fail "after rm of the snapshots alice has: $(tp --admin --tenant alice ls)"
 

@@ -77,7 +77,7 @@ cat "$TP_RESULTS/mem.tsv"
 
 step "the API processes' cost: --no-api-process and the default taking turns, 2 each"
 # On the pool as bench-meta left it: create, snapshot and remove only, through daemons
-# restarted on the same state (the tenant's nbdkit adopted each time).
+# restarted on the same state, for a new tenant each time.
 : >"$TP_RESULTS/api-split.tsv"
 for turn in 1 2; do
 	for mode in in-daemon api-process; do
@@ -85,7 +85,11 @@ for turn in 1 2; do
 		[ $mode = in-daemon ] && flag=--no-api-process
 		stop_daemon
 		start_daemon --log-level info $flag
-		"$prog" "$run_dir/admin.sock" alice "$run_dir/tenants/alice/nbd.sock" - 10 "$samples" \
+		# A tenant of its own each time: bench-meta names its volumes alike in every run.
+		t=split-$turn-$mode
+		tp --admin tenant add "$t" >/dev/null
+		wait_for_socket "$run_dir/tenants/$t/nbd.sock"
+		"$prog" "$run_dir/admin.sock" "$t" "$run_dir/tenants/$t/nbd.sock" - 10 "$samples" \
 			2>>"$TP_RESULTS/bench-meta.log" | sed "s/^/$mode\t/" >>"$TP_RESULTS/api-split.tsv"
 	done
 done

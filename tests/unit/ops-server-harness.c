@@ -21,7 +21,7 @@ int main(int argc, char **argv)
 	char dir[] = "/tmp/ops-server-harness.XXXXXX", path[128], cmd[160];
 	struct pool_config pc = {.state_dir = dir};
 	struct ops_server s;
-	struct store *st;
+	struct store *st = NULL;
 	struct pool *pool;
 	int fd, r, n = argc - 1;
 
@@ -51,6 +51,8 @@ int main(int argc, char **argv)
 		ops_shutdown();
 		pool_close(pool);
 	}
+	if (st != NULL)
+		store_close(st);
 	if (r < 0)
 		fprintf(stderr, "ops-server-harness: %s\n", strerror(-r));
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -10,12 +10,12 @@
  * to be trusted. Its end of the control socketpair is in the loop's epoll set: the
  * process never writes there, so anything that end reports (its close, at the latest)
  * means it has ended or must end. The loop kills it then, reaps it (its pid stays its
- * own until then: no pidfd is needed, and valgrind, which lacks pidfd_open, can run
- * the daemon), shuts the channels down,
- * joins their threads (an operation already running finishes; ops keep a change whole),
- * and starts a fresh process after a backoff that grows with each death in a row, as a
- * tenant's nbdkit is restarted. The sockets stay bound and listening in the parent all
- * along, so that connections made meanwhile wait in the backlog instead of failing. */
+ * own until then: no pidfd is needed, and valgrind, which lacks pidfd_open, can run the
+ * daemon), shuts the channels down, joins their threads (an operation already running
+ * finishes; ops keep a change whole), and starts a fresh process after a backoff that
+ * grows with each death in a row, as a tenant's nbdkit is restarted. The sockets stay
+ * bound and listening in the parent all along, so that connections made meanwhile wait
+ * in the backlog instead of failing. */
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>

@@ -36,11 +36,11 @@ int api_child_listen(struct api_child *c, int fd, const char *path, const struct
 /* Take back the socket of tenant TENANT (NULL: the admin's), close it, unlink it. */
 void api_child_unlisten(struct api_child *c, const char *tenant);
 
-/* Start the process, watched from the epoll set EP by its pidfd. Logs why not, and
- * schedules the next try. The loop's thread only, like the three below. */
+/* Start the process, watched from the epoll set EP through its control socketpair. Logs
+ * why not, and schedules the next try. The loop's thread only, like the three below. */
 int api_child_start(struct api_child *c, int ep);
-/* FD is readable in EP: if it is this process's pidfd, reap it and schedule its restart
- * (true); false if FD is not its. */
+/* FD has an event in EP: if it is this process's control socketpair, reap it and schedule
+ * its restart (true); false if FD is not its. */
 bool api_child_event(struct api_child *c, int ep, int fd);
 /* Milliseconds until its restart is due (0: now), -1 if none is pending or C is NULL. */
 int api_child_next_ms(const struct api_child *c);

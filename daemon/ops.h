@@ -43,6 +43,18 @@ int ops_open_export(const struct principal *p, const char *ref, bool want_write,
                     struct export_info *ret_info);
 /* Everything P may open, own volumes first. *RET_EXPORTS is malloc'ed. */
 int ops_list_exports(const struct principal *p, struct export_info **ret_exports, size_t *ret_n);
+/* A byte range of an export. */
+struct export_range {
+	uint64_t offset, length;
+};
+/* What the pool has mapped of the volume REF refers to, as P may open it: the byte ranges
+ * that hold data, in order, neither overlapping nor touching, within the volume's size
+ * (whole pool blocks; the last one cut at the size); the rest reads as zeroes. Taken from
+ * a metadata snapshot of the pool, so it includes every write the thin device completed
+ * before the call, not those still in a page cache above it. *RET_RANGES is malloc'ed;
+ * *RET_SIZE is the volume's size. */
+int ops_map_export(const struct principal *p, const char *ref, struct export_range **ret_ranges,
+                   size_t *ret_n, uint64_t *ret_size);
 
 /* The rest: the REST API (daemon/api.c) and the daemon's start (daemon/main.c). */
 

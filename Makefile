@@ -163,7 +163,7 @@ OPS_OBJS := $(patsubst %,$(BUILD)/daemon/%.o,ops access volumes tenants images g
 OBJS_test-ops := $(OPS_OBJS) $(BUILD)/daemon/change.o $(BUILD)/daemon/store.o \
                  $(BUILD)/daemon/log.o $(BUILD)/tests/unit/fake-pool.o
 LIBS_test-ops := $(call pc,--libs,sqlite3) -lpthread
-OBJS_test-pool := $(BUILD)/daemon/pool.o $(BUILD)/daemon/log.o
+OBJS_test-pool := $(BUILD)/daemon/pool.o $(BUILD)/daemon/thin-metadata.o $(BUILD)/daemon/log.o
 LIBS_test-pool := $(call pc,--libs,devmapper check)
 OBJS_test-client-output := $(BUILD)/client/output.o
 # test-api drives api.c over the fuzz target's fake operations.
@@ -249,7 +249,7 @@ fuzz: deps
 # what runs where (BENCH_RUNS, BENCH_SECONDS, BENCH_VOLUMES, BENCH_RESULTS).
 BENCH_PROGRAMS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c)) \
                   $(BUILD)/bench/bench-thinproxyd
-OBJS_bench-meta := $(BUILD)/daemon/pool.o $(BUILD)/daemon/log.o
+OBJS_bench-meta := $(BUILD)/daemon/pool.o $(BUILD)/daemon/thin-metadata.o $(BUILD)/daemon/log.o
 LIBS_bench-meta := $(call pc,--libs,devmapper libnbd)
 OBJS_bench-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o
 LIBS_bench-broker := -lpthread

@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "pool.h"
+#include "thin-metadata.h"
 #include "tp-cleanup.h"
 
 #define DEFAULT_DM_NAME       "thinproxy-pool"
@@ -405,6 +406,15 @@ __attribute__((format(printf, 2, 3))) static int pool_message(struct pool *pool,
 	log_debug("pool %s: message \"%s\": %s", pool->dm_name, msg, r < 0 ? strerror(-r) : "ok");
 	/* dm-thin answers ENODATA for a thin id that is not in its metadata. */
 	return r == -ENODATA ? -ENOENT : r;
+}
+
+/* Release the pool's metadata snapshot; logged, as nothing else would say it stays. */
+static void release_metadata_snap(struct pool *pool)
+{
+	int r = pool_message(pool, "release_metadata_snap");
+
+	if (r < 0)
+		log_errno(LOG_ERR, r, "pool %s: release_metadata_snap: %m", pool->dm_name);
 }
 
 /* Find TARGET among the kernel's loaded targets in a LIST_VERSIONS or GET_TARGET_VERSION
@@ -1004,6 +1014,14 @@ int pool_open(const struct pool_config *cfg, struct pool **ret_pool)
 	if (r < 0)
 		log_errno(LOG_WARNING, r, "pool %s: listing thin devices: %m, ignoring",
 		          p->dm_name);
+	/* A metadata snapshot held in our own pool is one a walk of ours left when the
+	 * daemon died: it would hold up every walk to come. In a pool of the admin's it may
+	 * be a tool's (thin_dump -m), and stays. */
+	if (p->own && status.held_root != 0) {
+		log_info("pool %s: releasing the metadata snapshot an earlier run left held",
+		         p->dm_name);
+		release_metadata_snap(p);
+	}
 	*ret_pool = p;
 	return 0;
 
@@ -1177,6 +1195,10 @@ static int read_status(struct pool *pool, bool flush, struct pool_status *ret_st
 	s.out_of_data_space = strcmp(tok[4], "out_of_data_space") == 0;
 	s.error_if_no_space = strcmp(tok[6], "error_if_no_space") == 0;
 	s.needs_check = n > 7 && strcmp(tok[7], "needs_check") == 0;
+	if (strcmp(tok[3], "-") != 0 && (parse_u64(tok[3], &s.held_root) < 0 || s.held_root == 0)) {
+		log_error("pool %s: unexpected held root in status \"%s\"", pool->dm_name, params);
+		return -EINVAL;
+	}
 	*ret_status = s;
 	return 0;
 }
@@ -1501,6 +1523,91 @@ int pool_open_thin(struct pool *pool, uint32_t id, int flags)
 		snprintf(path, sizeof path, "/dev/dm-%" PRIu32, info.minor);
 		r = open_node(path, flags, devnum);
 	}
+	return r;
+}
+
+/* Open the block device DEVNUM read-only and O_DIRECT through the node devtmpfs keeps
+ * for it, named in sysfs. */
+static int open_block_device(dev_t devnum)
+{
+	char path[PATH_MAX], line[256];
+	CLEANUP_FCLOSE FILE *f = NULL;
+
+	snprintf(path, sizeof path, "/sys/dev/block/%u:%u/uevent", major(devnum), minor(devnum));
+	f = fopen(path, "re");
+	if (f == NULL)
+		return -errno;
+	while (fgets(line, sizeof line, f) != NULL) {
+		if (strncmp(line, "DEVNAME=", 8) != 0)
+			continue;
+		line[strcspn(line, "\n")] = '\0';
+		if (strstr(line, "..") != NULL)
+			return -ENODEV;
+		snprintf(path, sizeof path, "/dev/%s", line + 8);
+		return open_node(path, O_RDONLY | O_DIRECT, devnum);
+	}
+	return -ENODEV;
+}
+
+/* Walk the held snapshot at HELD of the pool's metadata on the device DEVNUM. */
+static int walk_held(dev_t devnum, uint64_t held,
+                     int (*fn)(struct thin_meta *m, const struct thin_meta_superblock *sb,
+                               void *opaque),
+                     void *opaque)
+{
+	CLEANUP_CLOSE int fd = -1;
+	struct thin_meta_superblock top, sb;
+	struct thin_meta m;
+	uint64_t bytes;
+	int r;
+
+	fd = open_block_device(devnum);
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, BLKGETSIZE64, &bytes) < 0)
+		return -errno;
+	r = thin_meta_init_fd(&m, fd, bytes / THIN_META_BLOCK_SIZE);
+	if (r < 0)
+		return r;
+	r = thin_meta_superblock(&m, THIN_META_SUPERBLOCK, &top);
+	if (r == 0)
+		r = thin_meta_superblock(&m, held, &sb);
+	if (r == 0) {
+		/* The kernel wipes a held copy's space map roots: bound its mappings by the
+		 * live superblock's data device instead. */
+		sb.data_nr_blocks = top.data_nr_blocks;
+		r = fn(&m, &sb, opaque);
+	}
+	thin_meta_done(&m);
+	return r;
+}
+
+int pool_walk_metadata(struct pool *pool,
+                       int (*fn)(struct thin_meta *m, const struct thin_meta_superblock *sb,
+                                 void *opaque),
+                       void *opaque)
+{
+	DM_RELEASE_ON_RETURN;
+	struct pool_status status;
+	dev_t devnum;
+	int r;
+
+	r = metadata_devnum(pool, &devnum);
+	if (r < 0)
+		return r;
+	r = pool_message(pool, "reserve_metadata_snap");
+	if (r < 0) {
+		/* dm-thin refuses a second snapshot with EINVAL; the status says which. */
+		if (r == -EINVAL && read_status(pool, false, &status) == 0 && status.held_root != 0)
+			return -EBUSY;
+		return r;
+	}
+	r = read_status(pool, false, &status);
+	if (r == 0 && status.held_root == 0)
+		r = -EIO; /* taken, yet not shown: nothing to read */
+	if (r == 0)
+		r = walk_held(devnum, status.held_root, fn, opaque);
+	release_metadata_snap(pool);
 	return r;
 }
 

@@ -61,6 +61,7 @@ struct pool_status {
 	bool out_of_data_space; /* writes fail with ENOSPC */
 	bool needs_check;
 	bool error_if_no_space;
+	uint64_t held_root; /* the metadata snapshot's superblock, 0 if none is held */
 };
 
 struct thin_status {
@@ -140,6 +141,20 @@ int pool_thin_status(struct pool *pool, uint32_t id, struct thin_status *ret_sta
  * O_EXCL, O_NONBLOCK; O_CLOEXEC is added), making its device node if needed, and check
  * that the node is that device. Returns the fd; -ENXIO if ID is not active. */
 int pool_open_thin(struct pool *pool, uint32_t id, int flags);
+/* Read the pool's metadata as it stands now: take a metadata snapshot
+ * (reserve_metadata_snap, which commits first, so it holds every mapping the thin devices
+ * have made for completed writes), open the metadata device read-only with O_DIRECT (the
+ * kernel writes it behind any page cache), and call FN with a walker over the snapshot:
+ * M reads it, SB is its superblock (thin-metadata.h). The snapshot is released on every
+ * path. Returns FN's return, -EBUSY if a metadata snapshot is held by someone else (a
+ * thin_dump -m, or another walk), -EBADMSG for metadata the walker refuses. */
+struct thin_meta;
+struct thin_meta_superblock;
+int pool_walk_metadata(struct pool *pool,
+                       int (*fn)(struct thin_meta *m, const struct thin_meta_superblock *sb,
+                                 void *opaque),
+                       void *opaque);
+
 /* Call FN for every active thin device of this pool (our UUID prefix only); a negative
  * return from FN stops the walk and is returned. Returns the number of devices. */
 int pool_for_each_active(struct pool *pool, int (*fn)(uint32_t id, void *opaque), void *opaque);

@@ -19,6 +19,7 @@
 
 #include "../../daemon/log.h"
 #include "../../daemon/pool.h"
+#include "../../daemon/thin-metadata.h"
 #include "tp-cleanup.h"
 
 #define KiB     (UINT64_C(1) << 10)
@@ -1040,6 +1041,149 @@ START_TEST(rejects_bad_arguments)
 }
 END_TEST
 
+/* What a walk of the held metadata snapshot saw: thin_dump's lines and ours. */
+struct walked {
+	uint32_t ids[2];
+	char ours[4096], theirs[4096];
+	uint64_t held;
+};
+
+static int add_run(const struct thin_meta_run *run, void *opaque)
+{
+	char *out = opaque;
+	size_t n = strlen(out);
+
+	snprintf(out + n, 4096 - n, "%llu %llu %llu %u\n", (unsigned long long)run->virt,
+	         (unsigned long long)run->data, (unsigned long long)run->len, run->time);
+	return 0;
+}
+
+/* thin_dump -m of the held snapshot, as "dev ID" lines and runs like add_run's. */
+static void thin_dump_held(const struct thin_meta *m, uint64_t held, char *out, size_t size)
+{
+	char cmd[256], line[512], devname[64] = "";
+	unsigned long long a, b, c, d;
+	struct stat st;
+	size_t n = 0;
+	FILE *p;
+
+	ck_assert_int_eq(fstat(m->fd, &st), 0);
+	snprintf(cmd, sizeof cmd, "/sys/dev/block/%u:%u/uevent", major(st.st_rdev),
+	         minor(st.st_rdev));
+	p = fopen(cmd, "re");
+	ck_assert_ptr_nonnull(p);
+	while (fgets(line, sizeof line, p) != NULL)
+		if (sscanf(line, "DEVNAME=%63s", devname) == 1)
+			break;
+	fclose(p);
+	snprintf(cmd, sizeof cmd, "thin_dump --metadata-snap=%llu /dev/%s 2>&1",
+	         (unsigned long long)held, devname);
+	p = popen(cmd, "re");
+	ck_assert_ptr_nonnull(p);
+	while (fgets(line, sizeof line, p) != NULL) {
+		if (sscanf(line, " <device dev_id=\"%llu\"", &a) == 1)
+			n += (size_t)snprintf(out + n, size - n, "dev %llu\n", a);
+		else if (sscanf(line,
+		                " <range_mapping origin_begin=\"%llu\" data_begin=\"%llu\" "
+		                "length=\"%llu\" time=\"%llu\"",
+		                &a, &b, &c, &d) == 4)
+			n += (size_t)snprintf(out + n, size - n, "%llu %llu %llu %llu\n", a, b, c,
+			                      d);
+		else if (sscanf(line,
+		                " <single_mapping origin_block=\"%llu\" data_block=\"%llu\" "
+		                "time=\"%llu\"",
+		                &a, &b, &d) == 3)
+			n += (size_t)snprintf(out + n, size - n, "%llu %llu 1 %llu\n", a, b, d);
+		else if (strstr(line, "<") == NULL)
+			n += (size_t)snprintf(out + n, size - n, "thin_dump: %s", line);
+		ck_assert_uint_lt(n, size);
+	}
+	ck_assert_msg(pclose(p) == 0, "%s failed: %s", cmd, out);
+}
+
+static int walk_both(struct thin_meta *m, const struct thin_meta_superblock *sb, void *opaque)
+{
+	struct walked *w = opaque;
+
+	w->held = sb->blocknr;
+	for (int i = 0; i < 2; i++) {
+		size_t n = strlen(w->ours);
+
+		snprintf(w->ours + n, sizeof w->ours - n, "dev %u\n", w->ids[i]);
+		ck_assert_int_eq(thin_meta_mappings(m, sb, w->ids[i], add_run, w->ours), 0);
+	}
+	ck_assert_int_eq(thin_meta_mappings(m, sb, 99, add_run, w->ours), -ENOENT);
+	/* While it is held, thin_dump reads the same snapshot. */
+	thin_dump_held(m, sb->blocknr, w->theirs, sizeof w->theirs);
+	return 7;
+}
+
+START_TEST(walks_a_thin_devices_mappings_as_thin_dump_reads_them)
+{
+	struct pool *pool = open_embedded(64 * MiB);
+	static const unsigned blocks[] = {0, 3, 4, 5, 17, 63};
+	struct walked w = {.ids = {1, 2}};
+	struct pool_status st;
+	int fd;
+
+	ck_assert_int_eq(pool_create_thin(pool, 1), 0);
+	ck_assert_int_eq(pool_activate_thin(pool, 1, 16 * MiB, false), 0);
+	fd = pool_open_thin(pool, 1, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	for (size_t i = 0; i < sizeof blocks / sizeof blocks[0]; i++)
+		write_pattern(fd, blocks[i], 4 * KiB, (off_t)(blocks[i] * 64 * KiB + 8 * KiB));
+	close(fd);
+	ck_assert_int_eq(pool_create_snap(pool, 2, 1), 0);
+	fd = pool_open_thin(pool, 1, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	write_pattern(fd, 99, 64 * KiB, 7 * 64 * KiB);
+	write_pattern(fd, 98, 64 * KiB, 4 * 64 * KiB); /* breaks sharing: a new block */
+	close(fd);
+
+	/* The writes were made stable, not committed: the snapshot commits them. */
+	ck_assert_int_eq(pool_walk_metadata(pool, walk_both, &w), 7);
+	ck_assert_str_eq(w.ours, w.theirs);
+	/* Device 2 has what 1 had when it was taken; 1 has block 7 and its own block 4. */
+	ck_assert_msg(strstr(w.ours, "dev 1\n0 0 1 0\n3 1 1 0\n4 ") != NULL, "%s", w.ours);
+	ck_assert_msg(strstr(w.ours, "\n7 ") != NULL, "%s", w.ours);
+	ck_assert_msg(strstr(w.ours, "dev 2\n0 0 1 0\n3 1 3 0\n17 4 1 0\n63 5 1 0\n") != NULL, "%s",
+	              w.ours);
+	/* Released afterwards, so the next walk can take one again. */
+	ck_assert_int_eq(pool_get_status(pool, &st), 0);
+	ck_assert_uint_eq(st.held_root, 0);
+	pool_close(pool);
+}
+END_TEST
+
+static int count_walk(struct thin_meta *m, const struct thin_meta_superblock *sb, void *opaque)
+{
+	(void)m;
+	(void)sb;
+	++*(int *)opaque;
+	return 0;
+}
+
+START_TEST(releases_a_metadata_snapshot_left_held)
+{
+	struct pool *pool = open_embedded(64 * MiB);
+	struct pool_status st;
+	int walks = 0;
+
+	ck_assert_int_eq(pool_create_thin(pool, 1), 0);
+	/* As a daemon that died in mid-walk leaves it. */
+	ck_assert_int_eq(sh("dmsetup message %s 0 reserve_metadata_snap", dm_name), 0);
+	ck_assert_int_eq(pool_walk_metadata(pool, count_walk, &walks), -EBUSY);
+	ck_assert_int_eq(walks, 0);
+	pool_close(pool);
+	pool = open_embedded(64 * MiB);
+	ck_assert_int_eq(pool_get_status(pool, &st), 0);
+	ck_assert_uint_eq(st.held_root, 0);
+	ck_assert_int_eq(pool_walk_metadata(pool, count_walk, &walks), 0);
+	ck_assert_int_eq(walks, 1);
+	pool_close(pool);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pool");
@@ -1076,6 +1220,7 @@ int main(void)
 	tcase_add_test(thin, open_thin_remakes_missing_or_stale_device_node);
 	tcase_add_test(thin, for_each_active_lists_only_this_pools_devices);
 	tcase_add_test(thin, grows_embedded_metadata_up_to_its_maximum);
+	tcase_add_test(thin, walks_a_thin_devices_mappings_as_thin_dump_reads_them);
 	suite_add_tcase(s, thin);
 	tcase_set_timeout(pool, 60);
 	tcase_add_test(pool, opens_embedded_pool_with_error_if_no_space_on_sparse_files);
@@ -1094,6 +1239,7 @@ int main(void)
 	tcase_add_test(pool, own_pool_on_devices_carries_our_uuid_and_reattaches);
 	tcase_add_test(pool, full_pool_fails_writes_with_enospc_until_trimmed);
 	tcase_add_test(pool, rejects_bad_arguments);
+	tcase_add_test(pool, releases_a_metadata_snapshot_left_held);
 	suite_add_tcase(s, pool);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_VERBOSE);

@@ -159,12 +159,14 @@ LIBS_test-change := $(call pc,--libs,sqlite3)
 # test-ops: the operations' errors on a real store and the fake pool. The operations are
 # daemon/ops.c and the files of its duties (daemon/ops-internal.h lists them).
 OPS_OBJS := $(patsubst %,$(BUILD)/daemon/%.o,ops access volumes tenants images grants exports \
-              metrics monitor ops-views)
+              metrics monitor ops-views volume-maps thin-map thin-metadata)
 OBJS_test-ops := $(OPS_OBJS) $(BUILD)/daemon/change.o $(BUILD)/daemon/store.o \
                  $(BUILD)/daemon/log.o $(BUILD)/tests/unit/fake-pool.o
 LIBS_test-ops := $(call pc,--libs,sqlite3) -lpthread
 OBJS_test-pool := $(BUILD)/daemon/pool.o $(BUILD)/daemon/thin-metadata.o $(BUILD)/daemon/log.o
 LIBS_test-pool := $(call pc,--libs,devmapper check)
+# test-thin-metadata: the walker on metadata thin_restore writes, held against thin_dump.
+OBJS_test-thin-metadata := $(BUILD)/daemon/thin-metadata.o
 OBJS_test-client-output := $(BUILD)/client/output.o
 # test-api drives api.c over the fuzz target's fake operations.
 OBJS_test-api := $(BUILD)/daemon/api.o $(BUILD)/fuzz/fake-ops.o
@@ -231,6 +233,7 @@ FUZZ_SRCS_api-request := daemon/api.c fuzz/fake-ops.c
 FUZZ_LIBS_api-request := $(call pc,--libs,libmicrohttpd json-c)
 FUZZ_SRCS_handshake   := client/handshake.c
 FUZZ_SRCS_api-wire    := daemon/api-wire.c
+FUZZ_SRCS_thin-metadata := daemon/thin-metadata.c
 FUZZ_SRCS_snapshot-filter := client/snapshotter/filter.c
 FUZZ_SRCS_grpc-wire   := client/snapshotter/grpc.c $(PROTO_SRCS)
 FUZZ_LIBS_grpc-wire   := $(call pc,--libs,libnghttp2 libprotobuf-c) -lpthread

@@ -8,6 +8,7 @@
  *   images.c   the admin's images: import (the copy outside the lock), publish, remove
  *   grants.c   the admin's grants
  *   exports.c  what the broker may open
+ *   volume-maps.c  what the pool's metadata says a volume holds: maps, diffs, exact usage
  *   metrics.c  the metrics
  *   monitor.c  the pool's space: metadata growth, low-water warnings, used bytes */
 #ifndef TP_OPS_INTERNAL_H

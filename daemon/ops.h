@@ -190,6 +190,26 @@ typedef int (*ops_volume_fn)(const struct volume_view *v, void *opaque);
 int ops_volume_list(const struct principal *p, const struct label_list *filter, ops_volume_fn fn,
                     void *opaque);
 int ops_volume_info(const struct principal *p, const char *name, struct volume_view *ret_view);
+/* One range where a volume differs from another (ops_volume_diff): it holds data there,
+ * or reads zeroes where the other has data. */
+struct volume_change {
+	uint64_t offset, length;
+	bool data;
+};
+/* Where volume NAME of P differs from FROM (any reference P may read: its parent, an
+ * older snapshot, an image), as thin_delta compares two thin devices: the ranges of NAME
+ * whose blocks are not the very same pool blocks in FROM, each with whether NAME holds
+ * data there or reads zeroes. What an incremental backup of NAME after FROM must copy.
+ * Within NAME's size; *RET_CHANGES is malloc'ed, *RET_SIZE is NAME's size. */
+int ops_volume_diff(const struct principal *p, const char *name, const char *from,
+                    struct volume_change **ret_changes, size_t *ret_n, uint64_t *ret_size);
+
+/* A volume's exact usage from the pool's metadata, in bytes: what it maps, and of that what
+ * it shares with its parent (the same pool blocks) and what it holds alone. */
+struct volume_usage {
+	uint64_t mapped, exclusive, shared;
+};
+int ops_volume_usage(const struct principal *p, const char *name, struct volume_usage *ret_usage);
 /* The snapshots of P's volume NAME by the tenant owning them, one tenant at a time to FN
  * (in name order): the owner sees who depends on what it shares through grants. FN runs
  * under the daemon lock and must not call ops_*. */

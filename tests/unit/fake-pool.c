@@ -302,3 +302,15 @@ int pool_remove(struct pool *pool)
 	(void)pool;
 	return 0;
 }
+
+/* The fake pool keeps no dm-thin metadata to walk: no map, no diff, no exact usage. */
+int pool_walk_metadata(struct pool *pool,
+                       int (*fn)(struct thin_meta *m, const struct thin_meta_superblock *sb,
+                                 void *opaque),
+                       void *opaque)
+{
+	(void)pool;
+	(void)fn;
+	(void)opaque;
+	return -EOPNOTSUPP;
+}

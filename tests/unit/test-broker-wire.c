@@ -93,8 +93,15 @@ END_TEST
 
 START_TEST(rejects_unknown_request_type)
 {
-	static const uint16_t bad[] = {
-	    0, TP_BROKER_OPENED, TP_BROKER_LISTED, TP_BROKER_ENTRY, 6, 0x7fff, 0xffff};
+	static const uint16_t bad[] = {0,
+	                               TP_BROKER_OPENED,
+	                               TP_BROKER_LISTED,
+	                               TP_BROKER_ENTRY,
+	                               TP_BROKER_MAPPED,
+	                               TP_BROKER_RANGES,
+	                               9,
+	                               0x7fff,
+	                               0xffff};
 	struct tp_broker_request req, out;
 
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
@@ -328,6 +335,367 @@ START_TEST(rejects_malformed_list_entry)
 }
 END_TEST
 
+START_TEST(round_trips_map_request)
+{
+	struct tp_broker_request req, out;
+
+	ck_assert_int_eq(tp_broker_encode_map("alice/layer1", &req), 0);
+	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req, &out), 0);
+	ck_assert_uint_eq(out.h.type, TP_BROKER_MAP);
+	ck_assert_uint_eq(out.flags, 0);
+	ck_assert_str_eq(out.ref, "alice/layer1");
+}
+END_TEST
+
+START_TEST(rejects_malformed_map_request)
+{
+	struct tp_broker_request req, out;
+
+	ck_assert_int_eq(tp_broker_encode_map("../x", &req), -EINVAL);
+	ck_assert_int_eq(tp_broker_encode_map("", &req), -EINVAL);
+	ck_assert_int_eq(tp_broker_encode_map("layer1", &req), 0);
+	/* A map is of the export, not of a way of opening it: no flags at all. */
+	req.flags = TP_BROKER_WANT_WRITE;
+	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req, &out), -EBADMSG);
+	ck_assert_int_eq(tp_broker_encode_map("layer1", &req), 0);
+	req.ref[7] = 'x';
+	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req, &out), -EBADMSG);
+	memset(req.ref, 'a', sizeof req.ref);
+	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req, &out), -EBADMSG);
+	ck_assert_int_eq(tp_broker_encode_map("layer1", &req), 0);
+	memset(req.ref, 0, sizeof req.ref);
+	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req, &out), -EINVAL);
+	memcpy(req.ref, "a//b", 5);
+	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req, &out), -EINVAL);
+	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req - 1, &out), -EBADMSG);
+}
+END_TEST
+
+START_TEST(round_trips_mapped_reply)
+{
+	struct tp_broker_reply rep, out;
+
+	ck_assert_int_eq(tp_broker_encode_mapped(UINT64_C(1) << 40, 65536, 300, &rep), 0);
+	ck_assert_int_eq(tp_broker_decode_reply(&rep, sizeof rep, TP_BROKER_MAPPED, &out), 0);
+	ck_assert_uint_eq(out.error, 0);
+	ck_assert_uint_eq(out.size, UINT64_C(1) << 40);
+	ck_assert_uint_eq(out.block_size, 65536);
+	ck_assert_uint_eq(out.count, 300);
+	tp_broker_encode_error(TP_BROKER_MAPPED, ENOENT, &rep);
+	ck_assert_int_eq(tp_broker_decode_reply(&rep, sizeof rep, TP_BROKER_MAPPED, &out), 0);
+	ck_assert_uint_eq(out.error, ENOENT);
+	ck_assert_int_eq(tp_broker_decode_reply(&rep, sizeof rep, TP_BROKER_OPENED, &out),
+	                 -EOPNOTSUPP);
+}
+END_TEST
+
+START_TEST(rejects_malformed_mapped_reply)
+{
+	struct tp_broker_reply rep, out;
+
+	ck_assert_int_eq(tp_broker_encode_mapped(4096, 0, TP_BROKER_MAP_MAX + 1, &rep), -E2BIG);
+	ck_assert_int_eq(tp_broker_encode_mapped(UINT64_MAX, 0, TP_BROKER_MAP_MAX, &rep), 0);
+	ck_assert_int_eq(tp_broker_decode_reply(&rep, sizeof rep, TP_BROKER_MAPPED, &out), 0);
+	rep.count = TP_BROKER_MAP_MAX + 1;
+	ck_assert_int_eq(tp_broker_decode_reply(&rep, sizeof rep, TP_BROKER_MAPPED, &out),
+	                 -EBADMSG);
+	ck_assert_int_eq(tp_broker_encode_mapped(4096, 0, 1, &rep), 0);
+	rep.flags = TP_BROKER_READ_ONLY;
+	ck_assert_int_eq(tp_broker_decode_reply(&rep, sizeof rep, TP_BROKER_MAPPED, &out),
+	                 -EBADMSG);
+	ck_assert_int_eq(tp_broker_encode_mapped(4096, 0, 1, &rep), 0);
+	memcpy(rep.state, "ready", 6);
+	ck_assert_int_eq(tp_broker_decode_reply(&rep, sizeof rep, TP_BROKER_MAPPED, &out),
+	                 -EBADMSG);
+	tp_broker_encode_error(TP_BROKER_MAPPED, EIO, &rep);
+	rep.count = 1;
+	ck_assert_int_eq(tp_broker_decode_reply(&rep, sizeof rep, TP_BROKER_MAPPED, &out),
+	                 -EBADMSG);
+	ck_assert_int_eq(tp_broker_encode_mapped(4096, 0, 1, &rep), 0);
+	ck_assert_int_eq(tp_broker_decode_reply(&rep, sizeof rep - 1, TP_BROKER_MAPPED, &out),
+	                 -EBADMSG);
+}
+END_TEST
+
+/* A cursor for an answer of COUNT ranges of an export of SIZE bytes. */
+static struct tp_broker_map_cursor map_cursor(uint64_t size, uint32_t count)
+{
+	struct tp_broker_map_cursor cursor;
+	struct tp_broker_reply rep;
+
+	ck_assert_int_eq(tp_broker_encode_mapped(size, 65536, count, &rep), 0);
+	tp_broker_map_start(&rep, &cursor);
+	return cursor;
+}
+
+/* N ranges of LEN bytes, GAP bytes apart, from offset START. Malloc'ed. */
+static struct tp_broker_range *spaced_ranges(size_t n, uint64_t start, uint64_t len, uint64_t gap)
+{
+	struct tp_broker_range *r = calloc(n ? n : 1, sizeof *r);
+
+	ck_assert_ptr_nonnull(r);
+	for (size_t i = 0; i < n; i++) {
+		r[i].offset = start + i * (len + gap);
+		r[i].length = len;
+	}
+	return r;
+}
+
+START_TEST(counts_full_range_packets_then_the_rest)
+{
+	ck_assert_uint_eq(tp_broker_ranges_packets(0), 0);
+	ck_assert_uint_eq(tp_broker_ranges_packets(1), 1);
+	ck_assert_uint_eq(tp_broker_ranges_packets(TP_BROKER_RANGES_MAX), 1);
+	ck_assert_uint_eq(tp_broker_ranges_packets(TP_BROKER_RANGES_MAX + 1), 2);
+	ck_assert_uint_eq(tp_broker_ranges_packets(TP_BROKER_MAP_MAX),
+	                  TP_BROKER_MAP_MAX / TP_BROKER_RANGES_MAX);
+}
+END_TEST
+
+START_TEST(round_trips_ranges_across_packets)
+{
+	const uint32_t n = 2 * TP_BROKER_RANGES_MAX + 88;
+	CLEANUP_FREE struct tp_broker_range *r = spaced_ranges(n, 0, 65536, 65536);
+	uint64_t size = r[n - 1].offset + r[n - 1].length;
+	struct tp_broker_map_cursor enc = map_cursor(size, n), dec = map_cursor(size, n);
+	struct tp_broker_ranges p, out;
+	uint32_t k, got = 0;
+
+	for (k = 0; k < tp_broker_ranges_packets(n); k++) {
+		uint32_t due = tp_broker_ranges_due(&enc);
+
+		ck_assert_uint_eq(due, k < 2 ? TP_BROKER_RANGES_MAX : 88);
+		ck_assert_int_eq(tp_broker_encode_ranges(r + enc.done, due, &enc, &p), 0);
+		ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &dec, &out), 0);
+		ck_assert_uint_eq(out.count, due);
+		ck_assert_mem_eq(out.range, r + got, due * sizeof *r);
+		got += due;
+	}
+	ck_assert_uint_eq(got, n);
+	ck_assert_uint_eq(dec.done, n);
+	ck_assert_uint_eq(tp_broker_ranges_due(&dec), 0);
+	/* Nothing more is due: another packet is malformed, even a valid one. */
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &dec, &out), -EBADMSG);
+	ck_assert_int_eq(tp_broker_encode_ranges(r, 1, &enc, &p), -EINVAL);
+}
+END_TEST
+
+START_TEST(round_trips_ranges_at_both_ends_of_the_export)
+{
+	struct tp_broker_range r[2] = {{0, 1}, {UINT64_MAX - 2, 2}};
+	struct tp_broker_map_cursor enc = map_cursor(UINT64_MAX, 2),
+	                            dec = map_cursor(UINT64_MAX, 2);
+	struct tp_broker_ranges p, out;
+
+	ck_assert_int_eq(tp_broker_encode_ranges(r, 2, &enc, &p), 0);
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &dec, &out), 0);
+	ck_assert_uint_eq(out.range[1].offset + out.range[1].length, UINT64_MAX);
+	ck_assert(tp_broker_field_zero(&out.range[2], sizeof out.range - 2 * sizeof out.range[0]));
+}
+END_TEST
+
+/* Encoding the N ranges R as the single packet of an export of SIZE bytes is refused, and
+ * so is decoding them forced onto the wire; the cursors stay where they were. */
+static void refuses_single_packet(const struct tp_broker_range *r, uint32_t n, uint64_t size)
+{
+	struct tp_broker_map_cursor c = map_cursor(size, n), before = c;
+	struct tp_broker_ranges p, out;
+
+	ck_assert_int_eq(tp_broker_encode_ranges(r, n, &c, &p), -EINVAL);
+	ck_assert_mem_eq(&c, &before, sizeof c);
+	memset(&p, 0, sizeof p);
+	tp_broker_header_init(&p.h, TP_BROKER_RANGES);
+	p.count = n;
+	memcpy(p.range, r, n * sizeof *r);
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &c, &out), -EBADMSG);
+	ck_assert_mem_eq(&c, &before, sizeof c);
+}
+
+START_TEST(rejects_ranges_out_of_order_or_past_the_size)
+{
+	static const struct {
+		struct tp_broker_range r[2];
+		uint64_t size;
+	} bad[] = {
+	    {{{0, 0}, {10, 1}}, 100},                     /* empty */
+	    {{{0, 10}, {20, 0}}, 100},                    /* empty, second */
+	    {{{0, 10}, {10, 5}}, 100},                    /* touching */
+	    {{{0, 10}, {5, 10}}, 100},                    /* overlapping */
+	    {{{20, 10}, {0, 10}}, 100},                   /* out of order */
+	    {{{20, 10}, {20, 10}}, 100},                  /* the same twice */
+	    {{{0, 10}, {90, 11}}, 100},                   /* past the size */
+	    {{{0, 10}, {101, 1}}, 100},                   /* starting past the size */
+	    {{{0, 10}, {100, 1}}, 100},                   /* starting at the size */
+	    {{{0, 10}, {20, UINT64_MAX}}, UINT64_MAX},    /* offset + length wraps */
+	    {{{UINT64_MAX, 1}, {0, 1}}, UINT64_MAX},      /* first wraps */
+	    {{{10, UINT64_MAX - 9}, {0, 1}}, UINT64_MAX}, /* first wraps to 0 */
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		refuses_single_packet(bad[i].r, 2, bad[i].size);
+	/* No range fits an empty export. */
+	refuses_single_packet(bad[0].r + 1, 1, 0);
+}
+END_TEST
+
+START_TEST(rejects_ranges_touching_across_packets)
+{
+	const uint32_t n = TP_BROKER_RANGES_MAX + 1;
+	CLEANUP_FREE struct tp_broker_range *r = spaced_ranges(n, 0, 4096, 4096);
+	struct tp_broker_map_cursor c = map_cursor(UINT64_C(1) << 40, n), before;
+	struct tp_broker_ranges p, out;
+
+	ck_assert_int_eq(tp_broker_encode_ranges(r, TP_BROKER_RANGES_MAX, &c, &p), 0);
+	before = c;
+	/* The second packet's range starts where the first packet's last one ends. */
+	r[n - 1].offset = r[n - 2].offset + r[n - 2].length;
+	ck_assert_int_eq(tp_broker_encode_ranges(r + n - 1, 1, &c, &p), -EINVAL);
+	memset(&p, 0, sizeof p);
+	tp_broker_header_init(&p.h, TP_BROKER_RANGES);
+	p.count = 1;
+	p.range[0] = r[n - 1];
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &c, &out), -EBADMSG);
+	ck_assert_mem_eq(&c, &before, sizeof c);
+	p.range[0].offset++;
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &c, &out), 0);
+}
+END_TEST
+
+START_TEST(rejects_range_packets_of_the_wrong_count)
+{
+	const uint32_t n = TP_BROKER_RANGES_MAX + 2;
+	CLEANUP_FREE struct tp_broker_range *r = spaced_ranges(n, 0, 1, 1);
+	struct tp_broker_map_cursor c = map_cursor(UINT64_C(1) << 20, n), before = c;
+	struct tp_broker_ranges p, out;
+
+	/* Every packet but the last is full; the last holds exactly the rest. */
+	ck_assert_int_eq(tp_broker_encode_ranges(r, TP_BROKER_RANGES_MAX - 1, &c, &p), -EINVAL);
+	ck_assert_int_eq(tp_broker_encode_ranges(r, 0, &c, &p), -EINVAL);
+	ck_assert_int_eq(tp_broker_encode_ranges(r, TP_BROKER_RANGES_MAX + 1, &c, &p), -EINVAL);
+	ck_assert_mem_eq(&c, &before, sizeof c);
+	ck_assert_int_eq(tp_broker_encode_ranges(r, TP_BROKER_RANGES_MAX, &c, &p), 0);
+	p.count = TP_BROKER_RANGES_MAX - 1;
+	p.range[TP_BROKER_RANGES_MAX - 1] = (struct tp_broker_range){0, 0};
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &before, &out), -EBADMSG);
+	p.count = TP_BROKER_RANGES_MAX + 1;
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &before, &out), -EBADMSG);
+	p.count = UINT32_MAX;
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &before, &out), -EBADMSG);
+	p.count = 0;
+	memset(p.range, 0, sizeof p.range);
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &before, &out), -EBADMSG);
+
+	ck_assert_int_eq(tp_broker_encode_ranges(r + c.done, 1, &c, &p), -EINVAL);
+	ck_assert_int_eq(tp_broker_encode_ranges(r + c.done, 3, &c, &p), -EINVAL);
+	ck_assert_int_eq(tp_broker_encode_ranges(r + c.done, 2, &c, &p), 0);
+}
+END_TEST
+
+START_TEST(rejects_range_packet_with_stray_bytes)
+{
+	struct tp_broker_range r[1] = {{4096, 4096}};
+	struct tp_broker_map_cursor enc = map_cursor(1 << 20, 1), c = enc;
+	struct tp_broker_ranges p, good, out;
+	char big[sizeof p + 1] = {0};
+
+	ck_assert_int_eq(tp_broker_encode_ranges(r, 1, &enc, &good), 0);
+	p = good;
+	p.reserved = 1;
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &c, &out), -EBADMSG);
+	p = good;
+	p.range[1].offset = 1 << 19;
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &c, &out), -EBADMSG);
+	p = good;
+	p.range[TP_BROKER_RANGES_MAX - 1].length = 1;
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &c, &out), -EBADMSG);
+	ck_assert_int_eq(tp_broker_decode_ranges(&good, sizeof good - 1, &c, &out), -EBADMSG);
+	memcpy(big, &good, sizeof good);
+	ck_assert_int_eq(tp_broker_decode_ranges(big, sizeof big, &c, &out), -EBADMSG);
+	p = good;
+	p.h.type = TP_BROKER_ENTRY;
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &c, &out), -EOPNOTSUPP);
+	p = good;
+	p.h.version++;
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &c, &out), -EPROTO);
+	p = good;
+	p.h.magic ^= 1;
+	ck_assert_int_eq(tp_broker_decode_ranges(&p, sizeof p, &c, &out), -EBADMSG);
+	ck_assert_uint_eq(c.done, 0);
+	ck_assert_int_eq(tp_broker_decode_ranges(&good, sizeof good, &c, &out), 0);
+}
+END_TEST
+
+START_TEST(coalesces_the_narrowest_gaps_first)
+{
+	/* Gaps of 10, 1, 5, 1 and 100 bytes between six 10-byte ranges. */
+	static const uint64_t gaps[] = {10, 1, 5, 1, 100};
+	struct tp_broker_range r[6], two[6];
+	uint64_t at = 0;
+
+	for (size_t i = 0; i < 6; i++) {
+		r[i] = (struct tp_broker_range){at, 10};
+		at += 10 + (i < 5 ? gaps[i] : 0);
+	}
+	memcpy(two, r, sizeof r);
+	/* Within the limit: untouched. */
+	ck_assert_uint_eq(tp_broker_coalesce(r, 6, 6), 6);
+	ck_assert_uint_eq(r[1].offset, 20);
+	/* The two 1-byte gaps go first. */
+	ck_assert_uint_eq(tp_broker_coalesce(r, 6, 4), 4);
+	ck_assert_uint_eq(r[0].offset, 0);
+	ck_assert_uint_eq(r[0].length, 10);
+	ck_assert_uint_eq(r[1].offset, 20);
+	ck_assert_uint_eq(r[1].length, 21);
+	ck_assert_uint_eq(r[2].offset, 46);
+	ck_assert_uint_eq(r[2].length, 21);
+	ck_assert_uint_eq(r[3].offset, 167);
+	/* Then the bridge doubles (2, 4, 8: the 5-byte gap; 16: the 10-byte one). */
+	ck_assert_uint_eq(tp_broker_coalesce(two, 6, 2), 2);
+	ck_assert_uint_eq(two[0].offset, 0);
+	ck_assert_uint_eq(two[0].length, 67);
+	ck_assert_uint_eq(two[1].offset, 167);
+	ck_assert_uint_eq(two[1].length, 10);
+}
+END_TEST
+
+START_TEST(coalesces_a_long_map_to_what_the_wire_carries)
+{
+	const size_t n = TP_BROKER_MAP_MAX + 5000;
+	CLEANUP_FREE struct tp_broker_range *r = spaced_ranges(n, 65536, 65536, 65536);
+	CLEANUP_FREE struct tp_broker_range *orig = spaced_ranges(n, 65536, 65536, 65536);
+	uint64_t size = orig[n - 1].offset + orig[n - 1].length;
+	struct tp_broker_map_cursor c;
+	struct tp_broker_ranges p;
+	size_t m, k = 0;
+
+	/* Some gaps narrower, which go first. */
+	for (size_t i = 0; i < n; i += 7) {
+		r[i].length += 4096;
+		orig[i].length += 4096;
+	}
+	m = tp_broker_coalesce(r, n, TP_BROKER_MAP_MAX);
+	ck_assert_uint_le(m, TP_BROKER_MAP_MAX);
+	ck_assert_uint_gt(m, TP_BROKER_MAP_MAX / 2);
+	/* Still a well-formed map, covering every original range. */
+	c = map_cursor(size, (uint32_t)m);
+	while (tp_broker_ranges_due(&c) > 0)
+		ck_assert_int_eq(
+		    tp_broker_encode_ranges(r + c.done, tp_broker_ranges_due(&c), &c, &p), 0);
+	for (size_t i = 0; i < n; i++) {
+		while (k < m && r[k].offset + r[k].length < orig[i].offset + orig[i].length)
+			k++;
+		ck_assert_uint_lt(k, m);
+		ck_assert_uint_le(r[k].offset, orig[i].offset);
+	}
+	/* A limit of one (or none) joins everything, even across the widest gap. */
+	r[0] = (struct tp_broker_range){0, 1};
+	r[1] = (struct tp_broker_range){UINT64_MAX - 1, 1};
+	ck_assert_uint_eq(tp_broker_coalesce(r, 2, 0), 1);
+	ck_assert_uint_eq(r[0].length, UINT64_MAX);
+	ck_assert_uint_eq(tp_broker_coalesce(r, 0, 1), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("broker-wire");
@@ -356,6 +724,19 @@ int main(void)
 	tcase_add_test(tc, bounds_the_list_count);
 	tcase_add_test(tc, round_trips_list_entry);
 	tcase_add_test(tc, rejects_malformed_list_entry);
+	tcase_add_test(tc, round_trips_map_request);
+	tcase_add_test(tc, rejects_malformed_map_request);
+	tcase_add_test(tc, round_trips_mapped_reply);
+	tcase_add_test(tc, rejects_malformed_mapped_reply);
+	tcase_add_test(tc, counts_full_range_packets_then_the_rest);
+	tcase_add_test(tc, round_trips_ranges_across_packets);
+	tcase_add_test(tc, round_trips_ranges_at_both_ends_of_the_export);
+	tcase_add_test(tc, rejects_ranges_out_of_order_or_past_the_size);
+	tcase_add_test(tc, rejects_ranges_touching_across_packets);
+	tcase_add_test(tc, rejects_range_packets_of_the_wrong_count);
+	tcase_add_test(tc, rejects_range_packet_with_stray_bytes);
+	tcase_add_test(tc, coalesces_the_narrowest_gaps_first);
+	tcase_add_test(tc, coalesces_a_long_map_to_what_the_wire_carries);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

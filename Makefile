@@ -167,8 +167,6 @@ OBJS_test-pool := $(BUILD)/daemon/pool.o $(BUILD)/daemon/thin-metadata.o $(BUILD
 LIBS_test-pool := $(call pc,--libs,devmapper check)
 # test-thin-metadata: the walker on metadata thin_restore writes, held against thin_dump.
 OBJS_test-thin-metadata := $(BUILD)/daemon/thin-metadata.o
-# test-thin-metadata: the walker on metadata thin_restore writes, held against thin_dump.
-OBJS_test-thin-metadata := $(BUILD)/daemon/thin-metadata.o
 OBJS_test-client-output := $(BUILD)/client/output.o
 # test-api drives api.c over the fuzz target's fake operations.
 OBJS_test-api := $(BUILD)/daemon/api.o $(BUILD)/fuzz/fake-ops.o

@@ -1041,30 +1041,47 @@ START_TEST(rejects_bad_arguments)
 }
 END_TEST
 
-/* What a walk of the held metadata snapshot saw: thin_dump's lines and ours. */
-struct walked {
-	uint32_t ids[2];
-	char ours[4096], theirs[4096];
-	uint64_t held;
+/* Text both sides of a comparison print: "dev ID" lines, each followed by its runs as
+ * "VIRT DATA LEN TIME" lines. */
+struct text {
+	char *buf;
+	size_t size;
+	FILE *f;
 };
 
-static int add_run(const struct thin_meta_run *run, void *opaque)
+static void text_open(struct text *t)
 {
-	char *out = opaque;
-	size_t n = strlen(out);
+	t->f = open_memstream(&t->buf, &t->size);
+	ck_assert_ptr_nonnull(t->f);
+}
 
-	snprintf(out + n, 4096 - n, "%llu %llu %llu %u\n", (unsigned long long)run->virt,
-	         (unsigned long long)run->data, (unsigned long long)run->len, run->time);
+static void text_close(struct text *t)
+{
+	ck_assert_int_eq(fclose(t->f), 0);
+	t->f = NULL;
+}
+
+static int print_run(const struct thin_meta_run *run, void *opaque)
+{
+	fprintf(opaque, "%llu %llu %llu %u\n", (unsigned long long)run->virt,
+	        (unsigned long long)run->data, (unsigned long long)run->len, run->time);
 	return 0;
 }
 
-/* thin_dump -m of the held snapshot, as "dev ID" lines and runs like add_run's. */
-static void thin_dump_held(const struct thin_meta *m, uint64_t held, char *out, size_t size)
+/* Our walk of device ID into T. */
+static void walk_device(struct thin_meta *m, const struct thin_meta_superblock *sb, uint32_t id,
+                        struct text *t)
+{
+	fprintf(t->f, "dev %u\n", id);
+	ck_assert_int_eq(thin_meta_mappings(m, sb, id, print_run, t->f), 0);
+}
+
+/* thin_dump --metadata-snap of the held snapshot at HELD of M's device, into T. */
+static void thin_dump_held(const struct thin_meta *m, uint64_t held, struct text *t)
 {
 	char cmd[256], line[512], devname[64] = "";
 	unsigned long long a, b, c, d;
 	struct stat st;
-	size_t n = 0;
 	FILE *p;
 
 	ck_assert_int_eq(fstat(m->fd, &st), 0);
@@ -1082,39 +1099,43 @@ static void thin_dump_held(const struct thin_meta *m, uint64_t held, char *out, 
 	ck_assert_ptr_nonnull(p);
 	while (fgets(line, sizeof line, p) != NULL) {
 		if (sscanf(line, " <device dev_id=\"%llu\"", &a) == 1)
-			n += (size_t)snprintf(out + n, size - n, "dev %llu\n", a);
+			fprintf(t->f, "dev %llu\n", a);
 		else if (sscanf(line,
 		                " <range_mapping origin_begin=\"%llu\" data_begin=\"%llu\" "
 		                "length=\"%llu\" time=\"%llu\"",
 		                &a, &b, &c, &d) == 4)
-			n += (size_t)snprintf(out + n, size - n, "%llu %llu %llu %llu\n", a, b, c,
-			                      d);
+			fprintf(t->f, "%llu %llu %llu %llu\n", a, b, c, d);
 		else if (sscanf(line,
 		                " <single_mapping origin_block=\"%llu\" data_block=\"%llu\" "
 		                "time=\"%llu\"",
 		                &a, &b, &d) == 3)
-			n += (size_t)snprintf(out + n, size - n, "%llu %llu 1 %llu\n", a, b, d);
+			fprintf(t->f, "%llu %llu 1 %llu\n", a, b, d);
 		else if (strstr(line, "<") == NULL)
-			n += (size_t)snprintf(out + n, size - n, "thin_dump: %s", line);
-		ck_assert_uint_lt(n, size);
+			fprintf(t->f, "thin_dump: %s", line);
 	}
-	ck_assert_msg(pclose(p) == 0, "%s failed: %s", cmd, out);
+	ck_assert_int_eq(fflush(t->f), 0);
+	ck_assert_msg(pclose(p) == 0, "%s failed: %s", cmd, t->buf);
 }
+
+/* What a walk of the held metadata snapshot saw, and what thin_dump did. */
+struct walked {
+	uint32_t ids[2];
+	struct text ours, theirs;
+};
 
 static int walk_both(struct thin_meta *m, const struct thin_meta_superblock *sb, void *opaque)
 {
 	struct walked *w = opaque;
 
-	w->held = sb->blocknr;
-	for (int i = 0; i < 2; i++) {
-		size_t n = strlen(w->ours);
-
-		snprintf(w->ours + n, sizeof w->ours - n, "dev %u\n", w->ids[i]);
-		ck_assert_int_eq(thin_meta_mappings(m, sb, w->ids[i], add_run, w->ours), 0);
-	}
-	ck_assert_int_eq(thin_meta_mappings(m, sb, 99, add_run, w->ours), -ENOENT);
+	text_open(&w->ours);
+	text_open(&w->theirs);
+	for (int i = 0; i < 2; i++)
+		walk_device(m, sb, w->ids[i], &w->ours);
+	ck_assert_int_eq(thin_meta_mappings(m, sb, 99, print_run, w->ours.f), -ENOENT);
 	/* While it is held, thin_dump reads the same snapshot. */
-	thin_dump_held(m, sb->blocknr, w->theirs, sizeof w->theirs);
+	thin_dump_held(m, sb->blocknr, &w->theirs);
+	text_close(&w->ours);
+	text_close(&w->theirs);
 	return 7;
 }
 
@@ -1142,12 +1163,14 @@ START_TEST(walks_a_thin_devices_mappings_as_thin_dump_reads_them)
 
 	/* The writes were made stable, not committed: the snapshot commits them. */
 	ck_assert_int_eq(pool_walk_metadata(pool, walk_both, &w), 7);
-	ck_assert_str_eq(w.ours, w.theirs);
+	ck_assert_str_eq(w.ours.buf, w.theirs.buf);
 	/* Device 2 has what 1 had when it was taken; 1 has block 7 and its own block 4. */
-	ck_assert_msg(strstr(w.ours, "dev 1\n0 0 1 0\n3 1 1 0\n4 ") != NULL, "%s", w.ours);
-	ck_assert_msg(strstr(w.ours, "\n7 ") != NULL, "%s", w.ours);
-	ck_assert_msg(strstr(w.ours, "dev 2\n0 0 1 0\n3 1 3 0\n17 4 1 0\n63 5 1 0\n") != NULL, "%s",
-	              w.ours);
+	ck_assert_msg(strstr(w.ours.buf, "dev 1\n0 0 1 0\n3 1 1 0\n4 ") != NULL, "%s", w.ours.buf);
+	ck_assert_msg(strstr(w.ours.buf, "\n7 ") != NULL, "%s", w.ours.buf);
+	ck_assert_msg(strstr(w.ours.buf, "dev 2\n0 0 1 0\n3 1 3 0\n17 4 1 0\n63 5 1 0\n") != NULL,
+	              "%s", w.ours.buf);
+	free(w.ours.buf);
+	free(w.theirs.buf);
 	/* Released afterwards, so the next walk can take one again. */
 	ck_assert_int_eq(pool_get_status(pool, &st), 0);
 	ck_assert_uint_eq(st.held_root, 0);
@@ -1184,11 +1207,94 @@ START_TEST(releases_a_metadata_snapshot_left_held)
 }
 END_TEST
 
+/* Every device of the pool, ours against thin_dump's, under one held snapshot. */
+struct whole {
+	struct text ours, theirs;
+	struct thin_meta *m;
+	const struct thin_meta_superblock *sb;
+	size_t devices;
+};
+
+static int walk_listed(const struct thin_meta_device *dev, void *opaque)
+{
+	struct whole *w = opaque;
+
+	walk_device(w->m, w->sb, dev->id, &w->ours);
+	w->devices++;
+	return 0;
+}
+
+static int walk_whole(struct thin_meta *m, const struct thin_meta_superblock *sb, void *opaque)
+{
+	struct whole *w = opaque;
+
+	w->m = m;
+	w->sb = sb;
+	text_open(&w->ours);
+	text_open(&w->theirs);
+	ck_assert_int_eq(thin_meta_devices(m, sb, walk_listed, w), 0);
+	thin_dump_held(m, sb->blocknr, &w->theirs);
+	text_close(&w->ours);
+	text_close(&w->theirs);
+	return 0;
+}
+
+static void expect_whole_pool_as_thin_dump(struct pool *pool, size_t devices)
+{
+	struct whole w = {0};
+
+	ck_assert_int_eq(pool_walk_metadata(pool, walk_whole, &w), 0);
+	ck_assert_uint_eq(w.devices, devices);
+	ck_assert_msg(w.ours.size == w.theirs.size &&
+	                  memcmp(w.ours.buf, w.theirs.buf, w.ours.size) == 0,
+	              "%zu devices: our walk (%zu bytes) differs from thin_dump's (%zu bytes)",
+	              devices, w.ours.size, w.theirs.size);
+	free(w.ours.buf);
+	free(w.theirs.buf);
+}
+
+/* Deep chains and wide pools: a chain of CHAIN snapshots, each written between two
+ * snapshots, then more snapshots of its links until the pool holds 1000 and 10000
+ * devices (TP_TEST_POOL_DEVICES changes the last figure). The whole pool's walk must
+ * equal thin_dump's at 1, 1000 and 10000 devices. */
+#define CHAIN 64
+START_TEST(walks_every_device_as_thin_dump_does_at_1_1000_and_10000)
+{
+	const char *env = getenv("TP_TEST_POOL_DEVICES");
+	uint32_t most = env != NULL ? (uint32_t)strtoul(env, NULL, 10) : 10000;
+	struct pool *pool = open_embedded(256 * MiB);
+	uint32_t id;
+	int fd;
+
+	ck_assert_int_eq(pool_create_thin(pool, 1), 0);
+	for (id = 1; id <= CHAIN; id++) {
+		ck_assert_int_eq(pool_activate_thin(pool, id, 64 * MiB, false), 0);
+		fd = pool_open_thin(pool, id, O_RDWR);
+		ck_assert_int_ge(fd, 0);
+		/* Overwrite one block the chain shares, map one new one. */
+		write_pattern(fd, id, 4 * KiB, (off_t)((id * 7 % 1024) * 64 * KiB));
+		write_pattern(fd, id + 1000, 4 * KiB, (off_t)(((id * 13 + 5) % 1024) * 64 * KiB));
+		close(fd);
+		ck_assert_int_eq(pool_deactivate_thin(pool, id), 0);
+		if (id == 1)
+			expect_whole_pool_as_thin_dump(pool, 1);
+		ck_assert_int_eq(pool_create_snap(pool, id + 1, id), 0);
+	}
+	for (id = CHAIN + 2; id <= most; id++) {
+		ck_assert_int_eq(pool_create_snap(pool, id, 1 + id % (CHAIN + 1)), 0);
+		if (id == 1000 || id == most)
+			expect_whole_pool_as_thin_dump(pool, id);
+	}
+	pool_close(pool);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("pool");
 	TCase *thin = tcase_create("thin");
 	TCase *pool = tcase_create("pool");
+	TCase *walk = tcase_create("walk");
 	const char *debug = getenv("TP_TEST_DEBUG");
 	SRunner *sr;
 	int failed;
@@ -1223,6 +1329,9 @@ int main(void)
 	tcase_add_test(thin, walks_a_thin_devices_mappings_as_thin_dump_reads_them);
 	suite_add_tcase(s, thin);
 	tcase_set_timeout(pool, 60);
+	/* "walk": a pool of 10000 thin devices, made one message at a time. */
+	tcase_set_timeout(walk, 900);
+	tcase_add_test(walk, walks_every_device_as_thin_dump_does_at_1_1000_and_10000);
 	tcase_add_test(pool, opens_embedded_pool_with_error_if_no_space_on_sparse_files);
 	tcase_add_test(pool, create_thin_of_taken_id_is_eexist);
 	tcase_add_test(pool, thin_exists_answers_and_writes_no_metadata);
@@ -1241,6 +1350,7 @@ int main(void)
 	tcase_add_test(pool, rejects_bad_arguments);
 	tcase_add_test(pool, releases_a_metadata_snapshot_left_held);
 	suite_add_tcase(s, pool);
+	suite_add_tcase(s, walk);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_VERBOSE);
 	failed = srunner_ntests_failed(sr);

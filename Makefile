@@ -165,6 +165,7 @@ OBJS_test-ops := $(OPS_OBJS) $(BUILD)/daemon/change.o $(BUILD)/daemon/store.o \
 LIBS_test-ops := $(call pc,--libs,sqlite3) -lpthread
 OBJS_test-pool := $(BUILD)/daemon/pool.o $(BUILD)/daemon/thin-metadata.o $(BUILD)/daemon/log.o
 LIBS_test-pool := $(call pc,--libs,devmapper check)
+LIBS_nbd-map := $(call pc,--libs,libnbd)
 # test-thin-metadata: the walker on metadata thin_restore writes, held against thin_dump.
 OBJS_test-thin-metadata := $(BUILD)/daemon/thin-metadata.o
 OBJS_test-client-output := $(BUILD)/client/output.o

@@ -8,14 +8,17 @@
  * kept to the end), and what it does: "cN map OFF LEN" asks for block status until the
  * range is covered and prints "cN map: OFF LEN data|hole ..." with touching extents of
  * one kind joined ("data" = no hole flag); "cN write OFF LEN" writes bytes 0x5a, "cN trim
- * OFF LEN", "cN flush", each printing "cN write: ok". Exits 0 when every step ran, 1 with
- * libnbd's message on the first that failed. */
+ * OFF LEN", "cN flush", each printing "cN write: ok"; "cN timemap OFF LEN" is a map that
+ * prints only "cN timemap: MS" (the milliseconds it took, for bench/: the first one on a
+ * connection includes thinproxy's plugin fetching the map). Exits 0 when every step ran,
+ * 1 with libnbd's message on the first that failed. */
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libnbd.h>
 
@@ -50,12 +53,13 @@ static struct nbd_handle *conn(const char *name, const char *uri)
 struct printed {
 	uint64_t start, end;
 	bool data, any;
+	bool quiet;    /* print nothing */
 	uint64_t next; /* where the next block status request starts */
 };
 
 static void flush_extent(struct printed *p)
 {
-	if (p->any)
+	if (p->any && !p->quiet)
 		printf(" %" PRIu64 " %" PRIu64 " %s", p->start, p->end - p->start,
 		       p->data ? "data" : "hole");
 }
@@ -75,11 +79,10 @@ static int extent(void *opaque, const char *context, uint64_t offset, uint32_t *
 			p->end += entries[i];
 		} else {
 			flush_extent(p);
-			*p = (struct printed){.start = offset,
-			                      .end = offset + entries[i],
-			                      .data = data,
-			                      .any = true,
-			                      .next = p->next};
+			p->start = offset;
+			p->end = offset + entries[i];
+			p->data = data;
+			p->any = true;
 		}
 		offset += entries[i];
 	}
@@ -87,11 +90,12 @@ static int extent(void *opaque, const char *context, uint64_t offset, uint32_t *
 	return 0;
 }
 
-static int map(struct nbd_handle *h, const char *name, uint64_t off, uint64_t len)
+static int map(struct nbd_handle *h, const char *name, uint64_t off, uint64_t len, bool quiet)
 {
-	struct printed p = {.next = off};
+	struct printed p = {.next = off, .quiet = quiet};
 
-	printf("%s map:", name);
+	if (!quiet)
+		printf("%s map:", name);
 	while (p.next < off + len) {
 		uint64_t at = p.next, count = off + len - at;
 
@@ -108,8 +112,23 @@ static int map(struct nbd_handle *h, const char *name, uint64_t off, uint64_t le
 	if (p.end > off + len)
 		p.end = off + len;
 	flush_extent(&p);
-	printf("\n");
+	if (!quiet)
+		printf("\n");
 	return 0;
+}
+
+static int timed_map(struct nbd_handle *h, const char *name, uint64_t off, uint64_t len)
+{
+	struct timespec a, b;
+	int r;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	r = map(h, name, off, len, true);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	if (r == 0)
+		printf("%s timemap: %.3f\n", name,
+		       (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6);
+	return r;
 }
 
 static int step(const char *uri, char **argv, int *used)
@@ -130,7 +149,9 @@ static int step(const char *uri, char **argv, int *used)
 		*used = 4;
 	}
 	if (strcmp(what, "map") == 0)
-		return map(h, argv[0], off, len);
+		return map(h, argv[0], off, len, false);
+	if (strcmp(what, "timemap") == 0)
+		return timed_map(h, argv[0], off, len);
 	if (strcmp(what, "write") == 0) {
 		char *buf = malloc(len);
 

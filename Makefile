@@ -168,6 +168,7 @@ LIBS_test-pool := $(call pc,--libs,devmapper check)
 LIBS_nbd-map := $(call pc,--libs,libnbd)
 # test-thin-metadata: the walker on metadata thin_restore writes, held against thin_dump.
 OBJS_test-thin-metadata := $(BUILD)/daemon/thin-metadata.o
+OBJS_test-thin-map := $(BUILD)/daemon/thin-map.o $(BUILD)/daemon/thin-metadata.o
 OBJS_test-client-output := $(BUILD)/client/output.o
 # test-api drives api.c over the fuzz target's fake operations.
 OBJS_test-api := $(BUILD)/daemon/api.o $(BUILD)/fuzz/fake-ops.o

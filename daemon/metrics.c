@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "log.h"
 #include "ops-internal.h"
 #include "pool.h"
 #include "store.h"
@@ -12,6 +13,7 @@
 int ops_metrics(char **ret_text)
 {
 	CLEANUP_FREE struct tenant *tenants = NULL;
+	CLEANUP_FREE uint64_t *allocated = NULL;
 	struct pool_status st;
 	uint64_t bs;
 	size_t n = 0, i, len = 0;
@@ -25,6 +27,19 @@ int ops_metrics(char **ret_text)
 		r = store_tenant_list(ops.store, &tenants, &n);
 	if (r < 0)
 		return internal(r, "read metrics");
+	/* Exact, from the pool's metadata; left out where the pool cannot tell (the
+	 * in-memory pool) or its metadata snapshot is another tool's just now. */
+	allocated = calloc(n ? n : 1, sizeof *allocated);
+	if (allocated == NULL)
+		return -ENOMEM;
+	r = tenants_allocated(tenants, n, allocated);
+	if (r < 0 && r != -EOPNOTSUPP)
+		log_errno(LOG_WARNING, r,
+		          "metrics: the tenants' exact allocations: %m, leaving them out");
+	if (r < 0) {
+		free(allocated);
+		allocated = NULL;
+	}
 	bs = pool_block_size(ops.pool);
 	f = open_memstream(&text, &len);
 	if (f == NULL)
@@ -55,7 +70,10 @@ int ops_metrics(char **ret_text)
 	           "# HELP thinproxy_tenant_size_bytes Virtual size of a tenant's volumes.\n"
 	           "# TYPE thinproxy_tenant_size_bytes gauge\n"
 	           "# HELP thinproxy_tenant_used_bytes Mapped bytes of a tenant's volumes.\n"
-	           "# TYPE thinproxy_tenant_used_bytes gauge\n");
+	           "# TYPE thinproxy_tenant_used_bytes gauge\n"
+	           "# HELP thinproxy_tenant_allocated_bytes Pool blocks a tenant's volumes hold, "
+	           "each counted once however many of its volumes share it.\n"
+	           "# TYPE thinproxy_tenant_allocated_bytes gauge\n");
 	for (i = 0; i < n; i++) {
 		struct usage u;
 
@@ -67,6 +85,9 @@ int ops_metrics(char **ret_text)
 		        "thinproxy_tenant_used_bytes{tenant=\"%s\"} %" PRIu64 "\n",
 		        tenants[i].name, u.volumes, tenants[i].name, u.size, tenants[i].name,
 		        u.used);
+		if (allocated != NULL)
+			fprintf(f, "thinproxy_tenant_allocated_bytes{tenant=\"%s\"} %" PRIu64 "\n",
+			        tenants[i].name, allocated[i]);
 	}
 	if (fclose(f) != 0) {
 		free(text);

@@ -71,6 +71,12 @@ int resolve_ref(const struct principal *p, const char *ref, struct volume *ret);
 int check_quota(const struct principal *p, uint64_t add_size);
 int tenant_by_name(const char *name, struct tenant *ret);
 
+/* What the pool's metadata says (daemon/volume-maps.c). */
+
+/* The bytes of pool blocks each of the N TENANTS' volumes map, each block once: under one
+ * metadata snapshot, into RET_BYTES[N]. -EOPNOTSUPP for a pool without metadata to walk. */
+int tenants_allocated(const struct tenant *tenants, size_t n, uint64_t *ret_bytes);
+
 /* Volumes (daemon/volumes.c). */
 
 int create_volume(const struct principal *p, enum change_op op, const char *name, uint64_t size,

@@ -146,3 +146,82 @@ int ops_volume_usage(const struct principal *p, const char *name, struct volume_
 		return r;
 	return exact_usage(&v, ret_usage);
 }
+
+/* The tenants' allocations: the pool blocks each tenant's volumes map, each block counted
+ * once however many of its volumes share it. */
+struct allocation {
+	const struct tenant *tenants;
+	size_t n;
+	uint64_t *counts;      /* blocks, per tenant */
+	uint64_t *count;       /* the blocks of the tenant being counted */
+	uint64_t *bits, nbits; /* which of them are counted already */
+	struct thin_meta *m;
+	const struct thin_meta_superblock *sb;
+	int error;
+};
+
+static int mark_run(const struct thin_meta_run *run, void *opaque)
+{
+	struct allocation *a = opaque;
+
+	for (uint64_t b = run->data; b < run->data + run->len; b++) {
+		if (b >= a->nbits)
+			return -EBADMSG; /* the walker bounds data blocks: never */
+		if (!(a->bits[b / 64] & (UINT64_C(1) << (b % 64)))) {
+			a->bits[b / 64] |= UINT64_C(1) << (b % 64);
+			(*a->count)++;
+		}
+	}
+	return 0;
+}
+
+static int mark_volume(const struct volume *v, void *opaque)
+{
+	struct allocation *a = opaque;
+
+	/* Being created or removed, it may not be in the pool: what it holds is not yet, or
+	 * no longer, the tenant's. */
+	if (!volume_settled(v))
+		return 0;
+	/* Each device gets the walker's whole budget: a pool of many devices reads many
+	 * blocks, any one device's tree only its own. */
+	a->m->budget = 2 * a->m->nr_blocks + 64;
+	return thin_meta_mappings(a->m, a->sb, v->thin_id, mark_run, a);
+}
+
+static int count_allocations(struct thin_meta *m, const struct thin_meta_superblock *sb,
+                             void *opaque)
+{
+	struct allocation *a = opaque;
+	int r;
+
+	a->m = m;
+	a->sb = sb;
+	a->nbits = sb->data_nr_blocks;
+	a->bits = calloc(a->nbits / 64 + 1, sizeof *a->bits);
+	if (a->bits == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < a->n; i++) {
+		memset(a->bits, 0, (a->nbits / 64 + 1) * sizeof *a->bits);
+		a->count = &a->counts[i];
+		r = store_volume_each(ops.store, a->tenants[i].id, mark_volume, a);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int tenants_allocated(const struct tenant *tenants, size_t n, uint64_t *ret_bytes)
+{
+	struct allocation a = {.tenants = tenants, .n = n, .counts = ret_bytes};
+	int r;
+
+	memset(ret_bytes, 0, n * sizeof *ret_bytes);
+	r = pool_walk_metadata(ops.pool, count_allocations, &a);
+	free(a.bits);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++)
+		ret_bytes[i] *= pool_block_size(ops.pool);
+	return 0;
+}

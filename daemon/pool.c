@@ -1597,7 +1597,8 @@ int pool_walk_metadata(struct pool *pool,
 		return r;
 	r = pool_message(pool, "reserve_metadata_snap");
 	if (r < 0) {
-		/* dm-thin refuses a second snapshot with EINVAL; the status says which. */
+		/* dm-thin refuses a second snapshot (EBUSY), but a refused message may reach
+		 * us as EINVAL: the held root in the status tells. */
 		if (r == -EINVAL && read_status(pool, false, &status) == 0 && status.held_root != 0)
 			return -EBUSY;
 		return r;

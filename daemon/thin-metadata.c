@@ -118,7 +118,7 @@ int thin_meta_init_fd(struct thin_meta *m, int fd, uint64_t nr_blocks)
 	m->read = read_fd;
 	m->opaque = m;
 	m->nr_blocks = nr_blocks;
-	m->budget = nr_blocks <= UINT64_MAX / 4 ? 4 * nr_blocks : UINT64_MAX;
+	m->budget = 0; /* the default */
 	m->buf = buf;
 	m->fd = fd;
 	return 0;
@@ -130,14 +130,23 @@ void thin_meta_done(struct thin_meta *m)
 	m->buf = NULL;
 }
 
-/* Read block BLOCKNR into BUF, from the walk's budget. */
+/* Give the call starting on M its budget of reads. */
+static void budget_start(struct thin_meta *m)
+{
+	if (m->budget != 0)
+		m->left = m->budget;
+	else
+		m->left = m->nr_blocks <= UINT64_MAX / 4 ? 4 * m->nr_blocks : UINT64_MAX;
+}
+
+/* Read block BLOCKNR into BUF, from the call's budget. */
 static int read_block(struct thin_meta *m, uint64_t blocknr, unsigned char *buf)
 {
 	if (blocknr >= m->nr_blocks)
 		return -EBADMSG;
-	if (m->budget == 0)
-		return -EBADMSG; /* more reads than sound trees need: a loop or a forest */
-	m->budget--;
+	if (m->left == 0)
+		return -EBADMSG; /* more reads than a sound tree needs: a loop or a forest */
+	m->left--;
 	return m->read(m->opaque, blocknr, buf);
 }
 
@@ -156,6 +165,7 @@ int thin_meta_superblock(struct thin_meta *m, uint64_t blocknr, struct thin_meta
 	uint32_t version;
 	int r;
 
+	budget_start(m);
 	r = read_block(m, blocknr, buf);
 	if (r < 0)
 		return r;
@@ -292,6 +302,7 @@ int thin_meta_devices(struct thin_meta *m, const struct thin_meta_superblock *sb
 	struct walk w = {
 	    .m = m, .value_size = DEVICE_DETAILS_SIZE, .leaf = device_leaf, .opaque = &d};
 
+	budget_start(m);
 	return walk_tree(&w, sb->device_details_root);
 }
 
@@ -356,6 +367,7 @@ int thin_meta_mappings(struct thin_meta *m, const struct thin_meta_superblock *s
 	struct mappings_walk mw = {.sb = sb, .fn = fn, .opaque = opaque};
 	int r;
 
+	budget_start(m);
 	r = walk_tree(&w, sb->data_mapping_root);
 	if (r < 0)
 		return r;

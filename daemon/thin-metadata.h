@@ -33,12 +33,14 @@ struct thin_meta {
 	int (*read)(void *opaque, uint64_t blocknr, void *buf);
 	void *opaque;
 	uint64_t nr_blocks; /* the metadata device's size in 4 KiB blocks */
-	/* Blocks the walks may still read; each read takes one, and a walk that finds none
-	 * left fails with -EBADMSG (a loop, or a forest crafted to take forever).
-	 * thin_meta_init_fd sets 4 times nr_blocks: sound trees read each block at most once
-	 * per walk. */
+	/* Blocks each call below may read (0: 4 times nr_blocks, what thin_meta_init_fd
+	 * sets). A sound tree reads each of its blocks once, so a call that runs out fails
+	 * with -EBADMSG: a loop, or a forest crafted to take forever. Each call has the
+	 * whole budget, however many came before on the same M: a pool's snapshots share
+	 * their origins' trees, and a walk of each reads the shared blocks again. */
 	uint64_t budget;
-	void *buf; /* one aligned block, owned by thin_meta_init_fd / thin_meta_done */
+	uint64_t left; /* what the call under way has left of it */
+	void *buf;     /* one aligned block, owned by thin_meta_init_fd / thin_meta_done */
 	int fd;
 };
 

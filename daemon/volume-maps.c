@@ -183,9 +183,6 @@ static int mark_volume(const struct volume *v, void *opaque)
 	 * no longer, the tenant's. */
 	if (!volume_settled(v))
 		return 0;
-	/* Each device gets the walker's whole budget: a pool of many devices reads many
-	 * blocks, any one device's tree only its own. */
-	a->m->budget = 2 * a->m->nr_blocks + 64;
 	return thin_meta_mappings(a->m, a->sb, v->thin_id, mark_run, a);
 }
 

@@ -3,7 +3,7 @@
  *
  * It is the one door from an nbdkit (which a tenant may have compromised) into the
  * daemon, so it stays narrow: the peer is identified by SO_PEERCRED and nothing it says,
- * each connection carries one request of a closed set (OPEN, LIST) checked to the byte
+ * each connection carries one request of a closed set (OPEN, LIST, MAP) checked to the byte
  * before anything else happens, each request is one ops_* call, and any malformed
  * packet ends the connection.
  *
@@ -15,6 +15,7 @@
  * compromised nbdkit cannot take the broker's capacity from the other tenants. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <libgen.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,8 +40,8 @@ _Static_assert(TP_BROKER_REF_SIZE == TP_REF_MAX + 1, "a wire reference holds any
 /* The plugin sends its request right after connecting: a peer that has not within this
  * time is broken or hostile. */
 #define REQUEST_TIMEOUT_MS 500
-/* All of one answer (a LIST may be a few thousand packets the plugin reads as they
- * come) must be sent within this time. */
+/* All of one answer (a LIST may be a few thousand packets, a MAP a few hundred of 4 KiB,
+ * that the plugin reads as they come) must be sent within this time. */
 #define REPLY_TIMEOUT_MS 1000
 
 #define LISTEN_BACKLOG 64
@@ -57,10 +58,12 @@ struct conn {
 	int64_t deadline; /* tp_now_ms() clock */
 	bool answering;   /* the request is in, the answer on its way */
 	struct tp_broker_request req;
-	/* The answer: rep (with dev, for an OPEN that succeeded), then count entries. */
+	/* The answer: rep (with dev, for an OPEN that succeeded), then count packets of
+	 * packet_size bytes each: a LIST's entries, a MAP's ranges. */
 	struct tp_broker_reply rep;
 	int dev;
-	struct tp_broker_entry *entries;
+	void *packets;
+	size_t packet_size;
 	uint32_t count;
 	uint32_t sent; /* packets sent so far, rep first */
 };
@@ -235,7 +238,7 @@ static void conn_close(struct broker *b, struct conn *c)
 	close(c->fd);
 	if (c->dev >= 0)
 		close(c->dev);
-	free(c->entries);
+	free(c->packets);
 	free(c);
 }
 
@@ -313,7 +316,7 @@ static int receive_request(int fd, struct tp_broker_request *ret_req)
 	return tp_broker_decode_request(buf, (size_t)n, ret_req);
 }
 
-/* The pool's block size for OPENED replies; 0 (the plugin then assumes nothing) if the
+/* The pool's block size for OPENED and MAPPED replies; 0 (the plugin then assumes nothing) if the
  * pool cannot say. */
 static uint32_t block_size(void)
 {
@@ -363,6 +366,7 @@ static void prepare_open(struct conn *c)
 static void prepare_list(struct conn *c)
 {
 	CLEANUP_FREE struct export_info *ex = NULL;
+	struct tp_broker_entry *entries;
 	size_t n = 0, i;
 	int r;
 
@@ -375,15 +379,18 @@ static void prepare_list(struct conn *c)
 	if (n > TP_BROKER_LIST_MAX)
 		log_warning("broker: tenant %s has %zu exports, listing the first %d", c->p.tenant,
 		            n, TP_BROKER_LIST_MAX);
-	c->entries =
-	    calloc(n < TP_BROKER_LIST_MAX ? (n ? n : 1) : TP_BROKER_LIST_MAX, sizeof *c->entries);
-	if (c->entries == NULL) {
+	entries =
+	    calloc(n < TP_BROKER_LIST_MAX ? (n ? n : 1) : TP_BROKER_LIST_MAX, sizeof *entries);
+	if (entries == NULL) {
 		tp_broker_encode_error(TP_BROKER_LISTED, ENOMEM, &c->rep);
 		return;
 	}
+	/* Sent after the reply; freed with the connection. */
+	c->packets = entries;
+	c->packet_size = sizeof *entries;
 	for (i = 0; i < n && c->count < TP_BROKER_LIST_MAX; i++) {
 		if (tp_broker_encode_entry(ex[i].name, ex[i].size, !ex[i].writable, ex[i].state,
-		                           &c->entries[c->count]) < 0) {
+		                           &entries[c->count]) < 0) {
 			log_error("broker: tenant %s: export \"%s\" (state \"%s\") cannot be "
 			          "listed, ignoring",
 			          c->p.tenant, ex[i].name, ex[i].state);
@@ -394,16 +401,99 @@ static void prepare_list(struct conn *c)
 	tp_broker_encode_listed(c->count, &c->rep);
 }
 
+/* The map of C's export as the wire carries it: ops' ranges, the closest joined if there
+ * are more than TP_BROKER_MAP_MAX. *RET_MAP is malloc'ed. Returns 0 or -errno. */
+static int map_export(const struct conn *c, struct tp_broker_range **ret_map, size_t *ret_n,
+                      uint64_t *ret_size)
+{
+	CLEANUP_FREE struct export_range *ranges = NULL;
+	struct tp_broker_range *map;
+	size_t n = 0, i;
+	uint64_t size;
+	int r;
+
+	r = ops_map_export(&c->p, c->req.ref, &ranges, &n, &size);
+	if (r < 0)
+		return r;
+	map = calloc(n ? n : 1, sizeof *map);
+	if (map == NULL)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		map[i].offset = ranges[i].offset;
+		map[i].length = ranges[i].length;
+	}
+	if (n > TP_BROKER_MAP_MAX) {
+		log_debug("broker: tenant %s: map of %s has %zu ranges, joining the closest",
+		          c->p.tenant, c->req.ref, n);
+		n = tp_broker_coalesce(map, n, TP_BROKER_MAP_MAX);
+	}
+	*ret_map = map;
+	*ret_n = n;
+	*ret_size = size;
+	return 0;
+}
+
+/* Encode the MAPPED reply and the RANGES packets of the N ranges MAP (at most
+ * TP_BROKER_MAP_MAX) of an export of SIZE bytes as C's answer. Returns 0, -EIO for a map
+ * the wire's rules refuse, or -ENOMEM. */
+static int encode_map(struct conn *c, const struct tp_broker_range *map, size_t n, uint64_t size)
+{
+	struct tp_broker_map_cursor cursor;
+	struct tp_broker_ranges *packets;
+	uint32_t total, k;
+
+	if (tp_broker_encode_mapped(size, block_size(), (uint32_t)n, &c->rep) < 0)
+		return -EIO;
+	total = tp_broker_ranges_packets((uint32_t)n);
+	packets = calloc(total ? total : 1, sizeof *packets);
+	if (packets == NULL)
+		return -ENOMEM;
+	tp_broker_map_start(&c->rep, &cursor);
+	for (k = 0; k < total; k++)
+		if (tp_broker_encode_ranges(map + cursor.done, tp_broker_ranges_due(&cursor),
+		                            &cursor, &packets[k]) < 0) {
+			log_error("broker: tenant %s: the map of %s is out of order or past its "
+			          "size at range %" PRIu32 ", refusing",
+			          c->p.tenant, c->req.ref, cursor.done);
+			free(packets);
+			return -EIO;
+		}
+	/* Sent after the reply; freed with the connection. */
+	c->packets = packets;
+	c->packet_size = sizeof *packets;
+	c->count = total;
+	return 0;
+}
+
+/* The answer to C's MAP: the reply and the ranges that follow it, or a refusal. */
+static void prepare_map(struct conn *c)
+{
+	CLEANUP_FREE struct tp_broker_range *map = NULL;
+	uint64_t size;
+	size_t n;
+	int r;
+
+	r = map_export(c, &map, &n, &size);
+	if (r == 0)
+		r = encode_map(c, map, n, size);
+	if (r < 0) {
+		/* ops has logged its own failures, encode_map a wrong map. */
+		log_errno(LOG_DEBUG, r, "broker: tenant %s: map %s refused: %m", c->p.tenant,
+		          c->req.ref);
+		tp_broker_encode_error(TP_BROKER_MAPPED, -r, &c->rep);
+	}
+}
+
 /* Log that C's answer could not be sent: R. */
 static void log_unsent(const struct conn *c, int r)
 {
-	if (c->req.h.type == TP_BROKER_OPEN)
-		log_errno(LOG_WARNING, r,
-		          "broker: tenant %s: answer to open %s (nbdkit pid %d): %m", c->p.tenant,
-		          c->req.ref, (int)c->peer.pid);
-	else
+	if (c->req.h.type == TP_BROKER_LIST)
 		log_errno(LOG_WARNING, r, "broker: tenant %s: answer to list (nbdkit pid %d): %m",
 		          c->p.tenant, (int)c->peer.pid);
+	else
+		log_errno(LOG_WARNING, r, "broker: tenant %s: answer to %s %s (nbdkit pid %d): %m",
+		          c->p.tenant, c->req.h.type == TP_BROKER_OPEN ? "open" : "map", c->req.ref,
+		          (int)c->peer.pid);
 }
 
 /* Send as much of C's answer as its socket takes; close C once all is sent or the
@@ -419,7 +509,8 @@ static int conn_send(struct broker *b, struct conn *c)
 		if (c->sent == 0)
 			r = send_packet(c->fd, &c->rep, sizeof c->rep, c->dev);
 		else
-			r = send_packet(c->fd, &c->entries[c->sent - 1], sizeof c->entries[0], -1);
+			r = send_packet(c->fd, (char *)c->packets + (c->sent - 1) * c->packet_size,
+			                c->packet_size, -1);
 		if (r < 0)
 			break;
 		c->sent++;
@@ -456,8 +547,10 @@ static int conn_receive(struct broker *b, struct conn *c)
 	}
 	if (c->req.h.type == TP_BROKER_OPEN)
 		prepare_open(c);
-	else
+	else if (c->req.h.type == TP_BROKER_LIST)
 		prepare_list(c);
+	else
+		prepare_map(c);
 	c->answering = true;
 	c->deadline = tp_now_ms() + REPLY_TIMEOUT_MS;
 	conn_send(b, c);

@@ -1,6 +1,6 @@
 /* The broker: the daemon's end of include/tp-broker.h. It hands open thin device fds
  * (SCM_RIGHTS) to the tenants' nbdkits, each authenticated by its peer uid, and answers
- * nothing but OPEN and LIST.
+ * nothing but OPEN, LIST and MAP (which ranges of an export the pool has mapped).
  *
  * It never waits for a peer. Each connection is a small state machine (request awaited,
  * then answer being sent) in the broker's own epoll set, with a deadline that a timer in
@@ -17,8 +17,8 @@
 /* More than an nbdkit has in flight (one per NBD connection being opened, each answered
  * at once), few enough that one compromised nbdkit holds a small share of the broker. */
 #define BROKER_MAX_PER_UID 16
-/* Bounds the daemon's fds and the answers in flight (a LIST of 4096 entries is 672 KiB,
- * held at most until its deadline). */
+/* Bounds the daemon's fds and the answers in flight (a LIST of 4096 entries is 672 KiB, a
+ * MAP of 65536 ranges 1 MiB, each held at most until its deadline). */
 #define BROKER_MAX 256
 
 struct broker;

@@ -6,10 +6,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <libnbd.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -124,6 +126,45 @@ int ops_list_exports(const struct principal *p, struct export_info **ret_exports
 	return 0;
 }
 
+/* What the stand-in pool has mapped of vol1 (of the other exports: all), or the error a
+ * MAP is answered with (0: none). */
+static struct export_range *vol1_map;
+static size_t vol1_map_n;
+static int map_error;
+/* While map_hold is set, a MAP waits, after posting map_entered, for map_release. */
+static bool map_hold;
+static sem_t map_entered, map_release;
+
+int ops_map_export(const struct principal *p, const char *ref, struct export_range **ret_ranges,
+                   size_t *ret_n, uint64_t *ret_size)
+{
+	struct export_range *r;
+	size_t i, n;
+
+	ck_assert_str_eq(p->tenant, "alice");
+	for (i = 0; i < ARRAY_SIZE(exports) && strcmp(ref, exports[i].ref) != 0; i++)
+		;
+	if (i == ARRAY_SIZE(exports))
+		return -ENOENT;
+	if (map_error)
+		return -map_error;
+	if (map_hold) {
+		sem_post(&map_entered);
+		sem_wait(&map_release);
+	}
+	n = i == 0 ? vol1_map_n : 1;
+	r = calloc(n ? n : 1, sizeof *r);
+	ck_assert_ptr_nonnull(r);
+	if (i == 0)
+		memcpy(r, vol1_map, n * sizeof *r);
+	else
+		r[0] = (struct export_range){0, exports[i].size};
+	*ret_ranges = r;
+	*ret_n = n;
+	*ret_size = exports[i].size;
+	return 0;
+}
+
 int ops_pool_status(struct pool_view *ret_view)
 {
 	memset(ret_view, 0, sizeof *ret_view);
@@ -164,6 +205,20 @@ static bool listening(const char *path)
 	return found;
 }
 
+/* vol1's map as the stand-in pool has it: data at [0, 64K), [256K, 512K), [1M, 1M+64K)
+ * and the last 64K, holes elsewhere. Only a description: the file behind it stays all
+ * data, which the tests of zero and trim need, and nothing reads those holes. */
+static const struct export_range vol1_blocks[] = {
+    {0, 64 * KiB}, {256 * KiB, 256 * KiB}, {1 * MiB, 64 * KiB}, {4 * MiB - 64 * KiB, 64 * KiB}};
+
+static void map_vol1(void)
+{
+	vol1_map_n = ARRAY_SIZE(vol1_blocks);
+	vol1_map = malloc(sizeof vol1_blocks);
+	ck_assert_ptr_nonnull(vol1_map);
+	memcpy(vol1_map, vol1_blocks, sizeof vol1_blocks);
+}
+
 static void setup(void)
 {
 	const char *build = getenv("TP_BUILD") ? getenv("TP_BUILD") : "build";
@@ -177,6 +232,9 @@ static void setup(void)
 	write_file("vol1.img", 4 * MiB, 0xa1);
 	write_file("committed.img", 1 * MiB, 0xc0);
 	write_file("base.img", 2 * MiB, 0xba);
+	map_vol1();
+	ck_assert_int_eq(sem_init(&map_entered, 0, 0), 0);
+	ck_assert_int_eq(sem_init(&map_release, 0, 0), 0);
 	harness_broker_start(broker_sock);
 
 	snprintf(plugin, sizeof plugin, "%s/nbdkit-thinproxy-plugin.so", build);
@@ -213,6 +271,7 @@ static void teardown(void)
 		harness_broker_stop();
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	ck_assert_int_eq(system(cmd), 0);
+	free(vol1_map);
 }
 
 /* Clients. */
@@ -224,6 +283,7 @@ static struct nbd_handle *connect_export(const char *name)
 	ck_assert_ptr_nonnull(h);
 	ck_assert_int_eq(nbd_set_export_name(h, name), 0);
 	ck_assert_int_eq(nbd_set_full_info(h, true), 0);
+	ck_assert_int_eq(nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION), 0);
 	ck_assert_msg(nbd_connect_unix(h, nbd_sock) == 0, "connect %s: %s", name, nbd_get_error());
 	return h;
 }
@@ -371,6 +431,7 @@ START_TEST(reads_and_writes_through_the_brokered_fd)
 	ck_assert_int_eq(nbd_can_zero(h), 1);
 	ck_assert_int_eq(nbd_can_fast_zero(h), 1);
 	ck_assert_int_eq(nbd_can_cache(h), 1);
+	ck_assert_int_eq(nbd_can_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION), 1);
 	ck_assert_int_eq(nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM), 1);
 	ck_assert_int_eq(nbd_get_block_size(h, LIBNBD_SIZE_PREFERRED), BLOCK_SIZE);
 	ck_assert_int_eq(nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM), 32 * MiB);
@@ -515,6 +576,268 @@ START_TEST(trims_by_unmapping)
 }
 END_TEST
 
+/* Block status. */
+
+/* What block status says, as "d0+64 h64+192 ...": data or a hole that reads as zeroes
+ * ('?' for anything else), then offset and length in KiB. The last extent may reach past
+ * the range asked for, as nbdkit passes on what the plugin says. */
+struct status {
+	char text[512];
+	size_t len;
+};
+
+static int collect_status(void *opaque, const char *metacontext, uint64_t offset, uint32_t *entries,
+                          size_t nr_entries, int *error)
+{
+	struct status *st = opaque;
+
+	(void)error;
+	if (strcmp(metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+		return 0;
+	for (size_t i = 0; i + 1 < nr_entries; i += 2) {
+		char kind = entries[i + 1] == 0                                         ? 'd'
+		            : entries[i + 1] == (LIBNBD_STATE_HOLE | LIBNBD_STATE_ZERO) ? 'h'
+		                                                                        : '?';
+
+		ck_assert_uint_eq(offset % KiB, 0);
+		ck_assert_uint_eq(entries[i] % KiB, 0);
+		st->len += (size_t)snprintf(st->text + st->len, sizeof st->text - st->len,
+		                            "%s%c%" PRIu64 "+%" PRIu32, st->len ? " " : "", kind,
+		                            offset / KiB, entries[i] / (uint32_t)KiB);
+		ck_assert_uint_lt(st->len, sizeof st->text);
+		offset += entries[i];
+	}
+	return 0;
+}
+
+/* Block status of COUNT bytes at OFFSET on H with FLAGS, as collect_status writes it. */
+static struct status status_of(struct nbd_handle *h, uint64_t count, uint64_t offset,
+                               uint32_t flags)
+{
+	struct status st = {.len = 0};
+
+	ck_assert_msg(
+	    nbd_block_status(h, count, offset,
+	                     (nbd_extent_callback){.callback = collect_status, .user_data = &st},
+	                     flags) == 0,
+	    "block status %" PRIu64 "+%" PRIu64 ": %s", offset, count, nbd_get_error());
+	return st;
+}
+
+#define ck_assert_status(h, count, offset, flags, want) \
+	ck_assert_str_eq(status_of(h, count, offset, flags).text, want)
+
+/* vol1's whole map as the stand-in pool has it. */
+#define VOL1_MAP "d0+64 h64+192 d256+256 h512+512 d1024+64 h1088+2944 d4032+64"
+
+START_TEST(reports_the_pools_map_as_data_and_holes)
+{
+	struct nbd_handle *h = connect_export("vol1");
+
+	ck_assert_status(h, 4 * MiB, 0, 0, VOL1_MAP);
+	/* Within a range, and only the first extent when the client asks for one. */
+	ck_assert_status(h, 64 * KiB, 300 * KiB, 0, "d300+212");
+	ck_assert_status(h, 2 * MiB, 100 * KiB, LIBNBD_CMD_FLAG_REQ_ONE, "h100+156");
+	ck_assert_status(h, 4 * KiB, 4 * MiB - 4 * KiB, LIBNBD_CMD_FLAG_REQ_ONE, "d4092+4");
+	nbd_close(h);
+
+	/* A read-only name of the same volume gets the same map; a committed volume (all
+	 * of it mapped, as the stand-in has it) is data throughout. */
+	h = connect_export("ro:vol1");
+	ck_assert_status(h, 4 * MiB, 0, 0, VOL1_MAP);
+	nbd_close(h);
+	h = connect_export("committed");
+	ck_assert_status(h, 1 * MiB, 0, 0, "d0+1024");
+	nbd_close(h);
+}
+END_TEST
+
+START_TEST(reports_its_own_writes_as_data_in_a_map_taken_before)
+{
+	struct nbd_handle *h = connect_export("vol1");
+	char buf[4096] = {1};
+
+	ck_assert_status(h, 4 * MiB, 0, 0, VOL1_MAP);
+	/* The pool maps whole blocks: a write of 4K makes its 64K block data. */
+	ck_assert_int_eq(nbd_pwrite(h, buf, sizeof buf, 2 * MiB + 100, 0), 0);
+	ck_assert_status(h, 1 * MiB, 1 * MiB + 512 * KiB, 0, "h1536+512 d2048+64 h2112+1920");
+	/* A write reaching into the next block makes both data, touching ranges joined. */
+	ck_assert_int_eq(nbd_pwrite(h, buf, sizeof buf, 64 * KiB - 10, 0), 0);
+	ck_assert_status(h, 256 * KiB, 0, 0, "d0+128 h128+128");
+	/* Trim and zero are counted as writes: calling a block data is never wrong. */
+	ck_assert_int_eq(nbd_trim(h, 64 * KiB, 3 * MiB, 0), 0);
+	ck_assert_int_eq(nbd_zero(h, 4 * KiB, 3 * MiB + 256 * KiB, 0), 0);
+	ck_assert_status(h, 512 * KiB, 3 * MiB, 0, "d3072+64 h3136+192 d3328+64 h3392+640");
+	nbd_close(h);
+}
+END_TEST
+
+START_TEST(reports_another_connections_writes_to_the_same_device)
+{
+	struct nbd_handle *h1 = connect_export("vol1"), *ro = connect_export("ro:vol1");
+	struct nbd_handle *h2 = connect_export("vol1");
+	char buf[4096] = {1};
+
+	ck_assert_status(h1, 4 * MiB, 0, 0, VOL1_MAP);
+	ck_assert_status(ro, 4 * MiB, 0, 0, VOL1_MAP);
+	ck_assert_int_eq(nbd_pwrite(h2, buf, sizeof buf, 1536 * KiB, 0), 0);
+	ck_assert_status(h1, 512 * KiB, 1 * MiB + 128 * KiB, 0, "h1152+384 d1536+64 h1600+2432");
+	ck_assert_status(ro, 512 * KiB, 1 * MiB + 128 * KiB, 0, "h1152+384 d1536+64 h1600+2432");
+	/* A later connection asks again: the stand-in pool, unlike a real one, still does
+	 * not have the write, so that only its own writes show. */
+	nbd_close(h2);
+	h2 = connect_export("vol1");
+	ck_assert_status(h2, 4 * MiB, 0, 0, VOL1_MAP);
+	nbd_close(h2);
+	nbd_close(ro);
+	nbd_close(h1);
+}
+END_TEST
+
+struct completion {
+	bool done;
+	int error;
+};
+
+static int status_completed(void *opaque, int *error)
+{
+	struct completion *c = opaque;
+
+	c->done = true;
+	c->error = *error;
+	return 1;
+}
+
+START_TEST(counts_writes_made_while_the_map_is_on_its_way)
+{
+	struct nbd_handle *h1 = connect_export("vol1"), *h2 = connect_export("vol1");
+	struct completion done = {false, 0};
+	struct status st = {.len = 0};
+	char buf[4096] = {1};
+
+	/* h1's map is asked for, h2 writes into a hole, then the pool answers from before
+	 * the write: h1 must still see the write. */
+	map_hold = true;
+	ck_assert_int_ge(
+	    nbd_aio_block_status(
+	        h1, 4 * MiB, 0, (nbd_extent_callback){.callback = collect_status, .user_data = &st},
+	        (nbd_completion_callback){.callback = status_completed, .user_data = &done}, 0),
+	    0);
+	for (int i = 0; sem_trywait(&map_entered) < 0; i++) {
+		ck_assert_msg(i < 3000, "the plugin never asked for the map");
+		ck_assert_int_ge(nbd_poll(h1, 10), 0);
+	}
+	ck_assert_int_eq(nbd_pwrite(h2, buf, sizeof buf, 2 * MiB, 0), 0);
+	map_hold = false;
+	sem_post(&map_release);
+	while (!done.done)
+		ck_assert_int_ge(nbd_poll(h1, -1), 0);
+	ck_assert_int_eq(done.error, 0);
+	ck_assert_str_eq(st.text, "d0+64 h64+192 d256+256 h512+512 d1024+64 h1088+960 d2048+64 "
+	                          "h2112+1920 d4032+64");
+	nbd_close(h2);
+	nbd_close(h1);
+}
+END_TEST
+
+START_TEST(fails_block_status_when_the_broker_refuses_the_map)
+{
+	struct nbd_handle *h = connect_export("vol1");
+
+	map_error = EIO;
+	ck_assert_int_eq(
+	    nbd_block_status(h, 4 * MiB, 0,
+	                     (nbd_extent_callback){.callback = collect_status,
+	                                           .user_data = &(struct status){.len = 0}},
+	                     0),
+	    -1);
+	ck_assert_int_eq(nbd_get_errno(), EIO);
+	/* Nothing is kept of a refusal: the next call asks again. */
+	map_error = 0;
+	ck_assert_status(h, 4 * MiB, 0, 0, VOL1_MAP);
+	nbd_close(h);
+}
+END_TEST
+
+START_TEST(reports_everything_as_data_while_the_daemon_is_down)
+{
+	struct nbd_handle *h = connect_export("vol1");
+
+	harness_broker_stop();
+	ck_assert_status(h, 4 * MiB, 0, 0, "d0+4096");
+	/* Nothing is kept either: once the daemon is back, its map is asked for. */
+	harness_broker_start(broker_sock);
+	ck_assert_status(h, 4 * MiB, 0, 0, VOL1_MAP);
+	nbd_close(h);
+}
+END_TEST
+
+/* A daemon from before MAP, on the broker's socket: it reads each request and hangs up,
+ * as the old one does on a type it does not know. */
+struct old_daemon {
+	pthread_t thread;
+	int fd;
+	atomic_bool stop;
+};
+
+static void *serve_old_daemon(void *opaque)
+{
+	struct old_daemon *od = opaque;
+	struct pollfd pfd = {.fd = od->fd, .events = POLLIN};
+
+	while (!od->stop)
+		if (poll(&pfd, 1, 50) > 0) {
+			char buf[512];
+			int c = accept4(od->fd, NULL, NULL, SOCK_CLOEXEC);
+
+			if (c >= 0) {
+				recv(c, buf, sizeof buf, 0);
+				close(c);
+			}
+		}
+	return NULL;
+}
+
+static void old_daemon_start(struct old_daemon *od)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+
+	strcpy(sa.sun_path, broker_sock);
+	unlink(broker_sock);
+	od->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(od->fd, 0);
+	ck_assert_int_eq(bind(od->fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	ck_assert_int_eq(listen(od->fd, 8), 0);
+	od->stop = false;
+	ck_assert_int_eq(pthread_create(&od->thread, NULL, serve_old_daemon, od), 0);
+}
+
+static void old_daemon_stop(struct old_daemon *od)
+{
+	od->stop = true;
+	pthread_join(od->thread, NULL);
+	close(od->fd);
+}
+
+START_TEST(reports_everything_as_data_to_a_daemon_without_map)
+{
+	struct nbd_handle *h = connect_export("vol1");
+	struct old_daemon od;
+
+	harness_broker_stop();
+	old_daemon_start(&od);
+	ck_assert_status(h, 4 * MiB, 0, 0, "d0+4096");
+	old_daemon_stop(&od);
+	/* The connection keeps the answer; a new one asks the new daemon. */
+	harness_broker_start(broker_sock);
+	ck_assert_status(h, 4 * MiB, 0, 0, "d0+4096");
+	nbd_close(h);
+	h = connect_export("vol1");
+	ck_assert_status(h, 4 * MiB, 0, 0, VOL1_MAP);
+	nbd_close(h);
+}
+END_TEST
+
 START_TEST(keeps_serving_open_connections_while_the_daemon_is_down)
 {
 	struct nbd_handle *h = connect_export("vol1");
@@ -605,6 +928,58 @@ START_TEST(closes_the_connection_on_a_malformed_request)
 	tp_broker_encode_open("vol1", true, &req);
 	req.flags = 0x80;
 	ck_assert_int_eq(ask_raw(&req, sizeof req, false), 0);
+	tp_broker_encode_map("vol1", &req);
+	ck_assert_int_eq(ask_raw(&req, sizeof req, false), sizeof(struct tp_broker_reply));
+	req.flags = TP_BROKER_WANT_WRITE;
+	ck_assert_int_eq(ask_raw(&req, sizeof req, false), 0);
+}
+END_TEST
+
+START_TEST(joins_the_closest_ranges_of_a_map_too_long_for_the_wire)
+{
+	const size_t n = TP_BROKER_MAP_MAX + 4000;
+	char buf[sizeof(struct tp_broker_ranges) + 1];
+	struct tp_broker_map_cursor cursor;
+	struct tp_broker_request req;
+	struct tp_broker_reply rep;
+	struct tp_broker_ranges p;
+	size_t k = 0;
+	int fd;
+
+	/* 16-byte ranges 32 bytes apart, every tenth 8 bytes longer: the gaps after those,
+	 * the narrowest, go. */
+	free(vol1_map);
+	vol1_map = calloc(n, sizeof *vol1_map);
+	ck_assert_ptr_nonnull(vol1_map);
+	for (size_t i = 0; i < n; i++)
+		vol1_map[i] = (struct export_range){i * 32, i % 10 ? 16 : 24};
+	vol1_map_n = n;
+	tp_broker_encode_map("vol1", &req);
+	fd = broker_connect();
+	ck_assert_int_eq(send(fd, &req, sizeof req, MSG_NOSIGNAL), sizeof req);
+	ck_assert_int_eq(recv(fd, buf, sizeof buf, 0), sizeof rep);
+	ck_assert_int_eq(tp_broker_decode_reply(buf, sizeof rep, TP_BROKER_MAPPED, &rep), 0);
+	ck_assert_uint_eq(rep.error, 0);
+	ck_assert_uint_eq(rep.size, 4 * MiB);
+	ck_assert_uint_eq(rep.block_size, BLOCK_SIZE);
+	ck_assert_uint_eq(rep.count, n - (n + 9) / 10);
+	tp_broker_map_start(&rep, &cursor);
+	while (tp_broker_ranges_due(&cursor) > 0) {
+		ssize_t len = recv(fd, buf, sizeof buf, 0);
+
+		ck_assert_int_eq(tp_broker_decode_ranges(buf, (size_t)len, &cursor, &p), 0);
+		for (uint32_t i = 0; i < p.count; i++)
+			/* Each holds the original ranges from the next on, up to its end. */
+			for (; k < n && vol1_map[k].offset < p.range[i].offset + p.range[i].length;
+			     k++) {
+				ck_assert_uint_ge(vol1_map[k].offset, p.range[i].offset);
+				ck_assert_uint_le(vol1_map[k].offset + vol1_map[k].length,
+				                  p.range[i].offset + p.range[i].length);
+			}
+	}
+	ck_assert_uint_eq(k, n);
+	ck_assert_int_eq(recv(fd, buf, sizeof buf, 0), 0);
+	close(fd);
 }
 END_TEST
 
@@ -837,8 +1212,16 @@ int main(void)
 	tcase_add_test(tc, zeroes_whole_blocks_by_unmapping_them);
 	tcase_add_test(tc, fast_zero_only_for_whole_blocks);
 	tcase_add_test(tc, trims_by_unmapping);
+	tcase_add_test(tc, reports_the_pools_map_as_data_and_holes);
+	tcase_add_test(tc, reports_its_own_writes_as_data_in_a_map_taken_before);
+	tcase_add_test(tc, reports_another_connections_writes_to_the_same_device);
+	tcase_add_test(tc, counts_writes_made_while_the_map_is_on_its_way);
+	tcase_add_test(tc, fails_block_status_when_the_broker_refuses_the_map);
+	tcase_add_test(tc, reports_everything_as_data_while_the_daemon_is_down);
+	tcase_add_test(tc, reports_everything_as_data_to_a_daemon_without_map);
 	tcase_add_test(tc, keeps_serving_open_connections_while_the_daemon_is_down);
 	tcase_add_test(tc, closes_the_connection_on_a_malformed_request);
+	tcase_add_test(tc, joins_the_closest_ranges_of_a_map_too_long_for_the_wire);
 	tcase_add_test(tc, closes_a_connection_that_sends_nothing);
 	tcase_add_test(tc, refuses_a_peer_that_runs_no_tenants_nbdkit);
 	tcase_add_test(tc, makes_a_private_socket);

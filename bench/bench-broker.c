@@ -95,6 +95,18 @@ int ops_list_exports(const struct principal *p, struct export_info **ret_exports
 	return 0;
 }
 
+/* No map: the broker answers MAP with ENOENT. */
+int ops_map_export(const struct principal *p, const char *ref, struct export_range **ret_ranges,
+                   size_t *ret_n, uint64_t *ret_size)
+{
+	(void)p;
+	(void)ref;
+	(void)ret_ranges;
+	(void)ret_n;
+	(void)ret_size;
+	return -ENOENT;
+}
+
 /* A thin pool's default block size, as the daemon reports it. */
 int ops_pool_status(struct pool_view *ret_view)
 {

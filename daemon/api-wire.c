@@ -28,7 +28,19 @@ static int index_of(const char *const *list, size_t n, const char *s)
 }
 
 /* What each operation's request may carry and its reply holds. */
-enum record { R_NONE, R_VOLUME, R_CHILD, R_TENANT, R_POOL, R_IMAGE, R_GRANT, R_PRINCIPAL, R_TEXT };
+enum record {
+	R_NONE,
+	R_VOLUME,
+	R_CHILD,
+	R_TENANT,
+	R_POOL,
+	R_IMAGE,
+	R_GRANT,
+	R_PRINCIPAL,
+	R_TEXT,
+	R_CHANGE, /* after the diff's size */
+	R_VOLUME_USAGE,
+};
 enum target { T_NONE, T_NAME, T_NAME_OPTIONAL, T_REF };
 enum labels { L_NONE, L_SET, L_PATCH, L_FILTER };
 #define F_SIZE   0x1u
@@ -79,6 +91,8 @@ static const struct op_spec specs[TP_API_OP_MAX + 1] = {
     [TP_API_GRANT_LIST] = {false, true, F_CURSOR, 0, T_NONE, L_NONE, R_GRANT},
     [TP_API_METRICS] = {false, false, 0, 0, T_NONE, L_NONE, R_TEXT},
     [TP_API_PRINCIPAL_FOR_TENANT] = {false, false, F_NAME, 0, T_NONE, L_NONE, R_PRINCIPAL},
+    [TP_API_VOLUME_DIFF] = {true, true, F_NAME | F_CURSOR, 0, T_REF, L_NONE, R_CHANGE},
+    [TP_API_VOLUME_USAGE] = {true, false, F_NAME, 0, T_NONE, L_NONE, R_VOLUME_USAGE},
 };
 
 static const struct op_spec *spec_of(unsigned op)
@@ -98,6 +112,12 @@ bool api_wire_op_is_listing(enum tp_api_op op)
 	const struct op_spec *s = spec_of(op);
 
 	return s != NULL && s->listing;
+}
+
+/* The most records of KIND a page holds. */
+static uint32_t page_max(enum record kind)
+{
+	return kind == R_CHANGE ? TP_API_CHANGES_MAX : TP_API_PAGE_MAX;
 }
 
 /* Reading: a cursor over the received bytes that never moves past their end. */
@@ -560,6 +580,46 @@ static int read_text(struct rd *r, const char **ret_text)
 	return 0;
 }
 
+static int read_volume_usage(struct rd *r, struct volume_usage *u)
+{
+	struct tp_api_volume_usage rec;
+
+	if (!take_copy(r, &rec, sizeof rec) || rec.exclusive > rec.mapped ||
+	    rec.shared != rec.mapped - rec.exclusive)
+		return -EBADMSG;
+	*u = (struct volume_usage){
+	    .mapped = rec.mapped, .exclusive = rec.exclusive, .shared = rec.shared};
+	return 0;
+}
+
+/* A diff's size and its COUNT changes from byte FROM on, in order, none overlapping another,
+ * within the size; into RET_CHANGES if not NULL. *RET_END: where the last one ends (FROM if
+ * there is none). */
+static int read_changes(struct rd *r, uint32_t count, uint64_t from, uint64_t *ret_size,
+                        struct volume_change *ret_changes, uint64_t *ret_end)
+{
+	struct tp_api_diff d;
+	uint64_t end = from;
+
+	if (!take_copy(r, &d, sizeof d))
+		return -EBADMSG;
+	for (uint32_t i = 0; i < count; i++) {
+		struct tp_api_change c;
+
+		if (!take_copy(r, &c, sizeof c) || (c.flags & ~TP_API_DATA) != 0 ||
+		    c.reserved != 0 || c.length == 0 || c.offset < end || c.offset > d.size ||
+		    c.length > d.size - c.offset)
+			return -EBADMSG;
+		end = c.offset + c.length;
+		if (ret_changes != NULL)
+			ret_changes[i] = (struct volume_change){
+			    .offset = c.offset, .length = c.length, .data = c.flags & TP_API_DATA};
+	}
+	*ret_size = d.size;
+	*ret_end = end;
+	return 0;
+}
+
 /* One record of KIND, checked and dropped. */
 static int skip_record(struct rd *r, enum record kind)
 {
@@ -572,6 +632,7 @@ static int skip_record(struct rd *r, enum record kind)
 		struct grant_view g;
 		struct tp_api_child c;
 		struct principal pr;
+		struct volume_usage vu;
 	} u;
 	const char *s;
 
@@ -592,6 +653,9 @@ static int skip_record(struct rd *r, enum record kind)
 		return read_principal(r, &u.pr);
 	case R_TEXT:
 		return read_text(r, &s);
+	case R_VOLUME_USAGE:
+		return read_volume_usage(r, &u.vu);
+	case R_CHANGE: /* read whole, with the diff's size: read_changes */
 	case R_NONE:
 		break;
 	}
@@ -622,9 +686,10 @@ int api_wire_decode_reply(const void *buf, size_t len, enum tp_api_op op, uint32
 		if (w.code != TP_ERROR_NONE || w.message[0] != '\0')
 			return -EBADMSG;
 		if (s->listing) {
-			if ((w.flags & ~TP_API_MORE) != 0 || w.count > TP_API_PAGE_MAX ||
+			if ((w.flags & ~TP_API_MORE) != 0 || w.count > page_max(s->reply) ||
 			    ((w.flags & TP_API_MORE) && w.count == 0) ||
-			    cursor > UINT64_MAX - w.count || w.cursor != cursor + w.count)
+			    (s->reply != R_CHANGE &&
+			     (cursor > UINT64_MAX - w.count || w.cursor != cursor + w.count)))
 				return -EBADMSG;
 		} else if (w.flags != 0 || w.cursor != 0 || w.count != (s->reply != R_NONE)) {
 			return -EBADMSG;
@@ -632,7 +697,14 @@ int api_wire_decode_reply(const void *buf, size_t len, enum tp_api_op op, uint32
 	}
 	r.p = (const unsigned char *)buf + sizeof w;
 	r.left = len - sizeof w;
-	for (uint32_t i = 0; i < w.count; i++)
+	if (w.error == 0 && s->reply == R_CHANGE) {
+		uint64_t size, end;
+
+		/* A diff's page goes on where its last change ends. */
+		if (read_changes(&r, w.count, cursor, &size, NULL, &end) < 0 || w.cursor != end)
+			return -EBADMSG;
+	}
+	for (uint32_t i = 0; s->reply != R_CHANGE && i < w.count; i++)
 		if (skip_record(&r, s->reply) < 0)
 			return -EBADMSG;
 	if (r.left != 0)
@@ -772,6 +844,23 @@ const char *api_wire_get_text(const struct api_wire_reply *rep)
 	return text;
 }
 
+void api_wire_get_volume_usage(const struct api_wire_reply *rep, struct volume_usage *ret_usage)
+{
+	struct rd r = body_of(rep);
+
+	read_volume_usage(&r, ret_usage);
+}
+
+void api_wire_get_changes(const struct api_wire_reply *rep, uint64_t *ret_size,
+                          struct volume_change *ret_changes)
+{
+	struct rd r = body_of(rep);
+	uint64_t end;
+
+	/* Decoded already, against the asked cursor; 0 holds as well. */
+	read_changes(&r, rep->w.count, 0, ret_size, ret_changes, &end);
+}
+
 /* Replies: the parent's side. */
 
 int api_wire_reply_begin(struct api_wire_writer *w, enum tp_api_op op, uint32_t id)
@@ -796,7 +885,7 @@ static int room_for(const struct api_wire_writer *w, enum record kind)
 
 	if (w->buf == NULL || s == NULL || s->reply != kind || (!s->listing && w->count > 0))
 		return -EINVAL;
-	if (w->count >= TP_API_PAGE_MAX)
+	if (w->count >= page_max(kind))
 		return -E2BIG;
 	return 0;
 }
@@ -995,24 +1084,79 @@ int api_wire_put_text(struct api_wire_writer *w, const char *text)
 	return record_done(w, start, r);
 }
 
+int api_wire_put_volume_usage(struct api_wire_writer *w, const struct volume_usage *u)
+{
+	struct tp_api_volume_usage rec = {
+	    .mapped = u->mapped, .exclusive = u->exclusive, .shared = u->shared};
+	size_t start = w->len;
+	int r = room_for(w, R_VOLUME_USAGE);
+
+	if (r < 0)
+		return r;
+	if (u->exclusive > u->mapped || u->shared != u->mapped - u->exclusive)
+		return -EINVAL;
+	return record_done(w, start, append(w, &rec, sizeof rec));
+}
+
+int api_wire_put_diff(struct api_wire_writer *w, uint64_t size, uint64_t from)
+{
+	const struct op_spec *s = spec_of(w->op);
+	struct tp_api_diff rec = {.size = size};
+	int r;
+
+	if (w->buf == NULL || s == NULL || s->reply != R_CHANGE || w->diff)
+		return -EINVAL;
+	if ((r = append(w, &rec, sizeof rec)) < 0)
+		return r;
+	w->diff = true;
+	w->size = size;
+	w->from = w->end = from;
+	return 0;
+}
+
+int api_wire_put_change(struct api_wire_writer *w, const struct volume_change *c)
+{
+	struct tp_api_change rec = {
+	    .offset = c->offset, .length = c->length, .flags = c->data ? TP_API_DATA : 0};
+	size_t start = w->len;
+	int r = room_for(w, R_CHANGE);
+
+	if (r < 0)
+		return r;
+	if (!w->diff || c->length == 0 || c->offset < w->end || c->offset > w->size ||
+	    c->length > w->size - c->offset)
+		return -EINVAL;
+	if ((r = record_done(w, start, append(w, &rec, sizeof rec))) == 0)
+		w->end = c->offset + c->length;
+	return r;
+}
+
 int api_wire_reply_end(struct api_wire_writer *w, bool more, uint64_t cursor, void **ret_buf,
                        size_t *ret_len)
 {
 	const struct op_spec *s = spec_of(w->op);
 	struct api_wire_reply check;
 	struct tp_api_reply rep;
+	uint64_t asked = 0;
 
-	if (w->buf == NULL || s == NULL || (!s->listing && (more || cursor != 0)) ||
-	    (s->listing && cursor < w->count))
+	if (w->buf == NULL || s == NULL || (!s->listing && (more || cursor != 0)))
 		return -EINVAL;
+	if (s->reply == R_CHANGE) {
+		if (!w->diff || cursor != w->end)
+			return -EINVAL;
+		asked = w->from;
+	} else if (s->listing) {
+		if (cursor < w->count)
+			return -EINVAL;
+		asked = cursor - w->count;
+	}
 	memcpy(&rep, w->buf, sizeof rep);
 	rep.h.length = (uint32_t)w->len;
 	rep.flags = more ? TP_API_MORE : 0;
 	rep.count = w->count;
 	rep.cursor = cursor;
 	memcpy(w->buf, &rep, sizeof rep);
-	if (api_wire_decode_reply(w->buf, w->len, w->op, rep.h.id,
-	                          s->listing ? cursor - w->count : 0, &check) < 0)
+	if (api_wire_decode_reply(w->buf, w->len, w->op, rep.h.id, asked, &check) < 0)
 		return -EINVAL;
 	*ret_buf = w->buf;
 	*ret_len = w->len;

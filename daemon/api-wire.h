@@ -51,6 +51,10 @@ struct api_wire_writer {
 	size_t len, cap;
 	enum tp_api_op op;
 	uint32_t count;
+	/* A diff's, once api_wire_put_diff began it: its size, the offset the page starts at,
+	 * and the end of its last change (FROM before the first). */
+	bool diff;
+	uint64_t size, from, end;
 };
 
 int api_wire_reply_begin(struct api_wire_writer *w, enum tp_api_op op, uint32_t id);
@@ -65,8 +69,14 @@ int api_wire_put_image(struct api_wire_writer *w, const struct image_view *im);
 int api_wire_put_grant(struct api_wire_writer *w, const struct grant_view *g);
 int api_wire_put_principal(struct api_wire_writer *w, const struct principal *p);
 int api_wire_put_text(struct api_wire_writer *w, const char *text);
-/* End the reply: MORE and CURSOR for a listing (false and 0 otherwise). Hands over the
- * message in *RET_BUF, *RET_LEN. -EINVAL if the records are not what OP answers with. */
+int api_wire_put_volume_usage(struct api_wire_writer *w, const struct volume_usage *u);
+/* A diff's page: its volume's SIZE and the offset FROM that the page starts at (the asked
+ * cursor) first, then its changes, each after the one before and within SIZE. */
+int api_wire_put_diff(struct api_wire_writer *w, uint64_t size, uint64_t from);
+int api_wire_put_change(struct api_wire_writer *w, const struct volume_change *c);
+/* End the reply: MORE and CURSOR for a listing (false and 0 otherwise; for a diff, W's END).
+ * Hands over the message in *RET_BUF, *RET_LEN. -EINVAL if the records are not what OP
+ * answers with. */
 int api_wire_reply_end(struct api_wire_writer *w, bool more, uint64_t cursor, void **ret_buf,
                        size_t *ret_len);
 void api_wire_writer_free(struct api_wire_writer *w);
@@ -83,8 +93,8 @@ struct api_wire_reply {
 	size_t body_len;
 };
 
-/* Decode the reply BUF of LEN bytes to request ID of OP asked at CURSOR (a listing's; 0
- * otherwise). On success, the call's result is 0 or -w.error. */
+/* Decode the reply BUF of LEN bytes to request ID of OP asked at CURSOR (a listing's or a
+ * diff's; 0 otherwise). On success, the call's result is 0 or -w.error. */
 int api_wire_decode_reply(const void *buf, size_t len, enum tp_api_op op, uint32_t id,
                           uint64_t cursor, struct api_wire_reply *ret_rep);
 
@@ -101,6 +111,10 @@ void api_wire_get_grants(const struct api_wire_reply *rep, struct grant_view *re
 void api_wire_get_principal(const struct api_wire_reply *rep, struct principal *ret_principal);
 /* The metrics text, inside the buffer. */
 const char *api_wire_get_text(const struct api_wire_reply *rep);
+void api_wire_get_volume_usage(const struct api_wire_reply *rep, struct volume_usage *ret_usage);
+/* A diff's page: the volume's size, and its changes into RET_CHANGES. */
+void api_wire_get_changes(const struct api_wire_reply *rep, uint64_t *ret_size,
+                          struct volume_change *ret_changes);
 
 /* The parent's messages about the API process's sockets (struct tp_api_listen). Encode
  * OP (TP_API_LISTEN, with the principal P; TP_API_UNLISTEN, P NULL) for socket SOCKET into

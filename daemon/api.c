@@ -15,6 +15,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "tp-broker.h"
 #include "tp-cleanup.h"
 
 #define BODY_MAX     (64 * 1024)
@@ -64,6 +65,7 @@ static const unsigned error_status[] = {
     [TP_ERROR_UNSUPPORTED_MEDIA_TYPE] = 415,
     [TP_ERROR_QUOTA_EXCEEDED] = 507,
     [TP_ERROR_POOL_FULL] = 507,
+    [TP_ERROR_NOT_SUPPORTED] = 501,
     [TP_ERROR_INTERNAL] = 500,
 };
 
@@ -771,6 +773,141 @@ static void list_volumes(const struct principal *p, const struct api_request *re
 	json_text_end(rep, w.f, 200);
 }
 
+/* POST /v1/volumes/NAME/commit */
+static void commit_volume(const struct principal *p, struct route *rt, const char *name)
+{
+	static const char *const keys[] = {"name", "labels", NULL};
+	CLEANUP_JSON json_object *body = NULL;
+	CLEANUP_FREE struct tp_label *labels_array = NULL;
+	struct label_list labels = {0};
+	const char *new_name = NULL;
+	struct volume_view v;
+	int r;
+
+	/* The body is optional: without one, a commit as it always was. */
+	if (rt->req->len > 0 && (parse_body(rt->req, rt->rep, keys, &body) < 0 ||
+	                         get_string(body, "name", false, rt->rep, &new_name) < 0 ||
+	                         get_labels(body, "labels", LABELS_SET, rt->rep, &labels) < 0))
+		return;
+	labels_array = labels.l;
+	r = ops_volume_commit(p, name, new_name, labels.l ? &labels : NULL, &v);
+	volume_reply(rt->rep, p, 200, r, &v);
+}
+
+/* POST /v1/volumes/NAME/resize */
+static void resize_volume(const struct principal *p, struct route *rt, const char *name)
+{
+	static const char *const keys[] = {"size", NULL};
+	CLEANUP_JSON json_object *body = NULL;
+	struct volume_view v;
+	uint64_t size;
+	bool has_size;
+
+	if (parse_body(rt->req, rt->rep, keys, &body) < 0 ||
+	    get_uint(body, "size", UINT64_MAX >> 1, false, &has_size, &size, rt->rep) < 0)
+		return;
+	if (!has_size)
+		return reply_error(rt->rep, TP_ERROR_INVALID_REQUEST, "missing field \"size\"");
+	volume_reply(rt->rep, p, 200, ops_volume_resize(p, name, size, &v), &v);
+}
+
+/* The query argument "from" of REQ, decoded into BUF (TP_REF_MAX + 1 bytes): a reference,
+ * NAME, images/NAME or OWNER/NAME, or an error reply. */
+static int get_from(const struct api_request *req, struct reply *rep, char *buf)
+{
+	CLEANUP_FREE char *s = NULL;
+	char why[160];
+	size_t len;
+
+	if (req->from == NULL) {
+		reply_error(rep, TP_ERROR_INVALID_REQUEST,
+		            "missing query argument \"from\": the reference to compare with");
+		return -EINVAL;
+	}
+	if ((s = strdup(req->from)) == NULL) {
+		reply_error(rep, TP_ERROR_INTERNAL, "%s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	len = query_unescape(s);
+	/* An escaped NUL would cut it short: the length tells. */
+	if (len != strlen(s) || !tp_broker_ref_valid(s)) {
+		reply_error(rep, TP_ERROR_INVALID_NAME,
+		            "invalid reference \"%s\" in \"from\": NAME, images/NAME or OWNER/NAME",
+		            quoted(s, len, why, sizeof why));
+		return -EINVAL;
+	}
+	memcpy(buf, s, len + 1);
+	return 0;
+}
+
+/* GET /v1/volumes/NAME/diff?from=REF: {"size", "from", "changes": [{"offset", "length",
+ * "kind": "data" or "zero"}]}, written as text (a diff can run to many ranges). */
+static void diff_volume(const struct principal *p, struct route *rt, const char *name)
+{
+	CLEANUP_FREE struct volume_change *changes = NULL;
+	char from[TP_REF_MAX + 1];
+	uint64_t size;
+	size_t n;
+	FILE *f;
+	int r;
+
+	if (get_from(rt->req, rt->rep, from) < 0)
+		return;
+	r = ops_volume_diff(p, name, from, &changes, &n, &size);
+	if (r < 0)
+		return reply_ops_error(rt->rep, r);
+	if ((f = json_text_begin(rt->rep)) == NULL)
+		return;
+	fprintf(f, "{\"size\":%" PRId64 ",\"from\":", api_size(size));
+	put_string(f, from, false);
+	fputs(",\"changes\":[", f);
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%s{\"offset\":%" PRId64 ",\"length\":%" PRId64 ",\"kind\":\"%s\"}",
+		        i ? "," : "", api_size(changes[i].offset), api_size(changes[i].length),
+		        changes[i].data ? "data" : "zero");
+	fputs("]}", f);
+	json_text_end(rt->rep, f, 200);
+}
+
+/* GET /v1/volumes/NAME/usage: {"mapped", "exclusive", "shared"}, in bytes. */
+static void volume_usage(const struct principal *p, struct route *rt, const char *name)
+{
+	struct volume_usage u;
+	int r = ops_volume_usage(p, name, &u);
+
+	if (r < 0)
+		return reply_ops_error(rt->rep, r);
+	rt->rep->status = 200;
+	rt->rep->json = json_object_new_object();
+	json_object_object_add(rt->rep->json, "mapped", json_size(u.mapped));
+	json_object_object_add(rt->rep->json, "exclusive", json_size(u.exclusive));
+	json_object_object_add(rt->rep->json, "shared", json_size(u.shared));
+}
+
+/* /v1/volumes/NAME/ACTION, each action with its one method. */
+static void route_volume_action(const struct principal *p, struct route *rt, const char *name,
+                                const char *action)
+{
+	static const struct {
+		const char *action, *method;
+		void (*fn)(const struct principal *p, struct route *rt, const char *name);
+	} actions[] = {
+	    {"commit", "POST", commit_volume},
+	    {"resize", "POST", resize_volume},
+	    {"diff", "GET", diff_volume},
+	    {"usage", "GET", volume_usage},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(actions); i++) {
+		if (strcmp(action, actions[i].action) != 0)
+			continue;
+		if (!is(rt, actions[i].method))
+			return method_not_allowed(rt->rep, actions[i].method);
+		return actions[i].fn(p, rt, name);
+	}
+	reply_error(rt->rep, TP_ERROR_NOT_FOUND, "no such resource");
+}
+
 /* /v1/volumes... and /v1/usage for principal P; SEG starts after the tenant prefix. */
 static void route_tenant(const struct principal *p, struct route *rt, const char **seg, size_t n)
 {
@@ -851,39 +988,8 @@ static void route_tenant(const struct principal *p, struct route *rt, const char
 		}
 		return method_not_allowed(rep, "GET, PATCH or DELETE");
 	}
-	if (n == 3 && strcmp(seg[2], "commit") == 0) {
-		static const char *const keys[] = {"name", "labels", NULL};
-		CLEANUP_JSON json_object *body = NULL;
-		CLEANUP_FREE struct tp_label *labels_array = NULL;
-		struct label_list labels = {0};
-		const char *new_name = NULL;
-
-		if (!is(rt, "POST"))
-			return method_not_allowed(rep, "POST");
-		/* The body is optional: without one, a commit as it always was. */
-		if (rt->req->len > 0 && (parse_body(rt->req, rep, keys, &body) < 0 ||
-		                         get_string(body, "name", false, rep, &new_name) < 0 ||
-		                         get_labels(body, "labels", LABELS_SET, rep, &labels) < 0))
-			return;
-		labels_array = labels.l;
-		r = ops_volume_commit(p, seg[1], new_name, labels.l ? &labels : NULL, &v);
-		return volume_reply(rep, p, 200, r, &v);
-	}
-	if (n == 3 && strcmp(seg[2], "resize") == 0) {
-		static const char *const keys[] = {"size", NULL};
-		CLEANUP_JSON json_object *body = NULL;
-		uint64_t size;
-		bool has_size;
-
-		if (!is(rt, "POST"))
-			return method_not_allowed(rep, "POST");
-		if (parse_body(rt->req, rep, keys, &body) < 0 ||
-		    get_uint(body, "size", UINT64_MAX >> 1, false, &has_size, &size, rep) < 0)
-			return;
-		if (!has_size)
-			return reply_error(rep, TP_ERROR_INVALID_REQUEST, "missing field \"size\"");
-		return volume_reply(rep, p, 200, ops_volume_resize(p, seg[1], size, &v), &v);
-	}
+	if (n == 3)
+		return route_volume_action(p, rt, seg[1], seg[2]);
 	reply_error(rep, TP_ERROR_NOT_FOUND, "no such resource");
 }
 
@@ -1380,6 +1486,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
 	    .url = url,
 	    .content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type"),
 	    .force = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "force"),
+	    .from = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "from"),
 	    .labels = labels.value,
 	    .n_labels = labels.n,
 	    .body = req->body,

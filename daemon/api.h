@@ -31,6 +31,7 @@ struct api_request {
 	const char *url;          /* the path as sent (percent-encoded), without the query */
 	const char *content_type; /* the Content-Type header, NULL if none */
 	const char *force;        /* the query argument "force", NULL if none */
+	const char *from;         /* the query argument "from" as sent, NULL if none */
 	/* The query arguments "label" as sent (percent-encoded; a '+' already a space, as
 	 * libmicrohttpd has it), "" for one without '='. N_LABELS counts no further than
 	 * TP_LABELS_MAX + 1, which is refused. */

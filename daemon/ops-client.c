@@ -489,23 +489,29 @@ int ops_volume_create(const struct principal *p, const char *name, uint64_t size
 	return call_volume(&req, ret_view);
 }
 
+/* REF, which is no reference, refused as daemon/access.c's resolve_ref refuses it. */
+static int fail_ref(const char *ref)
+{
+	const char *slash = strchr(ref, '/');
+
+	if (slash == NULL)
+		return fail_name("volume", ref);
+	if ((size_t)(slash - ref) > TP_NAME_MAX || !tp_name_valid(slash + 1))
+		return fail(-ENOENT, "no such volume: %.130s", ref);
+	return fail(-ENOENT, "no such volume: %s", ref);
+}
+
 int ops_volume_snapshot(const struct principal *p, const char *name, const char *parent,
                         uint64_t size, const struct label_list *labels,
                         struct volume_view *ret_view)
 {
 	struct api_wire_request req;
-	const char *slash = strchr(parent, '/');
 	int r;
 
 	error_clear();
-	/* The parent first, as daemon/access.c's resolve_ref refuses it. */
-	if (!tp_broker_ref_valid(parent)) {
-		if (slash == NULL)
-			return fail_name("volume", parent);
-		if ((size_t)(slash - parent) > TP_NAME_MAX || !tp_name_valid(slash + 1))
-			return fail(-ENOENT, "no such volume: %.130s", parent);
-		return fail(-ENOENT, "no such volume: %s", parent);
-	}
+	/* The parent first, as resolve_ref refuses it. */
+	if (!tp_broker_ref_valid(parent))
+		return fail_ref(parent);
 	if ((r = volume_request(&req, TP_API_VOLUME_SNAPSHOT, p, name)) < 0 ||
 	    (r = check_labels(labels, false)) < 0)
 		return r;
@@ -585,6 +591,73 @@ int ops_volume_remove(const struct principal *p, const char *name)
 	int r = volume_request(&req, TP_API_VOLUME_REMOVE, p, name);
 
 	return r < 0 ? r : call_none(&req);
+}
+
+/* A diff gathered page by page: the changes of every page appended, and the volume's size
+ * as the last page has it. */
+struct diff_gather {
+	const char *name;
+	struct volume_change *changes;
+	size_t n;
+	uint64_t size;
+	bool any;
+};
+
+static int each_change_page(const struct api_wire_reply *rep, void *opaque)
+{
+	struct diff_gather *g = opaque;
+	struct volume_change *grown;
+	uint64_t size;
+
+	grown = reallocarray(g->changes, g->n + rep->w.count + 1, sizeof *grown);
+	if (grown == NULL)
+		return fail(-ENOMEM, "diff volumes: %s", strerror(ENOMEM));
+	g->changes = grown;
+	api_wire_get_changes(rep, &size, g->changes + g->n);
+	/* Volumes only grow: a smaller one is another volume of that name. */
+	if (g->any && size < g->size)
+		return fail(-EBUSY, "volume %s changed while its diff was read; try again",
+		            g->name);
+	g->n += rep->w.count;
+	g->size = size;
+	g->any = true;
+	return 0;
+}
+
+int ops_volume_diff(const struct principal *p, const char *name, const char *from,
+                    struct volume_change **ret_changes, size_t *ret_n, uint64_t *ret_size)
+{
+	struct api_wire_request req;
+	struct diff_gather g = {.name = name};
+	int r = volume_request(&req, TP_API_VOLUME_DIFF, p, name);
+
+	if (r < 0)
+		return r;
+	if (!tp_broker_ref_valid(from))
+		return after_lookup(p, name, fail_ref(from));
+	API_WIRE_SET(req.w.target, from);
+	r = call_pages(&req, each_change_page, &g);
+	if (r < 0) {
+		free(g.changes);
+		return r;
+	}
+	*ret_changes = g.changes;
+	*ret_n = g.n;
+	*ret_size = g.size;
+	return 0;
+}
+
+int ops_volume_usage(const struct principal *p, const char *name, struct volume_usage *ret_usage)
+{
+	struct api_wire_request req;
+	struct answer a;
+	int r = volume_request(&req, TP_API_VOLUME_USAGE, p, name);
+
+	if (r < 0 || (r = call(&req, 0, &a)) < 0)
+		return r;
+	api_wire_get_volume_usage(&a.rep, ret_usage);
+	answer_free(&a);
+	return 0;
 }
 
 /* Ask REQ, which answers with one tenant into RET_VIEW. */

@@ -72,10 +72,11 @@ void ops_server_drop(struct ops_server *s, uint32_t index)
 }
 
 /* A page of a listing being written: entries before SKIP are passed over, and the first
- * one that no longer fits ends the page (MORE) and the listing. */
+ * one that no longer fits ends the page (MORE) and the listing. A diff's page skips bytes
+ * instead, and ends at NEXT. */
 struct page {
 	struct api_wire_writer *w;
-	uint64_t skip, seen;
+	uint64_t skip, seen, next;
 	bool more;
 };
 
@@ -122,6 +123,34 @@ static int page_array(struct page *pg, const void *views, size_t n, size_t size,
 	return 0;
 }
 
+/* A page of the diff Q asks for: its changes from byte PG->skip on, the first one cut
+ * there, as many as the page takes. */
+static int page_diff(const struct principal *p, const struct tp_api_request *q, struct page *pg)
+{
+	struct volume_change *changes = NULL;
+	uint64_t size;
+	size_t n = 0;
+	int r = ops_volume_diff(p, q->name, q->target, &changes, &n, &size);
+
+	if (r == 0)
+		r = api_wire_put_diff(pg->w, size, pg->skip);
+	pg->next = pg->skip;
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		struct volume_change c = changes[i];
+
+		if (c.offset + c.length <= pg->skip)
+			continue;
+		if (c.offset < pg->skip) {
+			c.length -= pg->skip - c.offset;
+			c.offset = pg->skip;
+		}
+		if ((r = page_add(pg, api_wire_put_change(pg->w, &c))) == 0)
+			pg->next = c.offset + c.length;
+	}
+	free(changes);
+	return r == PAGE_FULL ? 0 : r;
+}
+
 static int put_tenant(struct api_wire_writer *w, const void *v)
 {
 	return api_wire_put_tenant(w, v);
@@ -158,6 +187,7 @@ static int run(const struct api_wire_request *req, const struct principal *p,
 	    .max_used = q->max_used,
 	};
 	struct grant_view g = {.write = q->flags & TP_API_WRITE};
+	struct volume_usage vu;
 	struct volume_view v = {0};
 	struct tenant_view t;
 	struct pool_view pv;
@@ -197,6 +227,11 @@ static int run(const struct api_wire_request *req, const struct principal *p,
 		break;
 	case TP_API_VOLUME_REMOVE:
 		return ops_volume_remove(p, q->name);
+	case TP_API_VOLUME_DIFF:
+		return page_diff(p, q, pg);
+	case TP_API_VOLUME_USAGE:
+		r = ops_volume_usage(p, q->name, &vu);
+		return r < 0 ? r : api_wire_put_volume_usage(w, &vu);
 	case TP_API_USAGE:
 		r = ops_usage(p, &t);
 		return r < 0 ? r : api_wire_put_tenant(w, &t);
@@ -320,10 +355,10 @@ static int answer(struct ops_server *s, const struct api_wire_request *req, void
 	}
 	if (r == 0)
 		r = run(req, p, &w, &pg);
+	if (r == 0 && op != TP_API_VOLUME_DIFF)
+		pg.next = api_wire_op_is_listing(op) ? pg.skip + w.count : 0;
 	if (r == 0)
-		r = api_wire_reply_end(&w, pg.more,
-		                       api_wire_op_is_listing(op) ? pg.skip + w.count : 0, ret_buf,
-		                       ret_len);
+		r = api_wire_reply_end(&w, pg.more, pg.next, ret_buf, ret_len);
 	api_wire_writer_free(&w);
 	if (r == 0)
 		return 0;

@@ -345,28 +345,34 @@ int ops_volume_create(const struct principal *p, const char *name, uint64_t size
 	return labels ? set_view_labels(ret_view, labels->l, labels->n) : 0;
 }
 
+/* The volume REF names for P: its own, the image, or bob's volume granted to alice. */
+static int resolve_ref(const struct principal *p, const char *ref)
+{
+	const char *slash;
+	int i = -ENOENT;
+
+	check_principal(p);
+	check_string(ref);
+	slash = strchr(ref, '/');
+	if (slash == NULL)
+		return own_volume(p, ref);
+	if (strncmp(ref, "images/", 7) == 0)
+		i = volume_index(0, slash + 1);
+	else if (strncmp(ref, "bob/", 4) == 0 && p->tenant_id == 1)
+		i = volume_index(2, slash + 1);
+	return i < 0 ? fail(-ENOENT, "no such volume: %.130s", ref) : i;
+}
+
 int ops_volume_snapshot(const struct principal *p, const char *name, const char *parent,
                         uint64_t size, const struct label_list *labels,
                         struct volume_view *ret_view)
 {
-	const char *slash;
-	int i = -ENOENT, r;
+	int i, r;
 
 	fake_ops_body_used = true;
-	check_principal(p);
-	check_string(parent);
-	slash = strchr(parent, '/');
-	if (slash == NULL) {
-		i = own_volume(p, parent);
-		if (i < 0)
-			return i;
-	} else if (strncmp(parent, "images/", 7) == 0) {
-		i = volume_index(0, slash + 1);
-	} else if (strncmp(parent, "bob/", 4) == 0 && p->tenant_id == 1) {
-		i = volume_index(2, slash + 1);
-	}
+	i = resolve_ref(p, parent);
 	if (i < 0)
-		return fail(-ENOENT, "no such volume: %.130s", parent);
+		return i;
 	if (size == 0)
 		size = volumes[i].size;
 	if (size < volumes[i].size)
@@ -378,6 +384,44 @@ int ops_volume_snapshot(const struct principal *p, const char *name, const char 
 	if (r == 0)
 		snprintf(ret_view->parent, sizeof ret_view->parent, "%s", parent);
 	return r;
+}
+
+/* Every fake volume differs from whatever it is compared with in two ranges: its first
+ * 64 KiB hold data, and 128 KiB from its middle on read zeroes. */
+int ops_volume_diff(const struct principal *p, const char *name, const char *from,
+                    struct volume_change **ret_changes, size_t *ret_n, uint64_t *ret_size)
+{
+	struct volume_change *c;
+	int i = own_volume(p, name), j;
+
+	if (i < 0)
+		return i;
+	j = resolve_ref(p, from);
+	if (j < 0)
+		return j;
+	c = calloc(2, sizeof *c);
+	if (c == NULL)
+		return -ENOMEM;
+	c[0] = (struct volume_change){.offset = 0, .length = 65536, .data = true};
+	c[1] = (struct volume_change){.offset = volumes[i].size / 2, .length = 131072};
+	*ret_changes = c;
+	*ret_n = 2;
+	*ret_size = volumes[i].size;
+	return 0;
+}
+
+/* A fake volume maps 192 KiB; a snapshot shares 128 KiB of it with its parent. */
+int ops_volume_usage(const struct principal *p, const char *name, struct volume_usage *ret_usage)
+{
+	int i = own_volume(p, name);
+	uint64_t shared;
+
+	if (i < 0)
+		return i;
+	shared = volumes[i].parent[0] != '\0' ? 131072 : 0;
+	*ret_usage =
+	    (struct volume_usage){.mapped = 196608, .exclusive = 196608 - shared, .shared = shared};
+	return 0;
 }
 
 int ops_volume_commit(const struct principal *p, const char *name, const char *new_name,

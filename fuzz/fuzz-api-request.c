@@ -7,9 +7,9 @@
  *
  * P is 'A' for the admin socket or 'T' for tenant alice's socket (lower case: the body went
  * over the server's bound); URL is passed as sent, as the daemon has libmicrohttpd do
- * (api_answer decodes it); QUERY may carry force=... and label=... (each '+' a space, as
- * libmicrohttpd has them, up to TP_LABELS_MAX + 1); everything after the first newline is
- * the body.
+ * (api_answer decodes it); QUERY may carry force=..., from=... and label=... (each '+' a
+ * space, as libmicrohttpd has them, up to TP_LABELS_MAX + 1); everything after the first
+ * newline is the body.
  * Checked on every answer:
  *   - a known status, never 500 (the fake operations do not fail internally, so a 500 is a
  *     route that answered nothing);
@@ -40,7 +40,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* The arguments of QUERY (a&b=c form), in place, as libmicrohttpd hands them over: the
- * value of "force" into REQ, and the values of "label" into LABELS (room for
+ * values of "force" and "from" into REQ, and the values of "label" into LABELS (room for
  * TP_LABELS_MAX + 1). */
 static void query_arguments(char *query, struct api_request *req, const char **labels)
 {
@@ -56,6 +56,8 @@ static void query_arguments(char *query, struct api_request *req, const char **l
 				*p = ' ';
 		if (strcmp(arg, "force") == 0 && req->force == NULL)
 			req->force = eq ? eq : "";
+		if (strcmp(arg, "from") == 0 && req->from == NULL)
+			req->from = eq ? eq : "";
 		if (strcmp(arg, "label") == 0 && req->n_labels < TP_LABELS_MAX + 1)
 			labels[req->n_labels++] = eq ? eq : "";
 	}

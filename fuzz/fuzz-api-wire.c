@@ -5,7 +5,8 @@
  *     the input's bytes.
  *   - api_wire_decode_reply reads it as the API process does, as the reply to each
  *     operation in turn (its id and cursor taken from the header), and every record a
- *     reply holds is then read out the way the ops client will.
+ *     reply holds is then read out the way the ops client will (a diff's page as asked
+ *     from its start).
  *   - api_wire_decode_listen reads it as the API process reads the parent's word about
  *     its sockets; whatever decodes is canonical too. */
 #include <errno.h>
@@ -60,6 +61,9 @@ static void read_records(const struct api_wire_reply *rep, enum tp_api_op op)
 	static struct tenant_view tenants[TP_API_PAGE_MAX];
 	static struct image_view images[TP_API_PAGE_MAX];
 	static struct grant_view grants[TP_API_PAGE_MAX];
+	static struct volume_change changes[TP_API_CHANGES_MAX];
+	struct volume_usage vu;
+	uint64_t size;
 	struct volume_view v;
 	struct pool_view p;
 	struct principal pr;
@@ -113,6 +117,15 @@ static void read_records(const struct api_wire_reply *rep, enum tp_api_op op)
 		api_wire_get_principal(rep, &pr);
 		CHECK(!pr.admin && pr.tenant_id > 0 && tp_name_valid(pr.tenant));
 		break;
+	case TP_API_VOLUME_DIFF:
+		api_wire_get_changes(rep, &size, changes);
+		CHECK(changes[rep->w.count - 1].length > 0 &&
+		      changes[rep->w.count - 1].offset + changes[rep->w.count - 1].length <= size);
+		break;
+	case TP_API_VOLUME_USAGE:
+		api_wire_get_volume_usage(rep, &vu);
+		CHECK(vu.exclusive + vu.shared == vu.mapped);
+		break;
 	case TP_API_VOLUME_REMOVE:
 	case TP_API_TENANT_REMOVE:
 	case TP_API_IMAGE_REMOVE:
@@ -132,7 +145,10 @@ static void check_reply(const uint8_t *data, size_t size)
 		return;
 	memcpy(&w, data, sizeof w);
 	for (unsigned op = 1; op <= TP_API_OP_MAX; op++) {
-		uint64_t asked = w.cursor >= w.count ? w.cursor - w.count : 0;
+		/* A diff's cursor counts bytes: its page may have been asked from 0. */
+		uint64_t asked = op == TP_API_VOLUME_DIFF ? 0
+		                 : w.cursor >= w.count    ? w.cursor - w.count
+		                                          : 0;
 		int r = api_wire_decode_reply(data, size, op, w.h.id, asked, &rep);
 
 		CHECK(r == 0 || r == -EBADMSG);

@@ -45,6 +45,14 @@
  * listing again for every page, so a volume created or removed between two pages can
  * make a listing show another one twice or not at all.
  *
+ * A diff is paged by bytes instead: CURSOR is the offset its changes go on from (0 to
+ * start), a reply carries at most TP_API_CHANGES_MAX changes, in order, none overlapping
+ * another, each within the volume's size and from CURSOR on (the parent cuts the one that
+ * straddles it), and the CURSOR the next page starts at: the end of its last change, or
+ * the asked cursor if it has none. Each page is a diff of its own metadata snapshot, so a
+ * write between two pages shows in the later page if it falls there and not at all if it
+ * falls before it: every byte is told of once, as one snapshot had it.
+ *
  *   operation                request fields (beyond socket, id)     reply records
  *   VOLUME_LIST              acting_for, cursor, labels (filter)    page of volumes
  *   VOLUME_INFO              acting_for, name                       1 volume
@@ -73,6 +81,9 @@
  *   GRANT_LIST               cursor                                 page of grants
  *   METRICS                  nothing                                1 text
  *   PRINCIPAL_FOR_TENANT     name                                   1 principal
+ *   VOLUME_DIFF              acting_for, name, target (the          a diff's page of
+ *                            reference to compare with), cursor     changes
+ *   VOLUME_USAGE             acting_for, name                       1 volume usage
  *
  * Labels are given (TP_API_LABELS) or not (NULL in ops.h: none, or keep them); a set has
  * a value for each key and no key twice, a patch may have keys without a value (remove
@@ -80,7 +91,10 @@
  * tp_api_volume and its N_LABELS labels (a set); an image record a struct tp_api_volume
  * without labels, a struct tp_api_image and N_PUBLISHED tenant names of
  * TP_API_NAME_SIZE bytes; a text record a struct tp_api_text and TEXT_LEN bytes without
- * a NUL, then a NUL. States travel as indexes into the lists of daemon/api-wire.c.
+ * a NUL, then a NUL. A diff's reply holds a struct tp_api_diff (the volume's size) before
+ * its COUNT struct tp_api_change records, each at least a byte long; a volume usage
+ * record is a struct tp_api_volume_usage whose exclusive and shared bytes add up to
+ * the mapped ones. States travel as indexes into the lists of daemon/api-wire.c.
  */
 #ifndef TP_API_WIRE_H
 #define TP_API_WIRE_H
@@ -102,11 +116,13 @@
 /* The pool's name and its NUL (struct pool_view). */
 #define TP_API_POOL_NAME_SIZE 128
 
-/* Bounds: a message, the packets it travels in, a page of a listing, an image's
- * publications (one per tenant), the metrics text. */
+/* Bounds: a message, the packets it travels in, a page of a listing, a page of a diff
+ * (1.5 MiB of changes: a diff is taken anew for every page, so its pages are few), an
+ * image's publications (one per tenant), the metrics text. */
 #define TP_API_MESSAGE_MAX   (UINT32_C(4) << 20)
 #define TP_API_PACKET_MAX    (UINT32_C(64) << 10)
 #define TP_API_PAGE_MAX      256
+#define TP_API_CHANGES_MAX   65536
 #define TP_API_PUBLISHED_MAX 4096
 #define TP_API_ERRNO_MAX     4095
 
@@ -135,9 +151,11 @@ enum tp_api_op {
 	TP_API_REVOKE,
 	TP_API_GRANT_LIST,
 	TP_API_METRICS,
-	TP_API_PRINCIPAL_FOR_TENANT, /* the last */
+	TP_API_PRINCIPAL_FOR_TENANT,
+	TP_API_VOLUME_DIFF,
+	TP_API_VOLUME_USAGE, /* the last */
 };
-#define TP_API_OP_MAX TP_API_PRINCIPAL_FOR_TENANT
+#define TP_API_OP_MAX TP_API_VOLUME_USAGE
 /* A reply's op: its request's, with this bit. */
 #define TP_API_REPLY UINT16_C(0x8000)
 
@@ -158,6 +176,7 @@ enum tp_api_op {
 #define TP_API_ALL         UINT32_C(0x1) /* image: published to every tenant */
 #define TP_API_NEEDS_CHECK UINT32_C(0x1) /* pool */
 #define TP_API_GRANT_WRITE UINT32_C(0x1) /* grant */
+#define TP_API_DATA        UINT32_C(0x1) /* change: the volume holds data there, not zeroes */
 #define TP_API_HAS_VALUE   UINT16_C(0x1) /* label: a value follows the key */
 
 struct tp_api_header {
@@ -262,6 +281,20 @@ struct tp_api_text {
 	uint32_t reserved;
 };
 
+struct tp_api_diff {
+	uint64_t size; /* the volume's: every change ends within it */
+};
+
+struct tp_api_change {
+	uint64_t offset, length;
+	uint32_t flags; /* TP_API_DATA */
+	uint32_t reserved;
+};
+
+struct tp_api_volume_usage {
+	uint64_t mapped, exclusive, shared; /* bytes */
+};
+
 /* The parent's word to the API process about its sockets, on a second SOCK_SEQPACKET
  * socketpair that only the parent writes and only the API process reads, one packet of
  * sizeof(struct tp_api_listen) bytes each. TP_API_LISTEN: serve the listening socket
@@ -295,6 +328,9 @@ _Static_assert(sizeof(struct tp_api_grant) == 200, "grant layout");
 _Static_assert(sizeof(struct tp_api_child) == 72, "child layout");
 _Static_assert(sizeof(struct tp_api_principal) == 72, "principal layout");
 _Static_assert(sizeof(struct tp_api_text) == 8, "text layout");
+_Static_assert(sizeof(struct tp_api_diff) == 8, "diff layout");
+_Static_assert(sizeof(struct tp_api_change) == 24, "change layout");
+_Static_assert(sizeof(struct tp_api_volume_usage) == 24, "volume usage layout");
 _Static_assert(sizeof(struct tp_api_listen) == 96, "listen layout");
 
 /* The largest request: its fixed part and a full set of the largest labels. */

@@ -22,7 +22,8 @@ enum tp_error {
 	TP_ERROR_UNSUPPORTED_MEDIA_TYPE, /* a request body not JSON */
 	TP_ERROR_QUOTA_EXCEEDED,
 	TP_ERROR_POOL_FULL,
-	TP_ERROR_INTERNAL, /* the last: tp_error_name knows every code up to it */
+	TP_ERROR_NOT_SUPPORTED, /* what this pool cannot tell (a diff, exact usage) */
+	TP_ERROR_INTERNAL,      /* the last: tp_error_name knows every code up to it */
 };
 
 /* CODE's name in the API ("invalid_name", ...); NULL for TP_ERROR_NONE or a number that is
@@ -42,6 +43,7 @@ static inline const char *tp_error_name(enum tp_error code)
 	    [TP_ERROR_UNSUPPORTED_MEDIA_TYPE] = "unsupported_media_type",
 	    [TP_ERROR_QUOTA_EXCEEDED] = "quota_exceeded",
 	    [TP_ERROR_POOL_FULL] = "pool_full",
+	    [TP_ERROR_NOT_SUPPORTED] = "not_supported",
 	    [TP_ERROR_INTERNAL] = "internal",
 	};
 
@@ -78,6 +80,8 @@ static inline enum tp_error tp_error_of_errno(int r)
 		return TP_ERROR_QUOTA_EXCEEDED;
 	case -ENOSPC:
 		return TP_ERROR_POOL_FULL;
+	case -EOPNOTSUPP:
+		return TP_ERROR_NOT_SUPPORTED;
 	default:
 		return TP_ERROR_INTERNAL;
 	}

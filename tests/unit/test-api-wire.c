@@ -98,6 +98,14 @@ static void full_request(struct api_wire_request *req, enum tp_api_op op)
 	case TP_API_POOL_STATUS:
 	case TP_API_METRICS:
 		break;
+	case TP_API_VOLUME_DIFF:
+		req->w.cursor = UINT64_C(1) << 20;
+		ck_assert_int_eq(API_WIRE_SET(req->w.target, "images/base"), 0);
+		/* fall through */
+	case TP_API_VOLUME_USAGE:
+		ck_assert_int_eq(API_WIRE_SET(req->w.acting_for, "alice"), 0);
+		ck_assert_int_eq(API_WIRE_SET(req->w.name, "layer1"), 0);
+		break;
 	}
 }
 
@@ -301,6 +309,31 @@ START_TEST(rejects_invalid_names_and_references)
 	memset(ref, 0, sizeof ref);
 	memcpy(ref, "alice/layer1", 13);
 	ck_assert_int_eq(decode_with(snap, snap_len, REQ_FIELD(target), ref, sizeof ref), 0);
+}
+END_TEST
+
+/* A diff compares with a reference, which it must have; usage takes none, nor a cursor. */
+START_TEST(rejects_a_diff_without_a_reference_and_usage_with_one)
+{
+	size_t len;
+	CLEANUP_FREE unsigned char *diff = valid_request(TP_API_VOLUME_DIFF, &len);
+	CLEANUP_FREE unsigned char *usage = NULL;
+	char ref[TP_API_REF_SIZE] = "";
+	uint64_t one = 1;
+
+	ck_assert_int_eq(decode_with(diff, len, REQ_FIELD(target), ref, sizeof ref), -EBADMSG);
+	memcpy(ref, "a/b/c", 6);
+	ck_assert_int_eq(decode_with(diff, len, REQ_FIELD(target), ref, sizeof ref), -EBADMSG);
+	memcpy(ref, "bob/layer1", 11);
+	ck_assert_int_eq(decode_with(diff, len, REQ_FIELD(target), ref, sizeof ref), 0);
+	ck_assert_int_eq(decode_with(diff, len, REQ_FIELD(size), &one, 8), -EBADMSG);
+	ck_assert(api_wire_op_is_listing(TP_API_VOLUME_DIFF));
+	ck_assert(api_wire_op_has_principal(TP_API_VOLUME_DIFF));
+	usage = valid_request(TP_API_VOLUME_USAGE, &len);
+	ck_assert_int_eq(decode_with(usage, len, REQ_FIELD(target), ref, sizeof ref), -EBADMSG);
+	ck_assert_int_eq(decode_with(usage, len, REQ_FIELD(cursor), &one, 8), -EBADMSG);
+	ck_assert(!api_wire_op_is_listing(TP_API_VOLUME_USAGE));
+	ck_assert(api_wire_op_has_principal(TP_API_VOLUME_USAGE));
 }
 END_TEST
 
@@ -936,6 +969,203 @@ START_TEST(rejects_malformed_volume_record)
 }
 END_TEST
 
+/* A page of a diff of a 1 GiB volume from byte FROM, with the changes C (N), ended at
+ * CURSOR with MORE; the test owns the buffer. */
+static unsigned char *diff_page(uint64_t from, const struct volume_change *c, size_t n, bool more,
+                                uint64_t cursor, size_t *ret_len)
+{
+	struct api_wire_writer w;
+
+	ck_assert_int_eq(api_wire_reply_begin(&w, TP_API_VOLUME_DIFF, 1), 0);
+	ck_assert_int_eq(api_wire_put_diff(&w, UINT64_C(1) << 30, from), 0);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_int_eq(api_wire_put_change(&w, &c[i]), 0);
+	return end(&w, more, cursor, ret_len);
+}
+
+START_TEST(round_trips_diff_pages)
+{
+	const struct volume_change c[] = {
+	    {65536, 4096, true}, {69632, 8192, false}, {1 << 20, 512, true}};
+	struct volume_change out[3];
+	struct api_wire_reply rep;
+	CLEANUP_FREE unsigned char *buf = NULL, *empty = NULL;
+	uint64_t size;
+	size_t len;
+
+	/* The next page starts where the last change ends. */
+	buf = diff_page(65536, c, 3, true, (1 << 20) + 512, &len);
+	ck_assert_uint_eq(len, sizeof(struct tp_api_reply) + sizeof(struct tp_api_diff) +
+	                           3 * sizeof(struct tp_api_change));
+	ck_assert_int_eq(api_wire_decode_reply(buf, len, TP_API_VOLUME_DIFF, 1, 65536, &rep), 0);
+	ck_assert_uint_eq(rep.w.count, 3);
+	ck_assert_uint_eq(rep.w.flags, TP_API_MORE);
+	ck_assert_uint_eq(rep.w.cursor, (1 << 20) + 512);
+	api_wire_get_changes(&rep, &size, out);
+	ck_assert_uint_eq(size, UINT64_C(1) << 30);
+	for (size_t i = 0; i < 3; i++) {
+		ck_assert_uint_eq(out[i].offset, c[i].offset);
+		ck_assert_uint_eq(out[i].length, c[i].length);
+		ck_assert_int_eq(out[i].data, c[i].data);
+	}
+	/* Asked from past a change the page holds. */
+	ck_assert_int_eq(api_wire_decode_reply(buf, len, TP_API_VOLUME_DIFF, 1, 65537, &rep),
+	                 -EBADMSG);
+	/* A last page without changes ends where it was asked from, even past the size. */
+	empty = diff_page(UINT64_C(1) << 31, NULL, 0, false, UINT64_C(1) << 31, &len);
+	ck_assert_int_eq(
+	    api_wire_decode_reply(empty, len, TP_API_VOLUME_DIFF, 1, UINT64_C(1) << 31, &rep), 0);
+	ck_assert_uint_eq(rep.w.count, 0);
+	ck_assert_int_eq(api_wire_decode_reply(empty, len, TP_API_VOLUME_DIFF, 1, 0, &rep),
+	                 -EBADMSG);
+}
+END_TEST
+
+/* The parent cannot send changes out of order, overlapping, empty or past the size, nor
+ * end a page anywhere but where its last change ends. */
+START_TEST(refuses_to_encode_a_diff_out_of_order)
+{
+	const struct volume_change first = {4096, 4096, true};
+	const struct volume_change bad[] = {
+	    {8191, 1, true},                         /* overlaps the first */
+	    {8192, 0, false},                        /* empty */
+	    {(UINT64_C(1) << 30) - 512, 1024, true}, /* past the size */
+	    {UINT64_C(1) << 31, 512, true},          /* starts past it */
+	};
+	struct api_wire_writer w;
+	void *buf;
+	size_t len;
+
+	ck_assert_int_eq(api_wire_reply_begin(&w, TP_API_VOLUME_DIFF, 1), 0);
+	/* The size first. */
+	ck_assert_int_eq(api_wire_put_change(&w, &first), -EINVAL);
+	ck_assert_int_eq(api_wire_put_diff(&w, UINT64_C(1) << 30, 8192), 0);
+	ck_assert_int_eq(api_wire_put_diff(&w, UINT64_C(1) << 30, 8192), -EINVAL);
+	/* From the asked offset on. */
+	ck_assert_int_eq(api_wire_put_change(&w, &first), -EINVAL);
+	api_wire_writer_free(&w);
+	ck_assert_int_eq(api_wire_reply_begin(&w, TP_API_VOLUME_DIFF, 1), 0);
+	ck_assert_int_eq(api_wire_put_diff(&w, UINT64_C(1) << 30, 0), 0);
+	ck_assert_int_eq(api_wire_put_change(&w, &first), 0);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		ck_assert_int_eq(api_wire_put_change(&w, &bad[i]), -EINVAL);
+	ck_assert_int_eq(api_wire_reply_end(&w, false, 8193, &buf, &len), -EINVAL);
+	ck_assert_int_eq(api_wire_reply_end(&w, false, 8192, &buf, &len), 0);
+	free(buf);
+	/* A diff's records belong to a diff only. */
+	ck_assert_int_eq(api_wire_reply_begin(&w, TP_API_VOLUME_INFO, 1), 0);
+	ck_assert_int_eq(api_wire_put_diff(&w, 1 << 20, 0), -EINVAL);
+	ck_assert_int_eq(api_wire_put_change(&w, &first), -EINVAL);
+	api_wire_writer_free(&w);
+	/* A page of no diff at all. */
+	ck_assert_int_eq(api_wire_reply_begin(&w, TP_API_VOLUME_DIFF, 1), 0);
+	ck_assert_int_eq(api_wire_reply_end(&w, false, 0, &buf, &len), -EINVAL);
+	api_wire_writer_free(&w);
+}
+END_TEST
+
+/* Decode the diff page BUF (LEN) with the N bytes at OFFSET (after the reply's fixed part)
+ * set to V, as asked from 0. */
+static int decode_diff_with(const unsigned char *buf, size_t len, size_t offset, const void *v,
+                            size_t n)
+{
+	CLEANUP_FREE unsigned char *copy = malloc(len);
+	struct api_wire_reply rep;
+
+	memcpy(copy, buf, len);
+	memcpy(copy + sizeof(struct tp_api_reply) + offset, v, n);
+	return api_wire_decode_reply(copy, len, TP_API_VOLUME_DIFF, 1, 0, &rep);
+}
+
+#define CHANGE_FIELD(i, f)                                                 \
+	(sizeof(struct tp_api_diff) + (i) * sizeof(struct tp_api_change) + \
+	 offsetof(struct tp_api_change, f))
+
+START_TEST(rejects_malformed_diff_page)
+{
+	const struct volume_change c[] = {{0, 4096, true}, {8192, 4096, false}};
+	CLEANUP_FREE unsigned char *buf = diff_page(0, c, 2, false, 12288, &(size_t){0});
+	size_t len = sizeof(struct tp_api_reply) + sizeof(struct tp_api_diff) +
+	             2 * sizeof(struct tp_api_change);
+	uint64_t zero = 0, overlap = 4095, small = 12287, past = UINT64_C(1) << 30;
+	uint32_t flags = 2, one = 1, count = TP_API_CHANGES_MAX + 1;
+	struct api_wire_reply rep;
+
+	ck_assert_int_eq(decode_diff_with(buf, len, 0, &zero, 0), 0);
+	ck_assert_int_eq(decode_diff_with(buf, len, CHANGE_FIELD(0, flags), &flags, 4), -EBADMSG);
+	ck_assert_int_eq(decode_diff_with(buf, len, CHANGE_FIELD(0, reserved), &one, 4), -EBADMSG);
+	ck_assert_int_eq(decode_diff_with(buf, len, CHANGE_FIELD(0, length), &zero, 8), -EBADMSG);
+	ck_assert_int_eq(decode_diff_with(buf, len, CHANGE_FIELD(1, offset), &overlap, 8),
+	                 -EBADMSG);
+	ck_assert_int_eq(decode_diff_with(buf, len, CHANGE_FIELD(1, offset), &past, 8), -EBADMSG);
+	/* Within a size smaller than the changes. */
+	ck_assert_int_eq(decode_diff_with(buf, len, 0, &small, 8), -EBADMSG);
+	/* A cursor not where the last change ends; more records than a page holds; bytes
+	 * missing or left over. */
+	ck_assert_int_eq(
+	    decode_reply_with(buf, len, TP_API_VOLUME_DIFF, REP_FIELD(cursor), &small, 8),
+	    -EBADMSG);
+	ck_assert_int_eq(
+	    decode_reply_with(buf, len, TP_API_VOLUME_DIFF, REP_FIELD(count), &count, 4), -EBADMSG);
+	ck_assert_int_eq(decode_reply_with(buf, len, TP_API_VOLUME_DIFF, REP_FIELD(count), &one, 4),
+	                 -EBADMSG);
+	ck_assert_int_eq(api_wire_decode_reply(buf, len - 1, TP_API_VOLUME_DIFF, 1, 0, &rep),
+	                 -EBADMSG);
+}
+END_TEST
+
+/* A page of a diff holds up to TP_API_CHANGES_MAX changes, which fit in one message. */
+START_TEST(fills_a_diff_page_up_to_its_bound)
+{
+	struct api_wire_writer w;
+	struct api_wire_reply rep;
+	CLEANUP_FREE unsigned char *buf = NULL;
+	uint64_t at = 0;
+	size_t len;
+
+	ck_assert_int_eq(api_wire_reply_begin(&w, TP_API_VOLUME_DIFF, 1), 0);
+	ck_assert_int_eq(api_wire_put_diff(&w, UINT64_C(1) << 40, 0), 0);
+	for (int i = 0; i < TP_API_CHANGES_MAX; i++, at += 131072)
+		ck_assert_int_eq(api_wire_put_change(&w, &(struct volume_change){at, 65536, i & 1}),
+		                 0);
+	ck_assert_int_eq(api_wire_put_change(&w, &(struct volume_change){at, 65536, true}), -E2BIG);
+	buf = end(&w, true, at - 65536, &len);
+	ck_assert_uint_le(len, TP_API_MESSAGE_MAX);
+	ck_assert_int_eq(api_wire_decode_reply(buf, len, TP_API_VOLUME_DIFF, 1, 0, &rep), 0);
+	ck_assert_uint_eq(rep.w.count, TP_API_CHANGES_MAX);
+}
+END_TEST
+
+START_TEST(round_trips_volume_usage_that_adds_up)
+{
+	struct volume_usage u = {.mapped = 3 << 20, .exclusive = 1 << 20, .shared = 2 << 20}, out;
+	struct api_wire_writer w;
+	struct api_wire_reply rep;
+	CLEANUP_FREE unsigned char *buf = NULL;
+	uint64_t wrong = 1 << 20;
+	size_t len;
+
+	ck_assert_int_eq(api_wire_reply_begin(&w, TP_API_VOLUME_USAGE, 1), 0);
+	ck_assert_int_eq(api_wire_put_volume_usage(&w, &(struct volume_usage){3, 1, 1}), -EINVAL);
+	ck_assert_int_eq(api_wire_put_volume_usage(&w, &(struct volume_usage){1, 2, 0}), -EINVAL);
+	ck_assert_int_eq(api_wire_put_volume_usage(&w, &u), 0);
+	ck_assert_int_eq(api_wire_put_volume_usage(&w, &u), -EINVAL);
+	buf = end(&w, false, 0, &len);
+	ck_assert_int_eq(api_wire_decode_reply(buf, len, TP_API_VOLUME_USAGE, 1, 0, &rep), 0);
+	api_wire_get_volume_usage(&rep, &out);
+	ck_assert_uint_eq(out.mapped, u.mapped);
+	ck_assert_uint_eq(out.exclusive, u.exclusive);
+	ck_assert_uint_eq(out.shared, u.shared);
+	ck_assert_int_eq(decode_reply_with(buf, len, TP_API_VOLUME_USAGE,
+	                                   sizeof(struct tp_api_reply) +
+	                                       offsetof(struct tp_api_volume_usage, shared),
+	                                   &wrong, 8),
+	                 -EBADMSG);
+	ck_assert_int_eq(api_wire_decode_reply(buf, len - 8, TP_API_VOLUME_USAGE, 1, 0, &rep),
+	                 -EBADMSG);
+}
+END_TEST
+
 START_TEST(reads_the_length_of_a_first_packet)
 {
 	size_t len;
@@ -1038,6 +1268,7 @@ int main(void)
 	tcase_add_test(tc, rejects_unknown_flag_bits);
 	tcase_add_test(tc, rejects_string_without_nul_or_with_bytes_after_it);
 	tcase_add_test(tc, rejects_invalid_names_and_references);
+	tcase_add_test(tc, rejects_a_diff_without_a_reference_and_usage_with_one);
 	tcase_add_test(tc, rejects_acting_for_on_admin_operation);
 	tcase_add_test(tc, rejects_fields_the_operation_does_not_use);
 	tcase_add_test(tc, rejects_invalid_labels);
@@ -1057,6 +1288,11 @@ int main(void)
 	tcase_add_test(tc, rejects_malformed_error_reply);
 	tcase_add_test(tc, rejects_reply_of_another_request);
 	tcase_add_test(tc, rejects_malformed_volume_record);
+	tcase_add_test(tc, round_trips_diff_pages);
+	tcase_add_test(tc, refuses_to_encode_a_diff_out_of_order);
+	tcase_add_test(tc, rejects_malformed_diff_page);
+	tcase_add_test(tc, fills_a_diff_page_up_to_its_bound);
+	tcase_add_test(tc, round_trips_volume_usage_that_adds_up);
 	tcase_add_test(tc, reads_the_length_of_a_first_packet);
 	tcase_add_test(tc, round_trips_listen_messages);
 	tcase_add_test(tc, rejects_malformed_listen_messages);

@@ -594,6 +594,137 @@ START_TEST(shows_labels_to_their_owner_only)
 }
 END_TEST
 
+/* GET URL?from=FROM (FROM as sent; NULL: none) on socket P: the status, the body (malloc'ed)
+ * in *RET_BODY and, for an error, its code in CODE (64 bytes). */
+static unsigned get_from(const struct principal *p, const char *url, const char *from,
+                         char **ret_body, char *code)
+{
+	struct api_request req = {.method = "GET", .url = url, .from = from};
+	json_object *top, *err, *c;
+	struct api_answer ans;
+
+	fake_ops_socket = *p;
+	ck_assert_int_eq(api_answer(p, &req, &ans), 0);
+	code[0] = '\0';
+	top = ans.body ? json_tokener_parse(ans.body) : NULL;
+	if (top && json_object_object_get_ex(top, "error", &err) &&
+	    json_object_object_get_ex(err, "code", &c))
+		snprintf(code, 64, "%s", json_object_get_string(c));
+	json_object_put(top);
+	*ret_body = ans.body;
+	return ans.status;
+}
+
+/* A diff names the reference as it was given and each range with its kind; the admin acting
+ * for a tenant gets the same. */
+START_TEST(diffs_a_volume_as_ranges_of_data_and_zeroes)
+{
+	static const char expected[] =
+	    "{\"size\":2147483648,\"from\":\"%s\",\"changes\":["
+	    "{\"offset\":0,\"length\":65536,\"kind\":\"data\"},"
+	    "{\"offset\":1073741824,\"length\":131072,\"kind\":\"zero\"}]}\n";
+	static const struct {
+		const char *sent, *from;
+	} refs[] = {
+	    {"base", "base"},
+	    {"images/debian", "images/debian"},
+	    {"images%2Fdebian", "images/debian"},
+	    {"bob%2flayer1", "bob/layer1"},
+	};
+	char want[512], code[64], *body;
+
+	for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
+		ck_assert_uint_eq(
+		    get_from(&fake_ops_alice, "/v1/volumes/work/diff", refs[i].sent, &body, code),
+		    200);
+		snprintf(want, sizeof want, expected, refs[i].from);
+		ck_assert_str_eq(body, want);
+		free(body);
+	}
+	ck_assert_uint_eq(
+	    get_from(&fake_ops_admin, "/v1/tenants/alice/volumes/work/diff", "base", &body, code),
+	    200);
+	snprintf(want, sizeof want, expected, "base");
+	ck_assert_str_eq(body, want);
+	free(body);
+}
+END_TEST
+
+/* No reference, or one that is none, is refused before anything is looked up; an unknown
+ * volume or reference is not found, a method other than GET not allowed. */
+START_TEST(refuses_a_diff_without_a_valid_reference)
+{
+	static const struct {
+		const char *url, *from;
+		unsigned status;
+		const char *code;
+	} cases[] = {
+	    {"/v1/volumes/work/diff", NULL, 400, "invalid_request"},
+	    {"/v1/volumes/work/diff", "", 400, "invalid_name"},
+	    {"/v1/volumes/work/diff", "Base", 400, "invalid_name"},
+	    {"/v1/volumes/work/diff", "a/b/c", 400, "invalid_name"},
+	    {"/v1/volumes/work/diff", "images/", 400, "invalid_name"},
+	    {"/v1/volumes/work/diff", "base%00x", 400, "invalid_name"},
+	    {"/v1/volumes/work/diff", "%2e%2e", 400, "invalid_name"},
+	    {"/v1/volumes/Work/diff", "base", 400, "invalid_name"},
+	    {"/v1/volumes/nothere/diff", "base", 404, "not_found"},
+	    {"/v1/volumes/work/diff", "nothere", 404, "not_found"},
+	    {"/v1/volumes/work/diff", "carol/base", 404, "not_found"},
+	    {"/v1/volumes/work/diff", "images/nothere", 404, "not_found"},
+	    {"/v1/tenants/carol/volumes/work/diff", "base", 404, "not_found"},
+	};
+	char code[64], *body;
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		const struct principal *p = strncmp(cases[i].url, "/v1/tenants/", 12) == 0
+		                                ? &fake_ops_admin
+		                                : &fake_ops_alice;
+
+		ck_assert_msg(get_from(p, cases[i].url, cases[i].from, &body, code) ==
+		                  cases[i].status,
+		              "%s?from=%s: %s", cases[i].url, cases[i].from, body);
+		ck_assert_str_eq(code, cases[i].code);
+		free(body);
+	}
+	ck_assert_uint_eq(
+	    answer(&fake_ops_alice, "POST", "/v1/volumes/work/diff", NULL, 0, code, sizeof code),
+	    405);
+	ck_assert_str_eq(code, "method_not_allowed");
+}
+END_TEST
+
+/* A volume's usage in bytes: a snapshot shares some with its parent, a volume without one
+ * holds all it maps alone. */
+START_TEST(shows_a_volumes_exact_usage)
+{
+	char code[64], *body;
+
+	ck_assert_uint_eq(get_from(&fake_ops_alice, "/v1/volumes/work/usage", NULL, &body, code),
+	                  200);
+	ck_assert_str_eq(body, "{\"mapped\":196608,\"exclusive\":65536,\"shared\":131072}\n");
+	free(body);
+	ck_assert_uint_eq(
+	    get_from(&fake_ops_admin, "/v1/tenants/alice/volumes/base/usage", NULL, &body, code),
+	    200);
+	ck_assert_str_eq(body, "{\"mapped\":196608,\"exclusive\":196608,\"shared\":0}\n");
+	free(body);
+	ck_assert_uint_eq(get_from(&fake_ops_alice, "/v1/volumes/layer1/usage", NULL, &body, code),
+	                  404);
+	ck_assert_str_eq(code, "not_found");
+	free(body);
+	ck_assert_uint_eq(get_from(&fake_ops_alice, "/v1/volumes/-x/usage", NULL, &body, code),
+	                  400);
+	ck_assert_str_eq(code, "invalid_name");
+	free(body);
+	ck_assert_uint_eq(
+	    answer(&fake_ops_alice, "DELETE", "/v1/volumes/work/usage", NULL, 0, code, sizeof code),
+	    405);
+	ck_assert_uint_eq(
+	    answer(&fake_ops_alice, "GET", "/v1/volumes/work/other", NULL, 0, code, sizeof code),
+	    404);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("api");
@@ -615,6 +746,9 @@ int main(void)
 	tcase_add_test(tc, commit_renames_atomically);
 	tcase_add_test(tc, label_filter_matches_exact_value);
 	tcase_add_test(tc, shows_labels_to_their_owner_only);
+	tcase_add_test(tc, diffs_a_volume_as_ranges_of_data_and_zeroes);
+	tcase_add_test(tc, refuses_a_diff_without_a_valid_reference);
+	tcase_add_test(tc, shows_a_volumes_exact_usage);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -86,6 +86,30 @@ static unsigned ask(const struct principal *p, const char *method, const char *u
 	return status;
 }
 
+/* GET URL?from=FROM (NULL: none) as P: the status, the body parsed into *RET_JSON. */
+static unsigned ask_from(const struct principal *p, const char *url, const char *from,
+                         json_object **ret_json)
+{
+	struct api_request req = {.method = "GET", .url = url, .from = from};
+	struct api_answer ans;
+
+	ck_assert_int_eq(api_answer(p, &req, &ans), 0);
+	*ret_json = ans.body ? json_tokener_parse(ans.body) : NULL;
+	free(ans.body);
+	return ans.status;
+}
+
+/* The error message of an answer's JSON (not freed), or "". */
+static const char *message_of(json_object *top)
+{
+	json_object *err, *m;
+
+	if (top && json_object_object_get_ex(top, "error", &err) &&
+	    json_object_object_get_ex(err, "message", &m))
+		return json_object_get_string(m);
+	return "";
+}
+
 /* The error code of an answer's JSON (freed). */
 static const char *code_of(json_object *top)
 {
@@ -220,6 +244,51 @@ START_TEST(serves_the_admin_acting_for_a_tenant)
 }
 END_TEST
 
+/* A diff and a volume's usage cross the wire to the real operations, whose fake pool keeps
+ * no metadata to tell them from: not supported, in ops' own words; and what is missing or
+ * invalid is answered as ops answers it, for the tenant and the admin acting for it. */
+START_TEST(passes_diff_and_usage_answers_through)
+{
+	static const struct {
+		const struct principal *p;
+		const char *url, *from;
+		unsigned status;
+		const char *code;
+	} cases[] = {
+	    {&alice, "/v1/volumes/a/usage", NULL, 501, "not_supported"},
+	    {&admin, "/v1/tenants/alice/volumes/a/usage", NULL, 501, "not_supported"},
+	    {&alice, "/v1/volumes/missing/usage", NULL, 404, "not_found"},
+	    {&alice, "/v1/volumes/Bad!/usage", NULL, 400, "invalid_name"},
+	    {&alice, "/v1/volumes/a/diff", "b", 501, "not_supported"},
+	    {&admin, "/v1/tenants/alice/volumes/a/diff", "alice/b", 501, "not_supported"},
+	    {&alice, "/v1/volumes/missing/diff", "b", 404, "not_found"},
+	    {&alice, "/v1/volumes/a/diff", "missing", 404, "not_found"},
+	    {&alice, "/v1/volumes/a/diff", "images/missing", 404, "not_found"},
+	    {&alice, "/v1/volumes/a/diff", "nobody/b", 404, "not_found"},
+	    {&alice, "/v1/volumes/missing/diff", "Bad", 400, "invalid_name"},
+	    {&admin, "/v1/tenants/nobody/volumes/a/diff", "b", 404, "not_found"},
+	};
+	json_object *j;
+
+	ck_assert_uint_eq(
+	    ask(&alice, "POST", "/v1/volumes", "{\"name\":\"a\",\"size\":1048576}", NULL), 201);
+	ck_assert_uint_eq(
+	    ask(&alice, "POST", "/v1/volumes", "{\"name\":\"b\",\"size\":1048576}", NULL), 201);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		ck_assert_msg(ask_from(cases[i].p, cases[i].url, cases[i].from, &j) ==
+		                  cases[i].status,
+		              "%s?from=%s: %s", cases[i].url, cases[i].from, message_of(j));
+		if (cases[i].status == 501)
+			ck_assert_str_eq(message_of(j), strstr(cases[i].url, "diff")
+			                                    ? "diff volumes: this pool cannot tell "
+			                                      "what its volumes hold"
+			                                    : "volume usage: this pool cannot tell "
+			                                      "what its volumes hold");
+		ck_assert_str_eq(code_of(j), cases[i].code);
+	}
+}
+END_TEST
+
 /* REQ sent as it is, bypassing the client: the error the parent answers with. */
 static int raw(struct api_wire_request *req)
 {
@@ -261,6 +330,17 @@ START_TEST(refuses_what_a_socket_may_not_ask)
 	ck_assert_int_eq(raw(&req), 0);
 	api_wire_request_init(&req, TP_API_USAGE, 0, 1);
 	ck_assert_int_eq(raw(&req), 0);
+	/* A diff and usage as any volume operation: alice's own, or the admin's for her. */
+	api_wire_request_init(&req, TP_API_VOLUME_DIFF, 0, 1);
+	API_WIRE_SET(req.w.name, "a");
+	API_WIRE_SET(req.w.target, "b");
+	API_WIRE_SET(req.w.acting_for, "alice");
+	ck_assert_int_eq(raw(&req), -EPERM);
+	req.w.socket = 0;
+	ck_assert_int_eq(raw(&req), -ENOENT);
+	api_wire_request_init(&req, TP_API_VOLUME_USAGE, 0, 1);
+	API_WIRE_SET(req.w.name, "a");
+	ck_assert_int_eq(raw(&req), -ENOENT);
 }
 END_TEST
 
@@ -276,6 +356,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, pages_a_long_listing);
 	tcase_add_test(tc, answers_errors_as_ops_does);
 	tcase_add_test(tc, serves_the_admin_acting_for_a_tenant);
+	tcase_add_test(tc, passes_diff_and_usage_answers_through);
 	tcase_add_test(tc, refuses_what_a_socket_may_not_ask);
 	suite_add_tcase(s, tc);
 	return s;

@@ -182,7 +182,9 @@ START_TEST(names_every_error_code_once)
 		ck_assert_ptr_nonnull(name);
 		ck_assert_int_eq(tp_error_parse(name), (int)c);
 	}
-	ck_assert_uint_eq(n, 13);
+	ck_assert_uint_eq(n, 14);
+	ck_assert_int_eq(tp_error_of_errno(-EOPNOTSUPP), TP_ERROR_NOT_SUPPORTED);
+	ck_assert_str_eq(tp_error_name(TP_ERROR_NOT_SUPPORTED), "not_supported");
 	ck_assert_ptr_null(tp_error_name((enum tp_error)(TP_ERROR_INTERNAL + 1)));
 	ck_assert_int_eq(tp_error_parse("busy"), TP_ERROR_BUSY);
 	ck_assert_int_eq(tp_error_parse("Busy"), TP_ERROR_NONE);

@@ -130,7 +130,7 @@ int parse_quota(const char *what, const char *option, const char *s, bool is_siz
 
 /* The commands, one file per group. */
 command_fn cmd_create, cmd_snapshot, cmd_commit, cmd_rm, cmd_ls, cmd_info, cmd_resize, cmd_usage;
-command_fn cmd_label;
+command_fn cmd_label, cmd_diff;
 command_fn cmd_pool, cmd_metrics;
 command_fn cmd_tenant_add, cmd_tenant_rm, cmd_tenant_ls, cmd_tenant_info, cmd_tenant_set;
 command_fn cmd_image_import, cmd_image_publish, cmd_image_ls, cmd_image_rm;

@@ -146,13 +146,35 @@ static const struct command commands[] = {
         .synopsis = "NAME",
         .summary = "show a volume",
         .help = "Show everything about volume NAME; NAME may also be images/NAME or\n"
-                "OWNER/NAME, as ls shows them.\n\n"
+                "OWNER/NAME, as ls shows them. Of your own volumes, also their exact usage of\n"
+                "the pool where the daemon can tell it: the bytes mapped, those held alone\n"
+                "(exclusive) and those shared with the parent (with --json: \"usage\").\n\n"
                 "Options:\n" JSON_HELP HELP_HELP,
         .kind = CMD_VOLUME,
         .operand = "NAME",
         .min_operands = 1,
         .max_operands = 1,
         .run = cmd_info,
+    },
+    {
+        .name = "diff",
+        .synopsis = "NAME --from REF",
+        .summary = "show where a volume differs from another",
+        .help = "Show the byte ranges where volume NAME differs from REF: one of your volumes\n"
+                "(NAME), a published image (images/NAME) or a volume granted to you\n"
+                "(OWNER/NAME), such as NAME's parent or an older snapshot of it. In each\n"
+                "range NAME holds data, or reads zeroes where REF has data: what a backup of\n"
+                "NAME made after one of REF must copy. Offsets and lengths are in bytes; the\n"
+                "last line totals them.\n\n"
+                "Options:\n"
+                "      --from REF       the volume to compare with\n" JSON_HELP HELP_HELP,
+        .kind = CMD_VOLUME,
+        .options = OPT(FROM),
+        .required = OPT(FROM),
+        .operand = "NAME",
+        .min_operands = 1,
+        .max_operands = 1,
+        .run = cmd_diff,
     },
     {
         .name = "resize",

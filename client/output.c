@@ -546,15 +546,20 @@ static const char *snapshots(struct json_object *v, char *buf, size_t len)
 
 int print_volume_details(FILE *f, struct json_object *v)
 {
-	char b[12][CELL_MAX];
+	char b[15][CELL_MAX];
 
 	if (v == NULL)
 		return 0;
+	struct json_object *usage = member(v, "usage");
 	const char *const lines[][2] = {
 	    {"name:", field(v, "name", b[0], CELL_MAX)},
 	    {"owner:", field(v, "owner", b[1], CELL_MAX)},
 	    {"size:", exact_size(v, "size", b[2], CELL_MAX)},
 	    {"used:", exact_size(v, "used", b[3], CELL_MAX)},
+	    /* Only info tells the exact usage, and only from a daemon that can. */
+	    {usage ? "mapped:" : NULL, exact_size(usage, "mapped", b[12], CELL_MAX)},
+	    {usage ? "exclusive:" : NULL, exact_size(usage, "exclusive", b[13], CELL_MAX)},
+	    {usage ? "shared:" : NULL, exact_size(usage, "shared", b[14], CELL_MAX)},
 	    {"state:", field(v, "state", b[4], CELL_MAX)},
 	    {"parent:", field(v, "parent", b[5], CELL_MAX)},
 	    {"created:", field(v, "created", b[6], CELL_MAX)},
@@ -570,6 +575,54 @@ int print_volume_details(FILE *f, struct json_object *v)
 	};
 
 	return print_details_labels(f, lines, ARRAY_SIZE(lines), member(v, "labels"));
+}
+
+/* The line under a diff: "total: 2 ranges, 192K (196608 bytes): 64K data, 128K zeroes",
+ * or that there is no difference. */
+static int print_diff_total(FILE *f, size_t n, uint64_t data, uint64_t zero)
+{
+	char all[32], data_text[32], zero_text[32];
+
+	if (n == 0) {
+		fputs("total: 0 ranges: no difference\n", f);
+		return ferror(f) ? -EIO : 0;
+	}
+	fprintf(f, "total: %zu range%s, %s (%" PRIu64 " bytes): %s data, %s zeroes\n", n,
+	        n == 1 ? "" : "s", tp_format_size(data + zero, all, sizeof all), data + zero,
+	        tp_format_size(data, data_text, sizeof data_text),
+	        tp_format_size(zero, zero_text, sizeof zero_text));
+	return ferror(f) ? -EIO : 0;
+}
+
+int print_diff(FILE *f, struct json_object *changes)
+{
+	static const struct column columns[] = {
+	    {"OFFSET", ALIGN_RIGHT}, {"LENGTH", ALIGN_RIGHT}, {"KIND", ALIGN_LEFT}};
+	CLEANUP_TABLE struct table *t = table_new(columns, 3, true);
+	size_t n = json_object_array_length(changes);
+	uint64_t data = 0, zero = 0;
+	int r;
+
+	if (t == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *c = json_object_array_get_idx(changes, i);
+		char offset[24] = "-", length[24] = "-", kind[CELL_MAX];
+		const char *row[3] = {offset, length, field(c, "kind", kind, sizeof kind)};
+		uint64_t v;
+
+		if (member_u64(c, "offset", &v))
+			snprintf(offset, sizeof offset, "%" PRIu64, v);
+		if (member_u64(c, "length", &v)) {
+			snprintf(length, sizeof length, "%" PRIu64, v);
+			*(strcmp(row[2], "data") == 0 ? &data : &zero) += v;
+		}
+		if ((r = table_add_row(t, row)) < 0)
+			return r;
+	}
+	if (n > 0 && (r = table_print(t, f)) < 0)
+		return r;
+	return print_diff_total(f, n, data, zero);
 }
 
 int print_tenant_details(FILE *f, struct json_object *tenant)

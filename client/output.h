@@ -78,10 +78,14 @@ int rows_print(struct rows *rows);
 void rows_free(struct rows *rows);
 #define CLEANUP_ROWS __attribute__((cleanup(rows_free)))
 
-/* One object, every field on its own "key: value" line. */
+/* One object, every field on its own "key: value" line; a volume's exact usage too when it
+ * has the member "usage" (which info adds). */
 int print_volume_details(FILE *f, struct json_object *volume);
 int print_tenant_details(FILE *f, struct json_object *tenant);
 int print_usage(FILE *f, struct json_object *usage);
 int print_pool(FILE *f, struct json_object *pool);
+/* A diff's CHANGES (its "changes" list) as a table of offsets, lengths and kinds, in bytes,
+ * and a line that totals them. */
+int print_diff(FILE *f, struct json_object *changes);
 
 #endif

@@ -1,4 +1,4 @@
-/* The volume commands: create, snapshot, commit, label, rm, ls, info, resize, usage. On a
+/* The volume commands: create, snapshot, commit, label, rm, ls, info, diff, resize, usage. On a
  * tenant's socket they act on that tenant's volumes; on the admin socket, with --tenant T,
  * on T's, through /v1/tenants/T/.... */
 #include <errno.h>
@@ -281,6 +281,31 @@ static int find_listed(struct ctx *c, const char *what, const char *ref,
 	return error_line(-ENOENT, what, "not found: no volume %s visible to this tenant", ref);
 }
 
+/* The exact usage of P's own volume NAME (GET .../usage) into ANSWER, as its member
+ * "usage", when the daemon tells it. A daemon that cannot (not_supported) or that knows no
+ * such path (one from before it: not found) leaves ANSWER as it was, silently; any other
+ * failure says why on stderr and leaves it as well: info shows the volume all the same. */
+static void add_usage(struct ctx *c, const char *what, const char *name, struct json_object *answer)
+{
+	struct json_object *usage = NULL;
+	char path[PATH_LEN], why[512];
+	int r;
+
+	if (api_path(c, "volumes", name, "usage", path, sizeof path) < 0)
+		return;
+	error_lines_capture(why, sizeof why);
+	r = http_json(c->http, what, "GET", path, NULL, &usage);
+	error_lines_capture(NULL, 0);
+	if (r == -EOPNOTSUPP || (r == -ENOENT && http_last_status(c->http) == 404))
+		return;
+	if (r < 0) {
+		error_line(r, NULL, "%s; shown without its exact usage", why);
+		return;
+	}
+	if (json_add_value(answer, "usage", usage) < 0)
+		error_line(-ENOMEM, what, "%s; shown without its exact usage", strerror(ENOMEM));
+}
+
 int cmd_info(struct ctx *c, const struct args *a)
 {
 	CLEANUP_JSON struct json_object *answer = NULL;
@@ -301,10 +326,54 @@ int cmd_info(struct ctx *c, const struct args *a)
 			return error_line(r, what, "request path too long");
 		if (r == 0)
 			r = http_json(c->http, what, "GET", path, NULL, &answer);
+		if (r == 0)
+			add_usage(c, what, name, answer);
 	}
 	if (r < 0)
 		return r;
 	return c->json ? print_json(stdout, answer) : print_volume_details(stdout, answer);
+}
+
+/* The diff's path, "PREFIX/volumes/NAME/diff?from=REF", into BUF of LEN bytes. REF has
+ * been checked: its one slash, if any, is all that needs escaping. */
+static int diff_path(const struct ctx *c, const char *name, const char *ref, char *buf, size_t len)
+{
+	const char *slash = strchr(ref, '/');
+	size_t n;
+	int r = api_path(c, "volumes", name, "diff", buf, len);
+
+	if (r < 0)
+		return r;
+	n = strlen(buf);
+	r = snprintf(buf + n, len - n, "?from=%.*s%s%s",
+	             (int)(slash ? (size_t)(slash - ref) : strlen(ref)), ref, slash ? "%2F" : "",
+	             slash ? slash + 1 : "");
+	return r < 0 || (size_t)r >= len - n ? -ENAMETOOLONG : 0;
+}
+
+int cmd_diff(struct ctx *c, const struct args *a)
+{
+	CLEANUP_JSON struct json_object *answer = NULL;
+	const char *name = a->operand[0];
+	char what[WHAT_MAX], path[2 * PATH_LEN];
+	struct json_object *changes;
+	int r;
+
+	snprintf(what, sizeof what, "diff %s", name);
+	r = check_name(what, "volume", name);
+	if (r == 0)
+		r = check_ref(what, a->from);
+	if (r < 0)
+		return r;
+	if (diff_path(c, name, a->from, path, sizeof path) < 0)
+		return error_line(-ENAMETOOLONG, what, "request path too long");
+	r = http_json(c->http, what, "GET", path, NULL, &answer);
+	if (r < 0)
+		return r;
+	if (c->json)
+		return print_json(stdout, answer);
+	r = answer_list(what, answer, "changes", &changes);
+	return r < 0 ? r : print_diff(stdout, changes);
 }
 
 /* S percent-encoded into F: every byte but the unreserved ones of RFC 3986. */

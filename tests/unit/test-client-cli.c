@@ -149,6 +149,7 @@ static const struct {
     {{"rm"}, "NAME", NULL},
     {{"ls"}, NULL, NULL},
     {{"info"}, "NAME", NULL},
+    {{"diff"}, "NAME", "--from"},
     {{"resize"}, "NAME", "--size"},
     {{"usage"}, NULL, NULL},
     {{"pool"}, NULL, NULL},
@@ -403,7 +404,9 @@ START_TEST(rejects_missing_required_options_with_status_2)
 	CLEANUP_RESULT struct result import = RUN("--admin", "image", "import", "x");
 	CLEANUP_RESULT struct result grant = RUN("--admin", "grant", "v", "--owner", "a");
 	CLEANUP_RESULT struct result revoke = RUN("--admin", "revoke", "v", "--to", "b");
+	CLEANUP_RESULT struct result diff = RUN("diff", "x");
 
+	assert_fails(&diff, 2, "diff: missing --from");
 	assert_fails(&create, 2, "create: missing --size");
 	assert_fails(&snapshot, 2, "snapshot: missing --from");
 	assert_fails(&resize, 2, "resize: missing --size");
@@ -474,6 +477,8 @@ START_TEST(rejects_bad_values_with_status_1_before_connecting)
 	CLEANUP_RESULT struct result size = RUN("create", "layer1", "--size", "10X");
 	CLEANUP_RESULT struct result small = RUN("create", "layer1", "--size", "4K");
 	CLEANUP_RESULT struct result parent = RUN("snapshot", "l2", "--from", "a/b/c");
+	CLEANUP_RESULT struct result diff_ref = RUN("diff", "l2", "--from", "Base");
+	CLEANUP_RESULT struct result diff_name = RUN("diff", "L2", "--from", "base");
 	CLEANUP_RESULT struct result uid = RUN("--admin", "tenant", "add", "a", "--uid", "-1");
 	CLEANUP_RESULT struct result big_uid =
 	    RUN("--admin", "tenant", "add", "a", "--uid", "4294967295");
@@ -507,6 +512,8 @@ START_TEST(rejects_bad_values_with_status_1_before_connecting)
 	assert_fails(&size, 1, "create layer1: invalid size '10X'");
 	assert_fails(&small, 1, "create layer1: size '4K' out of range: 64K to 16P");
 	assert_fails(&parent, 1, "snapshot l2: invalid reference 'a/b/c'");
+	assert_fails(&diff_ref, 1, "diff l2: invalid reference 'Base'");
+	assert_fails(&diff_name, 1, "diff L2: invalid volume name 'L2'");
 	assert_fails(&uid, 1, "tenant add a: invalid --uid '-1'");
 	assert_fails(&big_uid, 1, "tenant add a: --uid '4294967295' out of range");
 	assert_fails(&quota, 1, "tenant set a: invalid --max-size 'lots'");
@@ -663,10 +670,62 @@ START_TEST(attach_refuses_a_server_that_is_not_fixed_newstyle)
 }
 END_TEST
 
-/* The throwaway server: listen on DIR/SOCKET_NAME, and in a child answer one request with
- * STATUS and BODY (as CONTENT_TYPE), after writing the request as it came to DIR/request. */
-static pid_t serve_once(const char *socket_name, int status, const char *content_type,
-                        const char *body)
+/* One canned answer: STATUS and BODY (as CONTENT_TYPE). */
+struct canned {
+	int status;
+	const char *content_type, *body;
+};
+
+/* Read one request from CONN and append it, as it came, to DIR/request; then answer A. */
+static void answer_one(int conn, const struct canned *a)
+{
+	char request[65536], head[512], path[PATH_MAX];
+	size_t len = 0, need = 0;
+	FILE *f;
+
+	while (len < sizeof request - 1) {
+		ssize_t n = read(conn, request + len, sizeof request - 1 - len);
+		char *end;
+
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		request[len] = '\0';
+		end = strstr(request, "\r\n\r\n");
+		if (end == NULL)
+			continue;
+		if (need == 0) {
+			const char *cl = strcasestr(request, "\r\nContent-Length:");
+
+			need = (size_t)(end + 4 - request) +
+			       (cl != NULL && cl < end ? strtoul(cl + 17, NULL, 10) : 0);
+		}
+		if (len >= need)
+			break;
+	}
+	request[len] = '\0';
+	snprintf(path, sizeof path, "%s/request", dir);
+	f = fopen(path, "ae");
+	if (f == NULL)
+		_exit(1);
+	fputs(request, f);
+	fclose(f);
+	if (a->status == 204)
+		snprintf(head, sizeof head, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+	else
+		snprintf(head, sizeof head,
+		         "HTTP/1.1 %d Canned\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+		         "Connection: close\r\n\r\n",
+		         a->status, a->content_type, strlen(a->body));
+	if (write(conn, head, strlen(head)) < 0 ||
+	    (a->status != 204 && write(conn, a->body, strlen(a->body)) < 0))
+		_exit(1);
+}
+
+/* The throwaway server: listen on DIR/SOCKET_NAME, and in a child answer N requests, one a
+ * connection, with ANSWERS in turn, after appending each request as it came to
+ * DIR/request. */
+static pid_t serve_answers(const char *socket_name, const struct canned *answers, size_t n)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	struct timeval timeout = {.tv_sec = 10};
@@ -685,57 +744,28 @@ static pid_t serve_once(const char *socket_name, int status, const char *content
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
-		char request[65536], head[512], path[PATH_MAX];
-		size_t len = 0, need = 0;
-		int conn = accept(fd, NULL, NULL);
-		FILE *f;
+		for (size_t i = 0; i < n; i++) {
+			int conn = accept(fd, NULL, NULL);
 
-		if (conn < 0)
-			_exit(1);
-		setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-		while (len < sizeof request - 1) {
-			ssize_t n = read(conn, request + len, sizeof request - 1 - len);
-			char *end;
-
-			if (n <= 0)
-				break;
-			len += (size_t)n;
-			request[len] = '\0';
-			end = strstr(request, "\r\n\r\n");
-			if (end == NULL)
-				continue;
-			if (need == 0) {
-				const char *cl = strcasestr(request, "\r\nContent-Length:");
-
-				need = (size_t)(end + 4 - request) +
-				       (cl != NULL && cl < end ? strtoul(cl + 17, NULL, 10) : 0);
-			}
-			if (len >= need)
-				break;
+			if (conn < 0)
+				_exit(1);
+			setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+			answer_one(conn, &answers[i]);
+			close(conn);
 		}
-		request[len] = '\0';
-		snprintf(path, sizeof path, "%s/request", dir);
-		f = fopen(path, "we");
-		if (f == NULL)
-			_exit(1);
-		fputs(request, f);
-		fclose(f);
-		if (status == 204)
-			snprintf(head, sizeof head,
-			         "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
-		else
-			snprintf(head, sizeof head,
-			         "HTTP/1.1 %d Canned\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-			         "Connection: close\r\n\r\n",
-			         status, content_type, strlen(body));
-		if (write(conn, head, strlen(head)) < 0 ||
-		    (status != 204 && write(conn, body, strlen(body)) < 0))
-			_exit(1);
-		close(conn);
 		_exit(0);
 	}
 	close(fd);
 	return pid;
+}
+
+/* One request answered with STATUS and BODY (as CONTENT_TYPE). */
+static pid_t serve_once(const char *socket_name, int status, const char *content_type,
+                        const char *body)
+{
+	const struct canned a = {status, content_type, body};
+
+	return serve_answers(socket_name, &a, 1);
 }
 
 /* Wait for the server and hand back the request it saw (NULL if none came); the next
@@ -758,6 +788,7 @@ static const char quota_error[] = "{\"error\": {\"code\": \"quota_exceeded\", \"
 static const char volume[] = "{\"name\": \"layer1\", \"owner\": \"alice\", \"size\": 1073741824, "
                              "\"used\": 65536, \"state\": \"ready\", \"parent\": null, "
                              "\"created\": \"2026-11-23T10:00:00Z\", \"writable\": true}";
+static const char volume_usage[] = "{\"mapped\": 196608, \"exclusive\": 65536, \"shared\": 131072}";
 static const char volume_table[] = "NAME    SIZE  USED  STATE  PARENT\n"
                                    "layer1    1G   64K  ready  -\n";
 
@@ -895,13 +926,158 @@ END_TEST
 
 START_TEST(acts_on_a_tenants_volumes_under_its_path_on_the_admin_socket)
 {
-	pid_t pid = serve_once("admin.sock", 200, "application/json", volume);
+	const struct canned answers[] = {{200, "application/json", volume},
+	                                 {200, "application/json", volume_usage}};
+	pid_t pid = serve_answers("admin.sock", answers, 2);
 	CLEANUP_RESULT struct result r = RUN("--admin", "--tenant", "alice", "info", "layer1");
 	CLEANUP_FREE char *request = served_request(pid);
 
-	ck_assert_int_eq(r.status, 0);
+	ck_assert_msg(r.status == 0, "%s", r.err);
 	assert_request(request, "GET /v1/tenants/alice/volumes/layer1 HTTP/1.1\r\n", "");
-	ck_assert(strncmp(r.out, "name:      layer1\nowner:     alice\n", 35) == 0);
+	ck_assert_ptr_nonnull(
+	    strstr(request, "\r\n\r\nGET /v1/tenants/alice/volumes/layer1/usage HTTP/1.1\r\n"));
+	ck_assert(strncmp(r.out, "name:       layer1\nowner:      alice\n", 37) == 0);
+}
+END_TEST
+
+/* info shows the exact usage /usage answers, after the volume's used bytes; with --json as
+ * the member "usage". */
+START_TEST(shows_a_volumes_exact_usage_in_info)
+{
+	const struct canned answers[] = {{200, "application/json", volume},
+	                                 {200, "application/json", volume_usage}};
+	pid_t pid = serve_answers("control.sock", answers, 2);
+	CLEANUP_RESULT struct result r = RUN("info", "layer1");
+	CLEANUP_FREE char *request = served_request(pid);
+	CLEANUP_FREE char *json_request = NULL;
+	CLEANUP_RESULT struct result json = {0};
+
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	ck_assert_str_eq(r.err, "");
+	ck_assert_ptr_nonnull(strstr(request, "\r\n\r\nGET /v1/volumes/layer1/usage HTTP/1.1\r\n"));
+	ck_assert_ptr_nonnull(strstr(r.out, "\nused:       64K (65536 bytes)\n"
+	                                    "mapped:     192K (196608 bytes)\n"
+	                                    "exclusive:  64K (65536 bytes)\n"
+	                                    "shared:     128K (131072 bytes)\n"
+	                                    "state:      ready\n"));
+	pid = serve_answers("control.sock", answers, 2);
+	json = RUN("info", "layer1", "--json");
+	json_request = served_request(pid);
+	ck_assert_msg(json.status == 0, "%s", json.err);
+	ck_assert_ptr_nonnull(strstr(json.out, "\"usage\": {\n"));
+	ck_assert_ptr_nonnull(strstr(json.out, "\"exclusive\": 65536"));
+}
+END_TEST
+
+/* A daemon that cannot tell a volume's usage (not_supported), or knows no /usage (one from
+ * before it: 404), leaves info as it was, without a word; another failure is said, and the
+ * volume shown all the same. */
+START_TEST(shows_info_as_before_where_the_daemon_cannot_tell_the_usage)
+{
+	static const char not_supported[] =
+	    "{\"error\": {\"code\": \"not_supported\", \"message\": \"volume usage: this pool "
+	    "cannot tell what its volumes hold\"}}";
+	static const char no_route[] =
+	    "{\"error\": {\"code\": \"not_found\", \"message\": \"no such resource\"}}";
+	static const char busy[] =
+	    "{\"error\": {\"code\": \"busy\", \"message\": \"volume usage: the pool's metadata "
+	    "snapshot is held by another tool; try again once it is released\"}}";
+	static const struct {
+		int status;
+		const char *body, *err;
+	} cases[] = {
+	    {501, not_supported, ""},
+	    {404, no_route, ""},
+	    {409, busy,
+	     "thinproxy: info layer1: busy: volume usage: the pool's metadata snapshot is held "
+	     "by another tool; try again once it is released; shown without its exact usage\n"},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		const struct canned answers[] = {
+		    {200, "application/json", volume},
+		    {cases[i].status, "application/json", cases[i].body}};
+		pid_t pid = serve_answers("control.sock", answers, 2);
+		CLEANUP_RESULT struct result r = RUN("info", "layer1");
+		CLEANUP_FREE char *request = served_request(pid);
+
+		ck_assert_msg(r.status == 0, "%s", r.err);
+		ck_assert_str_eq(r.err, cases[i].err);
+		ck_assert(strncmp(r.out, "name:      layer1\n", 17) == 0);
+		ck_assert_ptr_null(strstr(r.out, "mapped:"));
+	}
+}
+END_TEST
+
+static const char diff_answer[] =
+    "{\"size\": 2147483648, \"from\": \"images/base\", \"changes\": ["
+    "{\"offset\": 0, \"length\": 65536, \"kind\": \"data\"},"
+    " {\"offset\": 1073741824, \"length\": 131072, \"kind\": \"zero\"},"
+    " {\"offset\": 2147418112, \"length\": 65536, \"kind\": \"data\"}]}";
+
+/* diff NAME --from REF asks with the reference escaped, and shows the ranges in bytes and
+ * a total; --json the daemon's answer. */
+START_TEST(diffs_a_volume_as_a_table_of_ranges_and_a_total)
+{
+	pid_t pid = serve_once("control.sock", 200, "application/json", diff_answer);
+	CLEANUP_RESULT struct result r = RUN("diff", "work", "--from", "images/base");
+	CLEANUP_FREE char *request = served_request(pid);
+	CLEANUP_FREE char *json_request = NULL, *admin_request = NULL;
+	CLEANUP_RESULT struct result json = {0}, admin = {0};
+
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	assert_request(request, "GET /v1/volumes/work/diff?from=images%2Fbase HTTP/1.1\r\n", "");
+	ck_assert_str_eq(r.out, "    OFFSET  LENGTH  KIND\n"
+	                        "         0   65536  data\n"
+	                        "1073741824  131072  zero\n"
+	                        "2147418112   65536  data\n"
+	                        "total: 3 ranges, 256K (262144 bytes): 128K data, 128K zeroes\n");
+	pid = serve_once("control.sock", 200, "application/json", diff_answer);
+	json = RUN("--json", "diff", "work", "--from", "images/base");
+	json_request = served_request(pid);
+	ck_assert_msg(json.status == 0, "%s", json.err);
+	ck_assert_ptr_nonnull(
+	    strstr(json.out, "{\n  \"size\": 2147483648,\n  \"from\": \"images/base\",\n"));
+	pid = serve_once("admin.sock", 200, "application/json",
+	                 "{\"size\": 65536, \"from\": \"base\", \"changes\": []}");
+	admin = RUN("--admin", "--tenant", "alice", "diff", "work", "--from", "base");
+	admin_request = served_request(pid);
+	ck_assert_msg(admin.status == 0, "%s", admin.err);
+	assert_request(admin_request,
+	               "GET /v1/tenants/alice/volumes/work/diff?from=base HTTP/1.1\r\n", "");
+	ck_assert_str_eq(admin.out, "total: 0 ranges: no difference\n");
+}
+END_TEST
+
+/* What the daemon refuses is said in its words: a pool that cannot tell, a reference the
+ * tenant cannot see; an answer without changes is malformed. */
+START_TEST(reports_a_diff_the_daemon_cannot_give)
+{
+	static const struct {
+		int status;
+		const char *body, *error;
+	} cases[] = {
+	    {501,
+	     "{\"error\": {\"code\": \"not_supported\", \"message\": \"diff volumes: this pool "
+	     "cannot tell what its volumes hold\"}}",
+	     "thinproxy: diff work: not supported: diff volumes: this pool cannot tell what its "
+	     "volumes hold\n"},
+	    {404, "{\"error\": {\"code\": \"not_found\", \"message\": \"no such volume: bob/x\"}}",
+	     "thinproxy: diff work: not found: no such volume: bob/x\n"},
+	    {200, "{\"size\": 65536}",
+	     "thinproxy: diff work: the daemon's answer has no \"changes\" list\n"},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		pid_t pid =
+		    serve_once("control.sock", cases[i].status, "application/json", cases[i].body);
+		CLEANUP_RESULT struct result r = RUN("diff", "work", "--from", "bob/x");
+
+		free(served_request(pid));
+		ck_assert_int_eq(r.status, 1);
+		ck_assert_str_eq(r.err, cases[i].error);
+		ck_assert_str_eq(r.out, "");
+	}
 }
 END_TEST
 
@@ -1243,6 +1419,10 @@ int main(void)
 	tcase_add_test(requests, lists_by_label_with_an_escaped_query);
 	tcase_add_test(requests, acts_on_a_tenants_volumes_under_its_path_on_the_admin_socket);
 	tcase_add_test(requests, shows_a_reference_from_the_volume_list);
+	tcase_add_test(requests, shows_a_volumes_exact_usage_in_info);
+	tcase_add_test(requests, shows_info_as_before_where_the_daemon_cannot_tell_the_usage);
+	tcase_add_test(requests, diffs_a_volume_as_a_table_of_ranges_and_a_total);
+	tcase_add_test(requests, reports_a_diff_the_daemon_cannot_give);
 	tcase_add_test(requests, commits_with_an_empty_post_and_no_content_type);
 	tcase_add_test(requests, resizes_with_the_new_size_in_bytes);
 	tcase_add_test(requests, removes_with_delete_and_prints_nothing);

@@ -298,6 +298,16 @@ static enum snap_kind kind_of(const char *s)
 	return SNAP_KIND_UNKNOWN;
 }
 
+int64_t snap_usage_size(struct json_object *usage, uint64_t used)
+{
+	struct json_object *exclusive;
+
+	if (usage != NULL && json_object_object_get_ex(usage, "exclusive", &exclusive) &&
+	    json_object_is_type(exclusive, json_type_int) && json_object_get_int64(exclusive) >= 0)
+		return json_object_get_int64(exclusive);
+	return used > INT64_MAX ? INT64_MAX : (int64_t)used;
+}
+
 int snap_record_from_volume(struct json_object *volume, struct snap_record *ret)
 {
 	struct snap_record rec = {0};

@@ -147,6 +147,12 @@ struct json_object *snap_volume_labels(const struct snap_labels *labels, const c
  * -EBADMSG if its labels are not the agent's, -ENOMEM. */
 int snap_record_from_volume(struct json_object *volume, struct snap_record *ret);
 
+/* The bytes containerd's Usage counts of a snapshot, "excluding the usage of parent
+ * snapshots": the "exclusive" of the daemon's USAGE answer (GET .../usage), or, where it
+ * gave none (USAGE NULL, or without that member), USED, all the volume's bytes in the
+ * pool. */
+int64_t snap_usage_size(struct json_object *usage, uint64_t used);
+
 /* The JSON merge patch of labels that Update (INFO's labels, field paths PATHS, N of
  * them: none means all) makes of a snapshot whose containerd labels are CURRENT, with
  * updated set to NOW: {"KEY": "VALUE" or null, ...}. An empty value is no label, as in

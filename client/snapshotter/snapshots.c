@@ -812,11 +812,21 @@ out:
 	return st->code;
 }
 
+/* The daemon's exact usage of VOLUME (GET .../usage) into *RET, or NULL where it gives
+ * none: a daemon that cannot tell it, or one from before it. Its words go unused. */
+static void get_usage(struct op *op, const char *volume, struct json_object **ret)
+{
+	*ret = NULL;
+	(void)request(op, "GET", volume, "usage", NULL, NULL, ret);
+	op->said[0] = '\0';
+}
+
 enum snap_code snap_usage(struct snapshots *s, const char *key, struct snap_usage *ret_usage,
                           struct snap_status *st)
 {
 	struct snap_record rec = {0};
 	char volume[SNAP_VOLUME_SIZE];
+	struct json_object *usage;
 	struct op op;
 	int index;
 
@@ -825,7 +835,9 @@ enum snap_code snap_usage(struct snapshots *s, const char *key, struct snap_usag
 	if (op_begin(&op, s, st, "usage %.*s", KEY_QUOTE, key) == 0) {
 		snap_volume_name(key, volume);
 		if (get_snapshot(&op, key, volume, &rec) == SNAP_OK) {
-			ret_usage->size = (int64_t)rec.used;
+			get_usage(&op, volume, &usage);
+			ret_usage->size = snap_usage_size(usage, rec.used);
+			json_object_put(usage);
 			ret_usage->inodes = 0;
 			if (device_find(&s->target, volume, &index) == 0)
 				device_inodes(index, &ret_usage->inodes);

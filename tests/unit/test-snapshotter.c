@@ -327,6 +327,27 @@ START_TEST(takes_the_labels_field_path_as_all_labels)
 }
 END_TEST
 
+/* containerd's Usage excludes what the parent holds: the daemon's "exclusive" where it tells
+ * it; all the volume's bytes in the pool where it does not (no /usage answer, or one
+ * without it). */
+START_TEST(counts_the_bytes_a_snapshot_holds_alone_where_the_daemon_tells_them)
+{
+	json_object *usage =
+	    json_tokener_parse("{\"mapped\": 196608, \"exclusive\": 65536, \"shared\": 131072}");
+	json_object *other = json_tokener_parse("{\"mapped\": 196608}");
+	json_object *odd = json_tokener_parse("{\"exclusive\": \"64K\"}");
+
+	ck_assert_int_eq(snap_usage_size(usage, 196608), 65536);
+	ck_assert_int_eq(snap_usage_size(NULL, 196608), 196608);
+	ck_assert_int_eq(snap_usage_size(other, 196608), 196608);
+	ck_assert_int_eq(snap_usage_size(odd, 4096), 4096);
+	ck_assert_int_eq(snap_usage_size(NULL, UINT64_MAX), INT64_MAX);
+	json_object_put(usage);
+	json_object_put(other);
+	json_object_put(odd);
+}
+END_TEST
+
 START_TEST(maps_the_daemons_answers_to_grpc_codes)
 {
 	ck_assert_int_eq(snap_code_of(-ENOENT, 404), SNAP_NOT_FOUND);
@@ -535,6 +556,8 @@ int main(void)
 	tcase_add_test(mapping, replaces_every_label_without_field_paths);
 	tcase_add_test(mapping, changes_only_the_labels_its_field_paths_name);
 	tcase_add_test(mapping, takes_the_labels_field_path_as_all_labels);
+	tcase_add_test(mapping,
+	               counts_the_bytes_a_snapshot_holds_alone_where_the_daemon_tells_them);
 	tcase_add_test(mapping, maps_the_daemons_answers_to_grpc_codes);
 	suite_add_tcase(s, mapping);
 	tcase_add_test(filters, filters_as_containerds_walk_test_expects);

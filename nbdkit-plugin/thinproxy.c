@@ -765,6 +765,15 @@ static int fetch_map(struct handle *h)
 		map_free(m, h->tracked);
 		return 1;
 	}
+	if (rep.error == EBUSY) {
+		/* Another tool holds the pool's metadata snapshot: everything is data this
+		 * time (never wrong), and the next request asks again. A copier would stop
+		 * at a failed block status. */
+		nbdkit_debug("extents: the pool's metadata is busy, reporting %s as data this time",
+		             h->ref);
+		map_free(m, h->tracked);
+		return 1;
+	}
 	if (rep.error != 0) {
 		errno = (int)rep.error;
 		nbdkit_error("extents: thinproxyd's broker cannot map %s: %m", h->ref);

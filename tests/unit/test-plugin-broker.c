@@ -759,6 +759,20 @@ START_TEST(fails_block_status_when_the_broker_refuses_the_map)
 }
 END_TEST
 
+START_TEST(reports_everything_as_data_while_the_pools_metadata_is_busy)
+{
+	struct nbd_handle *h = connect_export("vol1");
+
+	/* Another tool holds the pool's metadata snapshot: all data (a copier would stop at
+	 * a failed block status), and the next call asks again. */
+	map_error = EBUSY;
+	ck_assert_status(h, 4 * MiB, 0, 0, "d0+4096");
+	map_error = 0;
+	ck_assert_status(h, 4 * MiB, 0, 0, VOL1_MAP);
+	nbd_close(h);
+}
+END_TEST
+
 START_TEST(reports_everything_as_data_while_the_daemon_is_down)
 {
 	struct nbd_handle *h = connect_export("vol1");
@@ -1217,6 +1231,7 @@ int main(void)
 	tcase_add_test(tc, reports_another_connections_writes_to_the_same_device);
 	tcase_add_test(tc, counts_writes_made_while_the_map_is_on_its_way);
 	tcase_add_test(tc, fails_block_status_when_the_broker_refuses_the_map);
+	tcase_add_test(tc, reports_everything_as_data_while_the_pools_metadata_is_busy);
 	tcase_add_test(tc, reports_everything_as_data_while_the_daemon_is_down);
 	tcase_add_test(tc, reports_everything_as_data_to_a_daemon_without_map);
 	tcase_add_test(tc, keeps_serving_open_connections_while_the_daemon_is_down);

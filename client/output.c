@@ -627,7 +627,7 @@ int print_diff(FILE *f, struct json_object *changes)
 
 int print_tenant_details(FILE *f, struct json_object *tenant)
 {
-	char b[8][CELL_MAX];
+	char b[9][CELL_MAX];
 
 	if (tenant == NULL)
 		return 0;
@@ -640,6 +640,9 @@ int print_tenant_details(FILE *f, struct json_object *tenant)
 	    {"volumes:", quota(tenant, "volumes", "max_volumes", b[5], CELL_MAX)},
 	    {"size:", quota(tenant, "size", "max_size", b[6], CELL_MAX)},
 	    {"used:", quota(tenant, "used", "max_used", b[7], CELL_MAX)},
+	    /* Exact, from the pool's metadata, where the daemon can tell it. */
+	    {has_member(tenant, "allocated") ? "allocated:" : NULL,
+	     exact_size(tenant, "allocated", b[8], CELL_MAX)},
 	};
 
 	return print_details(f, lines, ARRAY_SIZE(lines));
@@ -647,7 +650,7 @@ int print_tenant_details(FILE *f, struct json_object *tenant)
 
 int print_usage(FILE *f, struct json_object *usage)
 {
-	char b[4][CELL_MAX];
+	char b[5][CELL_MAX];
 
 	if (usage == NULL)
 		return 0;
@@ -656,6 +659,8 @@ int print_usage(FILE *f, struct json_object *usage)
 	    {"volumes:", quota(usage, "volumes", "max_volumes", b[1], CELL_MAX)},
 	    {"size:", quota(usage, "size", "max_size", b[2], CELL_MAX)},
 	    {"used:", quota(usage, "used", "max_used", b[3], CELL_MAX)},
+	    {has_member(usage, "allocated") ? "allocated:" : NULL,
+	     exact_size(usage, "allocated", b[4], CELL_MAX)},
 	};
 
 	return print_details(f, lines, ARRAY_SIZE(lines));

@@ -489,7 +489,8 @@ static int read_tenant(struct rd *r, struct tenant_view *t)
 	struct tp_api_tenant rec;
 
 	if (!take_copy(r, &rec, sizeof rec) || !name_field_ok(rec.name, sizeof rec.name, false) ||
-	    rec.nbd >= N_OF(nbd_states) || rec.reserved != 0)
+	    rec.nbd >= N_OF(nbd_states) || (rec.flags & ~TP_API_TENANT_ALLOCATED) != 0 ||
+	    (!(rec.flags & TP_API_TENANT_ALLOCATED) && rec.allocated != 0))
 		return -EBADMSG;
 	memcpy(t->name, rec.name, sizeof t->name);
 	t->uid = rec.uid;
@@ -501,6 +502,8 @@ static int read_tenant(struct rd *r, struct tenant_view *t)
 	t->volumes = rec.volumes;
 	t->size = rec.size;
 	t->used = rec.used;
+	t->has_allocated = rec.flags & TP_API_TENANT_ALLOCATED;
+	t->allocated = rec.allocated;
 	t->nbd = nbd_states[rec.nbd];
 	t->created = rec.created;
 	return 0;
@@ -972,6 +975,10 @@ int api_wire_put_tenant(struct api_wire_writer *w, const struct tenant_view *t)
 	rec.volumes = t->volumes;
 	rec.size = t->size;
 	rec.used = t->used;
+	if (t->has_allocated) {
+		rec.flags = TP_API_TENANT_ALLOCATED;
+		rec.allocated = t->allocated;
+	}
 	rec.created = t->created;
 	return record_done(w, start, append(w, &rec, sizeof rec));
 }

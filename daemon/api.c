@@ -267,6 +267,8 @@ static json_object *tenant_json(const struct tenant_view *t)
 	json_object_object_add(o, "volumes", json_size(t->volumes));
 	json_object_object_add(o, "size", json_size(t->size));
 	json_object_object_add(o, "used", json_size(t->used));
+	if (t->has_allocated)
+		json_object_object_add(o, "allocated", json_size(t->allocated));
 	json_object_object_add(o, "nbd", json_object_new_string(t->nbd));
 	json_object_object_add(o, "created", json_time(t->created));
 	return o;
@@ -283,6 +285,8 @@ static json_object *usage_json(const struct tenant_view *t)
 	json_object_object_add(o, "max_size", json_quota(t->max_size));
 	json_object_object_add(o, "used", json_size(t->used));
 	json_object_object_add(o, "max_used", json_quota(t->max_used));
+	if (t->has_allocated)
+		json_object_object_add(o, "allocated", json_size(t->allocated));
 	json_object_object_add(o, "nbd", json_object_new_string(t->nbd));
 	return o;
 }

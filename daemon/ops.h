@@ -122,6 +122,10 @@ struct tenant_view {
 	uint64_t volumes, size, used;
 	const char *nbd;
 	int64_t created;
+	/* The pool blocks its volumes hold, each counted once, from the pool's metadata:
+	 * usage and a tenant's details only, where the pool can tell. */
+	bool has_allocated;
+	uint64_t allocated;
 };
 
 /* A tenant to add or change; has_* say which fields were given. */

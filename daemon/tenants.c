@@ -35,6 +35,20 @@ static int tenant_view(const struct tenant *t, struct tenant_view *view)
 	return 0;
 }
 
+/* VIEW's exact allocation, where the pool's metadata tells it: one walk of T's volumes. */
+static void exact_allocation(const struct tenant *t, struct tenant_view *view)
+{
+	uint64_t bytes;
+	int r = tenants_allocated(t, 1, &bytes);
+
+	if (r == 0) {
+		view->has_allocated = true;
+		view->allocated = bytes;
+	} else if (r != -EOPNOTSUPP) {
+		log_errno(LOG_DEBUG, r, "tenant %s: exact allocation: %m, leaving it out", t->name);
+	}
+}
+
 int ops_usage(const struct principal *p, struct tenant_view *ret_view)
 {
 	struct tenant t;
@@ -44,7 +58,10 @@ int ops_usage(const struct principal *p, struct tenant_view *ret_view)
 	r = store_tenant_get_by_id(ops.store, p->tenant_id, &t);
 	if (r == 0)
 		r = tenant_view(&t, ret_view);
-	return r < 0 ? internal(r, "read usage") : 0;
+	if (r < 0)
+		return internal(r, "read usage");
+	exact_allocation(&t, ret_view);
+	return 0;
 }
 
 static void apply_spec(const struct tenant_spec *s, struct tenant *t)
@@ -108,7 +125,10 @@ int ops_tenant_get(const char *name, struct tenant_view *ret_view)
 	if (r < 0)
 		return r;
 	r = tenant_view(&t, ret_view);
-	return r < 0 ? internal(r, "read tenant") : 0;
+	if (r < 0)
+		return internal(r, "read tenant");
+	exact_allocation(&t, ret_view);
+	return 0;
 }
 
 int ops_tenant_list(struct tenant_view **ret_views, size_t *ret_n)

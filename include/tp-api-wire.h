@@ -240,14 +240,17 @@ struct tp_api_image {
 	uint32_t n_published;
 };
 
+#define TP_API_TENANT_ALLOCATED 0x1 /* allocated is given (else it is zero) */
+
 struct tp_api_tenant {
 	char name[TP_API_NAME_SIZE];
 	uint32_t uid, gid, nbd_uid;
-	uint16_t nbd; /* index into the nbdkit states */
-	uint16_t reserved;
+	uint16_t nbd;   /* index into the nbdkit states */
+	uint16_t flags; /* TP_API_TENANT_ALLOCATED */
 	uint64_t max_volumes, max_size, max_used;
 	uint64_t volumes, size, used;
 	int64_t created;
+	uint64_t allocated;
 };
 
 struct tp_api_pool {
@@ -322,7 +325,7 @@ _Static_assert(sizeof(struct tp_api_label) == 8, "label layout");
 _Static_assert(sizeof(struct tp_api_reply) == 552, "reply layout");
 _Static_assert(sizeof(struct tp_api_volume) == 368, "volume layout");
 _Static_assert(sizeof(struct tp_api_image) == 16, "image layout");
-_Static_assert(sizeof(struct tp_api_tenant) == 136, "tenant layout");
+_Static_assert(sizeof(struct tp_api_tenant) == 144, "tenant layout");
 _Static_assert(sizeof(struct tp_api_pool) == 208, "pool layout");
 _Static_assert(sizeof(struct tp_api_grant) == 200, "grant layout");
 _Static_assert(sizeof(struct tp_api_child) == 72, "child layout");

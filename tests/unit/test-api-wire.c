@@ -727,6 +727,32 @@ START_TEST(round_trips_tenant_pool_and_principal)
 		ck_assert_uint_eq(tout[0].used, t.used);
 		ck_assert_str_eq(tout[0].nbd, "running");
 		ck_assert_int_eq(tout[0].created, t.created);
+		ck_assert(!tout[0].has_allocated);
+	}
+	{
+		CLEANUP_FREE unsigned char *buf = NULL;
+
+		/* The exact allocation, where the pool tells it. */
+		t.has_allocated = true;
+		t.allocated = 3 << 16;
+		ck_assert_int_eq(api_wire_reply_begin(&w, TP_API_USAGE, 1), 0);
+		ck_assert_int_eq(api_wire_put_tenant(&w, &t), 0);
+		buf = end(&w, false, 0, &len);
+		ck_assert_int_eq(api_wire_decode_reply(buf, len, TP_API_USAGE, 1, 0, &rep), 0);
+		api_wire_get_tenants(&rep, tout);
+		ck_assert(tout[0].has_allocated);
+		ck_assert_uint_eq(tout[0].allocated, 3 << 16);
+		/* An allocation without its flag, or an unknown flag, is malformed. */
+		size_t flags_at =
+		    len - sizeof(struct tp_api_tenant) + offsetof(struct tp_api_tenant, flags);
+		uint16_t none = 0, unknown = TP_API_TENANT_ALLOCATED | 2;
+
+		memcpy(buf + flags_at, &none, sizeof none);
+		ck_assert_int_eq(api_wire_decode_reply(buf, len, TP_API_USAGE, 1, 0, &rep),
+		                 -EBADMSG);
+		memcpy(buf + flags_at, &unknown, sizeof unknown);
+		ck_assert_int_eq(api_wire_decode_reply(buf, len, TP_API_USAGE, 1, 0, &rep),
+		                 -EBADMSG);
 	}
 	{
 		CLEANUP_FREE unsigned char *buf = NULL;

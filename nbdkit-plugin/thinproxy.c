@@ -12,14 +12,8 @@
  * that covers the whole range. A regular file instead of a device (which the daemon
  * never sends, the unit tests do) gets the fallocate equivalents.
  *
- * Block status comes from the pool: on a connection's first .extents the plugin flushes
- * the device, then asks the broker for the ranges the pool has mapped (MAP) and keeps
- * that map; the rest are holes that read as zeroes. The map is taken from the pool's
- * metadata, which knows nothing of what this nbdkit writes later, so every write, trim
- * and zero of this process, on any connection, is added as data to every map of the same
- * device that it may already have missed (a process-wide list of live maps, under one
- * lock, looked at only while there is one). Committed volumes and images never change
- * and their maps follow nothing. */
+ * The broker client is broker.c; block status (.extents), from the pool's map, is
+ * extents.c. */
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
@@ -28,8 +22,6 @@
 #include <inttypes.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,21 +29,18 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "broker.h"
+#include "extents.h"
 #include "tp-broker.h"
 #include "tp-cleanup.h"
 #include "tp-rules.h"
 
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
-/* How long to wait for the broker's answer: the daemon answers from a single-threaded
- * loop that may be busy for a while. */
-#define BROKER_TIMEOUT_SEC 30
 /* Block size hints. Any byte range works (I/O goes through the device's page cache, and
  * zero and trim handle sub-sector edges), so the minimum is 1; the preferred size is the
  * pool's block, which dm-thin provisions and unmaps as a unit; NBD clients split
@@ -59,58 +48,22 @@
 #define MIN_BLOCK_SIZE    1
 #define MAX_BLOCK_SIZE    (32 * 1024 * 1024)
 #define DEFAULT_PREFERRED 4096
-/* Most ranges a map holds (4 MiB) before the closest are joined down to what the wire
- * carries: what a client's scattered writes can make the plugin allocate. */
-#define MAP_RANGES_MAX (4 * TP_BROKER_MAP_MAX)
 
-/* -D thinproxy.broker=1: log every broker exchange. */
-NBDKIT_DLL_PUBLIC int thinproxy_debug_broker;
 /* -D thinproxy.zero=1: log how each zero and trim request is carried out. */
 NBDKIT_DLL_PUBLIC int thinproxy_debug_zero;
 
 static const char *tenant;
-static const char *broker_path = TP_BROKER_PATH_DEFAULT;
-
-/* What names a device across handles: a block device's number, or a regular file's
- * filesystem and inode (the unit tests' stand-in for a device). */
-struct dev_key {
-	dev_t dev;
-	ino_t ino;
-};
-
-/* Which ranges of one device hold data: the pool's mapped blocks as the broker said,
- * and whatever this process wrote since it asked. In order, neither overlapping nor
- * touching; the rest reads as zeroes. */
-struct map {
-	struct map *next; /* in live_maps, while it follows writes */
-	struct dev_key key;
-	uint64_t size;
-	uint32_t granule; /* writes are rounded out to it (the pool's block); 0: unknown */
-	struct tp_broker_range *r;
-	size_t n, cap; /* cap >= 1 */
-};
 
 /* One client connection: the export the broker opened for it. */
 struct handle {
 	int fd;
 	bool read_only;
 	bool is_device; /* else a regular file */
-	bool tracked;   /* may change, so that its map follows this process's writes */
 	uint64_t size;
 	uint32_t block_size; /* the pool's block size; 0 if the broker did not say */
 	char state[TP_BROKER_STATE_SIZE];
-	char ref[TP_BROKER_REF_SIZE]; /* what the broker opened, asked again for the map */
-	struct dev_key key;
-	pthread_mutex_t map_lock; /* one fetch of the map at a time */
-	struct map *map;          /* NULL until the first .extents */
-	bool no_map;              /* the broker cannot map it: everything is data */
+	struct extents *extents; /* block status; uses fd */
 };
-
-/* The maps that this process's writes must reach, under maps_lock, and how many there are:
- * a write reads the count first, without the lock, and is done if it is 0. */
-static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct map *live_maps;
-static atomic_uint n_live_maps;
 
 /* Was nbdkit asked to exit with its parent: --exit-with-parent, or an abbreviation of it
  * that getopt_long accepts, among its arguments? */
@@ -177,121 +130,6 @@ static int thinproxy_config_complete(void)
 	"tenant=NAME       (required) The tenant whose exports this nbdkit serves.\n" \
 	"broker=SOCKET     thinproxyd's broker socket (default " TP_BROKER_PATH_DEFAULT ")."
 
-/* Connect to the broker and send REQ. Returns the socket, or -1 with errno set. */
-static int broker_send(const struct tp_broker_request *req)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct timeval tv = {.tv_sec = BROKER_TIMEOUT_SEC};
-	CLEANUP_CLOSE int sock = -1;
-	ssize_t n;
-
-	memcpy(sa.sun_path, broker_path, strlen(broker_path) + 1);
-	sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (sock < 0)
-		return -1;
-	if (setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
-	    setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0)
-		return -1;
-	if (connect(sock, (struct sockaddr *)&sa, sizeof sa) < 0)
-		return -1;
-	n = send(sock, req, sizeof *req, MSG_NOSIGNAL);
-	if (n < 0)
-		return -1;
-	if ((size_t)n != sizeof *req) {
-		errno = EIO;
-		return -1;
-	}
-	return TAKE_FD(sock);
-}
-
-/* Receive one packet from the broker into BUF, which has room for one byte more than
- * the largest packet expected, and the fd it may carry into *RET_FD (-1 if none; NULL:
- * none allowed). Returns the packet's length, or -1 with errno set. */
-static ssize_t broker_receive(int sock, void *buf, size_t size, int *ret_fd)
-{
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(4 * sizeof(int))];
-	} control;
-	struct iovec iov = {.iov_base = buf, .iov_len = size};
-	struct msghdr msg = {.msg_iov = &iov,
-	                     .msg_iovlen = 1,
-	                     .msg_control = control.buf,
-	                     .msg_controllen = sizeof control.buf};
-	int fds[4], nfds = 0, i;
-	struct cmsghdr *c;
-	ssize_t n;
-
-	do
-		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-	while (n < 0 && errno == EINTR);
-	if (n < 0) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			errno = ETIMEDOUT;
-		return -1;
-	}
-	for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-		size_t k;
-
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		for (k = 0; k < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int) && nfds < 4; k++)
-			memcpy(&fds[nfds++], CMSG_DATA(c) + k * sizeof(int), sizeof(int));
-	}
-	if (n == 0 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || nfds > 1 ||
-	    (nfds == 1 && ret_fd == NULL)) {
-		for (i = 0; i < nfds; i++)
-			close(fds[i]);
-		errno = n == 0 ? ECONNRESET : EBADMSG;
-		return -1;
-	}
-	if (ret_fd != NULL)
-		*ret_fd = nfds == 1 ? fds[0] : -1;
-	return n;
-}
-
-/* Ask the broker to open REF. Returns 0 with the answer in *RET_REPLY (a refusal if its
- * error is set, else the device in *RET_FD), or -1 with errno set if there was no
- * well-formed answer. */
-static int broker_open(const char *ref, bool want_write, struct tp_broker_reply *ret_reply,
-                       int *ret_fd)
-{
-	char buf[sizeof(struct tp_broker_reply) + 1];
-	struct tp_broker_request req;
-	CLEANUP_CLOSE int sock = -1;
-	CLEANUP_CLOSE int fd = -1;
-	ssize_t n;
-	int r;
-
-	r = tp_broker_encode_open(ref, want_write, &req);
-	if (r < 0) {
-		errno = -r;
-		return -1;
-	}
-	sock = broker_send(&req);
-	if (sock < 0)
-		return -1;
-	n = broker_receive(sock, buf, sizeof buf, &fd);
-	if (n < 0)
-		return -1;
-	r = tp_broker_decode_reply(buf, (size_t)n, TP_BROKER_OPENED, ret_reply);
-	if (r < 0) {
-		errno = -r;
-		return -1;
-	}
-	if ((ret_reply->error == 0) != (fd >= 0)) {
-		errno = EBADMSG;
-		return -1;
-	}
-	if (thinproxy_debug_broker)
-		nbdkit_debug("broker: open %s %s: error %" PRIu32 ", fd %d, size %" PRIu64
-		             ", block size %" PRIu32 ", flags %#" PRIx32 ", state %s",
-		             ref, want_write ? "rw" : "ro", ret_reply->error, fd, ret_reply->size,
-		             ret_reply->block_size, ret_reply->flags, ret_reply->state);
-	*ret_fd = TAKE_FD(fd);
-	return 0;
-}
-
 /* NAME (client input) as a log line may show it, in BUF. */
 static const char *printable(const char *name, char *buf, size_t size)
 {
@@ -329,48 +167,31 @@ static const char *describe(const char *state, uint64_t size, bool read_only)
 
 static int thinproxy_list_exports(int readonly, int is_tls, struct nbdkit_exports *exports)
 {
-	char buf[sizeof(struct tp_broker_entry) + 1];
-	struct tp_broker_request req;
 	struct tp_broker_reply rep;
 	CLEANUP_CLOSE int sock = -1;
-	ssize_t n;
 	uint32_t i;
-	int r;
 
 	(void)readonly;
 	(void)is_tls;
-	tp_broker_encode_list(&req);
-	sock = broker_send(&req);
+	sock = broker_list();
 	if (sock < 0) {
 		nbdkit_error("list exports: thinproxyd's broker %s cannot be reached: %m",
 		             broker_path);
 		return -1;
 	}
-	n = broker_receive(sock, buf, sizeof buf, NULL);
-	if (n < 0) {
+	if (broker_list_reply(sock, &rep) < 0) {
 		nbdkit_error("list exports: no answer from thinproxyd's broker: %m");
 		return -1;
 	}
-	r = tp_broker_decode_reply(buf, (size_t)n, TP_BROKER_LISTED, &rep);
-	if (r < 0 || rep.error != 0) {
-		errno = r < 0 ? -r : (int)rep.error;
+	if (rep.error != 0) {
+		errno = (int)rep.error;
 		nbdkit_error("list exports: thinproxyd's broker answered: %m");
 		return -1;
 	}
-	if (thinproxy_debug_broker)
-		nbdkit_debug("broker: list: %" PRIu32 " exports", rep.count);
 	for (i = 0; i < rep.count; i++) {
 		struct tp_broker_entry e;
 
-		n = broker_receive(sock, buf, sizeof buf, NULL);
-		if (n < 0) {
-			nbdkit_error("list exports: entry %" PRIu32 " of %" PRIu32 ": %m", i,
-			             rep.count);
-			return -1;
-		}
-		r = tp_broker_decode_entry(buf, (size_t)n, &e);
-		if (r < 0) {
-			errno = -r;
+		if (broker_list_entry(sock, &e) < 0) {
 			nbdkit_error("list exports: entry %" PRIu32 " of %" PRIu32 ": %m", i,
 			             rep.count);
 			return -1;
@@ -419,15 +240,61 @@ static int check_device(int fd, uint64_t size, bool *ret_is_device, struct dev_k
 	return 0;
 }
 
+/* The handle that serves the export NAME (REF to the broker) from FD, which the broker
+ * opened with the answer REP; the handle keeps FD. NULL with the error logged (FD is
+ * still the caller's). */
+static struct handle *handle_new(const char *name, const char *ref, bool readonly,
+                                 const struct tp_broker_reply *rep, int fd)
+{
+	struct dev_key key;
+	struct handle *h;
+	bool is_device;
+	int acc;
+
+	if (check_device(fd, rep->size, &is_device, &key) < 0) {
+		nbdkit_error("export \"%s\": the broker's fd cannot serve %" PRIu64 " bytes: %m",
+		             name, rep->size);
+		return NULL;
+	}
+	acc = fcntl(fd, F_GETFL);
+	if (acc < 0) {
+		nbdkit_error("export \"%s\": fcntl: %m", name);
+		return NULL;
+	}
+	h = calloc(1, sizeof *h);
+	if (h == NULL) {
+		nbdkit_error("calloc: %m");
+		return NULL;
+	}
+	h->read_only =
+	    readonly || (rep->flags & TP_BROKER_READ_ONLY) || (acc & O_ACCMODE) != O_RDWR;
+	h->is_device = is_device;
+	h->size = rep->size;
+	/* dm-thin blocks are multiples of 64 KiB up to 1 GiB; anything else, trust
+	 * nothing: no unmapping zero, no fast zero. */
+	h->block_size = rep->block_size % 512 == 0 && rep->block_size <= (UINT32_C(1) << 30)
+	                    ? rep->block_size
+	                    : 0;
+	memcpy(h->state, rep->state, sizeof h->state);
+	/* Only a ready volume is ever written: committed volumes and images are activated
+	 * read-only and never change, so their maps need not follow writes. */
+	h->extents = extents_open(fd, ref, key, h->size, h->block_size,
+	                          !h->read_only || strcmp(h->state, "ready") == 0);
+	if (h->extents == NULL) {
+		nbdkit_error("calloc: %m");
+		free(h);
+		return NULL;
+	}
+	h->fd = fd;
+	return h;
+}
+
 static void *thinproxy_open(int readonly)
 {
 	const char *name = nbdkit_export_name(), *ref = name;
 	struct tp_broker_reply rep;
 	CLEANUP_CLOSE int fd = -1;
-	struct dev_key key;
 	struct handle *h;
-	bool is_device;
-	int acc;
 
 	if (name == NULL)
 		return NULL;
@@ -445,37 +312,9 @@ static void *thinproxy_open(int readonly)
 		goto no_answer;
 	if (rep.error != 0)
 		return no_such_export(name);
-
-	if (check_device(fd, rep.size, &is_device, &key) < 0) {
-		nbdkit_error("export \"%s\": the broker's fd cannot serve %" PRIu64 " bytes: %m",
-		             name, rep.size);
-		return NULL;
-	}
-	acc = fcntl(fd, F_GETFL);
-	if (acc < 0) {
-		nbdkit_error("export \"%s\": fcntl: %m", name);
-		return NULL;
-	}
-	h = calloc(1, sizeof *h);
-	if (h == NULL) {
-		nbdkit_error("calloc: %m");
-		return NULL;
-	}
-	h->read_only = readonly || (rep.flags & TP_BROKER_READ_ONLY) || (acc & O_ACCMODE) != O_RDWR;
-	h->is_device = is_device;
-	h->size = rep.size;
-	/* dm-thin blocks are multiples of 64 KiB up to 1 GiB; anything else, trust
-	 * nothing: no unmapping zero, no fast zero. */
-	h->block_size =
-	    rep.block_size % 512 == 0 && rep.block_size <= (UINT32_C(1) << 30) ? rep.block_size : 0;
-	memcpy(h->state, rep.state, sizeof h->state);
-	/* Only a ready volume is ever written: committed volumes and images are activated
-	 * read-only and never change. */
-	h->tracked = !h->read_only || strcmp(h->state, "ready") == 0;
-	memcpy(h->ref, ref, strlen(ref) + 1);
-	h->key = key;
-	pthread_mutex_init(&h->map_lock, NULL);
-	h->fd = TAKE_FD(fd);
+	h = handle_new(name, ref, readonly, &rep, fd);
+	if (h != NULL)
+		fd = -1; /* the handle's now */
 	return h;
 
 no_answer:
@@ -485,326 +324,11 @@ no_answer:
 	return NULL;
 }
 
-/* Maps: what the pool holds, and what this process wrote since. */
-
-/* An empty map of H's device. NULL with errno set if there is no memory. */
-static struct map *map_new(const struct handle *h)
-{
-	struct map *m = calloc(1, sizeof *m);
-
-	if (m == NULL)
-		return NULL;
-	m->r = calloc(1, sizeof *m->r);
-	if (m->r == NULL) {
-		free(m);
-		return NULL;
-	}
-	m->cap = 1;
-	m->key = h->key;
-	m->size = h->size;
-	m->granule = h->block_size;
-	return m;
-}
-
-/* Let M follow this process's writes from now on. */
-static void maps_register(struct map *m)
-{
-	LOCK_SCOPE(&maps_lock);
-	m->next = live_maps;
-	live_maps = m;
-	/* A sequentially consistent increment, the other half of note_written's fence. */
-	atomic_fetch_add(&n_live_maps, 1);
-}
-
-/* Forget M, registered or not. Keeps errno. */
-static void map_free(struct map *m, bool registered)
-{
-	struct map **pm;
-
-	if (m == NULL)
-		return;
-	if (registered) {
-		LOCK_SCOPE(&maps_lock);
-
-		for (pm = &live_maps; *pm != m; pm = &(*pm)->next)
-			;
-		*pm = m->next;
-		atomic_fetch_sub(&n_live_maps, 1);
-	}
-	free(m->r);
-	free(m);
-}
-
-/* Call all of M data: what a map that cannot grow any more says. */
-static void map_fill(struct map *m)
-{
-	m->r[0] = (struct tp_broker_range){0, m->size};
-	m->n = m->size > 0;
-}
-
-/* The first of M's ranges that ends at or after OFFSET (M->n if none). */
-static size_t map_find(const struct map *m, uint64_t offset)
-{
-	size_t lo = 0, hi = m->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (m->r[mid].offset + m->r[mid].length < offset)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
-/* Make [OFFSET, END) data in M, joined with the ranges it overlaps or touches. Returns 0,
- * or -1 with errno set if there is no memory for another range. */
-static int map_add(struct map *m, uint64_t offset, uint64_t end)
-{
-	size_t lo = map_find(m, offset), hi = lo;
-
-	while (hi < m->n && m->r[hi].offset <= end)
-		hi++;
-	if (lo == hi) {
-		if (m->n == m->cap) {
-			struct tp_broker_range *r = reallocarray(m->r, 2 * m->cap, sizeof *r);
-
-			if (r == NULL)
-				return -1;
-			m->r = r;
-			m->cap *= 2;
-		}
-		memmove(&m->r[lo + 1], &m->r[lo], (m->n - lo) * sizeof *m->r);
-		m->r[lo] = (struct tp_broker_range){offset, end - offset};
-		m->n++;
-	} else {
-		uint64_t start = offset < m->r[lo].offset ? offset : m->r[lo].offset;
-		uint64_t last = m->r[hi - 1].offset + m->r[hi - 1].length;
-
-		m->r[lo] = (struct tp_broker_range){start, (end > last ? end : last) - start};
-		memmove(&m->r[lo + 1], &m->r[hi], (m->n - hi) * sizeof *m->r);
-		m->n -= hi - lo - 1;
-	}
-	if (m->n > MAP_RANGES_MAX)
-		m->n = tp_broker_coalesce(m->r, m->n, TP_BROKER_MAP_MAX);
-	return 0;
-}
-
-/* Make the bytes [OFFSET, OFFSET+LEN) that this process wrote data in M, rounded out to
- * whole pool blocks: a write provisions the whole block, whose rest need not read as
- * zeroes (a pool may skip zeroing new blocks). Without the block size, all of M. */
-static void map_note(struct map *m, uint64_t offset, uint64_t len)
-{
-	uint64_t g = m->granule, start = 0, end = m->size;
-
-	if (g != 0) {
-		start = offset / g * g;
-		end = (offset + len + g - 1) / g * g;
-		if (end > m->size)
-			end = m->size;
-	}
-	if (len > 0 && start < end && map_add(m, start, end) < 0)
-		map_fill(m);
-}
-
-/* Make the N ranges R (in the wire's order, room for at least one) the broker answered
- * the base of M, with what M noted while the answer was on its way. M takes R. */
-static void map_take(struct map *m, struct tp_broker_range *r, size_t n)
-{
-	struct tp_broker_range *noted = m->r;
-	size_t n_noted = m->n;
-
-	m->r = r;
-	m->n = n;
-	m->cap = n ? n : 1;
-	for (size_t i = 0; i < n_noted; i++)
-		if (map_add(m, noted[i].offset, noted[i].offset + noted[i].length) < 0) {
-			map_fill(m);
-			break;
-		}
-	free(noted);
-}
-
-/* Make [OFFSET, OFFSET+LEN), which this process just wrote, trimmed or zeroed on H's
- * device, data in every map of that device that follows writes. Keeps errno. */
-static void note_written(const struct handle *h, uint64_t offset, uint64_t len)
-{
-	int saved = errno;
-
-	/* The other half is maps_register's increment, before fetch_map's flush: either
-	 * this sees the map there, or the write was done before the map was registered
-	 * and the flush takes it to the device before the daemon looks. */
-	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&n_live_maps, memory_order_relaxed) > 0) {
-		LOCK_SCOPE(&maps_lock);
-
-		for (struct map *m = live_maps; m != NULL; m = m->next)
-			if (m->key.dev == h->key.dev && m->key.ino == h->key.ino)
-				map_note(m, offset, len);
-	}
-	errno = saved;
-}
-
-/* Receive the next RANGES packet of CURSOR's answer on SOCK into its place in RANGES.
- * Returns 0, or -1 with errno set. */
-static int receive_ranges(int sock, struct tp_broker_map_cursor *cursor,
-                          struct tp_broker_range *ranges)
-{
-	char buf[sizeof(struct tp_broker_ranges) + 1];
-	struct tp_broker_ranges p;
-	uint32_t done = cursor->done;
-	ssize_t n;
-	int r;
-
-	n = broker_receive(sock, buf, sizeof buf, NULL);
-	if (n < 0)
-		return -1;
-	r = tp_broker_decode_ranges(buf, (size_t)n, cursor, &p);
-	if (r < 0) {
-		errno = -r;
-		return -1;
-	}
-	memcpy(ranges + done, p.range, p.count * sizeof *ranges);
-	return 0;
-}
-
-/* Ask the broker for the map of REF. Returns 0 with the answer in *RET_REPLY (a refusal if
- * its error is set, else its ranges in *RET_RANGES, malloc'ed with room for at least
- * one), or -1 with errno set if there was no well-formed answer. */
-static int broker_map(const char *ref, struct tp_broker_reply *ret_reply,
-                      struct tp_broker_range **ret_ranges)
-{
-	char buf[sizeof(struct tp_broker_reply) + 1];
-	CLEANUP_FREE struct tp_broker_range *ranges = NULL;
-	struct tp_broker_map_cursor cursor;
-	struct tp_broker_request req;
-	struct tp_broker_reply rep;
-	CLEANUP_CLOSE int sock = -1;
-	ssize_t n;
-	int r;
-
-	r = tp_broker_encode_map(ref, &req);
-	if (r < 0) {
-		errno = -r;
-		return -1;
-	}
-	sock = broker_send(&req);
-	if (sock < 0)
-		return -1;
-	n = broker_receive(sock, buf, sizeof buf, NULL);
-	if (n < 0)
-		return -1;
-	r = tp_broker_decode_reply(buf, (size_t)n, TP_BROKER_MAPPED, &rep);
-	if (r < 0) {
-		errno = -r;
-		return -1;
-	}
-	ranges = calloc(rep.count ? rep.count : 1, sizeof *ranges);
-	if (ranges == NULL)
-		return -1;
-	tp_broker_map_start(&rep, &cursor);
-	while (rep.error == 0 && tp_broker_ranges_due(&cursor) > 0)
-		if (receive_ranges(sock, &cursor, ranges) < 0)
-			return -1;
-	if (thinproxy_debug_broker)
-		nbdkit_debug("broker: map %s: error %" PRIu32 ", size %" PRIu64
-		             ", block size %" PRIu32 ", %" PRIu32 " ranges",
-		             ref, rep.error, rep.size, rep.block_size, rep.count);
-	*ret_reply = rep;
-	*ret_ranges = TAKE_PTR(ranges);
-	return 0;
-}
-
-/* Did a MAP that got no well-formed answer meet a daemon that predates MAP: one that
- * read the request and hung up, or answered what no MAP is answered with? */
-static bool map_unknown(int err)
-{
-	return err == ECONNRESET || err == EBADMSG || err == EPROTO || err == EOPNOTSUPP;
-}
-
-/* Fetch H's map from the broker. Returns 0 (h->map set), 1 if there is none to be had
- * now, so that everything is reported as data, or -1 with the error logged. Called with
- * h->map_lock held. */
-static int fetch_map(struct handle *h)
-{
-	CLEANUP_FREE struct tp_broker_range *ranges = NULL;
-	struct tp_broker_reply rep;
-	struct map *m = map_new(h);
-
-	if (m == NULL) {
-		nbdkit_error("extents: calloc: %m");
-		return -1;
-	}
-	/* Registered before the flush and the request, so that no write of this process
-	 * escapes both: one that does not find the map (note_written) was done before,
-	 * and the flush takes it to the thin device before the daemon reads the pool's
-	 * metadata. */
-	if (h->tracked)
-		maps_register(m);
-	if (fdatasync(h->fd) < 0) {
-		nbdkit_error("extents: fdatasync: %m");
-		map_free(m, h->tracked);
-		return -1;
-	}
-	if (broker_map(h->ref, &rep, &ranges) < 0) {
-		/* An old daemon stays old; one that is down may be back next time. */
-		h->no_map = map_unknown(errno);
-		nbdkit_debug("extents: no map of %s from thinproxyd's broker (%m), "
-		             "reporting everything as data",
-		             h->ref);
-		map_free(m, h->tracked);
-		return 1;
-	}
-	if (rep.error == EOPNOTSUPP || (rep.error == 0 && rep.size != h->size)) {
-		/* The pool cannot tell, or the volume changed size under us. */
-		h->no_map = true;
-		nbdkit_debug("extents: thinproxyd cannot map %s (error %" PRIu32 ", size %" PRIu64
-		             "), reporting everything as data",
-		             h->ref, rep.error, rep.size);
-		map_free(m, h->tracked);
-		return 1;
-	}
-	if (rep.error == EBUSY) {
-		/* Another tool holds the pool's metadata snapshot: everything is data this
-		 * time (never wrong), and the next request asks again. A copier would stop
-		 * at a failed block status. */
-		nbdkit_debug("extents: the pool's metadata is busy, reporting %s as data this time",
-		             h->ref);
-		map_free(m, h->tracked);
-		return 1;
-	}
-	if (rep.error != 0) {
-		errno = (int)rep.error;
-		nbdkit_error("extents: thinproxyd's broker cannot map %s: %m", h->ref);
-		map_free(m, h->tracked);
-		return -1;
-	}
-	pthread_mutex_lock(&maps_lock);
-	map_take(m, TAKE_PTR(ranges), rep.count);
-	pthread_mutex_unlock(&maps_lock);
-	h->map = m;
-	return 0;
-}
-
-/* H's map, fetched on first use: 0, 1 if there is none (everything is data), or -1. */
-static int get_map(struct handle *h)
-{
-	LOCK_SCOPE(&h->map_lock);
-
-	if (h->map != NULL)
-		return 0;
-	if (h->no_map)
-		return 1;
-	return fetch_map(h);
-}
-
 static void thinproxy_close(void *handle)
 {
 	struct handle *h = handle;
 
-	map_free(h->map, h->tracked);
-	pthread_mutex_destroy(&h->map_lock);
+	extents_close(h->extents);
 	close(h->fd);
 	free(h);
 }
@@ -975,7 +499,7 @@ static int thinproxy_pwrite(void *handle, const void *buf, uint32_t count, uint6
 	int r = write_range(h, buf, count, offset, flags);
 
 	/* Even a failed write may have changed part of the range. */
-	note_written(h, offset, count);
+	extents_note_written(h->extents, offset, count);
 	return r;
 }
 
@@ -1049,7 +573,7 @@ static int thinproxy_trim(void *handle, uint32_t count, uint64_t offset, uint32_
 	struct handle *h = handle;
 	int r = trim_range(h, count, offset, flags);
 
-	note_written(h, offset, count);
+	extents_note_written(h->extents, offset, count);
 	return r;
 }
 
@@ -1107,48 +631,16 @@ static int thinproxy_zero(void *handle, uint32_t count, uint64_t offset, uint32_
 
 	/* ENOTSUP: nothing was done (nbdkit writes the zeroes itself, through pwrite). */
 	if (r == 0 || errno != ENOTSUP)
-		note_written(h, offset, count);
+		extents_note_written(h->extents, offset, count);
 	return r;
-}
-
-/* Tell nbdkit what M says of [OFFSET, OFFSET+COUNT): its ranges data, the rest holes that
- * read as zeroes; only the first extent for NBDKIT_FLAG_REQ_ONE. */
-static int add_extents(const struct map *m, uint32_t count, uint64_t offset, uint32_t flags,
-                       struct nbdkit_extents *extents)
-{
-	uint64_t pos = offset, end = offset + count;
-	size_t i = map_find(m, offset + 1);
-
-	while (pos < end) {
-		uint64_t next = i < m->n ? m->r[i].offset : m->size;
-		uint32_t type = NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO;
-
-		if (next <= pos) {
-			next = m->r[i].offset + m->r[i].length;
-			type = 0;
-			i++;
-		}
-		if (nbdkit_add_extent(extents, pos, next - pos, type) < 0)
-			return -1;
-		if (flags & NBDKIT_FLAG_REQ_ONE)
-			break;
-		pos = next;
-	}
-	return 0;
 }
 
 static int thinproxy_extents(void *handle, uint32_t count, uint64_t offset, uint32_t flags,
                              struct nbdkit_extents *extents)
 {
 	struct handle *h = handle;
-	int r = get_map(h);
 
-	if (r < 0)
-		return -1;
-	if (r > 0)
-		return nbdkit_add_extent(extents, offset, count, 0);
-	LOCK_SCOPE(&maps_lock);
-	return add_extents(h->map, count, offset, flags, extents);
+	return extents_answer(h->extents, count, offset, flags, extents);
 }
 
 static int thinproxy_cache(void *handle, uint32_t count, uint64_t offset, uint32_t flags)

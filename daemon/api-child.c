@@ -363,6 +363,7 @@ static int child_spawn(struct api_child *c)
 	char channels_arg[API_CHILD_CHANNELS_MAX * 4], control_arg[16];
 	char *argv[] = {c->program, "--control", control_arg, channels_arg, NULL};
 	char *envp[] = {"PATH=" SPAWN_SAFE_PATH, NULL};
+	sigset_t stop;
 	struct spawn_args a = {.fds = far,
 	                       .exec_fd = c->program_fd,
 	                       .n_fds = c->n_channels + 1,
@@ -372,6 +373,7 @@ static int child_spawn(struct api_child *c)
 	                       .uid = c->uid,
 	                       .gid = c->uid,
 	                       .keep_stderr = c->keep_stderr,
+	                       .blocked = &stop,
 	                       .argv = argv,
 	                       .envp = envp};
 	const char *step = NULL;
@@ -380,6 +382,11 @@ static int child_spawn(struct api_child *c)
 	pid_t pid;
 	int r;
 
+	/* It reads SIGTERM and SIGINT from a signalfd: blocked from the start, one sent while
+	 * it starts (a daemon stopping just then) still ends it cleanly. */
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
 	for (unsigned i = 0; i <= c->n_channels; i++)
 		far[i] = -1;
 	/* Channels onto fds 3, 4, ..., the control socketpair after them. */

@@ -93,7 +93,7 @@ static _Noreturn void child_exec(const struct spawn_args *a, int err_fd)
 	struct sigaction dfl = {.sa_handler = SIG_DFL};
 	struct rlimit no_core = {0, 0};
 	int copies[SPAWN_FDS_MAX], fd, first = SPAWN_FIRST_FD + (int)a->n_fds, sig, cap, exec_fd;
-	sigset_t none;
+	sigset_t mask;
 	size_t i;
 
 	/* Into its cgroup before anything else, so that all it starts is in there. */
@@ -129,9 +129,13 @@ static _Noreturn void child_exec(const struct spawn_args *a, int err_fd)
 	    close_range((unsigned)(exec_fd > err_fd ? exec_fd : err_fd) + 1, ~0U, 0) < 0)
 		child_fail(err_fd, STEP_FDS);
 
-	/* The daemon blocks and ignores signals of its own; the program starts clean. */
-	sigemptyset(&none);
-	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+	/* The daemon blocks and ignores signals of its own; the program starts clean, but
+	 * for what it asked to find blocked. */
+	if (a->blocked != NULL)
+		mask = *a->blocked;
+	else
+		sigemptyset(&mask);
+	if (sigprocmask(SIG_SETMASK, &mask, NULL) < 0)
 		child_fail(err_fd, STEP_SIGNALS);
 	for (sig = 1; sig < NSIG; sig++)
 		sigaction(sig, &dfl, NULL);

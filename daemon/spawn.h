@@ -9,6 +9,7 @@
 #ifndef TP_DAEMON_SPAWN_H
 #define TP_DAEMON_SPAWN_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/resource.h>
@@ -28,6 +29,9 @@ struct spawn_args {
 	uid_t uid;                   /* never 0 */
 	gid_t gid;
 	bool keep_stderr;
+	/* Signals it starts with blocked, for a program that reads them from a signalfd: one
+	 * sent while it is still starting waits for it instead of killing it. NULL: none. */
+	const sigset_t *blocked;
 	int exec_fd;       /* the program to run, open (spawn_sealed_copy); -1: argv[0] */
 	char *const *argv; /* argv[0] is the path run, or its name if EXEC_FD is given */
 	char *const *envp;

@@ -50,6 +50,14 @@ static pid_t start(const char *path, char *const *argv, const int *keep)
 
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
+		sigset_t stop;
+
+		/* As thinproxyd starts it (daemon/spawn.c): a SIGTERM sent before the program
+		 * reads its signals waits for it. */
+		sigemptyset(&stop);
+		sigaddset(&stop, SIGTERM);
+		sigaddset(&stop, SIGINT);
+		sigprocmask(SIG_BLOCK, &stop, NULL);
 		for (; *keep >= 0; keep++)
 			fcntl(*keep, F_SETFD, 0);
 		execv(path, argv);

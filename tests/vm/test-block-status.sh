@@ -6,7 +6,8 @@
 # and are holes on a new one once the pool unmapped them; copies made with extents while
 # fio writes, and after, equal copies made without; the diff of a volume against an
 # empty one is its map, and a snapshot's diff against its parent is what was written to
-# it; exact usage counts the blocks shared with the parent and those held alone.
+# it; exact usage counts the blocks shared with the parent and those held alone, and a
+# tenant's allocation (usage, /metrics) each of its pool blocks once.
 . "$(dirname "$0")/functions.sh"
 requires curl jq nbdinfo nbdcopy qemu-io qemu-img fio cmp
 map=$TP_BUILD/tests/vm/nbd-map
@@ -134,6 +135,11 @@ expect 200
 sum() { data_map "$1" | awk '{ n += $2 } END { print n + 0 }'; }
 [ "$(field .allocated)" = $(($(sum "$(uri v)") + $(sum "$(uri copy)") + exclusive)) ] ||
 	fail "alice's allocation: $body"
+allocated=$(field .allocated)
+admin_api GET /metrics
+expect 200
+grep -qx "thinproxy_tenant_allocated_bytes{tenant=\"alice\"} $allocated" <<<"$body" ||
+	fail "metrics: $(grep allocated <<<"$body")"
 "$TP_BUILD/thinproxy" --dir "$run_dir/tenants/alice" usage | grep -q "^allocated: " ||
 	fail "thinproxy usage shows no allocation"
 

@@ -145,9 +145,10 @@ nbdkit_pid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
 qemu-io -f raw -c 'sleep 8000' -c 'write -P 0x5a 0 64k' -c 'read -P 0x5a 0 64k' "$v_uri" \
 	>"$scratch/held" 2>&1 &
 held=$!
-# Forty at once: the API process has them in hand, some being run by the daemon and the
-# rest waiting, when it is killed after the first is answered.
-n=40
+# 120 at once (forty were all answered before the kill on an idle CI machine): the API
+# process has them in hand, some being run by the daemon and the rest waiting, when it
+# is killed after the first is answered.
+n=120
 for i in $(seq 1 $n); do
 	post "$run_dir/tenants/alice/control.sock" /v1/volumes \
 		"{\"name\":\"k$i\",\"size\":$((4 * M))}" "k$i" >"$scratch/creates.$i" &

@@ -35,6 +35,7 @@
 
 #include "broker.h"
 #include "extents.h"
+#include "idle.h"
 #include "tp-broker.h"
 #include "tp-cleanup.h"
 #include "tp-rules.h"
@@ -110,6 +111,8 @@ static int thinproxy_config(const char *key, const char *value)
 			return -1;
 		}
 		broker_path = value;
+	} else if (strcmp(key, "idle") == 0) {
+		return idle_config(value);
 	} else {
 		nbdkit_error("unknown parameter '%s'", key);
 		return -1;
@@ -126,9 +129,10 @@ static int thinproxy_config_complete(void)
 	return 0;
 }
 
-#define thinproxy_config_help                                                         \
-	"tenant=NAME       (required) The tenant whose exports this nbdkit serves.\n" \
-	"broker=SOCKET     thinproxyd's broker socket (default " TP_BROKER_PATH_DEFAULT ")."
+#define thinproxy_config_help                                                                  \
+	"tenant=NAME       (required) The tenant whose exports this nbdkit serves.\n"          \
+	"broker=SOCKET     thinproxyd's broker socket (default " TP_BROKER_PATH_DEFAULT ").\n" \
+	"idle=SECONDS      Exit after SECONDS without a connection (default 0: never)."
 
 /* NAME (client input) as a log line may show it, in BUF. */
 static const char *printable(const char *name, char *buf, size_t size)
@@ -313,8 +317,10 @@ static void *thinproxy_open(int readonly)
 	if (rep.error != 0)
 		return no_such_export(name);
 	h = handle_new(name, ref, readonly, &rep, fd);
-	if (h != NULL)
+	if (h != NULL) {
 		fd = -1; /* the handle's now */
+		idle_opened();
+	}
 	return h;
 
 no_answer:
@@ -331,6 +337,7 @@ static void thinproxy_close(void *handle)
 	extents_close(h->extents);
 	close(h->fd);
 	free(h);
+	idle_closed();
 }
 
 static const char *thinproxy_export_description(void *handle)
@@ -662,6 +669,23 @@ static int thinproxy_cache(void *handle, uint32_t count, uint64_t offset, uint32
 	return 0;
 }
 
+static int thinproxy_after_fork(void)
+{
+	return idle_start();
+}
+
+static int thinproxy_preconnect(int readonly)
+{
+	(void)readonly;
+	idle_connection();
+	return 0;
+}
+
+static void thinproxy_cleanup(void)
+{
+	idle_stop();
+}
+
 static struct nbdkit_plugin plugin = {
     .name = "thinproxy",
     .longname = "thinproxy: a tenant's thin volumes, brokered by thinproxyd",
@@ -671,6 +695,9 @@ static struct nbdkit_plugin plugin = {
     .config = thinproxy_config,
     .config_complete = thinproxy_config_complete,
     .config_help = thinproxy_config_help,
+    .after_fork = thinproxy_after_fork,
+    .preconnect = thinproxy_preconnect,
+    .cleanup = thinproxy_cleanup,
     .list_exports = thinproxy_list_exports,
     .default_export = thinproxy_default_export,
     .open = thinproxy_open,

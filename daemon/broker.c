@@ -331,6 +331,9 @@ static uint32_t block_size(void)
 
 static const char *open_mode(const struct conn *c)
 {
+	if (c->req.flags & TP_BROKER_WANT_DIRECT)
+		return c->req.flags & TP_BROKER_WANT_WRITE ? "read-write direct"
+		                                           : "read-only direct";
 	return c->req.flags & TP_BROKER_WANT_WRITE ? "read-write" : "read-only";
 }
 
@@ -338,10 +341,11 @@ static const char *open_mode(const struct conn *c)
 static void prepare_open(struct conn *c)
 {
 	bool want_write = c->req.flags & TP_BROKER_WANT_WRITE;
+	bool direct = c->req.flags & TP_BROKER_WANT_DIRECT;
 	struct export_info info;
 	int dev;
 
-	dev = ops_open_export(&c->p, c->req.ref, want_write, &info);
+	dev = ops_open_export(&c->p, c->req.ref, want_write, direct, &info);
 	if (dev < 0) {
 		/* ENOENT (missing or not the tenant's) and EROFS are answers, not faults;
 		 * ops has logged its own failures. */

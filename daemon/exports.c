@@ -25,7 +25,7 @@ int ops_principal_for_nbd_uid(uid_t uid, struct principal *ret_principal)
 	return 0;
 }
 
-int ops_open_export(const struct principal *p, const char *ref, bool want_write,
+int ops_open_export(const struct principal *p, const char *ref, bool want_write, bool direct,
                     struct export_info *ret_info)
 {
 	struct volume v;
@@ -42,7 +42,8 @@ int ops_open_export(const struct principal *p, const char *ref, bool want_write,
 	r = pool_activate_thin(ops.pool, v.thin_id, v.size, v.state != VOLUME_READY);
 	if (r < 0)
 		return internal(r, "activate thin device");
-	fd = pool_open_thin(ops.pool, v.thin_id, want_write ? O_RDWR : O_RDONLY);
+	fd = pool_open_thin(ops.pool, v.thin_id,
+	                    (want_write ? O_RDWR : O_RDONLY) | (direct ? O_DIRECT : 0));
 	if (fd < 0)
 		return internal(fd, "open thin device");
 	memset(ret_info, 0, sizeof *ret_info);

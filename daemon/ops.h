@@ -38,8 +38,9 @@ struct export_info {
 /* The tenant whose nbdkit runs as UID; -ENOENT if none. */
 int ops_principal_for_nbd_uid(uid_t uid, struct principal *ret_principal);
 /* Activate the volume REF refers to for P and open it: O_RDWR only if WANT_WRITE and P
- * may write it, else -EROFS; O_RDONLY otherwise. Returns the fd. */
-int ops_open_export(const struct principal *p, const char *ref, bool want_write,
+ * may write it, else -EROFS; O_RDONLY otherwise; O_DIRECT as well if DIRECT. Returns the
+ * fd. */
+int ops_open_export(const struct principal *p, const char *ref, bool want_write, bool direct,
                     struct export_info *ret_info);
 /* Everything P may open, own volumes first. *RET_EXPORTS is malloc'ed. */
 int ops_list_exports(const struct principal *p, struct export_info **ret_exports, size_t *ret_n);

@@ -12,10 +12,13 @@
  * bits, a string without its NUL, non-zero bytes after that NUL or in a field the type
  * does not use, is malformed: the receiver ends the connection.
  *
- *   plugin -> daemon   TP_BROKER_OPEN   struct tp_broker_request (ref, TP_BROKER_WANT_WRITE)
+ *   plugin -> daemon   TP_BROKER_OPEN   struct tp_broker_request (ref, TP_BROKER_WANT_WRITE,
+ *                      TP_BROKER_WANT_DIRECT)
  *   daemon -> plugin   TP_BROKER_OPENED struct tp_broker_reply; on success (error 0) the
  *                      packet carries exactly one fd by SCM_RIGHTS, O_RDWR or, with
- *                      TP_BROKER_READ_ONLY, O_RDONLY.
+ *                      TP_BROKER_READ_ONLY, O_RDONLY; O_DIRECT as well if the request
+ *                      had TP_BROKER_WANT_DIRECT (the reply does not repeat it: the fd's
+ *                      own flags, fcntl F_GETFL, say it).
  *   plugin -> daemon   TP_BROKER_LIST   struct tp_broker_request (no ref, no flags)
  *   daemon -> plugin   TP_BROKER_LISTED struct tp_broker_reply with count <=
  *                      TP_BROKER_LIST_MAX, then count TP_BROKER_ENTRY packets.
@@ -76,6 +79,11 @@ enum tp_broker_type {
 
 /* Request flags. */
 #define TP_BROKER_WANT_WRITE UINT32_C(0x1) /* O_RDWR, or EROFS if the tenant may not write */
+/* O_DIRECT: the plugin reads and writes the thin device past the host's page cache (the
+ * cache mode "none" of an attach), so that data a kernel-attached /dev/nbdN caches is
+ * not cached a second time, and the plugin takes on the device's alignment rules. */
+#define TP_BROKER_WANT_DIRECT UINT32_C(0x2)
+#define TP_BROKER_OPEN_FLAGS  (TP_BROKER_WANT_WRITE | TP_BROKER_WANT_DIRECT)
 /* Reply and entry flags. */
 #define TP_BROKER_READ_ONLY UINT32_C(0x1) /* the fd is O_RDONLY / the export is read-only */
 
@@ -129,11 +137,18 @@ _Static_assert(sizeof(struct tp_broker_entry) == 168, "entry layout");
 _Static_assert(sizeof(struct tp_broker_range) == 16, "range layout");
 _Static_assert(sizeof(struct tp_broker_ranges) == 16 + 16 * TP_BROKER_RANGES_MAX, "ranges layout");
 
-/* An NBD export name is a reference, or this prefix and a reference: "ro:layer1" asks
- * for layer1 read-only, so the broker hands an O_RDONLY fd even to the owner of a
- * writable volume. NBD itself has no way for a client to say it will only read. No
- * name contains ':', so the two forms never collide. */
+/* An NBD export name is a reference, or prefixes and a reference: "ro:layer1" asks for
+ * layer1 read-only, so the broker hands an O_RDONLY fd even to the owner of a writable
+ * volume (NBD itself has no way for a client to say it will only read); "direct:layer1"
+ * asks for it served with direct I/O (TP_BROKER_WANT_DIRECT). Both together come in
+ * this order only: "direct:ro:layer1". No name contains ':', so a prefix never collides
+ * with a name. */
+#define TP_EXPORT_DIRECT_PREFIX    "direct:"
 #define TP_EXPORT_READ_ONLY_PREFIX "ro:"
+/* The longest export name: both prefixes and the longest reference, and its NUL. */
+#define TP_EXPORT_NAME_SIZE                                                                        \
+	(sizeof TP_EXPORT_DIRECT_PREFIX + sizeof TP_EXPORT_READ_ONLY_PREFIX + TP_BROKER_REF_SIZE - \
+	 2)
 
 /* Is REF a syntactically valid reference: NAME or OWNER/NAME, each a valid name? */
 static inline bool tp_broker_ref_valid(const char *ref)
@@ -153,6 +168,26 @@ static inline bool tp_broker_ref_valid(const char *ref)
 	memcpy(owner, ref, n);
 	owner[n] = '\0';
 	return tp_name_valid(owner) && tp_name_valid(slash + 1);
+}
+
+/* The reference the export NAME asks for: NAME past its prefixes, with what they ask in
+ * *RET_DIRECT and *RET_READ_ONLY. The reference is not checked (tp_broker_ref_valid);
+ * prefixes out of order or repeated leave a ':' in it, which no reference has. */
+static inline const char *tp_export_parse(const char *name, bool *ret_direct, bool *ret_read_only)
+{
+	bool direct = false, read_only = false;
+
+	if (strncmp(name, TP_EXPORT_DIRECT_PREFIX, strlen(TP_EXPORT_DIRECT_PREFIX)) == 0) {
+		name += strlen(TP_EXPORT_DIRECT_PREFIX);
+		direct = true;
+	}
+	if (strncmp(name, TP_EXPORT_READ_ONLY_PREFIX, strlen(TP_EXPORT_READ_ONLY_PREFIX)) == 0) {
+		name += strlen(TP_EXPORT_READ_ONLY_PREFIX);
+		read_only = true;
+	}
+	*ret_direct = direct;
+	*ret_read_only = read_only;
+	return name;
 }
 
 /* Does the fixed-size field S of SIZE bytes hold a NUL-terminated string followed by
@@ -219,15 +254,16 @@ static inline int tp_broker_check_header(const void *buf, size_t len, size_t wan
 
 /* Requests. */
 
-/* Encode OPEN of REF into RET_REQ. -EINVAL if REF is not a valid reference. */
-static inline int tp_broker_encode_open(const char *ref, bool want_write,
+/* Encode OPEN of REF with the request FLAGS (TP_BROKER_OPEN_FLAGS) into RET_REQ. -EINVAL if
+ * REF is not a valid reference or a flag is unknown. */
+static inline int tp_broker_encode_open(const char *ref, uint32_t flags,
                                         struct tp_broker_request *ret_req)
 {
-	if (!tp_broker_ref_valid(ref))
+	if (!tp_broker_ref_valid(ref) || (flags & ~TP_BROKER_OPEN_FLAGS))
 		return -EINVAL;
 	memset(ret_req, 0, sizeof *ret_req);
 	tp_broker_header_init(&ret_req->h, TP_BROKER_OPEN);
-	ret_req->flags = want_write ? TP_BROKER_WANT_WRITE : 0;
+	ret_req->flags = flags;
 	memcpy(ret_req->ref, ref, strlen(ref) + 1);
 	return 0;
 }
@@ -265,7 +301,7 @@ static inline int tp_broker_decode_request(const void *buf, size_t len,
 	switch (req.h.type) {
 	case TP_BROKER_OPEN:
 	case TP_BROKER_MAP:
-		if (req.flags & ~(req.h.type == TP_BROKER_OPEN ? TP_BROKER_WANT_WRITE : 0))
+		if (req.flags & ~(req.h.type == TP_BROKER_OPEN ? TP_BROKER_OPEN_FLAGS : 0))
 			return -EBADMSG;
 		if (!tp_broker_field_ok(req.ref, sizeof req.ref))
 			return -EBADMSG;

@@ -105,7 +105,7 @@ static ssize_t broker_receive(int sock, void *buf, size_t size, int *ret_fd)
 }
 
 /* Ask the broker to open REF (broker.h). */
-int broker_open(const char *ref, bool want_write, struct tp_broker_reply *ret_reply, int *ret_fd)
+int broker_open(const char *ref, uint32_t flags, struct tp_broker_reply *ret_reply, int *ret_fd)
 {
 	char buf[sizeof(struct tp_broker_reply) + 1];
 	struct tp_broker_request req;
@@ -114,7 +114,7 @@ int broker_open(const char *ref, bool want_write, struct tp_broker_reply *ret_re
 	ssize_t n;
 	int r;
 
-	r = tp_broker_encode_open(ref, want_write, &req);
+	r = tp_broker_encode_open(ref, flags, &req);
 	if (r < 0) {
 		errno = -r;
 		return -1;
@@ -135,10 +135,12 @@ int broker_open(const char *ref, bool want_write, struct tp_broker_reply *ret_re
 		return -1;
 	}
 	if (thinproxy_debug_broker)
-		nbdkit_debug("broker: open %s %s: error %" PRIu32 ", fd %d, size %" PRIu64
+		nbdkit_debug("broker: open %s %s%s: error %" PRIu32 ", fd %d, size %" PRIu64
 		             ", block size %" PRIu32 ", flags %#" PRIx32 ", state %s",
-		             ref, want_write ? "rw" : "ro", ret_reply->error, fd, ret_reply->size,
-		             ret_reply->block_size, ret_reply->flags, ret_reply->state);
+		             ref, flags & TP_BROKER_WANT_WRITE ? "rw" : "ro",
+		             flags & TP_BROKER_WANT_DIRECT ? " direct" : "", ret_reply->error, fd,
+		             ret_reply->size, ret_reply->block_size, ret_reply->flags,
+		             ret_reply->state);
 	*ret_fd = TAKE_FD(fd);
 	return 0;
 }

@@ -16,10 +16,11 @@
 /* The broker's socket: TP_BROKER_PATH_DEFAULT unless broker= set it. */
 extern const char *broker_path;
 
-/* Ask the broker to open REF. Returns 0 with the answer in *RET_REPLY (a refusal if its
- * error is set, else the device in *RET_FD), or -1 with errno set if there was no
- * well-formed answer. */
-int broker_open(const char *ref, bool want_write, struct tp_broker_reply *ret_reply, int *ret_fd);
+/* Ask the broker to open REF with the request FLAGS (TP_BROKER_WANT_WRITE,
+ * TP_BROKER_WANT_DIRECT). Returns 0 with the answer in *RET_REPLY (a refusal if its error
+ * is set, else the device in *RET_FD), or -1 with errno set if there was no well-formed
+ * answer. */
+int broker_open(const char *ref, uint32_t flags, struct tp_broker_reply *ret_reply, int *ret_fd);
 
 /* Ask the broker for the tenant's exports. Returns the socket its answer comes on, or -1
  * with errno set if the broker cannot be reached. */

@@ -1,5 +1,6 @@
 /* Unit tests for include/tp-broker.h: the broker's wire format, as both ends decode it. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "tp-broker.h"
@@ -27,6 +28,84 @@ START_TEST(round_trips_open_request)
 	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req, &out), 0);
 	ck_assert_uint_eq(out.flags, 0);
 	ck_assert_str_eq(out.ref, "images/base");
+}
+END_TEST
+
+START_TEST(round_trips_direct_open_request)
+{
+	struct tp_broker_request req, out;
+
+	ck_assert_int_eq(
+	    tp_broker_encode_open("layer1", TP_BROKER_WANT_WRITE | TP_BROKER_WANT_DIRECT, &req), 0);
+	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req, &out), 0);
+	ck_assert_uint_eq(out.flags, TP_BROKER_WANT_WRITE | TP_BROKER_WANT_DIRECT);
+
+	ck_assert_int_eq(tp_broker_encode_open("layer1", TP_BROKER_WANT_DIRECT, &req), 0);
+	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req, &out), 0);
+	ck_assert_uint_eq(out.flags, TP_BROKER_WANT_DIRECT);
+}
+END_TEST
+
+START_TEST(refuses_to_encode_unknown_open_flags)
+{
+	struct tp_broker_request req;
+
+	ck_assert_int_eq(tp_broker_encode_open("layer1", 0x4, &req), -EINVAL);
+	ck_assert_int_eq(tp_broker_encode_open("layer1", UINT32_MAX, &req), -EINVAL);
+}
+END_TEST
+
+START_TEST(rejects_direct_flag_on_a_map_request)
+{
+	struct tp_broker_request req, out;
+
+	ck_assert_int_eq(tp_broker_encode_map("layer1", &req), 0);
+	req.flags = TP_BROKER_WANT_DIRECT;
+	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req, &out), -EBADMSG);
+	tp_broker_encode_list(&req);
+	req.flags = TP_BROKER_WANT_DIRECT;
+	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req, &out), -EBADMSG);
+}
+END_TEST
+
+START_TEST(parses_export_prefixes_in_their_one_order)
+{
+	static const struct {
+		const char *name, *ref;
+		bool direct, read_only, valid;
+	} cases[] = {
+	    {"vol1", "vol1", false, false, true},
+	    {"ro:vol1", "vol1", false, true, true},
+	    {"direct:vol1", "vol1", true, false, true},
+	    {"direct:ro:alice/vol1", "alice/vol1", true, true, true},
+	    /* Out of order or twice: a ':' stays in the reference, which is then invalid. */
+	    {"ro:direct:vol1", "direct:vol1", false, true, false},
+	    {"direct:direct:vol1", "direct:vol1", true, false, false},
+	    {"ro:ro:vol1", "ro:vol1", false, true, false},
+	    {"DIRECT:vol1", "DIRECT:vol1", false, false, false},
+	    {"direct:", "", true, false, false},
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		bool direct = !cases[i].direct, read_only = !cases[i].read_only;
+		const char *ref = tp_export_parse(cases[i].name, &direct, &read_only);
+
+		ck_assert_str_eq(ref, cases[i].ref);
+		ck_assert_int_eq(direct, cases[i].direct);
+		ck_assert_int_eq(read_only, cases[i].read_only);
+		ck_assert_int_eq(tp_broker_ref_valid(ref), cases[i].valid);
+	}
+}
+END_TEST
+
+START_TEST(fits_the_longest_export_name)
+{
+	char name[TP_EXPORT_NAME_SIZE];
+	int n;
+
+	n = snprintf(name, sizeof name, "%s%s%0*d/%0*d", TP_EXPORT_DIRECT_PREFIX,
+	             TP_EXPORT_READ_ONLY_PREFIX, TP_NAME_MAX, 0, TP_NAME_MAX, 0);
+	ck_assert_int_eq(n, (int)sizeof name - 1);
 }
 END_TEST
 
@@ -116,7 +195,7 @@ START_TEST(rejects_unknown_request_flags)
 {
 	struct tp_broker_request req = open_request("layer1", true), out;
 
-	req.flags |= 0x2;
+	req.flags |= 0x4;
 	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req, &out), -EBADMSG);
 	req.flags = UINT32_MAX;
 	ck_assert_int_eq(tp_broker_decode_request(&req, sizeof req, &out), -EBADMSG);
@@ -704,6 +783,11 @@ int main(void)
 	int failed;
 
 	tcase_add_test(tc, round_trips_open_request);
+	tcase_add_test(tc, round_trips_direct_open_request);
+	tcase_add_test(tc, refuses_to_encode_unknown_open_flags);
+	tcase_add_test(tc, rejects_direct_flag_on_a_map_request);
+	tcase_add_test(tc, parses_export_prefixes_in_their_one_order);
+	tcase_add_test(tc, fits_the_longest_export_name);
 	tcase_add_test(tc, round_trips_longest_reference);
 	tcase_add_test(tc, round_trips_list_request);
 	tcase_add_test(tc, rejects_short_broker_message);

@@ -70,10 +70,15 @@ int ops_principal_for_nbd_uid(uid_t uid, struct principal *ret_principal)
 	return 0;
 }
 
-/* What the last open asked the broker for: 1 write, 0 read, -1 nothing yet. */
+/* What the last open asked the broker for: 1 write, 0 read, -1 nothing yet; 1 direct
+ * I/O, 0 buffered, -1 nothing yet. */
 static atomic_int last_want_write = -1;
+static atomic_int last_direct = -1;
+/* Did the last direct open get an O_DIRECT fd? Not where the test's directory refuses
+ * O_DIRECT (tmpfs: EINVAL); the file is then served buffered, as the plugin may. */
+static atomic_bool last_direct_took;
 
-int ops_open_export(const struct principal *p, const char *ref, bool want_write,
+int ops_open_export(const struct principal *p, const char *ref, bool want_write, bool direct,
                     struct export_info *ret_info)
 {
 	char path[256];
@@ -81,13 +86,18 @@ int ops_open_export(const struct principal *p, const char *ref, bool want_write,
 
 	ck_assert_str_eq(p->tenant, "alice");
 	last_want_write = want_write;
+	last_direct = direct;
 	for (size_t i = 0; i < ARRAY_SIZE(exports); i++) {
 		if (strcmp(ref, exports[i].ref) != 0)
 			continue;
 		if (want_write && !exports[i].writable)
 			return -EROFS;
 		snprintf(path, sizeof path, "%s/%s", dir, exports[i].file);
-		fd = open(path, (want_write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+		fd = open(path,
+		          (want_write ? O_RDWR : O_RDONLY) | (direct ? O_DIRECT : 0) | O_CLOEXEC);
+		last_direct_took = fd >= 0 && direct;
+		if (fd < 0 && direct && errno == EINVAL)
+			fd = open(path, (want_write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 		if (fd < 0)
 			return -errno;
 		memset(ret_info, 0, sizeof *ret_info);
@@ -921,6 +931,25 @@ static ssize_t ask_raw(const void *buf, size_t len, bool pass_fd)
 	return n;
 }
 
+START_TEST(asks_the_operations_for_direct_io_only_when_the_request_does)
+{
+	struct tp_broker_request req;
+
+	last_direct = -1;
+	tp_broker_encode_open("vol1", TP_BROKER_WANT_WRITE | TP_BROKER_WANT_DIRECT, &req);
+	ck_assert_int_eq(ask_raw(&req, sizeof req, false), sizeof(struct tp_broker_reply));
+	ck_assert_int_eq(last_direct, 1);
+	ck_assert_int_eq(last_want_write, 1);
+	tp_broker_encode_open("committed", TP_BROKER_WANT_DIRECT, &req);
+	ck_assert_int_eq(ask_raw(&req, sizeof req, false), sizeof(struct tp_broker_reply));
+	ck_assert_int_eq(last_direct, 1);
+	ck_assert_int_eq(last_want_write, 0);
+	tp_broker_encode_open("vol1", TP_BROKER_WANT_WRITE, &req);
+	ck_assert_int_eq(ask_raw(&req, sizeof req, false), sizeof(struct tp_broker_reply));
+	ck_assert_int_eq(last_direct, 0);
+}
+END_TEST
+
 START_TEST(closes_the_connection_on_a_malformed_request)
 {
 	struct tp_broker_request req;
@@ -1235,6 +1264,7 @@ int main(void)
 	tcase_add_test(tc, reports_everything_as_data_while_the_daemon_is_down);
 	tcase_add_test(tc, reports_everything_as_data_to_a_daemon_without_map);
 	tcase_add_test(tc, keeps_serving_open_connections_while_the_daemon_is_down);
+	tcase_add_test(tc, asks_the_operations_for_direct_io_only_when_the_request_does);
 	tcase_add_test(tc, closes_the_connection_on_a_malformed_request);
 	tcase_add_test(tc, joins_the_closest_ranges_of_a_map_too_long_for_the_wire);
 	tcase_add_test(tc, closes_a_connection_that_sends_nothing);

@@ -168,7 +168,9 @@ static int connect_first(const struct attach_request *req, const struct keeper_c
 			    "(the host's thinproxyd log says why)");
 			return r;
 		}
-		if (strcmp(state, "running") != 0) {
+		/* An idle tenant's nbdkit starts for this connection, or exits just as it
+		 * comes: another try. */
+		if (strcmp(state, "running") != 0 && strcmp(state, "idle") != 0) {
 			snprintf(reason, len,
 			         "the tenant's NBD server is not running (its nbdkit is %s)",
 			         state);

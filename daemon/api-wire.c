@@ -13,7 +13,8 @@
 /* The strings of ops.h's views that travel as indexes: every value ops gives them. */
 static const char *const volume_states[] = {"creating",  "ready", "committed", "deleting",
                                             "importing", "image", "unknown"};
-static const char *const nbd_states[] = {"stopped", "running", "failed", "restarting", "unknown"};
+static const char *const nbd_states[] = {"stopped",    "running", "failed",
+                                         "restarting", "unknown", "idle"};
 static const char *const meta_states[] = {"ok", "warning", "full"};
 static const char *const pool_modes[] = {"rw", "ro", "out_of_data_space"};
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))

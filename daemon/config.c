@@ -10,6 +10,7 @@
 #include "cgroup.h"
 #include "config.h"
 #include "log.h"
+#include "supervise.h"
 #include "tp-cleanup.h"
 #include "tp-rules.h"
 
@@ -36,6 +37,7 @@ enum {
 	OPT_CGROUP,
 	OPT_NBDKIT_MEMORY_MAX,
 	OPT_NBDKIT_PIDS_MAX,
+	OPT_NBDKIT_IDLE,
 	OPT_API_PROCESS,
 	OPT_NO_API_PROCESS,
 	OPT_API_PROGRAM,
@@ -69,6 +71,7 @@ static const struct option options[] = {
     {"cgroup", required_argument, NULL, OPT_CGROUP},
     {"nbdkit-memory-max", required_argument, NULL, OPT_NBDKIT_MEMORY_MAX},
     {"nbdkit-pids-max", required_argument, NULL, OPT_NBDKIT_PIDS_MAX},
+    {"nbdkit-idle", required_argument, NULL, OPT_NBDKIT_IDLE},
     {"api-process", no_argument, NULL, OPT_API_PROCESS},
     {"no-api-process", no_argument, NULL, OPT_NO_API_PROCESS},
     {"api-program", required_argument, NULL, OPT_API_PROGRAM},
@@ -110,6 +113,9 @@ static const char usage_text[] =
     "  --nbdkit-memory-max SIZE\n"
     "                       memory of each tenant's nbdkit (default 1G; 0: no limit)\n"
     "  --nbdkit-pids-max N  its processes and threads (default 1024; 0: no limit)\n"
+    "  --nbdkit-idle SECONDS\n"
+    "                       a tenant's nbdkit starts with its first client and exits\n"
+    "                       after SECONDS without one (default 60; 0: always runs)\n"
     "  --no-api-process     parse the REST API's HTTP in the daemon itself, not in the\n"
     "                       unprivileged API processes (thinproxyd-api; the default)\n"
     "  --api-program PATH   the API process's program (default: thinproxyd-api next to\n"
@@ -245,6 +251,11 @@ static int apply(struct config *cfg, int opt, const char *name, const char *v)
 		/* nbdkit needs a few threads of its own and more per connection. */
 		if (r == 0 && cfg->nbdkit_pids_max != 0 && cfg->nbdkit_pids_max < 32)
 			r = -EINVAL;
+		break;
+	case OPT_NBDKIT_IDLE:
+		r = parse_uint(v, SUPERVISE_IDLE_MAX_S, &n);
+		if (r == 0)
+			cfg->nbdkit_idle = (unsigned)n;
 		break;
 	case OPT_NBD_UID_BASE:
 		r = parse_uint(v, UINT32_MAX - 65536, &n);
@@ -393,6 +404,7 @@ int config_parse(struct config *cfg, int argc, char **argv)
 	 * are some 60 connections. */
 	cfg->nbdkit_memory_max = UINT64_C(1) << 30;
 	cfg->nbdkit_pids_max = 1024;
+	cfg->nbdkit_idle = 60;
 	cfg->log_level = LOG_INFO;
 	if (set_string(&cfg->state_dir, "/var/lib/thinproxy") < 0 ||
 	    set_string(&cfg->cgroup, "auto") < 0 ||

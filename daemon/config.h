@@ -17,6 +17,7 @@ struct config {
 	uint32_t nbd_uid_base;
 	char *cgroup;                                /* "auto", "none" or a cgroup path */
 	uint64_t nbdkit_memory_max, nbdkit_pids_max; /* 0: no limit */
+	unsigned nbdkit_idle;                        /* seconds; 0: nbdkits always run */
 	/* The admin socket served by an unprivileged API process (issue 21), the program's
 	 * path (NULL: thinproxyd-api next to thinproxyd) and its uid and gid. */
 	bool api_process;

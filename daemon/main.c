@@ -264,6 +264,7 @@ static void supervise_config_from(struct supervise_config *sc, const char *broke
 	sc->cgroup = strcmp(cfg.cgroup, "none") == 0 ? NULL : cfg.cgroup;
 	sc->limits.memory_max = cfg.nbdkit_memory_max;
 	sc->limits.pids_max = cfg.nbdkit_pids_max;
+	sc->idle_s = cfg.nbdkit_idle;
 }
 
 /* --teardown: with no daemon on this run directory (its pid file lock says so), take

@@ -46,11 +46,16 @@ _Static_assert(LISTEN_FD == SPAWN_FIRST_FD && PLUGIN_FD == SPAWN_FIRST_FD + 1,
 #define RESTART_DELAY_MIN_MS 250
 #define RESTART_DELAY_MAX_MS 30000
 #define HEALTHY_MS           60000
-/* An adopted nbdkit is not our child, so no SIGCHLD says it died: look this often. */
-#define ADOPTED_POLL_MS 1000
 /* supervise_stop_tenant: SIGTERM, this long to finish, then SIGKILL. */
 #define STOP_TIMEOUT_MS 3000
-/* Environment and search path of nbdkit. */
+struct tenant_proc;
+
+/* What an event on supervise_event_fd() is about: its epoll data points at one of these
+ * in the tenant's struct. */
+struct watch {
+	struct tenant_proc *t;
+	enum { WATCH_EXIT, WATCH_SOCKET } what; /* the nbdkit's pidfd, or listen_fd */
+};
 
 /* One tenant's nbdkit. */
 struct tenant_proc {
@@ -64,19 +69,25 @@ struct tenant_proc {
 	pid_t pid; /* 0: not running */
 	int pidfd; /* -1: not running */
 	int64_t started_ms;
-	bool adopted;       /* pid is an earlier daemon's child, not ours */
 	unsigned failures;  /* deaths in a row without a healthy run */
 	int64_t restart_ms; /* when to restart; 0: no restart pending */
 	bool start_failed;  /* the last one exited with an error status, or did not start */
-	bool turning_away;  /* listen_fd watched, its clients closed: see supervise_status */
+	/* listen_fd is in the epoll: with no nbdkit running, its first client starts one (on
+	 * demand), or, turning_away as well, is closed at once (see supervise_status). */
+	bool watched;
+	bool turning_away;
+	bool exit_watched;    /* pidfd is in the epoll */
+	bool exited, knocked; /* what the epoll said, for supervise_reap */
+	struct watch exit_watch, socket_watch;
 };
 
 static struct {
 	bool initialized;
 	char *run_dir, *nbdkit, *plugin, *broker;
 	int plugin_fd; /* the plugin's sealed copy; -1: nbdkit finds it by name */
-	int epoll_fd;  /* supervise_event_fd() */
+	int epoll_fd;  /* supervise_event_fd(): the nbdkits' pidfds, the sockets watched */
 	bool syslog;
+	unsigned idle_s; /* nbdkit on demand, exiting after this long idle; 0: always runs */
 	struct cgroups *cgroups; /* NULL: none */
 	struct cgroup_limits limits;
 	struct tenant_proc *procs;
@@ -197,8 +208,13 @@ int supervise_init(const struct supervise_config *cfg)
 		free_config();
 		return -ENOMEM;
 	}
+	if (cfg->idle_s > SUPERVISE_IDLE_MAX_S) {
+		free_config();
+		return -EINVAL;
+	}
 	sv.syslog = cfg->syslog;
 	sv.limits = cfg->limits;
+	sv.idle_s = cfg->idle_s;
 	sv.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	r = sv.epoll_fd < 0 ? -errno : make_dir(tenants, 0755);
 	if (r == 0 && cfg->cgroup != NULL)
@@ -353,28 +369,42 @@ static void end_cgroup(const char *tenant)
 		          "tenant %s: end the processes in its cgroup: %m, ignoring", tenant);
 }
 
+/* Watch T's socket (ON): with no nbdkit running, supervise_reap() learns of each client
+ * that connects. Or stop, before an nbdkit takes the socket. */
+static int watch_socket(struct tenant_proc *t, bool on)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &t->socket_watch};
+
+	if (on == t->watched || t->listen_fd < 0)
+		return 0;
+	/* Removed explicitly, always: the registration belongs to the socket's file
+	 * description, which lives on in nbdkit after our fd is closed. */
+	if (epoll_ctl(sv.epoll_fd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, t->listen_fd, &ev) < 0 && on)
+		return log_errno(LOG_WARNING, -errno, "tenant %s: watch its nbd.sock: %m", t->name);
+	t->watched = on;
+	return 0;
+}
+
 /* Turn T's clients away (ON) while its nbdkit cannot start: supervise_reap closes each
  * connection queued on its socket at once, instead of leaving it to wait for a server
  * that keeps failing. Or stop, before an nbdkit takes the socket: it shares the
  * socket's file description, so the socket is non-blocking only meanwhile. */
 static void turn_away(struct tenant_proc *t, bool on)
 {
-	struct epoll_event ev = {.events = EPOLLIN, .data.fd = t->listen_fd};
 	int flags;
 
 	if (on == t->turning_away || t->listen_fd < 0)
 		return;
 	flags = fcntl(t->listen_fd, F_GETFL);
 	if (!on) {
-		epoll_ctl(sv.epoll_fd, EPOLL_CTL_DEL, t->listen_fd, &ev);
 		if (flags >= 0)
 			fcntl(t->listen_fd, F_SETFL, flags & ~O_NONBLOCK);
 		t->turning_away = false;
 		return;
 	}
-	/* Never watched while blocking: an accept would stop the daemon's loop. */
+	/* Never accepted from while blocking: an accept would stop the daemon's loop. */
 	if (flags < 0 || fcntl(t->listen_fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
-	    epoll_ctl(sv.epoll_fd, EPOLL_CTL_ADD, t->listen_fd, &ev) < 0) {
+	    watch_socket(t, true) < 0) {
 		log_errno(LOG_WARNING, -errno, "tenant %s: turn its NBD clients away: %m, ignoring",
 		          t->name);
 		if (flags >= 0)
@@ -384,10 +414,44 @@ static void turn_away(struct tenant_proc *t, bool on)
 	t->turning_away = true;
 }
 
+/* Neither watch nor turn away T's clients: an nbdkit takes them, or none comes. */
+static void unwatch_socket(struct tenant_proc *t)
+{
+	turn_away(t, false);
+	watch_socket(t, false);
+}
+
+/* Forget T's nbdkit, which has exited and been reaped. */
+static void forget_process(struct tenant_proc *t)
+{
+	if (t->pidfd >= 0) {
+		if (t->exit_watched)
+			epoll_ctl(sv.epoll_fd, EPOLL_CTL_DEL, t->pidfd, NULL);
+		close(t->pidfd);
+	}
+	t->pidfd = -1;
+	t->pid = 0;
+	t->exit_watched = false;
+}
+
+/* Learn of the exit of T's nbdkit from the epoll: pidfds, adopted nbdkits' too, become
+ * readable when the process exits. */
+static void watch_exit(struct tenant_proc *t)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &t->exit_watch};
+
+	t->exit_watched = epoll_ctl(sv.epoll_fd, EPOLL_CTL_ADD, t->pidfd, &ev) == 0;
+	if (!t->exit_watched)
+		log_errno(LOG_WARNING, -errno,
+		          "tenant %s: watch nbdkit %d: %m; its death is noticed late", t->name,
+		          (int)t->pid);
+}
+
 /* Start T's nbdkit on T->listen_fd. Logs why it could not. */
 static int spawn(struct tenant_proc *t)
 {
 	char tenant_arg[sizeof "tenant=" + TP_NAME_MAX], broker_arg[PATH_MAX + 8];
+	char idle_arg[sizeof "idle=" + 12];
 	char listen_pid[sizeof "LISTEN_PID=" + 12] = "LISTEN_PID=";
 	char *argv[10], *envp[] = {"PATH=" SPAWN_SAFE_PATH, "LISTEN_FDS=1", listen_pid, NULL};
 	/* The socket onto LISTEN_FD, the plugin onto PLUGIN_FD. */
@@ -438,9 +502,13 @@ static int spawn(struct tenant_proc *t)
 	argv[n++] = sv.plugin_fd >= 0 ? PLUGIN_ARG : sv.plugin;
 	argv[n++] = tenant_arg;
 	argv[n++] = broker_arg;
+	if (sv.idle_s != 0) {
+		snprintf(idle_arg, sizeof idle_arg, "idle=%u", sv.idle_s);
+		argv[n++] = idle_arg;
+	}
 	argv[n] = NULL;
 
-	turn_away(t, false);
+	unwatch_socket(t);
 	r = spawn_unprivileged(&a, &pid, &step);
 	if (r < 0 && step && *step)
 		return log_errno(LOG_ERR, r, "tenant %s: start %s: %s: %m", t->name, sv.nbdkit,
@@ -459,9 +527,9 @@ static int spawn(struct tenant_proc *t)
 		return log_errno(LOG_ERR, r, "tenant %s: pidfd_open %d: %m", t->name, (int)pid);
 	}
 	t->pid = pid;
-	t->adopted = false;
 	t->started_ms = tp_now_ms();
 	t->restart_ms = 0;
+	watch_exit(t);
 	r = write_pidfile(t, pid);
 	if (r < 0)
 		log_errno(LOG_WARNING, r,
@@ -653,9 +721,7 @@ static void stop_process(struct tenant_proc *t)
 	if (t->pid == 0)
 		return;
 	terminate(t->name, t->pidfd);
-	close(t->pidfd);
-	t->pidfd = -1;
-	t->pid = 0;
+	forget_process(t);
 }
 
 /* T's nbdkit from an earlier daemon, as its pidfile names it: a pidfd on it and what it
@@ -703,9 +769,9 @@ static void adopt(struct tenant_proc *t)
 		t->listen_fd = fd;
 	if (what == OURS) {
 		t->pid = pid;
-		t->adopted = true;
 		t->pidfd = TAKE_FD(pidfd);
 		t->started_ms = tp_now_ms();
+		watch_exit(t);
 		log_info("tenant %s: adopted running nbdkit %d", t->name, (int)pid);
 		/* It keeps its cgroup, with today's limits; one from before cgroups moves in
 		 * (what it forked before stays where it is). */
@@ -756,6 +822,8 @@ int supervise_start_tenant(const char *tenant, uid_t nbd_uid, gid_t nbd_gid, uid
 			return -ENOMEM;
 		snprintf(t->name, sizeof t->name, "%s", tenant);
 		t->listen_fd = t->pidfd = -1;
+		t->exit_watch = (struct watch){t, WATCH_EXIT};
+		t->socket_watch = (struct watch){t, WATCH_SOCKET};
 		t->nbd_uid = nbd_uid;
 		t->nbd_gid = nbd_gid;
 		t->sock_uid = sock_uid;
@@ -781,13 +849,17 @@ int supervise_start_tenant(const char *tenant, uid_t nbd_uid, gid_t nbd_gid, uid
 		r = make_socket(t);
 	if (r == 0 && t->pid == 0) {
 		t->failures = 0;
-		r = spawn(t);
+		/* On demand, the first client starts it. */
+		r = sv.idle_s != 0 ? watch_socket(t, true) : spawn(t);
 	}
 	if (r < 0 && created) {
 		/* Forget T; an adopted nbdkit goes on, a socket nobody serves goes. */
 		sv.procs = t->next;
-		if (t->pidfd >= 0)
+		unwatch_socket(t);
+		if (t->pidfd >= 0) {
+			epoll_ctl(sv.epoll_fd, EPOLL_CTL_DEL, t->pidfd, NULL);
 			close(t->pidfd);
+		}
 		if (t->listen_fd >= 0)
 			close(t->listen_fd);
 		if (t->pid == 0)
@@ -845,9 +917,7 @@ int supervise_release_device(const char *tenant, dev_t devnum)
 		pidfd_send_signal(t->pidfd, SIGKILL, NULL, 0);
 	wait_exit(t->pidfd, STOP_TIMEOUT_MS);
 	reap(t->pidfd, NULL);
-	close(t->pidfd);
-	t->pidfd = -1;
-	t->pid = 0;
+	forget_process(t);
 	r = spawn(t);
 	if (r < 0) {
 		t->restart_ms = tp_now_ms() + RESTART_DELAY_MIN_MS;
@@ -872,7 +942,7 @@ int supervise_stop_tenant(const char *tenant)
 	if (t != NULL) {
 		stopped = t->pid != 0;
 		stop_process(t);
-		turn_away(t, false);
+		unwatch_socket(t);
 		if (t->listen_fd >= 0)
 			close(t->listen_fd);
 		*slot = t->next;
@@ -915,70 +985,116 @@ static const char *how_it_ended(const siginfo_t *si, char *buf, size_t size)
 	return buf;
 }
 
+/* T's nbdkit has exited: reap it, and wait for T's next client (on demand, after an idle
+ * exit) or restart it, at once the first time, then with a growing delay. */
+static void ended(struct tenant_proc *t, int64_t now)
+{
+	pid_t pid = t->pid;
+	char how[128];
+	siginfo_t si;
+	int64_t delay;
+	bool idle_exit;
+
+	reap(t->pidfd, &si);
+	forget_process(t);
+	/* What it forked dies with it, before a restart or a wait. */
+	end_cgroup(t->name);
+	/* A clean exit after the idle time at least is the plugin's idle exit. An adopted
+	 * nbdkit is not ours to reap: how it ended is unknown, and counts as clean. */
+	idle_exit = sv.idle_s != 0 && now - t->started_ms >= (int64_t)sv.idle_s * 1000 &&
+	            (si.si_pid == 0 || (si.si_code == CLD_EXITED && si.si_status == 0));
+	if (idle_exit) {
+		log_info("tenant %s: nbdkit %d exited, idle; its next client starts another",
+		         t->name, (int)pid);
+		t->failures = 0;
+		t->start_failed = false;
+		t->restart_ms = 0;
+		remove_tenant_file(t->name, "nbdkit.pid");
+		watch_socket(t, true);
+		return;
+	}
+	if (now - t->started_ms >= HEALTHY_MS)
+		t->failures = 0;
+	delay = t->failures == 0 ? 0 : (int64_t)RESTART_DELAY_MIN_MS << (t->failures - 1);
+	if (delay > RESTART_DELAY_MAX_MS)
+		delay = RESTART_DELAY_MAX_MS;
+	if (t->failures < 16)
+		t->failures++;
+	/* An error status is nbdkit failing to start (a plugin it cannot load, a bad
+	 * setting): nbdkit has said why, on the same log. */
+	t->start_failed = si.si_pid != 0 && si.si_code == CLD_EXITED && si.si_status != 0;
+	log_warning("tenant %s: nbdkit %d %s%s, restarting it in %" PRId64 " ms", t->name, (int)pid,
+	            how_it_ended(&si, how, sizeof how),
+	            t->start_failed ? " (nbdkit's own message before this says why)" : "", delay);
+	t->restart_ms = now + delay;
+	if (t->start_failed && delay > 0) {
+		if (t->failures == 2)
+			log_error(
+			    "tenant %s: nbdkit does not start (plugin %s); its NBD clients are "
+			    "turned away until it does",
+			    t->name, sv.plugin);
+		turn_away(t, true);
+	}
+}
+
+/* T's nbdkit could not be started now: try again later, turning its clients away. */
+static void start_failed(struct tenant_proc *t, int64_t now)
+{
+	if (t->failures < 16)
+		t->failures++;
+	t->restart_ms = now + RESTART_DELAY_MAX_MS;
+	t->start_failed = true;
+	turn_away(t, true);
+}
+
 void supervise_reap(void)
 {
+	struct epoll_event ev[64];
 	struct tenant_proc *t;
 	int64_t now = tp_now_ms();
+	int n, i;
 
 	LOCK_SCOPE(&sv_lock);
-	for (t = sv.procs; t != NULL; t = t->next) {
-		if (t->pid != 0 && wait_exit(t->pidfd, 0)) {
-			char how[128];
-			siginfo_t si;
-			int64_t delay;
+	if (!sv.initialized)
+		return;
+	/* What the epoll says happened; the rest of a longer list stays readable for the
+	 * next call. */
+	n = epoll_wait(sv.epoll_fd, ev, (int)(sizeof ev / sizeof ev[0]), 0);
+	for (i = 0; i < n; i++) {
+		struct watch *w = ev[i].data.ptr;
 
-			reap(t->pidfd, &si);
-			/* What it forked dies with it, before a restart or a wait. */
-			end_cgroup(t->name);
-			if (now - t->started_ms >= HEALTHY_MS)
-				t->failures = 0;
-			delay = t->failures == 0
-			            ? 0
-			            : (int64_t)RESTART_DELAY_MIN_MS << (t->failures - 1);
-			if (delay > RESTART_DELAY_MAX_MS)
-				delay = RESTART_DELAY_MAX_MS;
-			if (t->failures < 16)
-				t->failures++;
-			/* An error status is nbdkit failing to start (a plugin it cannot load, a
-			 * bad setting): nbdkit has said why, on the same log. */
-			t->start_failed =
-			    si.si_pid != 0 && si.si_code == CLD_EXITED && si.si_status != 0;
-			log_warning("tenant %s: nbdkit %d %s%s, restarting it in %" PRId64 " ms",
-			            t->name, (int)t->pid, how_it_ended(&si, how, sizeof how),
-			            t->start_failed ? " (nbdkit's own message before this says why)"
-			                            : "",
-			            delay);
-			close(t->pidfd);
-			t->pidfd = -1;
-			t->pid = 0;
-			t->restart_ms = now + delay;
-			if (t->start_failed && delay > 0) {
-				if (t->failures == 2)
-					log_error(
-					    "tenant %s: nbdkit does not start (plugin %s); its NBD "
-					    "clients are turned away until it does",
-					    t->name, sv.plugin);
-				turn_away(t, true);
-			}
-		}
+		if (w->what == WATCH_EXIT)
+			w->t->exited = true;
+		else
+			w->t->knocked = true;
+	}
+	for (t = sv.procs; t != NULL; t = t->next) {
+		bool exited = t->exited, knocked = t->knocked;
+
+		t->exited = t->knocked = false;
+		if (t->pid != 0 && (exited || !t->exit_watched) && wait_exit(t->pidfd, 0))
+			ended(t, now);
 		if (t->pid == 0 && t->restart_ms != 0 && now >= t->restart_ms) {
 			int r = t->listen_fd >= 0 ? 0 : make_socket(t);
 
-			if (r == 0)
+			/* On demand, the restart waits for a client like any start. */
+			if (r == 0 && sv.idle_s != 0) {
+				t->restart_ms = 0;
+				turn_away(t, false);
+				r = watch_socket(t, true);
+			} else if (r == 0) {
 				r = spawn(t);
-			if (r < 0) {
-				if (t->failures < 16)
-					t->failures++;
-				t->restart_ms = now + RESTART_DELAY_MAX_MS;
-				t->start_failed = true;
-				turn_away(t, true);
 			}
+			if (r < 0)
+				start_failed(t, now);
 		}
 		if (t->turning_away) {
 			int fd;
 
 			while ((fd = accept4(t->listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0)
 				close(fd);
+		} else if (knocked && t->watched && t->pid == 0 && spawn(t) < 0) {
+			start_failed(t, now);
 		}
 	}
 }
@@ -994,8 +1110,8 @@ int supervise_next_reap_ms(void)
 
 		if (t->pid == 0 && t->restart_ms != 0)
 			w = t->restart_ms > now ? t->restart_ms - now : 0;
-		else if (t->pid != 0 && t->adopted)
-			w = ADOPTED_POLL_MS;
+		else if (t->pid != 0 && !t->exit_watched)
+			w = 1000;
 		if (w >= 0 && (wait < 0 || w < wait))
 			wait = w;
 	}
@@ -1015,7 +1131,9 @@ const char *supervise_status(const char *tenant)
 		return "running";
 	if (t->turning_away)
 		return "failed";
-	return t->restart_ms != 0 ? "restarting" : "stopped";
+	if (t->restart_ms != 0)
+		return "restarting";
+	return t->watched ? "idle" : "stopped";
 }
 
 void supervise_shutdown(void)
@@ -1026,7 +1144,7 @@ void supervise_shutdown(void)
 
 		sv.procs = t->next;
 		/* Our copies only: nbdkit keeps its socket, pidfile and connections. */
-		turn_away(t, false);
+		unwatch_socket(t);
 		if (t->listen_fd >= 0)
 			close(t->listen_fd);
 		if (t->pidfd >= 0)

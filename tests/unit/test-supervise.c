@@ -563,13 +563,16 @@ START_TEST(says_when_the_next_restart_is_due)
 	ck_assert_str_eq(supervise_status("alice"), "running");
 	pid = started("alice");
 
-	/* Adopted by the next daemon: not its child, so it looks every second. */
+	/* Adopted by the next daemon: not its child, but its pidfd tells of its death as a
+	 * child's does, so there is nothing to look at meanwhile. */
 	supervise_shutdown();
 	init_supervise(nbdkit);
 	ck_assert_int_eq(supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID),
 	                 0);
 	ck_assert_int_eq(pidfile("alice"), pid);
-	ck_assert_int_eq(supervise_next_reap_ms(), 1000);
+	ck_assert_int_eq(supervise_next_reap_ms(), -1);
+	kill(pid, SIGKILL);
+	pid = wait_restart("alice", pid);
 }
 END_TEST
 
@@ -720,6 +723,82 @@ START_TEST(refuses_a_missing_nbdkit)
 }
 END_TEST
 
+/* A client of TENANT's socket, connected (to the backlog, if no nbdkit runs). */
+static int knock(const char *tenant)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	char path[PATH_MAX];
+
+	ck_assert_int_ge(fd, 0);
+	socket_path(tenant, path, sizeof path);
+	ck_assert_uint_lt(strlen(path), sizeof sa.sun_path);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	return fd;
+}
+
+/* With an idle time, no nbdkit runs until a client comes; the one that starts serves
+ * that client and the next, and exits once idle; the next client starts another, on
+ * the same socket. */
+START_TEST(starts_nbdkit_for_the_first_client_and_again_after_it_exits_idle)
+{
+	struct supervise_config cfg = {.run_dir = run_dir,
+	                               .nbdkit = nbdkit,
+	                               .plugin = plugin,
+	                               .broker = broker_sock,
+	                               .idle_s = 1};
+	char path[PATH_MAX], greeting[8];
+	struct stat before, after;
+	pid_t first, second;
+	int fd;
+
+	if (skip)
+		return;
+	supervise_shutdown();
+	ck_assert_int_eq(supervise_init(&cfg), 0);
+	ck_assert_int_eq(supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID),
+	                 0);
+	ck_assert_str_eq(supervise_status("alice"), "idle");
+	ck_assert_int_eq(pidfile("alice"), 0);
+	supervise_reap();
+	ck_assert_str_eq(supervise_status("alice"), "idle");
+	socket_path("alice", path, sizeof path);
+	ck_assert_int_eq(stat(path, &before), 0);
+
+	/* The first client waits in the backlog for the nbdkit it starts. */
+	fd = knock("alice");
+	ck_assert(readable(supervise_event_fd(), 5000));
+	wait_status("alice", "running");
+	first = started("alice");
+	ck_assert_msg(readable(fd, 30000), "no greeting");
+	ck_assert_int_eq(read(fd, greeting, sizeof greeting), sizeof greeting);
+	ck_assert_int_eq(memcmp(greeting, "NBDMAGIC", 8), 0);
+	close(fd);
+	/* The second one is served by the same process. */
+	ck_assert_int_eq(read_through("alice"), 0xa1);
+	ck_assert_int_eq(pidfile("alice"), first);
+
+	/* Idle, it exits cleanly: no restart, no process, no pidfile. */
+	wait_status("alice", "idle");
+	ck_assert(!alive(first));
+	ck_assert_int_eq(pidfile("alice"), 0);
+	ck_assert_int_eq(supervise_next_reap_ms(), -1);
+
+	/* The next client starts another on the same socket. */
+	fd = knock("alice");
+	wait_status("alice", "running");
+	second = started("alice");
+	ck_assert_int_ne(second, first);
+	ck_assert_msg(readable(fd, 30000), "no greeting");
+	close(fd);
+	ck_assert_int_eq(stat(path, &after), 0);
+	ck_assert_uint_eq(before.st_ino, after.st_ino);
+	ck_assert_int_eq(read_through("alice"), 0xa1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("supervise");
@@ -742,6 +821,7 @@ int main(void)
 	tcase_add_test(tc, replaces_an_nbdkit_left_with_another_uid);
 	tcase_add_test(tc, stops_nbdkit_and_removes_its_socket);
 	tcase_add_test(tc, refuses_a_missing_nbdkit);
+	tcase_add_test(tc, starts_nbdkit_for_the_first_client_and_again_after_it_exits_idle);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -95,13 +95,15 @@ nbdkit_flags() {
 
 # start_daemon [FLAG...]: start thinproxyd in the foreground (in the background of the
 # test) on the embedded loop pool, and wait until it is ready (at most 60 s, or
-# daemon_start_polls times 50 ms: a daemon that never gets there).
+# daemon_start_polls times 50 ms: a daemon that never gets there). Every tenant's nbdkit
+# runs all the time (--nbdkit-idle 0), as the tests that look at it expect, unless
+# nbdkit_idle says otherwise (test-nbdkit-on-demand.sh).
 start_daemon() {
 	local i from
 	from=$(($(wc -l <"$daemon_log" 2>/dev/null || echo 0) + 1))
 	${daemon_wrapper-} "$TP_BUILD/thinproxyd" --foreground --state-dir "$state_dir" --run-dir "$run_dir" \
 		--loop-size "${TP_TEST_LOOP_SIZE:-2G}" --plugin "$TP_BUILD/nbdkit-thinproxy-plugin.so" \
-		$(nbdkit_flags) --log-level debug "$@" >>"$daemon_log" 2>&1 &
+		$(nbdkit_flags) --nbdkit-idle "${nbdkit_idle:-0}" --log-level debug "$@" >>"$daemon_log" 2>&1 &
 	daemon_pid=$!
 	for ((i = 0; i < ${daemon_start_polls:-1200}; i++)); do
 		tail -n "+$from" "$daemon_log" | grep -q ' ready: ' && return 0

@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "log.h"
 #include "ops-internal.h"
@@ -73,7 +74,10 @@ int ops_metrics(char **ret_text)
 	           "# TYPE thinproxy_tenant_used_bytes gauge\n"
 	           "# HELP thinproxy_tenant_allocated_bytes Pool blocks a tenant's volumes hold, "
 	           "each counted once however many of its volumes share it.\n"
-	           "# TYPE thinproxy_tenant_allocated_bytes gauge\n");
+	           "# TYPE thinproxy_tenant_allocated_bytes gauge\n"
+	           "# HELP thinproxy_tenant_nbdkit_running 1 while a tenant's nbdkit runs; 0 while "
+	           "it is idle (on demand), restarting, failed or stopped.\n"
+	           "# TYPE thinproxy_tenant_nbdkit_running gauge\n");
 	for (i = 0; i < n; i++) {
 		struct usage u;
 
@@ -88,6 +92,10 @@ int ops_metrics(char **ret_text)
 		if (allocated != NULL)
 			fprintf(f, "thinproxy_tenant_allocated_bytes{tenant=\"%s\"} %" PRIu64 "\n",
 			        tenants[i].name, allocated[i]);
+		if (ops.cfg.tenant_nbd_state != NULL)
+			fprintf(f, "thinproxy_tenant_nbdkit_running{tenant=\"%s\"} %d\n",
+			        tenants[i].name,
+			        strcmp(ops.cfg.tenant_nbd_state(tenants[i].name), "running") == 0);
 	}
 	if (fclose(f) != 0) {
 		free(text);

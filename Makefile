@@ -207,6 +207,9 @@ OBJS_test-supervise := $(BUILD)/daemon/supervise.o $(BUILD)/daemon/spawn.o $(BUI
                        $(BUILD)/tests/unit/nbdkit-harness.o
 LIBS_test-supervise := $(call pc,--libs,libnbd) -lpthread
 $(BUILD)/tests/test-supervise: | $(PLUGIN)
+# test-direct-io: the plugin's direct I/O on loop devices (or an O_DIRECT file) of the host.
+OBJS_test-direct-io := $(BUILD)/nbdkit-plugin/direct-io.o
+LIBS_test-direct-io := -lpthread
 # test-relay runs nbdkit's file plugin; the relay logs through keeper_log, which it defines.
 OBJS_test-relay := $(BUILD)/client/relay.o $(BUILD)/client/handshake.o
 LIBS_test-relay := -lpthread

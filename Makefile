@@ -207,6 +207,7 @@ OBJS_test-supervise := $(BUILD)/daemon/supervise.o $(BUILD)/daemon/spawn.o $(BUI
                        $(BUILD)/tests/unit/nbdkit-harness.o
 LIBS_test-supervise := $(call pc,--libs,libnbd) -lpthread
 $(BUILD)/tests/test-supervise: | $(PLUGIN)
+OBJS_test-spawn := $(BUILD)/daemon/spawn.o
 # test-direct-io: the plugin's direct I/O on loop devices (or an O_DIRECT file) of the host.
 OBJS_test-direct-io := $(BUILD)/nbdkit-plugin/direct-io.o
 LIBS_test-direct-io := -lpthread

@@ -29,6 +29,7 @@ enum spawn_step {
 	STEP_DEVNULL,
 	STEP_CHDIR,
 	STEP_RLIMITS,
+	STEP_IO_FLUSHER,
 	STEP_BOUNDING_SET,
 	STEP_SETGROUPS,
 	STEP_SETRESGID,
@@ -46,6 +47,7 @@ static const char *const spawn_step_names[] = {
     [STEP_DEVNULL] = "open /dev/null",
     [STEP_CHDIR] = "chdir /",
     [STEP_RLIMITS] = "set resource limits",
+    [STEP_IO_FLUSHER] = "set IO_FLUSHER",
     [STEP_BOUNDING_SET] = "drop the capability bounding set",
     [STEP_SETGROUPS] = "setgroups",
     [STEP_SETRESGID] = "setresgid",
@@ -150,6 +152,9 @@ static _Noreturn void child_exec(const struct spawn_args *a, int err_fd)
 	if (setrlimit(RLIMIT_CORE, &no_core) < 0 || setrlimit(RLIMIT_NOFILE, &a->nofile) < 0 ||
 	    (a->nproc.rlim_max != RLIM_INFINITY && setrlimit(RLIMIT_NPROC, &a->nproc) < 0))
 		child_fail(err_fd, STEP_RLIMITS);
+	/* While it still has CAP_SYS_RESOURCE: the state outlives the exec. */
+	if (a->io_flusher && prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0)
+		child_fail(err_fd, STEP_IO_FLUSHER);
 
 	/* No capabilities, ever: the program only reads and writes the fds it is handed.
 	 * The bounding set and ambient set go while we still may (CAP_SETPCAP); setresuid

@@ -2,10 +2,10 @@
  * the API process), everything between fork and exec. The child joins a cgroup if
  * given, keeps only the fds it is given (onto 3, 4, ...), stdin and stdout on /dev/null
  * and stderr if asked, starts with default signals in a session of its own in /, with
- * umask 077, no core dumps and the given limits, then drops to UID:GID with no
- * supplementary groups, no capabilities (bounding, ambient, permitted, effective and
- * inheritable sets) and no_new_privs, and execs. Safe in a threaded daemon: the child
- * makes only async-signal-safe calls. */
+ * umask 077, no core dumps and the given limits, in the IO_FLUSHER state if asked,
+ * then drops to UID:GID with no supplementary groups, no capabilities (bounding,
+ * ambient, permitted, effective and inheritable sets) and no_new_privs, and execs.
+ * Safe in a threaded daemon: the child makes only async-signal-safe calls. */
 #ifndef TP_DAEMON_SPAWN_H
 #define TP_DAEMON_SPAWN_H
 
@@ -29,6 +29,13 @@ struct spawn_args {
 	uid_t uid;                   /* never 0 */
 	gid_t gid;
 	bool keep_stderr;
+	/* Start it in the IO_FLUSHER state (PR_SET_IO_FLUSHER, Linux 5.6), which needs
+	 * CAP_SYS_RESOURCE and so is set before the capabilities go; it survives exec and
+	 * passes on to its threads and children. For a server behind a block device of
+	 * this kernel (a tenant's nbdkit behind /dev/nbdN): its allocations reclaim memory
+	 * without waiting on I/O, which may be the I/O it is to serve, and it is throttled
+	 * only on its own dirty pages. */
+	bool io_flusher;
 	/* Signals it starts with blocked, for a program that reads them from a signalfd: one
 	 * sent while it is still starting waits for it instead of killing it. NULL: none. */
 	const sigset_t *blocked;

@@ -88,6 +88,7 @@ static struct {
 	int epoll_fd;  /* supervise_event_fd(): the nbdkits' pidfds, the sockets watched */
 	bool syslog;
 	unsigned idle_s; /* nbdkit on demand, exiting after this long idle; 0: always runs */
+	bool io_flusher; /* nbdkits start in the IO_FLUSHER state: we may set it */
 	struct cgroups *cgroups; /* NULL: none */
 	struct cgroup_limits limits;
 	struct tenant_proc *procs;
@@ -148,6 +149,16 @@ static int find_program(const char *name, char **ret_path)
 	}
 	*ret_path = strdup(buf);
 	return *ret_path ? 0 : -ENOMEM;
+}
+
+/* Whether the daemon has CAP in its effective set. */
+static bool have_capability(int cap)
+{
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = {0};
+
+	return syscall(SYS_capget, &h, d) == 0 && cap / 32 < _LINUX_CAPABILITY_U32S_3 &&
+	       (d[cap / 32].effective & (UINT32_C(1) << (cap % 32))) != 0;
 }
 
 static void free_config(void)
@@ -215,6 +226,13 @@ int supervise_init(const struct supervise_config *cfg)
 	sv.syslog = cfg->syslog;
 	sv.limits = cfg->limits;
 	sv.idle_s = cfg->idle_s;
+	/* Setting IO_FLUSHER takes CAP_SYS_RESOURCE, which a daemon in a container may lack:
+	 * then the nbdkits run without, and this says so once. */
+	sv.io_flusher = have_capability(CAP_SYS_RESOURCE);
+	if (!sv.io_flusher)
+		log_warning("no CAP_SYS_RESOURCE: tenants' nbdkits run without IO_FLUSHER, and "
+		            "writeback to a /dev/nbdN of this kernel may wait on the nbdkit it "
+		            "feeds under memory pressure");
 	sv.epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	r = sv.epoll_fd < 0 ? -errno : make_dir(tenants, 0755);
 	if (r == 0 && cfg->cgroup != NULL)
@@ -465,6 +483,8 @@ static int spawn(struct tenant_proc *t)
 	                       .uid = t->nbd_uid,
 	                       .gid = t->nbd_gid,
 	                       .keep_stderr = !sv.syslog,
+	                       /* It serves /dev/nbdN's writeback: see spawn.h. */
+	                       .io_flusher = sv.io_flusher,
 	                       .argv = argv,
 	                       .envp = envp,
 	                       .listen_pid = listen_pid + strlen("LISTEN_PID=")};

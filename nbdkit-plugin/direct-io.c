@@ -88,6 +88,19 @@ int direct_io_init(int fd, uint64_t key, struct direct_io *ret_d)
 	return 0;
 }
 
+void direct_io_hold(const struct direct_io *d)
+{
+	pthread_rwlock_rdlock(d->lock);
+}
+
+void direct_io_release(const struct direct_io *d)
+{
+	int saved = errno;
+
+	pthread_rwlock_unlock(d->lock);
+	errno = saved;
+}
+
 void direct_io_get_stats(struct direct_io_stats *ret_stats)
 {
 	ret_stats->in_place = atomic_load(&n_in_place);

@@ -36,6 +36,12 @@ int direct_io_pread(const struct direct_io *d, void *buf, uint32_t count, uint64
 /* Write COUNT bytes of BUF at OFFSET. */
 int direct_io_pwrite(const struct direct_io *d, const void *buf, uint32_t count, uint64_t offset);
 
+/* Hold D's device against read-modify-writes while the caller changes whole blocks by
+ * other means (BLKZEROOUT, BLKDISCARD), which a read-modify-write of one of them would
+ * otherwise undo; direct_io_release ends it. Keeps errno. */
+void direct_io_hold(const struct direct_io *d);
+void direct_io_release(const struct direct_io *d);
+
 /* Counters for tests and -D thinproxy.direct=1: requests served in place, through a bounce
  * buffer, and by read-modify-write, since the process started. */
 struct direct_io_stats {

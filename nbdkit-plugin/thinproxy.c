@@ -12,8 +12,14 @@
  * that covers the whole range. A regular file instead of a device (which the daemon
  * never sends, the unit tests do) gets the fallocate equivalents.
  *
+ * An export name that begins "direct:" (cache mode none) asks the broker for the device
+ * O_DIRECT: reads and writes then bypass the host's page cache, so that what a client
+ * caches (the page cache of an attached /dev/nbdN) is not cached twice, and go through
+ * direct-io.c, which makes any byte range and any buffer of nbdkit's work on a device that
+ * takes whole logical blocks only.
+ *
  * The broker client is broker.c; block status (.extents), from the pool's map, is
- * extents.c. */
+ * extents.c; direct I/O is direct-io.c. */
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
@@ -34,6 +40,7 @@
 #include <unistd.h>
 
 #include "broker.h"
+#include "direct-io.h"
 #include "extents.h"
 #include "idle.h"
 #include "tp-broker.h"
@@ -43,7 +50,9 @@
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 /* Block size hints. Any byte range works (I/O goes through the device's page cache, and
- * zero and trim handle sub-sector edges), so the minimum is 1; the preferred size is the
+ * zero and trim handle sub-sector edges), so the minimum is 1; with direct I/O any byte
+ * range still works, at the cost of a read-modify-write, so the minimum is the device's
+ * logical block, which well-behaved clients then keep to. The preferred size is the
  * pool's block, which dm-thin provisions and unmaps as a unit; NBD clients split
  * requests beyond 32 MiB. */
 #define MIN_BLOCK_SIZE    1
@@ -52,6 +61,9 @@
 
 /* -D thinproxy.zero=1: log how each zero and trim request is carried out. */
 NBDKIT_DLL_PUBLIC int thinproxy_debug_zero;
+/* -D thinproxy.direct=1: log each direct export's block and, as it closes, how many
+ * requests the process served in place, through bounce buffers and by read-modify-write. */
+NBDKIT_DLL_PUBLIC int thinproxy_debug_direct;
 
 static const char *tenant;
 
@@ -62,6 +74,9 @@ struct handle {
 	bool is_device; /* else a regular file */
 	uint64_t size;
 	uint32_t block_size; /* the pool's block size; 0 if the broker did not say */
+	bool direct;         /* fd is O_DIRECT: all reads and writes go through dio */
+	struct direct_io dio;
+	uint32_t sector; /* what BLKZEROOUT and BLKDISCARD take: dio's block, else 512 */
 	char state[TP_BROKER_STATE_SIZE];
 	struct extents *extents; /* block status; uses fd */
 };
@@ -273,6 +288,22 @@ static struct handle *handle_new(const char *name, const char *ref, bool readonl
 	h->read_only =
 	    readonly || (rep->flags & TP_BROKER_READ_ONLY) || (acc & O_ACCMODE) != O_RDWR;
 	h->is_device = is_device;
+	/* Direct I/O is what the fd is, whatever was asked: a broker that could not honour
+	 * the flag would not have answered at all. */
+	h->direct = acc & O_DIRECT;
+	h->sector = 512;
+	if (h->direct) {
+		if (direct_io_init(fd, (uint64_t)key.dev ^ ((uint64_t)key.ino << 20), &h->dio) <
+		    0) {
+			nbdkit_error("export \"%s\": direct I/O: %m", name);
+			free(h);
+			return NULL;
+		}
+		h->sector = h->dio.align;
+		if (thinproxy_debug_direct)
+			nbdkit_debug("export \"%s\": direct I/O in blocks of %" PRIu32, name,
+			             h->dio.align);
+	}
 	h->size = rep->size;
 	/* dm-thin blocks are multiples of 64 KiB up to 1 GiB; anything else, trust
 	 * nothing: no unmapping zero, no fast zero. */
@@ -295,24 +326,27 @@ static struct handle *handle_new(const char *name, const char *ref, bool readonl
 
 static void *thinproxy_open(int readonly)
 {
-	const char *name = nbdkit_export_name(), *ref = name;
+	const char *name = nbdkit_export_name(), *ref;
 	struct tp_broker_reply rep;
 	CLEANUP_CLOSE int fd = -1;
+	bool direct, ro_prefix;
 	struct handle *h;
+	uint32_t flags;
 
 	if (name == NULL)
 		return NULL;
-	if (strncmp(name, TP_EXPORT_READ_ONLY_PREFIX, strlen(TP_EXPORT_READ_ONLY_PREFIX)) == 0) {
-		ref = name + strlen(TP_EXPORT_READ_ONLY_PREFIX);
+	ref = tp_export_parse(name, &direct, &ro_prefix);
+	if (ro_prefix)
 		readonly = 1;
-	}
 	if (!tp_broker_ref_valid(ref))
 		return no_such_export(name);
-	if (broker_open(ref, !readonly, &rep, &fd) < 0)
+	flags = (readonly ? 0 : TP_BROKER_WANT_WRITE) | (direct ? TP_BROKER_WANT_DIRECT : 0);
+	if (broker_open(ref, flags, &rep, &fd) < 0)
 		goto no_answer;
 	/* Read-only to this tenant (committed, an image, a read grant): serve it read-only,
 	 * as NBD has no way for the client to ask for that itself. */
-	if (rep.error == EROFS && !readonly && broker_open(ref, false, &rep, &fd) < 0)
+	if (rep.error == EROFS && !readonly &&
+	    broker_open(ref, flags & ~TP_BROKER_WANT_WRITE, &rep, &fd) < 0)
 		goto no_answer;
 	if (rep.error != 0)
 		return no_such_export(name);
@@ -334,6 +368,14 @@ static void thinproxy_close(void *handle)
 {
 	struct handle *h = handle;
 
+	if (h->direct && thinproxy_debug_direct) {
+		struct direct_io_stats s;
+
+		direct_io_get_stats(&s);
+		nbdkit_debug("direct I/O so far: %" PRIu64 " requests in place, %" PRIu64
+		             " bounced, %" PRIu64 " read-modify-written",
+		             s.in_place, s.bounced, s.rmw);
+	}
 	extents_close(h->extents);
 	close(h->fd);
 	free(h);
@@ -368,8 +410,10 @@ static int thinproxy_block_size(void *handle, uint32_t *minimum, uint32_t *prefe
 	struct handle *h = handle;
 	uint32_t p = h->block_size ? pow2_divisor(h->block_size) : DEFAULT_PREFERRED;
 
-	*minimum = MIN_BLOCK_SIZE;
+	*minimum = h->direct ? h->dio.align : MIN_BLOCK_SIZE;
 	*preferred = p < 512 ? DEFAULT_PREFERRED : p;
+	if (*preferred < *minimum)
+		*preferred = *minimum;
 	*maximum = MAX_BLOCK_SIZE;
 	return 0;
 }
@@ -415,18 +459,21 @@ static int thinproxy_can_fast_zero(void *handle)
 	return !h->read_only && h->block_size != 0;
 }
 
-/* Every connection to a volume shares the kernel's one page cache of its device, and a
- * flush (fdatasync) writes it all back: what one connection flushed, every other sees. */
+/* Every connection to a volume shares the kernel's one page cache of its device, or with
+ * direct I/O writes to the device itself, and a flush (fdatasync) writes it all back and
+ * flushes the device's cache: what one connection flushed, every other sees. */
 static int thinproxy_can_multi_conn(void *handle)
 {
 	(void)handle;
 	return 1;
 }
 
+/* Prefetching into the page cache is what direct I/O avoids. */
 static int thinproxy_can_cache(void *handle)
 {
-	(void)handle;
-	return NBDKIT_CACHE_NATIVE;
+	struct handle *h = handle;
+
+	return h->direct ? NBDKIT_CACHE_NONE : NBDKIT_CACHE_NATIVE;
 }
 
 /* The pool's map, which the broker gives for any export it opens. */
@@ -442,6 +489,13 @@ static int thinproxy_pread(void *handle, void *buf, uint32_t count, uint64_t off
 	char *p = buf;
 
 	(void)flags;
+	if (h->direct) {
+		if (direct_io_pread(&h->dio, buf, count, offset) < 0) {
+			nbdkit_error("pread (direct): %m");
+			return -1;
+		}
+		return 0;
+	}
 	while (count > 0) {
 		ssize_t n = pread(h->fd, p, count, (off_t)offset);
 
@@ -478,6 +532,13 @@ static int write_range(struct handle *h, const void *buf, uint32_t count, uint64
 {
 	const char *p = buf;
 
+	if (h->direct) {
+		if (direct_io_pwrite(&h->dio, buf, count, offset) < 0) {
+			nbdkit_error("pwrite (direct): %m");
+			return -1;
+		}
+		return flush_if_fua(h, flags);
+	}
 	while (count > 0) {
 		ssize_t n = pwrite(h->fd, p, count, (off_t)offset);
 
@@ -522,43 +583,54 @@ static int thinproxy_flush(void *handle, uint32_t flags)
 	return 0;
 }
 
-/* Unmap [OFFSET, OFFSET+LEN) (512-byte aligned): BLKDISCARD on the device, which dm-thin
+/* Change [OFFSET, OFFSET+LEN) (whole sectors, h->sector) with the ioctl REQUEST on a device
+ * or fallocate MODE on a regular file. With direct I/O, no read-modify-write of the same
+ * device runs meanwhile, which could write back what it read before. */
+static int change_range(struct handle *h, unsigned long request, int mode, uint64_t offset,
+                        uint64_t len)
+{
+	uint64_t range[2] = {offset, len};
+	int r;
+
+	if (h->direct)
+		direct_io_hold(&h->dio);
+	if (h->is_device)
+		r = ioctl(h->fd, request, range);
+	else
+		r = fallocate(h->fd, mode | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len);
+	if (h->direct)
+		direct_io_release(&h->dio);
+	return r;
+}
+
+/* Unmap [OFFSET, OFFSET+LEN) (whole sectors): BLKDISCARD on the device, which dm-thin
  * turns into unmapped blocks that read as zeroes; a hole in a regular file. Returns 0 or
  * -1 with errno set, EOPNOTSUPP if the device cannot discard. */
 static int discard(struct handle *h, uint64_t offset, uint64_t len)
 {
-	uint64_t range[2] = {offset, len};
-
 	if (len == 0)
 		return 0;
 	if (thinproxy_debug_zero)
 		nbdkit_debug("discard %" PRIu64 "+%" PRIu64, offset, len);
-	if (h->is_device)
-		return ioctl(h->fd, BLKDISCARD, range);
-	return fallocate(h->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
-	                 (off_t)len);
+	return change_range(h, BLKDISCARD, FALLOC_FL_PUNCH_HOLE, offset, len);
 }
 
-/* Write zeroes over [OFFSET, OFFSET+LEN) (512-byte aligned). Returns 0 or -1 with errno
+/* Write zeroes over [OFFSET, OFFSET+LEN) (whole sectors). Returns 0 or -1 with errno
  * set. */
 static int zero_out(struct handle *h, uint64_t offset, uint64_t len)
 {
-	uint64_t range[2] = {offset, len};
-
 	if (len == 0)
 		return 0;
 	if (thinproxy_debug_zero)
 		nbdkit_debug("zeroout %" PRIu64 "+%" PRIu64, offset, len);
-	if (h->is_device)
-		return ioctl(h->fd, BLKZEROOUT, range);
-	return fallocate(h->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)offset,
-	                 (off_t)len);
+	return change_range(h, BLKZEROOUT, FALLOC_FL_ZERO_RANGE, offset, len);
 }
 
 static int trim_range(struct handle *h, uint32_t count, uint64_t offset, uint32_t flags)
 {
-	uint64_t start = (offset + 511) & ~UINT64_C(511);
-	uint64_t end = (offset + count) & ~UINT64_C(511);
+	uint64_t mask = h->sector - 1;
+	uint64_t start = (offset + mask) & ~mask;
+	uint64_t end = (offset + count) & ~mask;
 
 	/* A trim is advisory: the sub-sector edges, or a device that cannot discard at all,
 	 * keep their data. dm-thin itself unmaps whole pool blocks only. */
@@ -592,7 +664,7 @@ static int zero_range(struct handle *h, uint32_t count, uint64_t offset, uint32_
 	bool fast = flags & NBDKIT_FLAG_FAST_ZERO;
 
 	/* Both ioctls take whole sectors only; nbdkit writes zeroes for the rest. */
-	if ((offset | count) & 511) {
+	if ((offset | count) & (h->sector - 1)) {
 		errno = ENOTSUP;
 		return -1;
 	}

@@ -520,6 +520,63 @@ START_TEST(opens_a_writable_volume_read_only_when_asked)
 }
 END_TEST
 
+START_TEST(serves_a_direct_export_at_any_byte_offset)
+{
+	struct nbd_handle *h, *buffered;
+	char buf[9000], back[9000], zeroes[700] = {0};
+	int64_t min;
+
+	last_direct = -1;
+	h = connect_export("direct:vol1");
+	ck_assert_int_eq(last_direct, 1);
+	ck_assert_int_eq(last_want_write, 1);
+	ck_assert_int_eq(nbd_is_read_only(h), 0);
+	min = nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM);
+	if (last_direct_took) {
+		/* The file's block (st_blksize) stands in for the device's logical block. */
+		ck_assert_int_ge(min, 512);
+		ck_assert_int_eq(min & (min - 1), 0);
+		ck_assert_int_eq(nbd_can_cache(h), 0);
+	} else {
+		ck_assert_int_eq(min, 1);
+	}
+	ck_assert_int_ge(nbd_get_block_size(h, LIBNBD_SIZE_PREFERRED), min);
+	/* A client that does not keep to the minimum still gets every byte right. */
+	ck_assert_int_eq(nbd_set_strict_mode(h, nbd_get_strict_mode(h) & ~LIBNBD_STRICT_ALIGN), 0);
+	for (size_t i = 0; i < sizeof buf; i++)
+		buf[i] = (char)(i * 13 + 5);
+	ck_assert_int_eq(nbd_pwrite(h, buf, sizeof buf, 100001, 0), 0);
+	ck_assert_int_eq(nbd_pwrite(h, buf, 1, 4 * MiB - 1, LIBNBD_CMD_FLAG_FUA), 0);
+	ck_assert_int_eq(nbd_zero(h, sizeof zeroes, 100001 + 1000, 0), 0);
+	memset(buf + 1000, 0, sizeof zeroes);
+	ck_assert_int_eq(nbd_flush(h, 0), 0);
+	ck_assert_int_eq(nbd_pread(h, back, sizeof back, 100001, 0), 0);
+	ck_assert_mem_eq(back, buf, sizeof buf);
+	ck_assert_int_eq(nbd_pread(h, back, 1, 4 * MiB - 1, 0), 0);
+	ck_assert_int_eq(back[0], buf[0]);
+	read_backing(0, back, sizeof back, 100001);
+	ck_assert_mem_eq(back, buf, sizeof buf);
+
+	/* A buffered connection to the same volume sees the same bytes. */
+	buffered = connect_export("vol1");
+	ck_assert_int_eq(last_direct, 0);
+	ck_assert_int_eq(nbd_pread(buffered, back, sizeof back, 100001, 0), 0);
+	ck_assert_mem_eq(back, buf, sizeof buf);
+	nbd_close(buffered);
+	nbd_close(h);
+
+	/* Both prefixes, in their one order. */
+	h = connect_export("direct:ro:vol1");
+	ck_assert_int_eq(last_direct, 1);
+	ck_assert_int_eq(last_want_write, 0);
+	ck_assert_int_eq(nbd_is_read_only(h), 1);
+	nbd_close(h);
+	ck_assert_int_eq(connect_fails("ro:direct:vol1"), ENOENT);
+	ck_assert_int_eq(connect_fails("direct:direct:vol1"), ENOENT);
+	ck_assert_int_eq(connect_fails("direct:"), ENOENT);
+}
+END_TEST
+
 START_TEST(zeroes_whole_blocks_by_unmapping_them)
 {
 	struct nbd_handle *h = connect_export("vol1");
@@ -1252,6 +1309,7 @@ int main(void)
 	tcase_add_test(tc, reads_and_writes_through_the_brokered_fd);
 	tcase_add_test(tc, serves_read_only_volumes_read_only);
 	tcase_add_test(tc, opens_a_writable_volume_read_only_when_asked);
+	tcase_add_test(tc, serves_a_direct_export_at_any_byte_offset);
 	tcase_add_test(tc, zeroes_whole_blocks_by_unmapping_them);
 	tcase_add_test(tc, fast_zero_only_for_whole_blocks);
 	tcase_add_test(tc, trims_by_unmapping);

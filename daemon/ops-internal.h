@@ -74,8 +74,13 @@ int tenant_by_name(const char *name, struct tenant *ret);
 /* What the pool's metadata says (daemon/volume-maps.c). */
 
 /* The bytes of pool blocks each of the N TENANTS' volumes map, each block once: under one
- * metadata snapshot, into RET_BYTES[N]. -EOPNOTSUPP for a pool without metadata to walk. */
+ * metadata snapshot, into RET_BYTES[N]. -EOPNOTSUPP for a pool without metadata to walk.
+ * A count is reused while the store, the pool's used data and metadata blocks are as they
+ * were when it was taken, for at most ALLOCATION_MAX_AGE_MS. */
+#define ALLOCATION_MAX_AGE_MS 30000
 int tenants_allocated(const struct tenant *tenants, size_t n, uint64_t *ret_bytes);
+/* Drop the counts tenants_allocated keeps (ops_shutdown). */
+void tenants_allocated_forget(void);
 
 /* Volumes (daemon/volumes.c). */
 

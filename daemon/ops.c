@@ -102,6 +102,7 @@ void ops_shutdown(void)
 {
 	LOCKED;
 	change_shutdown();
+	tenants_allocated_forget();
 	ops.store = NULL;
 	ops.pool = NULL;
 }

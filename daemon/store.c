@@ -228,6 +228,11 @@ static int upgrade(struct store *store)
 	return 0;
 }
 
+uint64_t store_changes(struct store *store)
+{
+	return (uint64_t)sqlite3_total_changes64(store->db);
+}
+
 int store_open(const char *path, struct store **ret_store)
 {
 	struct store *store;

@@ -71,6 +71,9 @@ struct usage {
 
 int store_open(const char *path, struct store **ret_store);
 void store_close(struct store *store);
+/* A count that grows with every row this store inserts, updates or deletes, triggers'
+ * rows and rolled-back ones included: while it stays the same, nothing in it changed. */
+uint64_t store_changes(struct store *store);
 
 /* Transactions. store_commit returns once the transaction is on disk (so does every
  * single write outside one); store_commit_unsynced does not wait: a crash of the daemon

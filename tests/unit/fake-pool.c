@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "../../daemon/thin-metadata.h"
 #include "fake-pool.h"
 
 #define BLOCK_SECTORS 128
@@ -18,6 +19,8 @@ struct fake_state {
 	uint64_t commits;
 	bool read_only, needs_check;
 	unsigned char ids[IDS_BYTES]; /* one bit per thin id */
+	bool walkable;                /* see fake_pool_set_walkable */
+	uint64_t walks, data_used;
 };
 
 struct pool {
@@ -149,6 +152,7 @@ int pool_get_status(struct pool *pool, struct pool_status *ret_status)
 {
 	memset(ret_status, 0, sizeof *ret_status);
 	ret_status->transaction_id = pool->s->tid;
+	ret_status->data_used = pool->s->data_used;
 	ret_status->data_total = (UINT64_C(1) << 40) / (BLOCK_SECTORS * 512);
 	ret_status->meta_total = (UINT64_C(1) << 30) / 4096;
 	ret_status->block_sectors = BLOCK_SECTORS;
@@ -311,13 +315,40 @@ int pool_remove(struct pool *pool)
 }
 
 /* The fake pool keeps no dm-thin metadata to walk: no map, no diff, no exact usage. */
+/* A metadata block the walkable pool cannot read: it has none. */
+static int no_block(void *opaque, uint64_t blocknr, void *buf)
+{
+	(void)opaque;
+	(void)blocknr;
+	(void)buf;
+	return -EIO;
+}
+
 int pool_walk_metadata(struct pool *pool,
                        int (*fn)(struct thin_meta *m, const struct thin_meta_superblock *sb,
                                  void *opaque),
                        void *opaque)
 {
-	(void)pool;
-	(void)fn;
-	(void)opaque;
-	return -EOPNOTSUPP;
+	struct thin_meta m = {.read = no_block, .nr_blocks = 1};
+	struct thin_meta_superblock sb = {.data_nr_blocks = 1024};
+
+	if (!pool->s->walkable)
+		return -EOPNOTSUPP;
+	pool->s->walks++;
+	return fn(&m, &sb, opaque);
+}
+
+void fake_pool_set_walkable(struct pool *pool, bool walkable)
+{
+	pool->s->walkable = walkable;
+}
+
+uint64_t fake_pool_walks(struct pool *pool)
+{
+	return pool->s->walks;
+}
+
+void fake_pool_set_data_used(struct pool *pool, uint64_t blocks)
+{
+	pool->s->data_used = blocks;
 }

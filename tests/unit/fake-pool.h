@@ -38,5 +38,13 @@ unsigned fake_pool_activations(void);
 uint64_t fake_pool_commits(struct pool *pool);
 /* Make thin ID exist behind the daemon's back (a device an older version left). */
 void fake_pool_add(struct pool *pool, uint32_t id);
+/* Walkable: pool_walk_metadata calls its function on metadata with no devices and 1024
+ * data blocks, whose every block read fails with -EIO (so a walk of any thin device
+ * fails); not walkable (the default): -EOPNOTSUPP. */
+void fake_pool_set_walkable(struct pool *pool, bool walkable);
+/* The walks pool_walk_metadata made. */
+uint64_t fake_pool_walks(struct pool *pool);
+/* The data blocks the status says are used. */
+void fake_pool_set_data_used(struct pool *pool, uint64_t blocks);
 
 #endif

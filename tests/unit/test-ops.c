@@ -1,8 +1,9 @@
 /* Unit tests for daemon/ops.h's errors, on a real SQLite store and the fake pool of
  * tests/unit/fake-pool.c: every refusal carries its code (include/tp-error.h), set where
  * the refusal is made, whatever its message says; no error outlives its call; only a
- * volume that may have changed is activated to read its used bytes; and a new tenant is
- * brought up once committed. */
+ * volume that may have changed is activated to read its used bytes; a new tenant is
+ * brought up once committed; and the tenants' allocations are counted again only once
+ * the store or the pool's usage changed. */
 #include <check.h>
 #include <errno.h>
 #include <stdbool.h>
@@ -198,6 +199,60 @@ START_TEST(activates_only_what_may_have_changed)
 }
 END_TEST
 
+/* The walks of the pool's metadata ops made so far, after one more scrape of /metrics;
+ * whether that scrape told alice's allocation. */
+static uint64_t walks_after_scrape(bool *ret_told)
+{
+	char *text = NULL;
+
+	ck_assert_int_eq(ops_metrics(&text), 0);
+	*ret_told = strstr(text, "thinproxy_tenant_allocated_bytes{tenant=\"alice\"} 0\n") != NULL;
+	free(text);
+	return fake_pool_walks(pool);
+}
+
+START_TEST(walks_the_metadata_again_only_after_a_change)
+{
+	struct tenant_spec bob = {.name = "bob"};
+	struct tenant_view tv;
+	struct volume_view v;
+	bool told;
+
+	fake_pool_set_walkable(pool, true);
+	ck_assert_uint_eq(walks_after_scrape(&told), 1);
+	ck_assert(told);
+	/* Nothing changed: the same counts, for every tenant or one. */
+	ck_assert_uint_eq(walks_after_scrape(&told), 1);
+	ck_assert(told);
+	ck_assert_int_eq(ops_usage(&alice, &tv), 0);
+	ck_assert(tv.has_allocated);
+	ck_assert_uint_eq(fake_pool_walks(pool), 1);
+	/* Written to: the pool's used data blocks changed. */
+	fake_pool_set_data_used(pool, 5);
+	ck_assert_uint_eq(walks_after_scrape(&told), 2);
+	ck_assert_uint_eq(walks_after_scrape(&told), 2);
+	/* A new tenant. */
+	ck_assert_int_eq(ops_tenant_add(&bob, &tv), 0);
+	ck_assert_uint_eq(walks_after_scrape(&told), 3);
+	ck_assert_uint_eq(walks_after_scrape(&told), 3);
+	/* A new volume: its walk fails here (the fake metadata has no blocks), and a failed
+	 * count is not kept. */
+	ck_assert_int_eq(ops_volume_create(&alice, "v", 8 * MIB, NULL, &v), 0);
+	ops_volume_view_clear(&v);
+	ck_assert_uint_eq(walks_after_scrape(&told), 4);
+	ck_assert(!told);
+	ck_assert_uint_eq(walks_after_scrape(&told), 5);
+	/* Gone again. */
+	ck_assert_int_eq(ops_volume_remove(&alice, "v"), 0);
+	ck_assert_uint_eq(walks_after_scrape(&told), 6);
+	ck_assert(told);
+	ck_assert_uint_eq(walks_after_scrape(&told), 6);
+	/* A tenant's removal. */
+	ck_assert_int_eq(ops_tenant_remove("bob", false), 0);
+	ck_assert_uint_eq(walks_after_scrape(&told), 7);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ops");
@@ -211,6 +266,7 @@ int main(void)
 	tcase_add_test(tc, forgets_an_error_with_the_next_call);
 	tcase_add_test(tc, brings_a_tenant_up_after_its_commit_and_undoes_a_failed_one);
 	tcase_add_test(tc, activates_only_what_may_have_changed);
+	tcase_add_test(tc, walks_the_metadata_again_only_after_a_change);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -15,6 +15,7 @@
 static const struct {
 	int cap;
 	const char *why;
+	bool optional; /* kept if the daemon has it; done without if not */
 } keep[] = {
     /* device-mapper ioctls, loop device set-up, BLKDISCARD on the pool's devices */
     {CAP_SYS_ADMIN, "device-mapper and loop ioctls"},
@@ -35,27 +36,41 @@ static const struct {
     {CAP_SYS_PTRACE, "adopting a running nbdkit (pidfd_getfd, /proc/PID/exe)"},
     /* image import reads the host file or device the admin names, whoever owns it */
     {CAP_DAC_READ_SEARCH, "image import from any host path"},
+    /* tenants' nbdkits start in the IO_FLUSHER state, which only a holder of it may
+     * set (spawn.h); a daemon without it (a container's) runs them without */
+    {CAP_SYS_RESOURCE, "nbdkit runs in the IO_FLUSHER state", true},
 };
 
-static bool kept(int cap)
+/* Whether CAP is in the set SET. */
+static bool has(const struct __user_cap_data_struct *set, int cap)
+{
+	return cap / 32 < _LINUX_CAPABILITY_U32S_3 &&
+	       (set[cap / 32].permitted & (UINT32_C(1) << (cap % 32)));
+}
+
+/* Whether the daemon keeps CAP, given that it had HAD permitted. */
+static bool kept(int cap, const struct __user_cap_data_struct *had)
 {
 	for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
 		if (keep[i].cap == cap)
-			return true;
+			return !keep[i].optional || has(had, cap);
 	return false;
 }
 
 int caps_drop_unneeded(void)
 {
 	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
-	struct __user_cap_data_struct data[2] = {{0}};
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {{0}};
+	struct __user_cap_data_struct had[_LINUX_CAPABILITY_U32S_3] = {{0}};
 	int last = CAP_LAST_CAP, cap;
 
+	if (syscall(SYS_capget, &hdr, had) < 0)
+		return log_errno(LOG_ERR, -errno, "capget: %m");
 	/* The kernel may know more capabilities than our headers; it says how many. */
 	while (prctl(PR_CAPBSET_READ, last + 1, 0, 0, 0) >= 0)
 		last++;
 	for (cap = 0; cap <= last; cap++) {
-		if (kept(cap))
+		if (kept(cap, had))
 			continue;
 		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
 			return log_errno(LOG_ERR, -errno,
@@ -64,6 +79,10 @@ int caps_drop_unneeded(void)
 	for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
 		int c = keep[i].cap;
 
+		if (!kept(c, had)) {
+			log_debug("without capability %d: %s", c, keep[i].why);
+			continue;
+		}
 		data[c / 32].permitted |= UINT32_C(1) << (c % 32);
 		data[c / 32].effective |= UINT32_C(1) << (c % 32);
 	}
@@ -72,6 +91,7 @@ int caps_drop_unneeded(void)
 	/* Ambient capabilities would survive an exec; there must be none. */
 	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
 	for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
-		log_debug("keeping capability %d: %s", keep[i].cap, keep[i].why);
+		if (has(data, keep[i].cap))
+			log_debug("keeping capability %d: %s", keep[i].cap, keep[i].why);
 	return 0;
 }

@@ -56,6 +56,8 @@ struct report {
 
 static int log_fd = -1;
 static bool log_syslog;
+/* Why the keeper is not in the IO_FLUSHER state (-errno), 0 if it is. */
+static int io_flusher_err;
 
 void keeper_log(int priority, const char *fmt, ...)
 {
@@ -246,6 +248,13 @@ static int daemonize(int index)
 	if (log_path != NULL && log_path[0] != '\0')
 		log_fd = open(log_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
 
+	/* Into the IO_FLUSHER state while the keeper is still one thread, so that every
+	 * thread it starts (the relay's) inherits it: writeback to the device may be
+	 * waiting for the keeper (a relayed request, a reconnect), so its allocations must
+	 * not wait on that writeback in turn (docs/architecture.md, "Memory pressure"). */
+	if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0)
+		io_flusher_err = -errno;
+
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN);
 	sigemptyset(&mask);
@@ -256,6 +265,21 @@ static int daemonize(int index)
 		return -errno;
 	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	return sfd < 0 ? -errno : sfd;
+}
+
+/* Say, once the device is named, if the keeper of device INDEX runs without the
+ * IO_FLUSHER state, and why; it runs on regardless. */
+static void log_io_flusher(int index)
+{
+	if (io_flusher_err == 0)
+		return;
+	keeper_log(LOG_WARNING,
+	           "nbd%d: cannot enter the IO_FLUSHER state: %s%s: under memory pressure, "
+	           "writeback to the device may wait on the keeper; ignoring",
+	           index, strerror(-io_flusher_err),
+	           io_flusher_err == -EPERM    ? " (needs CAP_SYS_RESOURCE)"
+	           : io_flusher_err == -EINVAL ? " (needs Linux 5.6)"
+	                                       : "");
 }
 
 /* Whether a signal arrived on SFD within MS milliseconds (consuming it). */
@@ -373,6 +397,7 @@ static void netlink_keeper(const struct keeper_config *cfg, int index, struct nb
 	           "connection) and %us (I/O)",
 	           index, cfg->volume, cfg->connections, cfg->connections > 1 ? "s" : "",
 	           cfg->timeout, cfg->io_timeout);
+	log_io_flusher(index);
 	report(&ready_fd, 0, index, NULL);
 
 	for (;;) {
@@ -750,6 +775,7 @@ static void ioctl_keeper(const struct keeper_config *cfg, int *fds, int ready_fd
 	           "connection%s, dead-connection timeout %us",
 	           d.index, cfg->volume, cfg->connections, cfg->connections > 1 ? "s" : "",
 	           cfg->timeout);
+	log_io_flusher(d.index);
 	report(&ready_fd, 0, d.index, NULL);
 	ready = true;
 

@@ -52,6 +52,8 @@ static const char schema[] =
     "  pending_tid INTEGER, updated INTEGER NOT NULL DEFAULT 0);"
     "CREATE UNIQUE INDEX IF NOT EXISTS volumes_by_name ON volumes(ifnull(tenant_id, 0), name);"
     "CREATE INDEX IF NOT EXISTS volumes_by_parent ON volumes(parent_id);"
+    /* For the foreign key: without it, removing a tenant scans every volume. */
+    "CREATE INDEX IF NOT EXISTS volumes_by_tenant ON volumes(tenant_id);"
     "CREATE TABLE IF NOT EXISTS publications ("
     "  image_id INTEGER NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,"
     "  tenant_id INTEGER NOT NULL," /* 0 = every tenant */

@@ -16,7 +16,7 @@
 #   delete, remove  the volumes, then the tenants
 # and the memory: thinproxyd, its API processes and the tenants' nbdkits, VmRSS summed and
 # Pss summed (shared pages split between the processes sharing them), after the adds and
-# after the restart. Writes tenants.tsv (TENANTS OP MICROSECONDS [RAN]: RAN, for first-*,
+# right after the first restart. Writes tenants.tsv (TENANTS OP MICROSECONDS [RAN]: RAN, for first-*,
 # 1 if that tenant's nbdkit ran before the connection), start.tsv (TENANTS MICROSECONDS
 # ADOPTED), mem.tsv (TENANTS WHEN PROCESS COUNT RSS_KIB PSS_KIB) and env-tenants.txt to DIR.
 # BENCH_TENANTS_FLAGS: more thinproxyd flags (e.g. an idle time for nbdkit on demand).
@@ -84,25 +84,28 @@ stop_all() {
 trap 'stop_all >/dev/null 2>&1 || true; rm -rf "$scratch"' EXIT
 tp() { "$build/thinproxy" --dir "$run_dir" "$@"; }
 drv() { "$drv" "$run_dir/admin.sock" "$run_dir" "$@"; }
-# mem N WHEN: the memory of the daemon, its API processes and the nbdkits, to mem.tsv.
+# mem N WHEN: the memory of the daemon, its API processes and the nbdkits, to mem.tsv; the
+# "all" line sums the three as read (nbdkits on demand may exit meanwhile).
 mem() {
-	local n=$1 when=$2 apis kits
+	local n=$1 when=$2 apis kits line count=0 rss=0 pss=0 c r s
 	apis=$(pgrep -P "$pid" -f thinproxyd-api | tr '\n' ' ') || true
 	kits=$(nbdkits | tr '\n' ' ')
-	sum_mem "$n" "$when" thinproxyd "$pid"
-	sum_mem "$n" "$when" "API processes" "$apis"
-	sum_mem "$n" "$when" nbdkits "$kits"
-	# shellcheck disable=SC2086
-	sum_mem "$n" "$when" all "$pid $apis $kits"
+	for line in "thinproxyd:$pid" "API processes:$apis" "nbdkits:$kits"; do
+		read -r c r s <<<"$(sum_mem "${line#*:}")"
+		printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$when" "${line%%:*}" "$c" "$r" "$s" >>"$out_dir/mem.tsv"
+		count=$((count + c)) rss=$((rss + r)) pss=$((pss + s))
+	done
+	printf '%s\t%s\tall\t%s\t%s\t%s\n' "$n" "$when" "$count" "$rss" "$pss" >>"$out_dir/mem.tsv"
 }
+# sum_mem PIDS: "COUNT RSS_KIB PSS_KIB" of those of PIDS still running.
 sum_mem() {
 	local p rss=0 pss=0 count=0 r s
-	for p in $4; do
+	for p in $1; do
 		r=$(awk '/^VmRSS/ { print $2 }' "/proc/$p/status" 2>/dev/null) || continue
 		s=$(awk '/^Pss:/ { print $2 }' "/proc/$p/smaps_rollup" 2>/dev/null) || continue
 		rss=$((rss + ${r:-0})) pss=$((pss + ${s:-0})) count=$((count + 1))
 	done
-	printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$count" "$rss" "$pss" >>"$out_dir/mem.tsv"
+	echo "$count $rss $pss"
 }
 # tag N: prefix every line of stdin with N (the tenant count).
 tag() { sed "s/^/$1\t/"; }
@@ -141,8 +144,10 @@ for n in $counts; do
 		done
 	done
 	echo "== $n tenants: every nbdkit made to run, then a restart that adopts them"
-	drv greet 0 "$n" >/dev/null
 	for ((i = 0; i < 3; i++)); do
+		# Again before each restart: with nbdkit on demand, an nbdkit idle for the idle
+		# time (since its first greeting, which took a while for 1000) has exited.
+		drv greet 0 "$n" >/dev/null
 		running=$(drv running 0 "$n" | cut -f2)
 		stop_daemon
 		before=$(grep -c 'adopted running nbdkit' "$scratch/daemon.log" || true)
@@ -151,8 +156,8 @@ for n in $counts; do
 		after=$(grep -c 'adopted running nbdkit' "$scratch/daemon.log" || true)
 		printf '%s\t%s\t%s\t%s\n' "$n" "$us" $((after - before)) "$running" >>"$out_dir/start.tsv"
 		echo "   start: $((us / 1000)) ms, adopted $((after - before)) of $running running"
+		((i == 0)) && mem "$n" restarted
 	done
-	mem "$n" restarted
 	echo "== $n tenants: delete the volumes, remove the tenants"
 	drv delete 0 "$n" "$vols" | tag "$n" >>"$out_dir/tenants.tsv"
 	drv remove 0 "$n" | tag "$n" >>"$out_dir/tenants.tsv"

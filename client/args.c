@@ -40,6 +40,7 @@ static const struct option_def {
     {O_READONLY, "readonly", no_argument, 'r'},
     {O_TIMEOUT, "timeout", required_argument, 0},
     {O_IO_TIMEOUT, "io-timeout", required_argument, 0},
+    {O_CACHE, "cache", required_argument, 0},
     {O_ATTACHED, "attached", no_argument, 0},
     {O_SOCKET, "socket", required_argument, 0},
     {O_FS, "fs", required_argument, 0},
@@ -248,6 +249,9 @@ int args_parse(const struct command *cmd, int argc, char **argv, struct args *re
 			break;
 		case O_IO_TIMEOUT:
 			a.io_timeout = optarg;
+			break;
+		case O_CACHE:
+			a.cache = optarg;
 			break;
 		case O_ATTACHED:
 			a.attached = true;

@@ -57,6 +57,16 @@ static int parse_count(const char *what, const char *option, const char *s, unsi
 	return 0;
 }
 
+/* --cache MODE S: none (direct I/O in the server) or writeback, into *RET_DIRECT. */
+static int parse_cache(const char *what, const char *s, bool *ret_direct)
+{
+	if (strcmp(s, "none") != 0 && strcmp(s, "writeback") != 0)
+		return error_line(-EINVAL, what, "invalid --cache '%s': expected none or writeback",
+		                  s);
+	*ret_direct = strcmp(s, "none") == 0;
+	return 0;
+}
+
 /* "/dev/nbdN" or "nbdN" from operand S into *RET_INDEX. */
 static int parse_device(const char *what, const char *s, int *ret_index)
 {
@@ -156,7 +166,7 @@ static int connect_first(const struct attach_request *req, const struct keeper_c
 	int r;
 
 	for (int tries = 1;; tries++) {
-		r = keeper_connect(cfg->socket_path, cfg->volume, cfg->read_only,
+		r = keeper_connect(cfg->socket_path, cfg->volume, cfg->read_only, cfg->direct,
 		                   KEEPER_HANDSHAKE_MS, ret_fd, ret_export, reason, len);
 		if ((r != -ECONNRESET && r != -ETIMEDOUT) ||
 		    nbd_state(req, state, sizeof state) == NULL)
@@ -221,7 +231,8 @@ int attach_volume(const struct attach_request *req, struct attach_result *ret, c
 	                            .connections = req->connections,
 	                            .timeout = req->timeout,
 	                            .io_timeout = req->io_timeout,
-	                            .read_only = req->read_only};
+	                            .read_only = req->read_only,
+	                            .direct = req->direct};
 	char socket_path[sizeof((struct sockaddr_un *)0)->sun_path];
 	struct nbd_nl *nl = NULL;
 	int fds[ATTACH_CONNECTIONS_MAX], index, r;
@@ -242,7 +253,7 @@ int attach_volume(const struct attach_request *req, struct attach_result *ret, c
 		if (i == 0)
 			r = connect_first(req, &cfg, &fds[i], &e, reason, reason_len);
 		else
-			r = keeper_connect(socket_path, cfg.volume, cfg.read_only,
+			r = keeper_connect(socket_path, cfg.volume, cfg.read_only, cfg.direct,
 			                   KEEPER_HANDSHAKE_MS, &fds[i], &e, reason, reason_len);
 		if (r == 0 && i > 0 && (e.size != cfg.export.size || e.flags != cfg.export.flags)) {
 			close(fds[i]);
@@ -312,6 +323,7 @@ static int print_attached(const struct ctx *c, const struct attach_request *req,
 	    json_add_int(o, "size", (int64_t)res->size) < 0 ||
 	    json_add_bool(o, "read_only", res->read_only) < 0 ||
 	    json_add_int(o, "connections", req->connections) < 0 ||
+	    json_add_string(o, "cache", req->direct ? "none" : "writeback") < 0 ||
 	    json_add_string(o, "interface", res->netlink ? "netlink" : "ioctl") < 0)
 		return -ENOMEM;
 	return print_json(stdout, o);
@@ -339,6 +351,8 @@ int cmd_attach(struct ctx *c, const struct args *a)
 	if (r == 0 && a->io_timeout != NULL)
 		r = parse_count(what, "--io-timeout", a->io_timeout, 0, TIMEOUT_MAX,
 		                &req.io_timeout);
+	if (r == 0 && a->cache != NULL)
+		r = parse_cache(what, a->cache, &req.direct);
 	if (r < 0)
 		return r;
 	r = attach_volume(&req, &res, reason, sizeof reason);

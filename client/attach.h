@@ -26,6 +26,7 @@ struct attach_request {
 	unsigned timeout;    /* dead-connection timeout, seconds */
 	unsigned io_timeout; /* I/O timeout, seconds */
 	bool read_only;
+	bool direct; /* cache mode none: the server opens the volume O_DIRECT */
 };
 
 /* What was attached. */

@@ -37,6 +37,7 @@ enum opt_id {
 	O_READONLY,
 	O_TIMEOUT,
 	O_IO_TIMEOUT,
+	O_CACHE,
 	O_ATTACHED,
 	O_SOCKET,
 	O_FS,
@@ -58,7 +59,7 @@ struct args {
 	size_t n_labels;
 	const char *size, *from, *as, *uid, *gid, *max_volumes, *max_size, *max_used;
 	const char *tenant, *owner, *to;
-	const char *connections, *timeout, *io_timeout;
+	const char *connections, *timeout, *io_timeout, *cache;
 	const char *socket, *fs;
 	bool force, all, write, quiet, json, readonly, attached;
 	unsigned given; /* OPT() bits of the options that were present */

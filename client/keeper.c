@@ -104,10 +104,11 @@ static int reason_errno(int r, char *reason, size_t len, const char *fmt, ...)
 	return r;
 }
 
-int keeper_connect(const char *socket_path, const char *volume, bool read_only, int timeout_ms,
-                   int *ret_fd, struct nbd_export *ret_export, char *reason, size_t reason_len)
+int keeper_connect(const char *socket_path, const char *volume, bool read_only, bool direct,
+                   int timeout_ms, int *ret_fd, struct nbd_export *ret_export, char *reason,
+                   size_t reason_len)
 {
-	char export_name[sizeof TP_EXPORT_READ_ONLY_PREFIX + 2 * TP_NAME_MAX + 1];
+	char export_name[TP_EXPORT_NAME_SIZE];
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
 	struct timeval none = {0};
@@ -128,8 +129,9 @@ int keeper_connect(const char *socket_path, const char *volume, bool read_only, 
 		return reason_errno(-errno, reason, reason_len, "cannot reach %s: %s", socket_path,
 		                    strerror(errno));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
-	/* Read-only asks the broker for an O_RDONLY fd: the server cannot write for us. */
-	snprintf(export_name, sizeof export_name, "%s%s",
+	/* Read-only asks the broker for an O_RDONLY fd: the server cannot write for us.
+	 * Direct asks for an O_DIRECT one: the host's page cache keeps none of it. */
+	snprintf(export_name, sizeof export_name, "%s%s%s", direct ? TP_EXPORT_DIRECT_PREFIX : "",
 	         read_only ? TP_EXPORT_READ_ONLY_PREFIX : "", volume);
 	r = nbd_handshake(fd, export_name, timeout_ms, ret_export, reason, reason_len);
 	if (r == -ENOENT)
@@ -163,7 +165,7 @@ static int open_connections(const struct keeper_config *cfg, int *fds, char *rea
 		struct nbd_export e;
 		int r;
 
-		r = keeper_connect(cfg->socket_path, cfg->volume, cfg->read_only,
+		r = keeper_connect(cfg->socket_path, cfg->volume, cfg->read_only, cfg->direct,
 		                   KEEPER_HANDSHAKE_MS, &fds[i], &e, reason, len);
 		if (r == 0) {
 			r = check_same(cfg, &e, reason, len);
@@ -575,7 +577,7 @@ static int relay_reconnect(void *opaque, int *ret_fd)
 	int fd, r;
 
 	r = keeper_connect(ctx->cfg->socket_path, ctx->cfg->volume, ctx->cfg->read_only,
-	                   KEEPER_HANDSHAKE_MS, &fd, &e, reason, sizeof reason);
+	                   ctx->cfg->direct, KEEPER_HANDSHAKE_MS, &fd, &e, reason, sizeof reason);
 	if (r == 0) {
 		r = check_same(ctx->cfg, &e, reason, sizeof reason);
 		if (r < 0)

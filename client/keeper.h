@@ -41,6 +41,7 @@ struct keeper_config {
 	uint32_t block_size;      /* for the kernel */
 	uint16_t flags;           /* transmission flags for the kernel */
 	bool read_only;
+	bool direct; /* cache mode none: export name direct:..., on every reconnect too */
 	unsigned connections;
 	unsigned timeout;    /* dead-connection timeout, seconds */
 	unsigned io_timeout; /* I/O timeout, seconds (netlink only) */
@@ -48,11 +49,13 @@ struct keeper_config {
 };
 
 /* Connect to SOCKET_PATH and negotiate VOLUME (read-only if READ_ONLY: the server then
- * holds the volume open read-only too) within TIMEOUT_MS: the connected socket in
- * *RET_FD, what the server said in *RET_EXPORT. On failure REASON (REASON_LEN bytes)
- * says why, e.g. "no such volume: VOLUME" or "cannot reach SOCKET_PATH: ...". */
-int keeper_connect(const char *socket_path, const char *volume, bool read_only, int timeout_ms,
-                   int *ret_fd, struct nbd_export *ret_export, char *reason, size_t reason_len);
+ * holds the volume open read-only too; with direct I/O if DIRECT) within TIMEOUT_MS: the
+ * connected socket in *RET_FD, what the server said in *RET_EXPORT. On failure REASON
+ * (REASON_LEN bytes) says why, e.g. "no such volume: VOLUME" or "cannot reach
+ * SOCKET_PATH: ...". */
+int keeper_connect(const char *socket_path, const char *volume, bool read_only, bool direct,
+                   int timeout_ms, int *ret_fd, struct nbd_export *ret_export, char *reason,
+                   size_t reason_len);
 
 /* Configure a device with the CFG->connections negotiated sockets FDS (closed here, in
  * any case) over NL, or through the ioctl interface if NL is NULL, and start its keeper.

@@ -203,7 +203,7 @@ static const struct command commands[] = {
     },
     {
         .name = "attach",
-        .synopsis = "NAME [DEVICE] [--connections N] [--readonly] [--timeout S]",
+        .synopsis = "NAME [DEVICE] [--connections N] [--readonly] [--timeout S] [--cache MODE]",
         .summary = "attach a volume as a kernel NBD device",
         .help = "Attach volume NAME (or images/NAME, OWNER/NAME) as the kernel NBD device DEVICE\n"
                 "(/dev/nbdN), or the first free one, and print the device. A keeper process\n"
@@ -218,9 +218,13 @@ static const struct command commands[] = {
                 "                       before it fails (dead-connection timeout; default 60)\n"
                 "      --io-timeout S   how long one request may take before its connection\n"
                 "                       counts as dead (default 30; 0: no limit)\n"
+                "      --cache MODE     none: the server reads and writes the volume with\n"
+                "                       direct I/O, so the host caches its data once, in the\n"
+                "                       device's page cache; writeback (default): through the\n"
+                "                       host's page cache as well\n"
                 "      --json           print the device and its settings as JSON\n" HELP_HELP,
         .kind = CMD_VOLUME,
-        .options = OPT(CONNECTIONS) | OPT(READONLY) | OPT(TIMEOUT) | OPT(IO_TIMEOUT),
+        .options = OPT(CONNECTIONS) | OPT(READONLY) | OPT(TIMEOUT) | OPT(IO_TIMEOUT) | OPT(CACHE),
         .operand = "NAME",
         .min_operands = 1,
         .max_operands = 2,

@@ -345,6 +345,7 @@ START_TEST(every_value_option_is_in_the_help_and_exits_2_without_a_value)
 	    {{"resize", "x"}, "--size"},
 	    {{"attach", "x"}, "--timeout"},
 	    {{"attach", "x"}, "--io-timeout"},
+	    {{"attach", "x"}, "--cache"},
 	};
 
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -495,6 +496,7 @@ START_TEST(rejects_bad_values_with_status_1_before_connecting)
 	CLEANUP_RESULT struct result many = RUN("attach", "layer1", "--connections", "17");
 	CLEANUP_RESULT struct result timeout = RUN("attach", "layer1", "--timeout", "1m");
 	CLEANUP_RESULT struct result io_timeout = RUN("attach", "layer1", "--io-timeout", "-1");
+	CLEANUP_RESULT struct result cache = RUN("attach", "layer1", "--cache", "direct");
 	CLEANUP_RESULT struct result detach = RUN("detach", "nbd01");
 	CLEANUP_RESULT struct result no_value = RUN("create", "x", "--size", "1G", "-l", "tier");
 	CLEANUP_RESULT struct result no_key = RUN("snapshot", "x", "--from", "b", "--label", "=v");
@@ -526,6 +528,8 @@ START_TEST(rejects_bad_values_with_status_1_before_connecting)
 	assert_fails(&many, 1, "attach layer1: --connections '17' out of range: 1 to 16");
 	assert_fails(&timeout, 1, "attach layer1: invalid --timeout '1m'");
 	assert_fails(&io_timeout, 1, "attach layer1: invalid --io-timeout '-1'");
+	assert_fails(&cache, 1,
+	             "attach layer1: invalid --cache 'direct': expected none or writeback");
 	assert_fails(&detach, 1, "detach nbd01: invalid device 'nbd01'");
 	assert_fails(&no_value, 1, "create x: invalid label 'tier': expected KEY=VALUE");
 	assert_fails(&no_key, 1, "snapshot x: invalid label '=v': the key is empty");

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -692,6 +693,22 @@ static void daemon_teardown(struct daemon *d, int r)
 }
 
 /* The daemon: setup, the loop, teardown. SIGNALS are the ones main() blocked. */
+/* Every tenant holds two of the daemon's files (its nbd.sock and its nbdkit's pidfd), so
+ * that the soft limit most daemons start with, 1024, would end the daemon's growth
+ * near 500 tenants: take all the hard limit allows. The nbdkits and the API process set
+ * their own. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		log_errno(LOG_WARNING, -errno, "raise the limit on open files to %llu: %m",
+		          (unsigned long long)rl.rlim_max);
+}
+
 static int run(const sigset_t *signals)
 {
 	struct daemon d = {.ready_fd = -1, .pid_fd = -1, .ep = -1, .sfd = -1, .tfd = -1};
@@ -733,6 +750,7 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	umask(022);
+	raise_nofile();
 
 	r = cfg.teardown ? run_teardown() : run(&mask);
 	config_free(&cfg);

@@ -69,6 +69,7 @@ struct tenant_proc {
 	pid_t pid; /* 0: not running */
 	int pidfd; /* -1: not running */
 	int64_t started_ms;
+	bool adopted;       /* pid was started by a daemon before this one */
 	unsigned failures;  /* deaths in a row without a healthy run */
 	int64_t restart_ms; /* when to restart; 0: no restart pending */
 	bool start_failed;  /* the last one exited with an error status, or did not start */
@@ -449,6 +450,7 @@ static void forget_process(struct tenant_proc *t)
 	}
 	t->pidfd = -1;
 	t->pid = 0;
+	t->adopted = false;
 	t->exit_watched = false;
 }
 
@@ -791,6 +793,7 @@ static void adopt(struct tenant_proc *t)
 		t->pid = pid;
 		t->pidfd = TAKE_FD(pidfd);
 		t->started_ms = tp_now_ms();
+		t->adopted = true;
 		watch_exit(t);
 		log_info("tenant %s: adopted running nbdkit %d", t->name, (int)pid);
 		/* It keeps its cgroup, with today's limits; one from before cgroups moves in
@@ -1013,15 +1016,18 @@ static void ended(struct tenant_proc *t, int64_t now)
 	char how[128];
 	siginfo_t si;
 	int64_t delay;
-	bool idle_exit;
+	bool adopted = t->adopted, idle_exit;
 
 	reap(t->pidfd, &si);
 	forget_process(t);
 	/* What it forked dies with it, before a restart or a wait. */
 	end_cgroup(t->name);
-	/* A clean exit after the idle time at least is the plugin's idle exit. An adopted
-	 * nbdkit is not ours to reap: how it ended is unknown, and counts as clean. */
-	idle_exit = sv.idle_s != 0 && now - t->started_ms >= (int64_t)sv.idle_s * 1000 &&
+	/* A clean exit after the idle time at least is the plugin's idle exit; an adopted
+	 * nbdkit's idle time began under the daemon before (with that daemon's setting), so
+	 * that for it any clean exit is one. An adopted nbdkit that is not our child is
+	 * not ours to reap: how it ended is unknown, and counts as clean. */
+	idle_exit = sv.idle_s != 0 &&
+	            (adopted || now - t->started_ms >= (int64_t)sv.idle_s * 1000) &&
 	            (si.si_pid == 0 || (si.si_code == CLD_EXITED && si.si_status == 0));
 	if (idle_exit) {
 		log_info("tenant %s: nbdkit %d exited, idle; its next client starts another",

@@ -796,6 +796,22 @@ START_TEST(starts_nbdkit_for_the_first_client_and_again_after_it_exits_idle)
 	ck_assert_int_eq(stat(path, &after), 0);
 	ck_assert_uint_eq(before.st_ino, after.st_ino);
 	ck_assert_int_eq(read_through("alice"), 0xa1);
+
+	/* Adopted by the next daemon, with an idle time of its own, it exits once idle
+	 * by its own, begun under the daemon before: an idle exit too, not a death to
+	 * restart from. */
+	supervise_shutdown();
+	cfg.idle_s = 60;
+	ck_assert_int_eq(supervise_init(&cfg), 0);
+	ck_assert_int_eq(supervise_start_tenant("alice", ALICE_UID, ALICE_UID, SOCK_UID, SOCK_GID),
+	                 0);
+	ck_assert_int_eq(pidfile("alice"), second);
+	while (alive(second))
+		usleep(10000);
+	supervise_reap();
+	ck_assert_str_eq(supervise_status("alice"), "idle");
+	ck_assert_int_eq(supervise_next_reap_ms(), -1);
+	ck_assert_int_eq(pidfile("alice"), 0);
 }
 END_TEST
 

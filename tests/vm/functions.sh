@@ -45,6 +45,11 @@ requires() {
 # fail MESSAGE: end the test with a failure that names what was expected.
 fail() {
 	echo "$test_name: FAIL: $*" >&2
+	# What the daemon said last, for a failure seen only in CI's output.
+	if [ -s "${daemon_log-}" ]; then
+		echo "--- the last lines of $daemon_log:" >&2
+		tail -n 40 "$daemon_log" >&2
+	fi
 	exit 1
 }
 

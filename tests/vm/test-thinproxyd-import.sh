@@ -72,12 +72,16 @@ cmp "$scratch/src" "$scratch/slow.out" || fail "the image differs from its sourc
 
 step "kill -9 during an import: the next start removes it, nothing leaks"
 "$TP_BUILD/thinproxy" --dir "$run_dir" --admin image import again --from /dev/mapper/tp-slow \
-	>/dev/null 2>&1 &
+	>"$scratch/again.out" 2>&1 &
+again_pid=$!
 for ((i = 0; i < 300; i++)); do
 	admin_api GET /v1/images
-	[ "$(field '.images[] | select(.name == "images/again") | .imported')" -gt 0 ] 2>/dev/null && break
+	imported=$(field '.images[] | select(.name == "images/again") | .imported' 2>/dev/null) || true
+	[ "${imported:-0}" -gt 0 ] && break
+	kill -0 "$again_pid" 2>/dev/null || fail "the import ended before it was killed: $(cat "$scratch/again.out")"
 	sleep 0.1
 done
+[ "${imported:-0}" -gt 0 ] || fail "the import made no progress: $body"
 kill -9 "$daemon_pid"
 wait_daemon_dead
 start_daemon

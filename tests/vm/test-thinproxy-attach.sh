@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # thinproxy attach, detach and ls --attached on the host: a host-side attach for a tenant
-# over netlink, an explicit device and a busy one, two connections, read-only devices
-# (asked for: nbdkit then holds the volume O_RDONLY; and a published image), the ioctl
-# interface forced, a keeper that dies or whose device is disconnected behind its back,
-# rm of a volume whose client is just letting go (waited for, not busy), and the errors,
-# each with exit status 1 and one line naming the volume or device and the reason. (The
-# usage battery of both commands is in tests/unit/test-client-cli.c.)
+# over netlink, an explicit device and a busy one, two connections, cache mode none
+# (nbdkit holds the volume O_DIRECT, the thin device's page cache stays empty, byte
+# ranges inside a block are written whole), read-only devices (asked for: nbdkit then
+# holds the volume O_RDONLY; and a published image), the ioctl interface forced, a
+# keeper that dies or whose device is disconnected behind its back, rm of a volume whose
+# client is just letting go (waited for, not busy), and the errors, each with exit
+# status 1 and one line naming the volume or device and the reason. (The usage battery
+# of both commands is in tests/unit/test-client-cli.c.)
 . "$(dirname "$0")/functions.sh"
 requires jq md5sum mkfs.ext4 nbd-client qemu-io
 
@@ -95,6 +97,47 @@ dev=$(ta attach v2 --connections 2)
 head -c 8M /dev/urandom >"$scratch/data"
 dd if="$scratch/data" of="$dev" bs=1M oflag=direct status=none
 [ "$(head -c 8M "$dev" | md5sum)" = "$(md5sum <"$scratch/data")" ] || fail "two connections lost data"
+tp detach "$dev"
+
+step "cache none: nbdkit holds the volume O_DIRECT, and the host caches its data once"
+# nbdkit_block_fds: the fds of block devices alice's nbdkit holds open, one path per line.
+nbdkit_block_fds() {
+	local pid f
+	pid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
+	for f in /proc/"$pid"/fd/*; do [ -b "$f" ] && echo "$f"; done
+}
+# o_direct FD_PATH: 1 if the open file FD_PATH (/proc/PID/fd/N) has O_DIRECT, else 0.
+o_direct() { echo $(((0$(sed -n 's/^flags:[[:space:]]*//p' "${1/\/fd\//\/fdinfo\/}") >> 14) & 1)); }
+# thin_cached: the pages of the thin device behind alice's only open volume that the
+# host's page cache holds.
+thin_cached() { "$TP_BUILD/tests/vm/page-cache" "$(nbdkit_block_fds)"; }
+sync
+echo 3 >/proc/sys/vm/drop_caches
+dev=$(ta --json attach v2 --cache none | jq -r 'select(.cache == "none") | .device')
+[ -b "$dev" ] || fail "attach --cache none --json: no device with cache none"
+[ "$(nbdkit_block_fds | wc -l)" = 1 ] || fail "nbdkit holds $(nbdkit_block_fds | wc -l) devices, not v2's alone"
+[ "$(o_direct "$(nbdkit_block_fds)")" = 1 ] || fail "nbdkit holds v2 without O_DIRECT"
+[ "$(head -c 8M "$dev" | md5sum)" = "$(md5sum <"$scratch/data")" ] || fail "cache none reads differ"
+head -c 8M /dev/urandom >"$scratch/data"
+dd if="$scratch/data" of="$dev" bs=1M oflag=direct status=none
+[ "$(dd if="$dev" bs=1M count=8 iflag=direct status=none | md5sum)" = "$(md5sum <"$scratch/data")" ] ||
+	fail "cache none lost a write"
+cached=$(thin_cached)
+[ "$cached" = 0 ] || fail "the thin device under cache none holds $cached pages of page cache"
+# Byte ranges that no block holds whole, through the socket: read, modify, write.
+qemu-io -f raw "nbd+unix:///direct:v2?socket=$run_dir/tenants/alice/nbd.sock" \
+	-c "write -P 0x5a 4097 5000" -c "read -P 0x5a 4097 5000" >"$scratch/qemu-io.out" ||
+	fail "unaligned I/O under cache none: $(cat "$scratch/qemu-io.out")"
+head -c 5000 /dev/zero | tr '\0' Z | dd of="$scratch/data" bs=5000 seek=4097 oflag=seek_bytes conv=notrunc status=none
+[ "$(dd if="$dev" bs=1M count=8 iflag=direct status=none | md5sum)" = "$(md5sum <"$scratch/data")" ] ||
+	fail "an unaligned write under cache none changed more (or less) than its bytes"
+tp detach "$dev"
+# The same reads buffered fill the thin device's cache: what cache none saves.
+dev=$(ta attach v2 --cache writeback)
+[ "$(o_direct "$(nbdkit_block_fds)")" = 0 ] || fail "nbdkit holds v2 O_DIRECT under writeback"
+[ "$(head -c 8M "$dev" | md5sum)" = "$(md5sum <"$scratch/data")" ] || fail "writeback reads differ"
+cached=$(thin_cached)
+((cached >= 1024)) || fail "the thin device under writeback holds only $cached pages after 8 MiB read"
 tp detach "$dev"
 
 step "read-only: asked for, and a published image"

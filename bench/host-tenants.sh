@@ -14,6 +14,8 @@
 #   start     with every tenant's nbdkit made to run (an NBD greeting from each), the
 #             daemon stopped and started again: it adopts them; from exec to ready
 #   delete, remove  the volumes, then the tenants
+# then nbdkit-start: an nbdkit of the null plugin started, a command run and stopped
+# (`--run true`), for scale beside a first connection, which waits for an nbdkit's start;
 # and the memory: thinproxyd, its API processes and the tenants' nbdkits, VmRSS summed and
 # Pss summed (shared pages split between the processes sharing them), after the adds and
 # right after the first restart. Writes tenants.tsv (TENANTS OP MICROSECONDS [RAN]: RAN, for first-*,
@@ -162,6 +164,15 @@ for n in $counts; do
 	drv delete 0 "$n" "$vols" | tag "$n" >>"$out_dir/tenants.tsv"
 	drv remove 0 "$n" | tag "$n" >>"$out_dir/tenants.tsv"
 	stop_all
+done
+# For scale beside a first connection: an nbdkit of the null plugin started and stopped,
+# nothing of ours in it (nbdkit-start in tenants.tsv, tenant count 0).
+echo "== nbdkit alone: null plugin, started and stopped, 20 times"
+for ((i = 0; i < 20; i++)); do
+	t0=$EPOCHREALTIME
+	nbdkit -U - null --run true
+	t1=$EPOCHREALTIME
+	printf '0\tnbdkit-start\t%s\n' $((${t1/./} - ${t0/./})) >>"$out_dir/tenants.tsv"
 done
 cp "$scratch/daemon.log" "$out_dir/daemon-tenants.log"
 awk -F'\t' '{ n[$1 "\t" $2]++; s[$1 "\t" $2] += $3 }

@@ -25,19 +25,9 @@ tp --admin tenant add alice >/dev/null
 sock=$run_dir/tenants/alice/nbd.sock
 wait_for_socket "$sock"
 
-# volume NAME MIB: create it, activate it by opening it through the plugin once, and
-# print its dm device.
-volume() {
-	admin_api POST /v1/tenants/alice/volumes "{\"name\":\"$1\",\"size\":$(($2 * M))}"
-	expect 201
-	local id
-	id=$(field .thin_id)
-	nbdinfo --size "nbd+unix:///$1?socket=$sock" >/dev/null
-	admin_api GET /v1/pool
-	echo "/dev/mapper/$(field .name)-$id"
-}
-fio_dev=$(volume fio "$fio_mib")
-copy_dev=$(volume copy "$copy_mib")
+. "$TP_SRC/bench/servers.sh"
+fio_dev=$(thin_volume fio "$fio_mib")
+copy_dev=$(thin_volume copy "$copy_mib")
 [ -b "$fio_dev" ] && [ -b "$copy_dev" ] || fail "no thin devices: $fio_dev $copy_dev"
 
 step "filling both volumes, so that every write later is an overwrite of a mapped block"
@@ -50,7 +40,6 @@ done
 step "starting the other servers on the same thin devices"
 b=$scratch/servers
 mkdir -p "$b"
-. "$TP_SRC/bench/servers.sh"
 start_servers "$b"
 
 step "attaching both volumes as kernel NBD devices"

@@ -1,6 +1,23 @@
-# Sourced by bench/guest-io.sh and bench/host.sh: the servers thinproxy's plugin is
-# compared with. The caller sets fio_dev and copy_dev and defines cleanup and fail as in
-# tests/vm/functions.sh.
+# Sourced by bench/guest-io.sh, bench/guest-cache.sh and bench/host.sh: the servers
+# thinproxy's plugin is compared with. The caller defines cleanup and fail as in
+# tests/vm/functions.sh (and, for start_servers, sets fio_dev and copy_dev).
+
+# start_file DIR NAME DEVICE: nbdkit's file plugin on DEVICE, at DIR/file-NAME.sock
+# (pid in DIR/file-NAME.pid), stopped by cleanup.
+start_file() {
+	nbdkit -U "$1/file-$2.sock" -P "$1/file-$2.pid" file "$3"
+	cleanup "kill \$(cat $1/file-$2.pid)"
+}
+
+# start_qemu DIR NAME DEVICE [OPTION...]: qemu-nbd (raw, shared by 8 clients, export
+# NAME) on DEVICE with OPTIONs (e.g. --cache=none --aio=native), at DIR/qemu-NAME.sock
+# (pid in DIR/qemu-NAME.pid), stopped by cleanup.
+start_qemu() {
+	local b=$1 v=$2 dev=$3
+	shift 3
+	qemu-nbd --fork -f raw -k "$b/qemu-$v.sock" -x "$v" -t -e 8 --pid-file="$b/qemu-$v.pid" "$@" "$dev"
+	cleanup "kill \$(cat $b/qemu-$v.pid)"
+}
 
 # start_servers DIR: nbdkit's file plugin, qemu-nbd and nbd-server on fio_dev and
 # copy_dev (exports "fio" and "copy"), with their sockets in DIR: file-VOLUME.sock,
@@ -9,12 +26,10 @@ start_servers() {
 	local b=$1 v dev i
 	for v in fio copy; do
 		dev=${v}_dev
-		nbdkit -U "$b/file-$v.sock" -P "$b/file-$v.pid" file "${!dev}"
-		cleanup "kill \$(cat $b/file-$v.pid)"
-		qemu-nbd --fork -f raw -k "$b/qemu-$v.sock" -x "$v" -t -e 8 --pid-file="$b/qemu-$v.pid" "${!dev}"
-		cleanup "kill \$(cat $b/qemu-$v.pid)"
+		start_file "$b" "$v" "${!dev}"
+		start_qemu "$b" "$v" "${!dev}"
 	done
-	cat >"$b/nbd-server.conf" <<EOF
+	cat >"$b/nbd-server.conf" <<EOC
 [generic]
 user = root
 group = root
@@ -23,7 +38,7 @@ unixsock = $b/nbd-server.sock
 exportname = $fio_dev
 [copy]
 exportname = $copy_dev
-EOF
+EOC
 	nbd-server -C "$b/nbd-server.conf" -p "$b/nbd-server.pid"
 	cleanup "kill \$(cat $b/nbd-server.pid)"
 	for ((i = 0; i < 100; i++)); do
@@ -31,4 +46,17 @@ EOF
 		sleep 0.05
 	done
 	fail "nbd-server did not start"
+}
+
+# thin_volume NAME MIB: in the guest, with thinproxyd started (tests/vm/functions.sh) and
+# tenant alice's nbd.sock at $sock: create alice's volume NAME, activate it by opening
+# it through the plugin once, and print its dm device.
+thin_volume() {
+	admin_api POST /v1/tenants/alice/volumes "{\"name\":\"$1\",\"size\":$(($2 << 20))}"
+	expect 201
+	local id
+	id=$(field .thin_id)
+	nbdinfo --size "nbd+unix:///$1?socket=$sock" >/dev/null
+	admin_api GET /v1/pool
+	echo "/dev/mapper/$(field .name)-$id"
 }

@@ -16,12 +16,16 @@
 # (Linux routes all of 127/8 to lo), on a port that no socket listens on, so that clusters
 # started at the same time in other DIRs do not meet; the mgr and the OSD bind on the
 # same address. CEPH_TEST_IP and CEPH_TEST_PORT (msgr2; msgr1 is the next port) choose
-# them instead.
+# them instead. CEPH_TEST_TIMEOUT (seconds, default 120) bounds the wait for
+# active+clean.
 #
 # The mgr is there because the mon alone never learns PG states (the mgr reports them:
 # without it `ceph -s` says "unknown" forever and "active+clean" cannot be waited for),
 # and librbd's background tasks (rbd_support: trash purge, task add) live in it. Plain
 # rbd create/clone/import/export and namespaces would work without it.
+#
+# The OSD's keyring is DIR/osd/data/keyring, its BlueStore a 10 GiB sparse file
+# DIR/osd/block (about 30 MiB allocated once up).
 #
 # Must run as root (the daemons run as root here, with no --setuser).
 set -euo pipefail
@@ -30,7 +34,11 @@ prog=${0##*/}
 starting= # set while `start` runs: a failure stops what it started
 die() {
 	echo "$prog: $*" >&2
-	[ -z "$starting" ] || cmd_stop "$starting" || true
+	if [ -n "$starting" ]; then
+		local d=$starting
+		starting=
+		cmd_stop "$d" || true
+	fi
 	exit 1
 }
 
@@ -53,30 +61,35 @@ daemon_pid() {
 	[ -s "$dir/run/$name.pid" ] || return 1
 	pid=$(<"$dir/run/$name.pid")
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/ceph.conf" || return 1
+	tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$dir/ceph.conf" || return 1
 	echo "$pid"
 }
 
-cmd_stop() {
+# SIGTERM, wait (SIGKILL after 15 s): the OSD and mgr first, then the mon, since an OSD
+# stopping tells the mon and waits up to 5 s for an answer that a dead mon never sends.
+stop_daemons() {
 	local dir=$1 name pid pids=() i
-	for name in "${daemons[@]}"; do
+	shift
+	for name; do
 		pid=$(daemon_pid "$dir" "$name") || continue
 		kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
 	done
 	((${#pids[@]})) || return 0
-	for ((i = 0; i < 150; i++)); do # 15 s, then SIGKILL
-		for pid in "${pids[@]}"; do [ -d "/proc/$pid" ] && break; done
-		[ -d "/proc/$pid" ] || return 0
-		sleep 0.1
-	done
-	echo "$prog: daemons still alive after 15 s, killing: ${pids[*]}" >&2
-	kill -KILL "${pids[@]}" 2>/dev/null || true
-	for ((i = 0; i < 50; i++)); do
+	for ((i = 0; i < 200; i++)); do
+		((i != 150)) || {
+			echo "$prog: still alive after 15 s, killing: ${pids[*]}" >&2
+			kill -KILL "${pids[@]}" 2>/dev/null || true
+		}
 		for pid in "${pids[@]}"; do [ -d "/proc/$pid" ] && break; done
 		[ -d "/proc/$pid" ] || return 0
 		sleep 0.1
 	done
 	die "could not stop ${pids[*]}"
+}
+
+cmd_stop() {
+	stop_daemons "$1" osd.0 mgr.x
+	stop_daemons "$1" mon.a
 }
 
 cmd_env() {
@@ -122,6 +135,9 @@ write_conf() {
 			mon_warn_on_pool_no_redundancy = false
 			osd_crush_chooseleaf_type = 0
 			mon_max_pg_per_osd = 1000
+			# PG states reach ceph -s within a second, not five: waits end sooner
+			mgr_stats_period = 1
+			mon_mgr_digest_period = 1
 
 			[mon]
 			mon_data = $d/mon
@@ -181,7 +197,9 @@ cmd_start() {
 	t0=$SECONDS
 	starting=$dir
 	mkdir -p "$dir"/{mon,mgr,osd/data,run,log,crash}
-	chmod 0700 "$dir"
+	# the mon store holds every key, the sockets control the daemons; ceph.conf and the
+	# directory itself stay as readable as the caller made them (for unprivileged clients)
+	chmod 0700 "$dir"/{mon,mgr,osd,run,log,crash}
 	echo "$pool" >"$dir/pool"
 
 	ip=${CEPH_TEST_IP:-}
@@ -248,9 +266,9 @@ cmd_start() {
 			[ "$(cephc osd stat -f json 2>/dev/null | grep -o '"num_up_osds":[0-9]*')" = '"num_up_osds":1' ]; then
 			break
 		fi
-		if ((SECONDS - t0 > 120)); then
+		if ((SECONDS - t0 > ${CEPH_TEST_TIMEOUT:-120})); then
 			last=$(cephc -s 2>&1) || true
-			die "not active+clean within 120 s; ceph -s:"$'\n'"$last"
+			die "not up and active+clean within ${CEPH_TEST_TIMEOUT:-120} s; ceph -s:"$'\n'"$last"
 		fi
 		sleep 0.5
 	done

@@ -39,10 +39,15 @@ eval "$("$cluster" env "$dir")"
 [ "$CEPH_CONF" = "$dir/ceph.conf" ] || fail "cluster.sh env: CEPH_CONF=$CEPH_CONF"
 
 ceph -s >/dev/null || fail "ceph -s as admin"
-for pidf in "$dir"/run/*.pid; do
-	pid=$(<"$pidf")
-	echo "rss $(basename "$pidf" .pid): $(($(awk '/^VmRSS/ {print $2}' "/proc/$pid/status") / 1024)) MiB"
-done
+rss() {
+	local pidf pid out=
+	for pidf in "$dir"/run/*.pid; do
+		pid=$(<"$pidf")
+		out+=" $(basename "$pidf" .pid) $(($(awk '/^VmRSS/ {print $2}' "/proc/$pid/status") / 1024)) MiB"
+	done
+	echo "rss $1:$out"
+}
+rss "after bootstrap"
 [ -z "$(ls /etc/ceph/*.conf /etc/ceph/*.keyring 2>/dev/null)" ] || fail "files under /etc/ceph"
 
 # bounded: a client that cannot reach the cluster must not hang the test
@@ -134,4 +139,5 @@ expect_eperm "ro-a rados put in A" ro-a rados -p "$pool" -N A put x "$dir/data"
 expect_eperm "ro-a ls B" ro-a rbd ls "$pool/B"
 ok "ro-a: reads A, writes nothing"
 
+rss "at the end"
 echo "PASS test-cluster (bootstrap $boot s, total $SECONDS s)"

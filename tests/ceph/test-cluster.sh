@@ -24,8 +24,11 @@ ok() { echo "ok - $*"; }
 
 dir=$(mktemp -d /tmp/thinproxy-ceph.XXXXXX)
 cleanup() {
-	"$cluster" stop "$dir" || echo "test-cluster: could not stop the cluster in $dir" >&2
-	rm -rf "$dir"
+	if "$cluster" stop "$dir"; then
+		rm -rf "$dir"
+	else
+		echo "test-cluster: could not stop the cluster in $dir; left it there" >&2
+	fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

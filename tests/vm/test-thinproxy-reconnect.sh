@@ -2,8 +2,10 @@
 # An attached device outlives its tenant's nbdkit: kill nbdkit while a file copy runs on
 # the mounted device, and the copy completes, its checksum matches and the kernel logs no
 # I/O error. Once in a container (ioctl interface: the keeper's relay reconnects and sends
-# the outstanding requests again), once on the host with two connections (netlink: the
-# keeper hands the kernel fresh sockets with NBD_CMD_RECONFIGURE). Prints how long each
+# the outstanding requests again), once on the host with two connections and cache mode
+# none (netlink: the keeper hands the kernel fresh sockets with NBD_CMD_RECONFIGURE, each
+# asking for the direct: export again). The daemon runs nbdkit on demand, as by default:
+# a killed nbdkit is started again by the keeper's reconnect. Prints how long each
 # reconnect took.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/container.sh"
@@ -46,6 +48,7 @@ no_io_errors() {
 	dmesg -C
 }
 
+nbdkit_idle=60
 start_daemon
 tp --admin tenant add alice >/dev/null
 head -c 32M /dev/urandom >"$scratch/src"
@@ -68,9 +71,9 @@ in_container "$alice" "$TP_BUILD/thinproxy" detach "$dev"
 no_io_errors
 grep -q "nbd[0-9]*: reconnected after" "$THINPROXY_KEEPER_LOG" || fail "the relay did not reconnect"
 
-step "on the host, two connections: kill nbdkit during a copy (netlink, NBD_CMD_RECONFIGURE)"
+step "on the host, two connections, cache none: kill nbdkit during a copy (netlink, NBD_CMD_RECONFIGURE)"
 tp --admin --tenant alice create h1 --size 128M >/dev/null
-dev=$(tp --admin --tenant alice attach h1 --connections 2 --io-timeout 5 --timeout 30)
+dev=$(tp --admin --tenant alice attach h1 --connections 2 --io-timeout 5 --timeout 30 --cache none)
 [ "$(cat "/sys/block/${dev#/dev/}/backend")" = h1 ] || fail "no backend for $dev"
 mkfs "$dev"
 mkdir -p /tmp/h1
@@ -82,11 +85,21 @@ mount "$dev" /tmp/h1
 umount /tmp/h1
 grep -q "reconnected to h1 after" "$THINPROXY_KEEPER_LOG" || fail "the keeper did not reconnect"
 
-step "the device keeps working after a second restart"
+step "the device keeps working after a second restart, with direct I/O still"
 kill -KILL "$(cat "$run_dir/tenants/alice/nbdkit.pid")"
 mount "$dev" /tmp/h1
 [ "$(md5sum </tmp/h1/copy)" = "$sum" ] || fail "the copy's checksum differs after a second restart"
 umount /tmp/h1
+# Every block device the restarted nbdkit holds for the device is O_DIRECT (fdinfo flags).
+pid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
+direct=0
+for f in /proc/"$pid"/fd/*; do
+	[ -b "$f" ] || continue
+	(((0$(sed -n 's/^flags:[[:space:]]*//p' "/proc/$pid/fdinfo/${f##*/}") >> 14) & 1)) ||
+		fail "the restarted nbdkit holds h1 without O_DIRECT"
+	direct=$((direct + 1))
+done
+((direct == 2)) || fail "the restarted nbdkit holds $direct devices, not h1 twice"
 tp detach "$dev"
 no_io_errors
 

@@ -34,6 +34,11 @@ _run_cleanups() {
 }
 trap _run_cleanups EXIT
 
+# fd_flags FD: the open flags of the file FD (/proc/PID/fd/N), as its fdinfo says them,
+# in octal with a leading 0 (so that $((...)) reads them right): & 3 is the access mode,
+# >> 14 & 1 is O_DIRECT.
+fd_flags() { echo "0$(sed -n 's/^flags:[[:space:]]*//p' "${1/\/fd\//\/fdinfo\/}")"; }
+
 # requires CMD...: skip-free check that the programs a test uses exist in the guest.
 requires() {
 	local c

@@ -23,7 +23,7 @@ nbdkit_device_modes() {
 	pid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
 	for f in /proc/"$pid"/fd/*; do
 		[ -b "$f" ] || continue
-		echo $((0$(sed -n 's/^flags:[[:space:]]*//p' "/proc/$pid/fdinfo/${f##*/}") & 3))
+		echo $(($(fd_flags "$f") & 3))
 	done
 }
 # keeper_gone PID: wait until PID has ended (at most 30 s).
@@ -107,7 +107,7 @@ nbdkit_block_fds() {
 	for f in /proc/"$pid"/fd/*; do [ -b "$f" ] && echo "$f"; done
 }
 # o_direct FD_PATH: 1 if the open file FD_PATH (/proc/PID/fd/N) has O_DIRECT, else 0.
-o_direct() { echo $(((0$(sed -n 's/^flags:[[:space:]]*//p' "${1/\/fd\//\/fdinfo\/}") >> 14) & 1)); }
+o_direct() { echo $((($(fd_flags "$1") >> 14) & 1)); }
 # thin_cached: the pages of the thin device behind alice's only open volume that the
 # host's page cache holds.
 thin_cached() { "$TP_BUILD/tests/vm/page-cache" "$(nbdkit_block_fds)"; }

@@ -95,7 +95,7 @@ pid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
 direct=0
 for f in /proc/"$pid"/fd/*; do
 	[ -b "$f" ] || continue
-	(((0$(sed -n 's/^flags:[[:space:]]*//p' "/proc/$pid/fdinfo/${f##*/}") >> 14) & 1)) ||
+	((($(fd_flags "$f") >> 14) & 1)) ||
 		fail "the restarted nbdkit holds h1 without O_DIRECT"
 	direct=$((direct + 1))
 done

@@ -1,0 +1,96 @@
+/* I/O on a Ceph RBD image for the plugin (issue 24): connect to a cluster as one cephx
+ * client, open one image in one RADOS namespace, and read, write, zero, trim, flush and
+ * map it through librbd's asynchronous API.
+ *
+ * Every request is one rbd_aio_* call with a completion of its own, which the calling
+ * thread waits for: nbdkit serves a connection's requests on parallel threads, so that
+ * many are in flight at once, each waiting for its own. Offsets and lengths are bytes,
+ * any of them; librbd splits them over the image's objects.
+ *
+ * A request that does not lie wholly inside the image fails as nbdkit itself answers
+ * one: ENOSPC for writes and zeroes, EINVAL for anything else. The size is the image's
+ * current one (a resize by another client counts), not the one at open.
+ *
+ * Each function returns 0, or -1 with errno set, and logs nothing: the caller says what
+ * failed. */
+#ifndef THINPROXY_PLUGIN_RBD_IO_H
+#define THINPROXY_PLUGIN_RBD_IO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <rados/librados.h>
+#include <rbd/librbd.h>
+
+/* Internal to the plugin: the .so exports only what nbdkit looks up in it (plugin_init,
+ * the debug flags). */
+#pragma GCC visibility push(hidden)
+
+/* Where an image is and who opens it. */
+struct rbd_io_target {
+	const char *conf;      /* ceph.conf: mon_host and the like */
+	const char *client;    /* the cephx name, "client.ID" */
+	const char *keyring;   /* a keyring file holding that client's key */
+	const char *pool;      /* the RBD pool */
+	const char *namespace; /* the RADOS namespace in it; "" is the pool's default */
+	const char *image;     /* the image's name in that namespace */
+};
+
+/* One open image, and the connection that is only its. All zero is closed. */
+struct rbd_io {
+	rados_t cluster;
+	rados_ioctx_t ioctx;
+	rbd_image_t image;
+	uint64_t size;  /* at open */
+	bool read_only; /* opened read-only: librbd refuses writes with EROFS */
+	bool fast_diff; /* the image has a valid fast-diff map at open: extents read it */
+};
+
+/* Connect as T->client and open T->image, read-only if READ_ONLY, into *RET_R. Errors
+ * are librbd's: EPERM where the client's caps do not reach the namespace, ENOENT for an
+ * image that is not there. Nothing is left open on failure. */
+int rbd_io_open(const struct rbd_io_target *t, bool read_only, struct rbd_io *ret_r);
+
+/* Close the image and the connection and set *R to all zero. Any number of times, also
+ * on an all-zero or half-opened one. Writes not yet flushed are flushed by librbd. */
+void rbd_io_close(struct rbd_io *r);
+
+/* Read COUNT bytes at OFFSET into BUF. */
+int rbd_io_pread(const struct rbd_io *r, void *buf, uint32_t count, uint64_t offset);
+
+/* Write COUNT bytes of BUF at OFFSET; with FUA, on the OSDs' disks when it returns (a
+ * flush after it: librbd 16 has no per-write FUA that bypasses its cache). */
+int rbd_io_pwrite(const struct rbd_io *r, const void *buf, uint32_t count, uint64_t offset,
+                  bool fua);
+
+/* Make COUNT bytes at OFFSET read back as zeroes (rbd_aio_write_zeroes). With ALLOCATE
+ * (NBD's NO_HOLE) the range stays allocated, else librbd may deallocate whole objects. */
+int rbd_io_zero(const struct rbd_io *r, uint32_t count, uint64_t offset, bool allocate, bool fua);
+
+/* Discard COUNT bytes at OFFSET (rbd_aio_discard), a hint: what the range reads back is
+ * unspecified. librbd removes whole objects of an image that is not a clone, which then
+ * read back zeroes, but leaves parts of objects as they are (rbd_skip_partial_discard),
+ * and a clone's discarded range may read back its parent's data. */
+int rbd_io_trim(const struct rbd_io *r, uint32_t count, uint64_t offset, bool fua);
+
+/* Wait until every write that returned is on the OSDs' disks. */
+int rbd_io_flush(const struct rbd_io *r);
+
+/* Map [OFFSET, OFFSET+COUNT) into data and holes: call FN(ARG, offset, length, data) for
+ * consecutive ranges that cover it, in order, data and holes alternating. FN returns 0 to
+ * go on, or -1 with errno set to stop, and then so does this function.
+ *
+ * Data is what rbd_diff_iterate2 says the image and its parents (include_parent) have
+ * written since they were created, and its granularity is librbd's: each object that
+ * exists is data from its start to its end in RADOS, the end of the furthest byte ever
+ * written into it, holes inside it included; objects that do not exist, and the rest of
+ * an object after its end, are holes. Where the image has fast-diff, its object map
+ * first finds the objects that exist, and only those are asked for their ends; without
+ * it, every object in the range is asked. */
+typedef int (*rbd_io_extent_fn)(void *arg, uint64_t offset, uint64_t length, bool data);
+int rbd_io_extents(const struct rbd_io *r, uint64_t count, uint64_t offset, rbd_io_extent_fn fn,
+                   void *arg);
+
+#pragma GCC visibility pop
+
+#endif

@@ -71,15 +71,20 @@ loopdev() {
 	echo "$dev"
 }
 
-# wait_for_socket PATH: until PATH is a socket, at most 60 s (for one that never comes).
-wait_for_socket() {
-	local i
-	for ((i = 0; i < 1200; i++)); do
-		[ -S "$1" ] && return 0
+# wait_until SECONDS CMD...: run CMD every 50 ms until it succeeds (0), or until SECONDS
+# have passed (1). SECONDS bounds a wait for a condition that never comes (the hang the
+# test would otherwise be), never a timing; the caller says what it waited for.
+wait_until() {
+	local end=$((SECONDS + $1))
+	shift
+	until "$@"; do
+		((SECONDS < end)) || return 1
 		sleep 0.05
 	done
-	fail "socket $1 never appeared"
 }
+
+# wait_for_socket PATH: until PATH is a socket, at most 60 s (for one that never comes).
+wait_for_socket() { wait_until 60 test -S "$1" || fail "socket $1 never appeared"; }
 
 # The daemon under test, with its state in /run (a tmpfs in the guest).
 run_dir=/run/thinproxy

@@ -34,15 +34,9 @@ dev_fds() {
 }
 # wait_for COMMAND...: until COMMAND succeeds, at most 60 s; prints how long it took.
 wait_for() {
-	local i start=$EPOCHREALTIME
-	for ((i = 0; i < 1200; i++)); do
-		if "$@"; then
-			echo "$(((${EPOCHREALTIME/./} - ${start/./}) / 1000)) ms"
-			return 0
-		fi
-		sleep 0.05
-	done
-	fail "waited 60 s for: $*"
+	local start=$EPOCHREALTIME
+	wait_until 60 "$@" || fail "waited 60 s for: $*"
+	echo "$(((${EPOCHREALTIME/./} - ${start/./}) / 1000)) ms"
 }
 # respawned: the daemon started another nbdkit (its pidfile names a new process);
 # serving: that nbdkit answers on the socket.

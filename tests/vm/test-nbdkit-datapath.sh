@@ -124,14 +124,8 @@ dev_fds() {
 	echo $n
 }
 # wait_dev_fds N: until alice's nbdkit holds N devices, at most 60 s.
-wait_dev_fds() {
-	local i
-	for ((i = 0; i < 600; i++)); do
-		[ "$(dev_fds)" = "$1" ] && return 0
-		sleep 0.1
-	done
-	fail "alice's nbdkit holds $(dev_fds) devices, expected $1"
-}
+dev_fds_are() { [ "$(dev_fds)" = "$1" ]; }
+wait_dev_fds() { wait_until 60 dev_fds_are "$1" || fail "alice's nbdkit holds $(dev_fds) devices, expected $1"; }
 wait_dev_fds 0
 qemu-io -r -f raw -c 'sleep 600000' "$(uri t1)" >/dev/null 2>&1 &
 hold=$!

@@ -171,10 +171,8 @@ fd_modes() {
 }
 apid=$(cat "$run_dir/tenants/alice/nbdkit.pid")
 bpid=$(cat "$run_dir/tenants/bob/nbdkit.pid")
-for ((i = 0; i < 600; i++)); do
-	[ -n "$(fd_modes "$apid")" ] && [ -n "$(fd_modes "$bpid")" ] && break
-	sleep 0.1
-done
+both_hold() { [ -n "$(fd_modes "$apid")" ] && [ -n "$(fd_modes "$bpid")" ]; }
+wait_until 60 both_hold || fail "the nbdkits never held the volumes: $(cat "$scratch/hold1" "$scratch/hold2")"
 cat "$scratch/hold1" "$scratch/hold2"
 [ "$(fd_modes "$bpid")" = 0 ] || fail "bob's nbdkit holds alice/a3 with modes '$(fd_modes "$bpid")'"
 [ "$(fd_modes "$apid")" = 2 ] || fail "alice's nbdkit holds a1 with modes '$(fd_modes "$apid")'"

@@ -18,13 +18,10 @@ sock() { echo "$run_dir/tenants/$1/nbd.sock"; }
 # nbdkits: how many tenants' nbdkits run.
 nbdkits() { pgrep -c -f "^[^ ]*nbdkit .*tenant=" || true; }
 # wait_nbdkits N: until N run (at most 180 s: idle exits that never come).
+nbdkits_are() { [ "$(nbdkits)" = "$1" ]; }
 wait_nbdkits() {
-	local i
-	for ((i = 0; i < 1800; i++)); do
-		[ "$(nbdkits)" = "$1" ] && return 0
-		sleep 0.1
-	done
-	fail "$(nbdkits) tenants' nbdkits run, not $1: $(pgrep -af nbdkit | head -5)"
+	wait_until 180 nbdkits_are "$1" ||
+		fail "$(nbdkits) tenants' nbdkits run, not $1: $(pgrep -af nbdkit | head -5)"
 }
 # states STATE: how many tenants tenant ls shows in nbd state STATE.
 states() { tp --admin tenant ls | awk -v s="$1" 'NR > 1 && $NF == s' | wc -l; }

@@ -116,11 +116,7 @@ ctrd image import --snapshotter thinproxy "$ctrd_dir/image.tar" >"$scratch/impor
 import_pid=$!
 # The first layer's device is attached before its file system is made, which takes a
 # while: the kill lands inside that Prepare (no device is connected before it).
-for ((i = 0; i < 1200; i++)); do
-	compgen -G '/sys/block/nbd*/pid' >/dev/null && break
-	sleep 0.05
-done
-compgen -G '/sys/block/nbd*/pid' >/dev/null || fail "the import attached no device"
+wait_until 60 compgen -G '/sys/block/nbd*/pid' >/dev/null || fail "the import attached no device"
 kill -KILL "$proxy_pid"
 wait "$import_pid" && fail "the import succeeded without its snapshotter: $(cat "$scratch/import.out")"
 proxy_agent_start thinproxy "$TP_BUILD/thinproxy snapshotter --socket {socket}"

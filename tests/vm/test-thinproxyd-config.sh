@@ -79,11 +79,8 @@ stop_daemon
 step "the low-water mark is logged when crossed"
 : >"$daemon_log"
 start_daemon --low-water 80%
-for ((i = 0; i < 600; i++)); do
-	grep -q 'below the low-water mark of 80%' "$daemon_log" && break
-	sleep 0.1
-done
-grep -q 'below the low-water mark of 80%' "$daemon_log" || fail "no low-water warning: $(cat "$daemon_log")"
+wait_until 60 grep -q 'below the low-water mark of 80%' "$daemon_log" ||
+	fail "no low-water warning: $(cat "$daemon_log")"
 stop_daemon
 dmsetup remove thinproxy-pool-$id 2>/dev/null || true
 dmsetup remove thinproxy-pool

@@ -237,7 +237,7 @@ $(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o $$(OBJS_test-$$*)
 
 # test-rbd-io: the plugin's RBD I/O, run by tests/ceph/test-rbd-io.sh on a cluster.
 OBJS_ceph-test-rbd-io := $(BUILD)/nbdkit-plugin/rbd-io.o
-LIBS_ceph-test-rbd-io := $(RBD_LIBS)
+LIBS_ceph-test-rbd-io := $(RBD_LIBS) -lpthread
 $(BUILD)/tests/ceph/test-%: $(BUILD)/tests/ceph/test-%.o $$(OBJS_ceph-test-$$*)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS_ceph-test-$*)
 

@@ -10,6 +10,7 @@
 #include <check.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +241,61 @@ START_TEST(trim_of_whole_objects_reads_back_zeroes_and_leaves_holes)
 }
 END_TEST
 
+/* Concurrent requests on one image, as nbdkit's threads make them: each thread owns a
+ * range of its own, all of them in the same two objects, unaligned. */
+#define THREADS 8
+#define ROUNDS  40
+
+struct worker {
+	const struct rbd_io *r;
+	uint64_t offset;
+	uint32_t count;
+	int error;
+};
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	char buf[70000], got[70000];
+	uint64_t s = w->offset;
+
+	for (int k = 0; k < ROUNDS; k++) {
+		fill(&s, buf, w->count);
+		if (rbd_io_pwrite(w->r, buf, w->count, w->offset, k % 8 == 0) < 0 ||
+		    rbd_io_pread(w->r, got, w->count, w->offset) < 0) {
+			w->error = errno;
+			return NULL;
+		}
+		if (memcmp(buf, got, w->count) != 0) {
+			w->error = EILSEQ;
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+START_TEST(serves_requests_from_many_threads_at_once)
+{
+	struct rbd_io r;
+	struct worker w[THREADS];
+	pthread_t t[THREADS];
+
+	open_image("rw", false, &r);
+	for (int k = 0; k < THREADS; k++) {
+		/* 8 ranges side by side around the boundary at 48 MiB. */
+		w[k] = (struct worker){.r = &r,
+		                       .offset = 12 * OBJECT - 4 * 65537 + (uint64_t)k * 65537,
+		                       .count = 65537 - (uint32_t)(k % 3)};
+		ck_assert_int_eq(pthread_create(&t[k], NULL, work, &w[k]), 0);
+	}
+	for (int k = 0; k < THREADS; k++) {
+		ck_assert_int_eq(pthread_join(t[k], NULL), 0);
+		ck_assert_msg(w[k].error == 0, "thread %d: %s", k, strerror(w[k].error));
+	}
+	rbd_io_close(&r);
+}
+END_TEST
+
 START_TEST(flush_and_fua_write_succeed)
 {
 	struct rbd_io r;
@@ -323,6 +379,8 @@ START_TEST(clone_reads_its_parents_data_and_maps_it)
 	rbd_io_close(&p);
 
 	open_image("child", false, &c);
+	/* A clone has its parent's features: extents go through the object map. */
+	ck_assert(c.fast_diff);
 	ck_assert_int_eq(rbd_io_pread(&c, got, sizeof a, 2 * MiB), 0);
 	ck_assert_mem_eq(got, a, sizeof a);
 	ck_assert_int_eq(rbd_io_pread(&c, got, sizeof b, 3 * MiB), 0);
@@ -439,6 +497,7 @@ int main(void)
 	tcase_add_test(tc, reads_back_a_write_across_an_object_boundary);
 	tcase_add_test(tc, zero_reads_back_zeroes_inside_written_data);
 	tcase_add_test(tc, trim_of_whole_objects_reads_back_zeroes_and_leaves_holes);
+	tcase_add_test(tc, serves_requests_from_many_threads_at_once);
 	tcase_add_test(tc, flush_and_fua_write_succeed);
 	tcase_add_test(tc, extents_show_written_ranges_with_fast_diff);
 	tcase_add_test(tc, extents_show_written_ranges_without_fast_diff);

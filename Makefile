@@ -105,7 +105,7 @@ C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] api-process/*.c client/*.[ch]
 all: $(PROGRAMS) $(UNIT_TESTS) $(VM_PROGRAMS) $(CEPH_PROGRAMS) $(GO_PROGRAMS)
 
 $(DAEMON): $(DAEMON_OBJS)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(DAEMON_PKGS)) -lpthread
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(DAEMON_PKGS)) $(RBD_LIBS) -lpthread
 
 $(API_PROCESS): $(API_PROCESS_OBJS)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(call pc,--libs,$(API_PROCESS_PKGS)) -lpthread
@@ -238,6 +238,9 @@ $(BUILD)/tests/test-%: $(BUILD)/tests/unit/test-%.o $$(OBJS_test-$$*)
 # test-rbd-io: the plugin's RBD I/O, run by tests/ceph/test-rbd-io.sh on a cluster.
 OBJS_ceph-test-rbd-io := $(BUILD)/nbdkit-plugin/rbd-io.o
 LIBS_ceph-test-rbd-io := $(RBD_LIBS) -lpthread
+# test-ceph-auth: the daemon's cephx keys and namespaces, run by tests/ceph/test-ceph-auth.sh.
+OBJS_ceph-test-ceph-auth := $(BUILD)/daemon/ceph-auth.o $(BUILD)/daemon/log.o
+LIBS_ceph-test-ceph-auth := $(call pc,--libs,json-c) $(RBD_LIBS)
 $(BUILD)/tests/ceph/test-%: $(BUILD)/tests/ceph/test-%.o $$(OBJS_ceph-test-$$*)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS_ceph-test-$*)
 

@@ -145,23 +145,25 @@ static int mon_command(struct ceph_auth *auth, json_object *cmd, int quiet, char
 	return r;
 }
 
-/* A command PREFIX on TENANT's entity, its name into *RET_ENTITY (the caller frees it). */
-static json_object *entity_command(const char *prefix, const char *tenant, char **ret_entity)
+/* TENANT's cephx entity, client.thinproxy.TENANT (the caller frees it). */
+static char *entity_name(const char *tenant)
 {
-	json_object *cmd = json_object_new_object();
 	char *entity = NULL;
 
-	if (cmd == NULL || asprintf(&entity, ENTITY_PREFIX "%s", tenant) < 0) {
-		json_object_put(cmd);
-		return NULL;
-	}
-	if (json_object_object_add(cmd, "prefix", json_object_new_string(prefix)) < 0 ||
+	return asprintf(&entity, ENTITY_PREFIX "%s", tenant) < 0 ? NULL : entity;
+}
+
+/* The monitor command PREFIX on ENTITY. */
+static json_object *entity_command(const char *prefix, const char *entity)
+{
+	json_object *cmd = json_object_new_object();
+
+	if (cmd == NULL ||
+	    json_object_object_add(cmd, "prefix", json_object_new_string(prefix)) < 0 ||
 	    json_object_object_add(cmd, "entity", json_object_new_string(entity)) < 0) {
 		json_object_put(cmd);
-		free(entity);
 		return NULL;
 	}
-	*ret_entity = entity;
 	return cmd;
 }
 
@@ -212,7 +214,7 @@ int ceph_auth_key_set(struct ceph_auth *auth, const char *tenant, const char *co
                       char **ret_key)
 {
 	CLEANUP_JSON json_object *get = NULL, *set = NULL;
-	CLEANUP_FREE char *entity = NULL, *entity2 = NULL, *out = NULL, *caps = NULL, *key = NULL;
+	CLEANUP_FREE char *entity = NULL, *out = NULL, *caps = NULL, *key = NULL;
 	json_object *list;
 	int r;
 
@@ -226,7 +228,10 @@ int ceph_auth_key_set(struct ceph_auth *auth, const char *tenant, const char *co
 	/* get-or-create with no caps: with caps, it refuses a key whose caps differ (a
 	 * second call with other read namespaces); `auth caps` then sets exactly ours. A
 	 * new key has no caps in between, so it opens nothing. */
-	get = entity_command("auth get-or-create", tenant, &entity);
+	entity = entity_name(tenant);
+	if (entity == NULL)
+		return -ENOMEM;
+	get = entity_command("auth get-or-create", entity);
 	if (get == NULL ||
 	    json_object_object_add(get, "format", json_object_new_string("json")) < 0)
 		return -ENOMEM;
@@ -239,7 +244,7 @@ int ceph_auth_key_set(struct ceph_auth *auth, const char *tenant, const char *co
 		                 entity);
 
 	caps = osd_caps(auth->pool, tenant, read, n);
-	set = entity_command("auth caps", tenant, &entity2);
+	set = entity_command("auth caps", entity);
 	list = json_object_new_array();
 	if (caps == NULL || set == NULL || list == NULL ||
 	    json_object_object_add(set, "caps", list) < 0) {
@@ -266,7 +271,10 @@ int ceph_auth_key_remove(struct ceph_auth *auth, const char *tenant, const char 
 
 	if (!tp_name_valid(tenant))
 		return -EINVAL;
-	cmd = entity_command("auth rm", tenant, &entity);
+	entity = entity_name(tenant);
+	if (entity == NULL)
+		return -ENOMEM;
+	cmd = entity_command("auth rm", entity);
 	if (cmd == NULL)
 		return -ENOMEM;
 	r = mon_command(auth, cmd, ENOENT, NULL);

@@ -417,6 +417,28 @@ START_TEST(namespace_ensure_twice_remove_only_when_empty)
 }
 END_TEST
 
+START_TEST(monitor_refusal_is_returned_as_errno)
+{
+	struct ceph_auth *auth = admin(), *tenant = NULL;
+	char path[4096], *key, *other = NULL;
+
+	/* a tenant's key may not make keys: the monitor's refusal comes back as -EACCES */
+	key = make_tenant(auth, "eta", NULL, 0, path, sizeof path);
+	ck_assert_int_eq(ceph_auth_connect(conf, "client.thinproxy.eta", path, pool, &tenant), 0);
+	ck_assert_int_eq(ceph_auth_key_set(tenant, "theta", NULL, 0, &other), -EACCES);
+	ck_assert_int_eq(ceph_auth_key_set(tenant, "eta", NULL, 0, &other), -EACCES);
+	ck_assert_int_eq(ceph_auth_key_remove(tenant, "eta", NULL), -EACCES);
+	ck_assert_ptr_null(other);
+	ceph_auth_close(tenant);
+	/* and the key is still there, with its caps */
+	ck_assert_int_eq(ceph_auth_key_set(auth, "eta", NULL, 0, &other), 0);
+	ck_assert_str_eq(other, key);
+	free(other);
+	free(key);
+	ceph_auth_close(auth);
+}
+END_TEST
+
 /* `auth ls` as JSON, for a before-and-after comparison. */
 static char *auth_ls(rados_t cluster)
 {
@@ -516,6 +538,7 @@ int main(void)
 	tcase_add_test(tc, removed_key_is_refused);
 	tcase_add_test(tc, namespace_ensure_twice_remove_only_when_empty);
 	tcase_add_test(tc, bad_names_refused_before_the_monitor);
+	tcase_add_test(tc, monitor_refusal_is_returned_as_errno);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_VERBOSE);

@@ -2,7 +2,7 @@
 # tests/ceph/cluster.sh brings up a usable one-node cluster, and cephx namespace caps
 # isolate tenants: the fact thinproxy's RBD backend (issue 24) builds its ownership on.
 #
-# Not part of `make check` yet: issue 24's RBD suites will run it (and this cluster).
+# Run by `make check` and `make check-ceph`.
 # Run as root: tests/ceph/test-cluster.sh
 #
 #   - bootstrap time (printed) and the daemons' RSS

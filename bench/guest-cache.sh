@@ -32,13 +32,8 @@ out=$TP_RESULTS/cache.tsv sus=$TP_RESULTS/sustain.tsv
 : >"$sus"
 cleanup "cp $daemon_log $TP_RESULTS/daemon-cache.log"
 
-export TP_TEST_LOOP_SIZE=$((mib * 2 + 1024))M
-start_daemon --log-level info
-cleanup "kill $daemon_pid"
-tp --admin tenant add alice >/dev/null
-sock=$run_dir/tenants/alice/nbd.sock
-wait_for_socket "$sock"
 . "$TP_SRC/bench/servers.sh"
+start_alice $((mib * 2))
 dev=$(thin_volume cache "$mib")
 [ -b "$dev" ] || fail "no thin device: $dev"
 

@@ -17,15 +17,9 @@ out=$TP_RESULTS/io.tsv
 : >"$out"
 cleanup "cp $daemon_log $TP_RESULTS/daemon-io.log"
 
-# The pool holds both volumes, with room to spare above the daemon's free-space floor.
-export TP_TEST_LOOP_SIZE=$(((fio_mib + copy_mib) * 2 + 1024))M
-start_daemon --log-level info
-cleanup "kill $daemon_pid"
-tp --admin tenant add alice >/dev/null
-sock=$run_dir/tenants/alice/nbd.sock
-wait_for_socket "$sock"
-
 . "$TP_SRC/bench/servers.sh"
+# The pool holds both volumes twice over.
+start_alice $(((fio_mib + copy_mib) * 2))
 fio_dev=$(thin_volume fio "$fio_mib")
 copy_dev=$(thin_volume copy "$copy_mib")
 [ -b "$fio_dev" ] && [ -b "$copy_dev" ] || fail "no thin devices: $fio_dev $copy_dev"

@@ -48,6 +48,18 @@ EOC
 	fail "nbd-server did not start"
 }
 
+# start_alice MIB: in the guest, thinproxyd (tests/vm/functions.sh) on a loop pool that
+# holds MIB MiB of volumes with room to spare above the daemon's free-space floor, and
+# its tenant alice; sets sock to her nbd.sock. The daemon is stopped by cleanup.
+start_alice() {
+	export TP_TEST_LOOP_SIZE=$(($1 + 1024))M
+	start_daemon --log-level info
+	cleanup "kill $daemon_pid"
+	tp --admin tenant add alice >/dev/null
+	sock=$run_dir/tenants/alice/nbd.sock
+	wait_for_socket "$sock"
+}
+
 # thin_volume NAME MIB: in the guest, with thinproxyd started (tests/vm/functions.sh) and
 # tenant alice's nbd.sock at $sock: create alice's volume NAME, activate it by opening
 # it through the plugin once, and print its dm device.

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rbd-io.h"
 
@@ -10,6 +11,45 @@ static int fail_with(int r)
 {
 	errno = r < 0 ? -r : EIO;
 	return -1;
+}
+
+/* Seconds on the monotonic clock. */
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Take IMAGE's exclusive lock in manual mode, trying again for up to WAIT seconds while
+ * another client holds it; 0 or librbd's -errno.
+ *
+ * Manual mode is what makes the lock ours until we let go: in librbd's default
+ * (cooperative) mode, a client that asks for the lock is handed it and its holder's
+ * next write waits to take it back, so two writers would take turns. In manual mode the
+ * holder refuses such requests, and librbd 16.2 fails the asker's rbd_lock_acquire with
+ * -EROFS.
+ *
+ * A holder that died without letting go still owns the lock in RADOS, but its watch on
+ * the image's header lapses once the OSD has heard nothing from it for
+ * osd_client_watch_timeout (30 s by default). Each rbd_lock_acquire looks for the
+ * holder among the header's watchers and, once it is gone, blocklists its address
+ * (rbd_blocklist_on_break_lock, on by default; `profile rbd` allows it on the mon) and
+ * breaks the lock: the blocklist keeps a holder that was only cut off, not dead, from
+ * writing after all. So trying again until the watch has lapsed is the whole takeover;
+ * breaking the lock ourselves (rbd_lock_break) would also break a live holder's. */
+static int take_lock(rbd_image_t image, unsigned wait)
+{
+	double deadline = now() + wait;
+	int e;
+
+	for (;;) {
+		e = rbd_lock_acquire(image, RBD_LOCK_MODE_EXCLUSIVE);
+		if ((e != -EROFS && e != -EBUSY) || now() >= deadline)
+			return e;
+		nanosleep(&(struct timespec){.tv_nsec = 500000000}, NULL);
+	}
 }
 
 int rbd_io_open(const struct rbd_io_target *t, bool read_only, struct rbd_io *ret_r)
@@ -51,6 +91,10 @@ int rbd_io_open(const struct rbd_io_target *t, bool read_only, struct rbd_io *re
 		e = rbd_get_features(r.image, &features);
 	if (e == 0)
 		e = rbd_get_flags(r.image, &flags);
+	if (e == 0 && !read_only && (features & RBD_FEATURE_EXCLUSIVE_LOCK) != 0) {
+		e = take_lock(r.image, t->lock_wait);
+		r.locked = e == 0;
+	}
 	if (e < 0)
 		goto fail;
 	r.fast_diff =
@@ -66,7 +110,11 @@ void rbd_io_close(struct rbd_io *r)
 {
 	int saved = errno;
 
-	/* Image, then pool, then cluster: each holds on to the one after it. */
+	/* Image, then pool, then cluster: each holds on to the one after it. The lock
+	 * goes first, so that the next writer need not wait for it; rbd_close would let go
+	 * of it too, and does so if this fails. */
+	if (r->locked)
+		rbd_lock_release(r->image);
 	if (r->image != NULL)
 		rbd_close(r->image);
 	if (r->ioctx != NULL)

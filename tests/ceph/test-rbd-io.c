@@ -2,18 +2,24 @@
  * tests/ceph/test-rbd-io.sh starts and describes in the environment: RBD_IO_CONF,
  * RBD_IO_CLIENT and RBD_IO_KEYRING (the tenant's cephx key, whose caps reach only its
  * namespace), RBD_IO_POOL, RBD_IO_NAMESPACE (the tenant's, with the images rw, zero,
- * trim, fd, plain and parent, 64 MiB, 4 MiB objects) and RBD_IO_OTHER_NAMESPACE (another
- * tenant's, with "img"). Without them the test is skipped.
+ * trim, fd, plain, parent, lock and dead, 64 MiB, 4 MiB objects) and
+ * RBD_IO_OTHER_NAMESPACE (another tenant's, with "img"). Without them the test is
+ * skipped.
  *
  * Everything goes through the tenant's key, as the plugin would; only the clone test
  * calls librbd itself, to snapshot and clone. */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "../../nbdkit-plugin/rbd-io.h"
 #include "tp-cleanup.h"
@@ -40,17 +46,27 @@ static void fill(uint64_t *s, char *buf, size_t n)
 		buf[i] = (char)(next(s) >> 56);
 }
 
-/* Open IMAGE in namespace NAMESPACE with the tenant's key; 0 or -1 with errno. */
-static int open_in(const char *namespace, const char *image, bool read_only, struct rbd_io *ret_r)
+/* Open IMAGE in namespace NAMESPACE with the tenant's key, waiting up to LOCK_WAIT
+ * seconds for another writer's lock, on a connection of its own (another host, as far
+ * as Ceph can tell); 0 or -1 with errno. */
+static int open_waiting(const char *namespace, const char *image, bool read_only,
+                        unsigned lock_wait, struct rbd_io *ret_r)
 {
 	struct rbd_io_target t = {.conf = conf,
 	                          .client = client,
 	                          .keyring = keyring,
 	                          .pool = pool,
 	                          .namespace = namespace,
-	                          .image = image};
+	                          .image = image,
+	                          .lock_wait = lock_wait};
 
 	return rbd_io_open(&t, read_only, ret_r);
+}
+
+/* Open IMAGE in namespace NAMESPACE with the tenant's key; 0 or -1 with errno. */
+static int open_in(const char *namespace, const char *image, bool read_only, struct rbd_io *ret_r)
+{
+	return open_waiting(namespace, image, read_only, 0, ret_r);
 }
 
 /* Open the tenant's IMAGE, or fail the test. */
@@ -473,6 +489,130 @@ START_TEST(close_is_idempotent)
 }
 END_TEST
 
+START_TEST(second_writer_is_refused_with_erofs)
+{
+	struct rbd_io a, b;
+	char c = 'a', got = 0;
+
+	open_image("lock", false, &a);
+	ck_assert(a.locked);
+	ck_assert_int_eq(rbd_io_pwrite(&a, &c, 1, 0, false), 0);
+	/* In librbd's default mode the second writer would be handed the lock. */
+	ck_assert_int_eq(open_in(ns, "lock", false, &b), -1);
+	ck_assert_int_eq(errno, EROFS);
+	/* Also after a wait, and the first writer still writes. */
+	ck_assert_int_eq(open_waiting(ns, "lock", false, 2, &b), -1);
+	ck_assert_int_eq(errno, EROFS);
+	c = 'b';
+	ck_assert_int_eq(rbd_io_pwrite(&a, &c, 1, 0, true), 0);
+	ck_assert_int_eq(rbd_io_pread(&a, &got, 1, 0), 0);
+	ck_assert_int_eq(got, 'b');
+	rbd_io_close(&a);
+}
+END_TEST
+
+START_TEST(readers_still_read_while_a_writer_holds_the_lock)
+{
+	struct rbd_io w, r1, r2;
+	char c = 'r', got = 0;
+
+	open_image("lock", false, &w);
+	ck_assert_int_eq(rbd_io_pwrite(&w, &c, 1, 4096, true), 0);
+	open_image("lock", true, &r1);
+	open_image("lock", true, &r2);
+	ck_assert(!r1.locked);
+	ck_assert_int_eq(rbd_io_pread(&r1, &got, 1, 4096), 0);
+	ck_assert_int_eq(got, 'r');
+	ck_assert_int_eq(rbd_io_pread(&r2, &got, 1, 4096), 0);
+	ck_assert_int_eq(got, 'r');
+	/* The writer kept its lock through them. */
+	c = 's';
+	ck_assert_int_eq(rbd_io_pwrite(&w, &c, 1, 4096, true), 0);
+	ck_assert_int_eq(rbd_io_pread(&r1, &got, 1, 4096), 0);
+	ck_assert_int_eq(got, 's');
+	rbd_io_close(&r2);
+	rbd_io_close(&r1);
+	rbd_io_close(&w);
+}
+END_TEST
+
+START_TEST(second_writer_gets_the_lock_after_the_first_closes)
+{
+	struct rbd_io a, b;
+	char c = '1', got = 0;
+
+	open_image("lock", false, &a);
+	ck_assert_int_eq(rbd_io_pwrite(&a, &c, 1, 8192, false), 0);
+	rbd_io_close(&a);
+	/* At once: closing let go of the lock. */
+	open_image("lock", false, &b);
+	ck_assert(b.locked);
+	ck_assert_int_eq(rbd_io_pread(&b, &got, 1, 8192), 0);
+	ck_assert_int_eq(got, '1');
+	c = '2';
+	ck_assert_int_eq(rbd_io_pwrite(&b, &c, 1, 8192, true), 0);
+	/* And now the first one is the one refused. */
+	ck_assert_int_eq(open_in(ns, "lock", false, &a), -1);
+	ck_assert_int_eq(errno, EROFS);
+	rbd_io_close(&b);
+}
+END_TEST
+
+/* Seconds on the monotonic clock. */
+static double seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+START_TEST(new_writer_takes_over_from_a_killed_holder_within_a_bound)
+{
+	/* Far above the 30 s a dead holder's watch lasts: it only catches a hang. */
+	const unsigned bound = 90;
+	struct rbd_io r;
+	int fds[2], status;
+	char c = 0, got = 0;
+	double t0, waited;
+	pid_t pid;
+
+	ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
+	pid = fork();
+	ck_assert_int_ne(pid, -1);
+	if (pid == 0) {
+		/* The holder: opens, writes, says so, and waits to be killed, never closing. */
+		struct rbd_io h;
+		char d = 'd';
+
+		close(fds[0]);
+		if (open_in(ns, "dead", false, &h) < 0 || rbd_io_pwrite(&h, &d, 1, 0, true) < 0)
+			_exit(1);
+		if (write(fds[1], &d, 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(fds[1]);
+	ck_assert_int_eq(read(fds[0], &c, 1), 1);
+	close(fds[0]);
+	ck_assert_int_eq(kill(pid, SIGKILL), 0);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	t0 = seconds();
+	ck_assert_msg(open_waiting(ns, "dead", false, bound, &r) == 0,
+	              "no takeover after %.1f s: %s", seconds() - t0, strerror(errno));
+	waited = seconds() - t0;
+	fprintf(stderr, "test-rbd-io: took over a killed holder's lock after %.1f s\n", waited);
+	ck_assert(r.locked);
+	ck_assert_int_eq(rbd_io_pread(&r, &got, 1, 0), 0);
+	ck_assert_int_eq(got, 'd');
+	c = 'e';
+	ck_assert_int_eq(rbd_io_pwrite(&r, &c, 1, 0, true), 0);
+	rbd_io_close(&r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("rbd-io");
@@ -507,6 +647,10 @@ int main(void)
 	tcase_add_test(tc, missing_image_is_enoent);
 	tcase_add_test(tc, requests_past_the_end_fail);
 	tcase_add_test(tc, close_is_idempotent);
+	tcase_add_test(tc, second_writer_is_refused_with_erofs);
+	tcase_add_test(tc, readers_still_read_while_a_writer_holds_the_lock);
+	tcase_add_test(tc, second_writer_gets_the_lock_after_the_first_closes);
+	tcase_add_test(tc, new_writer_takes_over_from_a_killed_holder_within_a_bound);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

@@ -534,6 +534,37 @@ START_TEST(list_shows_sizes_parents_and_committed)
 }
 END_TEST
 
+START_TEST(changes_while_another_client_holds_the_lock)
+{
+	rados_ioctx_t io = tenant_io("locked");
+	rbd_image_t writer;
+	struct rbd_volume v;
+	char buf[4096];
+
+	/* An nbdkit elsewhere writing: its handle holds the image's exclusive lock, and
+	 * librbd hands snapshot, metadata and resize requests to it. */
+	ck_assert_int_eq(rbd_volume_create(io, "vol", SIZE), 0);
+	writer = open_image(io, "vol");
+	memset(buf, 'a', sizeof buf);
+	ck_assert_int_eq(rbd_write(writer, 0, sizeof buf, buf), (ssize_t)sizeof buf);
+	ck_assert_int_eq(rbd_flush(writer), 0);
+	ck_assert_int_eq(rbd_volume_snapshot(io, "vol", "child"), 0);
+	check_snapshot(io, "vol", "child");
+	ck_assert_int_eq(rbd_volume_resize(io, "vol", 2 * SIZE), 0);
+	ck_assert_int_eq(rbd_volume_info(io, "vol", &v), 0);
+	ck_assert_uint_eq(v.size, 2 * SIZE);
+	ck_assert_int_eq(rbd_volume_commit(io, "vol"), 0);
+	/* open elsewhere: rbd_remove refuses, and the image stays */
+	ck_assert_int_eq(rbd_volume_remove(io, "child"), 0);
+	ck_assert_int_eq(rbd_volume_remove(io, "vol"), -EBUSY);
+	ck_assert_int_eq(rbd_close(writer), 0);
+	ck_assert(holds(io, "vol", 0, 'a'));
+	ck_assert_int_eq(rbd_volume_remove(io, "vol"), 0);
+	ck_assert(!exists(io, "vol"));
+	done(io);
+}
+END_TEST
+
 START_TEST(bad_names_einval_before_ceph)
 {
 	static const char *const bad[] = {
@@ -592,6 +623,7 @@ int main(void)
 	tcase_add_test(tc, resize_grows_only);
 	tcase_add_test(tc, usage_grows_with_data_and_counts_a_clones_own_only);
 	tcase_add_test(tc, list_shows_sizes_parents_and_committed);
+	tcase_add_test(tc, changes_while_another_client_holds_the_lock);
 	tcase_add_test(tc, bad_names_einval_before_ceph);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);

@@ -47,12 +47,12 @@ vpath %.proto $(PROTO_PATH)
 DAEMON      := $(BUILD)/thinproxyd
 # ops-client.c is the API process's stand-in for the operations (issue 21): it defines the
 # same functions as ops.c and its duties, so it links into the API process's programs only.
-# The RBD backend's parts (issue 24: ceph-auth.c and rbd-volumes.c here, rbd-io.c in the
-# plugin) are built and tested on a cluster (tests/ceph) but linked into no program until
-# the backend is wired: linked in, librbd and librados cost every nbdkit about 54 ms more
-# to start (12.6 against 66.8 ms for nbdkit --dump-plugin), on every first connection to
-# an idle tenant, dm-thin ones included.
-RBD_PENDING := %/ceph-auth.o %/rbd-volumes.o %/rbd-io.o
+# The RBD backend's parts (issue 24: ceph-auth.c, rbd-volumes.c and rbd-meta.c here,
+# rbd-io.c in the plugin) are built and tested on a cluster (tests/ceph) but linked into
+# no program until the backend is wired: linked in, librbd and librados cost every nbdkit
+# about 54 ms more to start (12.6 against 66.8 ms for nbdkit --dump-plugin), on every
+# first connection to an idle tenant, dm-thin ones included.
+RBD_PENDING := %/ceph-auth.o %/rbd-volumes.o %/rbd-meta.o %/rbd-io.o
 DAEMON_OBJS := $(filter-out %/ops-client.o $(RBD_PENDING),$(patsubst %.c,$(BUILD)/%.o,$(wildcard daemon/*.c)))
 DAEMON_PKGS := devmapper sqlite3 libmicrohttpd json-c
 # The API process (issue 21): api.c over ops-client.c, the parent's operations asked for over
@@ -250,6 +250,9 @@ LIBS_ceph-test-ceph-auth := $(call pc,--libs,json-c) $(RBD_LIBS)
 # test-rbd-volumes: the daemon's volumes as RBD images, run by tests/ceph/test-rbd-volumes.sh.
 OBJS_ceph-test-rbd-volumes := $(BUILD)/daemon/rbd-volumes.o $(BUILD)/daemon/log.o
 LIBS_ceph-test-rbd-volumes := $(RBD_LIBS)
+# test-rbd-meta: the shared metadata in RADOS, run by tests/ceph/test-rbd-meta.sh.
+OBJS_ceph-test-rbd-meta := $(BUILD)/daemon/rbd-meta.o
+LIBS_ceph-test-rbd-meta := $(RBD_LIBS) -lpthread
 $(BUILD)/tests/ceph/test-%: $(BUILD)/tests/ceph/test-%.o $$(OBJS_ceph-test-$$*)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS_ceph-test-$*)
 

@@ -353,6 +353,30 @@ static int drop_leftover_snaps(rados_ioctx_t io, const char *name)
 	return r < 0 ? r : 0;
 }
 
+/* The number of clients that have IMAGE open, this one included. */
+static int count_watchers(rbd_image_t image, size_t *ret_n)
+{
+	rbd_image_watcher_t *watchers = NULL;
+	size_t max = 4;
+	int r;
+
+	for (;;) {
+		free(watchers);
+		watchers = calloc(max, sizeof *watchers);
+		if (watchers == NULL)
+			return -ENOMEM;
+		r = rbd_watchers_list(image, watchers, &max);
+		if (r != -ERANGE)
+			break;
+	}
+	if (r >= 0) {
+		*ret_n = max;
+		rbd_watchers_list_cleanup(watchers, max);
+	}
+	free(watchers);
+	return r < 0 ? r : 0;
+}
+
 int rbd_volume_remove(rados_ioctx_t io, const char *name)
 {
 	CLEANUP_IMAGE rbd_image_t image = NULL;
@@ -386,6 +410,14 @@ int rbd_volume_remove(rados_ioctx_t io, const char *name)
 		            strlen(RBD_VOLUME_SNAP_PREFIX)) != 0)
 			r = -ENOTEMPTY;
 		else if ((r = count_children(image, snaps[i].name, &children)) >= 0 && children > 0)
+			r = -EBUSY;
+	}
+	/* rbd_remove refuses an image open elsewhere (by an nbdkit, on any host) after the
+	 * snapshots would have gone: ask first. */
+	if (r >= 0) {
+		size_t watchers = 0;
+
+		if ((r = count_watchers(image, &watchers)) >= 0 && watchers > 1)
 			r = -EBUSY;
 	}
 	if (r >= 0)

@@ -61,11 +61,11 @@ int rbd_volume_snapshot(rados_ioctx_t io, const char *origin, const char *name);
 /* Mark volume NAME committed (see above); again is fine. */
 int rbd_volume_commit(rados_ioctx_t io, const char *name);
 
-/* Remove volume NAME: -EBUSY while any of its snapshots has a child, and then nothing
- * changes. Otherwise its snapshots go (unprotected, removed), then the image, then the
- * snapshot of its origin it was cloned from (when no other child hangs from it). No image
- * NAME is success, after the leftover "tp.NAME" snapshot, if a crash left one on any image
- * of the namespace, is removed. -ENOTEMPTY for a snapshot not named as ours. */
+/* Remove volume NAME: -EBUSY while any of its snapshots has a child or another client has
+ * it open, and then nothing changes. Otherwise its snapshots go (unprotected, removed), then the
+ * image, then the snapshot of its origin it was cloned from (when no other child hangs from it). No
+ * image NAME is success, after the leftover "tp.NAME" snapshot, if a crash left one on any image of
+ * the namespace, is removed. -ENOTEMPTY for a snapshot not named as ours. */
 int rbd_volume_remove(rados_ioctx_t io, const char *name);
 
 /* Grow volume NAME to SIZE bytes, as dm-thin volumes do: a smaller SIZE is -EINVAL, the

@@ -539,7 +539,7 @@ START_TEST(changes_while_another_client_holds_the_lock)
 	rados_ioctx_t io = tenant_io("locked");
 	rbd_image_t writer;
 	struct rbd_volume v;
-	char buf[4096];
+	char buf[4096], snaps[256];
 
 	/* An nbdkit elsewhere writing: its handle holds the image's exclusive lock, and
 	 * librbd hands snapshot, metadata and resize requests to it. */
@@ -554,9 +554,12 @@ START_TEST(changes_while_another_client_holds_the_lock)
 	ck_assert_int_eq(rbd_volume_info(io, "vol", &v), 0);
 	ck_assert_uint_eq(v.size, 2 * SIZE);
 	ck_assert_int_eq(rbd_volume_commit(io, "vol"), 0);
-	/* open elsewhere: rbd_remove refuses, and the image stays */
+	/* open elsewhere: remove refuses before anything goes, even a snapshot of its own */
 	ck_assert_int_eq(rbd_volume_remove(io, "child"), 0);
+	ck_assert_int_eq(rbd_snap_create(writer, "tp.left"), 0);
 	ck_assert_int_eq(rbd_volume_remove(io, "vol"), -EBUSY);
+	snaps_of(io, "vol", snaps, sizeof snaps);
+	ck_assert_str_eq(snaps, "tp.left,");
 	ck_assert_int_eq(rbd_close(writer), 0);
 	ck_assert(holds(io, "vol", 0, 'a'));
 	ck_assert_int_eq(rbd_volume_remove(io, "vol"), 0);

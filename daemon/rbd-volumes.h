@@ -40,8 +40,8 @@
 struct rbd_volume {
 	char name[TP_NAME_MAX + 1];
 	uint64_t size;
-	/* The origin of a clone, "" for none; its namespace is the volume's own for every
-	 * clone snapshot() makes. */
+	/* The origin of a clone, in the same namespace (every clone snapshot() makes);
+	 * "" for none, and for a parent elsewhere, which is none of ours. */
 	char parent[TP_NAME_MAX + 1];
 	bool committed;
 };
@@ -52,10 +52,11 @@ struct rbd_volume {
 int rbd_volume_create(rados_ioctx_t io, const char *name, uint64_t size);
 
 /* Make volume NAME a copy-on-write child of ORIGIN as of now: snapshot ORIGIN as
- * "tp.NAME" (kept if there: a replay's child is ORIGIN as of the first run), protect it,
- * clone it as NAME, and clear in NAME the committed flag a clone copies from ORIGIN's
- * metadata. -ENOENT without ORIGIN; -EEXIST if NAME is there and no clone of that
- * snapshot. */
+ * "tp.NAME", protect it, clone it as NAME, and clear in NAME the committed flag a clone
+ * copies from ORIGIN's metadata. A snapshot already there is kept: a replay's child is
+ * ORIGIN as of the first run. So a remove of an earlier NAME cut short must be run again
+ * (as the intent protocol does) before NAME is made again: it takes that snapshot away.
+ * -ENOENT without ORIGIN; -EEXIST if NAME is there and no clone of that snapshot. */
 int rbd_volume_snapshot(rados_ioctx_t io, const char *origin, const char *name);
 
 /* Mark volume NAME committed (see above); again is fine. */

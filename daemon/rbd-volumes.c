@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rbd-volumes.h"
 #include "tp-cleanup.h"
@@ -510,6 +511,7 @@ int rbd_volume_info(rados_ioctx_t io, const char *name, struct rbd_volume *ret_v
 {
 	CLEANUP_IMAGE rbd_image_t image = NULL;
 	struct rbd_volume v = {0};
+	struct timespec created;
 	char snap[SNAP_NAME_MAX];
 	int r;
 
@@ -523,8 +525,10 @@ int rbd_volume_info(rados_ioctx_t io, const char *name, struct rbd_volume *ret_v
 	strcpy(v.name, name);
 	if ((r = rbd_get_size(image, &v.size)) < 0 ||
 	    (r = parent_of(io, image, v.parent, snap)) < 0 ||
-	    (r = committed(image, &v.committed)) < 0)
+	    (r = committed(image, &v.committed)) < 0 ||
+	    (r = rbd_get_create_timestamp(image, &created)) < 0)
 		return r;
+	v.created = created.tv_sec;
 	*ret_volume = v;
 	return 0;
 }

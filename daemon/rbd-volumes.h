@@ -44,6 +44,7 @@ struct rbd_volume {
 	 * "" for none, and for a parent elsewhere, which is none of ours. */
 	char parent[TP_NAME_MAX + 1];
 	bool committed;
+	int64_t created; /* seconds since the epoch, as RBD recorded the image's creation */
 };
 
 /* Make volume NAME of SIZE bytes: a format 2 image with layering, exclusive-lock,
@@ -79,7 +80,7 @@ int rbd_volume_resize(rados_ioctx_t io, const char *name, uint64_t size);
  * object map; without, the extents each object holds, asked of the OSDs, much slower. */
 int rbd_volume_usage(rados_ioctx_t io, const char *name, uint64_t *ret_bytes);
 
-/* Volume NAME's size, parent and committed flag. */
+/* Volume NAME's size, parent, committed flag and creation time. */
 int rbd_volume_info(rados_ioctx_t io, const char *name, struct rbd_volume *ret_volume);
 
 /* The volumes of the namespace, in *RET_VOLUMES (the caller frees it) and *RET_N. Images

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../../daemon/log.h"
 #include "../../daemon/rbd-volumes.h"
@@ -150,10 +151,13 @@ START_TEST(create_makes_image_of_size_with_all_features)
 	rbd_image_t image;
 	uint64_t features = 0;
 	uint8_t old = 1;
+	int64_t before = time(NULL);
 
 	ck_assert_int_eq(rbd_volume_create(io, "vol", SIZE), 0);
 	ck_assert_int_eq(rbd_volume_info(io, "vol", &v), 0);
 	ck_assert_str_eq(v.name, "vol");
+	ck_assert_int_ge(v.created, before - 1);
+	ck_assert_int_le(v.created, time(NULL) + 1);
 	ck_assert_uint_eq(v.size, SIZE);
 	ck_assert_str_eq(v.parent, "");
 	ck_assert(!v.committed);

@@ -388,6 +388,8 @@ int rbd_volume_remove(rados_ioctx_t io, const char *name)
 	if (!tp_name_valid(name))
 		return -EINVAL;
 	r = rbd_open(io, name, &image, NULL);
+	if (r < 0)
+		image = NULL;
 	if (r == -ENOENT) {
 		/* Gone, or half gone: rbd_remove finishes a remove cut short, and the
 		 * snapshot the image was cloned from may still be on its origin. */
@@ -396,10 +398,8 @@ int rbd_volume_remove(rados_ioctx_t io, const char *name)
 			return r;
 		return drop_leftover_snaps(io, name);
 	}
-	if (r < 0) {
-		image = NULL;
+	if (r < 0)
 		return r;
-	}
 	r = snap_list(image, &snaps, &n);
 	if (r < 0)
 		return r;

@@ -34,7 +34,7 @@ struct rbd_io_target {
 	const char *pool;      /* the RBD pool */
 	const char *namespace; /* the RADOS namespace in it; "" is the pool's default */
 	const char *image;     /* the image's name in that namespace */
-	unsigned lock_wait;    /* seconds a read-write open waits for another's lock */
+	unsigned lock_wait;    /* seconds a read-write open asks again for a live holder's lock */
 };
 
 /* One open image, and the connection that is only its. All zero is closed. */
@@ -55,13 +55,15 @@ struct rbd_io {
  * One writer across hosts: a read-write open of an image with the exclusive-lock
  * feature (every image thinproxy makes) takes its lock in manual mode and holds it until
  * rbd_io_close, refusing to hand it to anyone who asks. Another read-write open, by any
- * other client (another connection, process or host), then fails with EROFS, librbd
- * 16.2's answer, once T->lock_wait seconds have passed without the lock coming free
- * (0: at once). Read-only opens take no lock and still work. A holder that died keeps
- * the lock until its watch on the image lapses (osd_client_watch_timeout on the OSDs,
- * 30 s by default); the next read-write open waiting that long then blocklists the dead
- * holder's address and takes the lock over. An image without exclusive-lock is opened
- * without a lock, and nothing stops a second writer. */
+ * other client (another connection, process or host), is then refused at once by the
+ * live holder, with EROFS (librbd 16.2's answer); it asks again every half second for
+ * T->lock_wait seconds (0: once) before it fails, for a holder that is about to close.
+ * Read-only opens take no lock and still work, and the holder runs the snapshots and
+ * resizes other clients ask for. A holder that died keeps the lock until its watch on
+ * the image lapses (osd_client_watch_timeout on the OSDs, 30 s by default), and an open
+ * meanwhile waits in librbd for it to answer, whatever T->lock_wait says: it then
+ * blocklists the dead holder's address and takes the lock over. An image without
+ * exclusive-lock is opened without a lock, and nothing stops a second writer. */
 int rbd_io_open(const struct rbd_io_target *t, bool read_only, struct rbd_io *ret_r);
 
 /* Close the image and the connection and set *R to all zero. Any number of times, also

@@ -545,10 +545,12 @@ START_TEST(changes_while_another_client_holds_the_lock)
 	struct rbd_volume v;
 	char buf[4096], snaps[256];
 
-	/* An nbdkit elsewhere writing: its handle holds the image's exclusive lock, and
-	 * librbd hands snapshot, metadata and resize requests to it. */
+	/* An nbdkit elsewhere writing: its handle holds the image's exclusive lock, taken by
+	 * hand as the plugin does (nbdkit-plugin/rbd-io.c), so that librbd never hands it
+	 * over; librbd sends snapshot, metadata and resize requests to it instead. */
 	ck_assert_int_eq(rbd_volume_create(io, "vol", SIZE), 0);
 	writer = open_image(io, "vol");
+	ck_assert_int_eq(rbd_lock_acquire(writer, RBD_LOCK_MODE_EXCLUSIVE), 0);
 	memset(buf, 'a', sizeof buf);
 	ck_assert_int_eq(rbd_write(writer, 0, sizeof buf, buf), (ssize_t)sizeof buf);
 	ck_assert_int_eq(rbd_flush(writer), 0);

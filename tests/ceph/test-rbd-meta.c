@@ -49,6 +49,31 @@ static void check_value(struct rbd_meta *meta, const char *key, const char *want
 	ck_assert_str_eq(got, want);
 }
 
+static int count_any(void *arg, const char *key, const char *value)
+{
+	(void)key;
+	(void)value;
+	(*(int *)arg)++;
+	return 0;
+}
+
+/* First: the pool's object does not exist yet. */
+START_TEST(before_any_change_get_list_replace_and_remove_find_nothing)
+{
+	struct rbd_meta *a = host();
+	CLEANUP_FREE char *v = NULL;
+	int n = 0;
+
+	ck_assert_int_eq(rbd_meta_get(a, "tenant/alice", &v), -ENOENT);
+	ck_assert_int_eq(rbd_meta_list(a, "tenant/", RBD_META_PAGE, count_any, &n), 0);
+	ck_assert_int_eq(n, 0);
+	ck_assert_int_eq(rbd_meta_replace(a, "tenant/alice", "{}", "{\"uid\":1}"), -ESTALE);
+	ck_assert_int_eq(rbd_meta_remove(a, "tenant/alice", "{}"), -ESTALE);
+	ck_assert_int_eq(rbd_meta_get(a, "tenant/alice", &v), -ENOENT);
+	rbd_meta_close(a);
+}
+END_TEST
+
 START_TEST(put_new_then_get_returns_the_value_and_a_second_put_is_eexist)
 {
 	struct rbd_meta *a = host(), *b = host();
@@ -317,6 +342,7 @@ int main(void)
 		return 77;
 	}
 	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, before_any_change_get_list_replace_and_remove_find_nothing);
 	tcase_add_test(tc, put_new_then_get_returns_the_value_and_a_second_put_is_eexist);
 	tcase_add_test(tc, racing_put_new_from_two_hosts_has_exactly_one_winner_each_time);
 	tcase_add_test(tc, replace_with_a_stale_value_fails_and_changes_nothing);

@@ -62,7 +62,10 @@ struct rbd_io {
  * resizes other clients ask for. A holder that died keeps the lock until its watch on
  * the image lapses (osd_client_watch_timeout on the OSDs, 30 s by default), and an open
  * meanwhile waits in librbd for it to answer, whatever T->lock_wait says: it then
- * blocklists the dead holder's address and takes the lock over. An image without
+ * blocklists the dead holder's address and takes the lock over. A holder that was only
+ * stopped or cut off is blocklisted the same way: its later writes never reach the
+ * image, but librbd may still answer them as done (it did in two runs of three), so a
+ * plugin that was stopped must not trust what it wrote afterwards. An image without
  * exclusive-lock is opened without a lock, and nothing stops a second writer. */
 int rbd_io_open(const struct rbd_io_target *t, bool read_only, struct rbd_io *ret_r);
 

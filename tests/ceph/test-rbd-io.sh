@@ -12,8 +12,8 @@
 #   - images in tenant, made by the admin: rw, zero, trim (default features: layering,
 #     exclusive-lock, object-map, fast-diff, deep-flatten), fd (the same, named for its
 #     fast-diff), plain (layering only: no object map, no fast-diff), parent (for the
-#     clone test, which snapshots and clones it itself with the tenant's key), lock, dead
-#     and ops (full features, for the one-writer tests); "img" in other
+#     clone test, which snapshots and clones it itself with the tenant's key), lock, dead,
+#     fence and ops (full features, for the one-writer tests); "img" in other
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -51,7 +51,7 @@ adm namespace create "$pool/other"
 [ "$(stat -c %a "$dir/$client.keyring")" = 600 ] || fail "$client.keyring not 0600"
 
 full=layering,exclusive-lock,object-map,fast-diff,deep-flatten
-for img in rw zero trim fd parent lock dead ops; do
+for img in rw zero trim fd parent lock dead fence ops; do
 	adm create --size 64M --image-feature "$full" "$pool/$ns/$img"
 done
 adm create --size 64M --image-feature layering "$pool/$ns/plain"

@@ -64,7 +64,7 @@ struct rbd_io {
  * meanwhile waits in librbd for it to answer, whatever T->lock_wait says: it then
  * blocklists the dead holder's address and takes the lock over. A holder that was only
  * stopped or cut off is blocklisted the same way: its later writes never reach the
- * image, but librbd may still answer them as done (it did in two runs of three), so a
+ * image, but librbd may still answer them as done (it did in two runs of four), so a
  * plugin that was stopped must not trust what it wrote afterwards. An image without
  * exclusive-lock is opened without a lock, and nothing stops a second writer. */
 int rbd_io_open(const struct rbd_io_target *t, bool read_only, struct rbd_io *ret_r);

@@ -694,7 +694,7 @@ START_TEST(stopped_holder_is_fenced_and_its_later_writes_never_land)
 	ck_assert_int_eq(read(to_parent[0], &err, sizeof err), sizeof err);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	/* librbd 16.2 answered that write, flush included, refused (ESHUTDOWN, the OSD's
-	 * EBLOCKLISTED) in one run of three and done in the others; why is not known yet
+	 * EBLOCKLISTED) in two runs of four and done in the others; why is not known yet
 	 * (librbd's cache answering before the OSD is one guess). Either way it never
 	 * reaches the image: what the new writer wrote stays. */
 	fprintf(stderr, "test-rbd-io: the fenced holder's write was answered: %s\n", strerror(err));

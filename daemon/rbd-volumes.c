@@ -328,14 +328,14 @@ int rbd_volume_commit(rados_ioctx_t io, const char *name)
 /* Remove the snapshot "tp.NAME" that a crash left on any image of IO's namespace (one a
  * remove of NAME cut short after the image went, or a snapshot of NAME before its clone
  * was made). */
-static int drop_leftover_snaps(rados_ioctx_t io, const char *name)
+/* The images of IO's namespace: *RET_N of them into *RET_IMAGES, which the caller gives
+ * back with rbd_image_spec_list_cleanup and free. */
+static int list_images(rados_ioctx_t io, rbd_image_spec_t **ret_images, size_t *ret_n)
 {
 	CLEANUP_FREE rbd_image_spec_t *images = NULL;
-	char snap[SNAP_NAME_MAX];
 	size_t max = 32;
 	int r;
 
-	snap_name(name, snap);
 	for (;;) {
 		free(images);
 		images = calloc(max, sizeof *images);
@@ -347,10 +347,26 @@ static int drop_leftover_snaps(rados_ioctx_t io, const char *name)
 	}
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < max && r >= 0; i++)
+	*ret_images = TAKE_PTR(images);
+	*ret_n = max;
+	return 0;
+}
+
+static int drop_leftover_snaps(rados_ioctx_t io, const char *name)
+{
+	CLEANUP_FREE rbd_image_spec_t *images = NULL;
+	char snap[SNAP_NAME_MAX];
+	size_t n;
+	int r;
+
+	snap_name(name, snap);
+	r = list_images(io, &images, &n);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n && r >= 0; i++)
 		if (tp_name_valid(images[i].name))
 			r = snap_drop_unused(io, images[i].name, snap);
-	rbd_image_spec_list_cleanup(images, max);
+	rbd_image_spec_list_cleanup(images, n);
 	return r < 0 ? r : 0;
 }
 
@@ -537,18 +553,10 @@ int rbd_volume_list(rados_ioctx_t io, struct rbd_volume **ret_volumes, size_t *r
 {
 	CLEANUP_FREE rbd_image_spec_t *images = NULL;
 	CLEANUP_FREE struct rbd_volume *volumes = NULL;
-	size_t max = 32, n = 0;
+	size_t max, n = 0;
 	int r;
 
-	for (;;) {
-		free(images);
-		images = calloc(max, sizeof *images);
-		if (images == NULL)
-			return -ENOMEM;
-		r = rbd_list2(io, images, &max);
-		if (r != -ERANGE)
-			break;
-	}
+	r = list_images(io, &images, &max);
 	if (r < 0)
 		return r;
 	volumes = calloc(max > 0 ? max : 1, sizeof *volumes);

@@ -11,34 +11,15 @@
 #   - the same key on namespace B, or on the pool's default namespace: ls, info, open
 #     (export), import, clone into B, and raw librados (rados ls/stat) fail with EPERM
 #   - client.ro-a, `profile rbd-read-only pool=P namespace=A`: reads A, cannot write
-set -euo pipefail
+. "$(dirname "$0")/functions.sh"
 
-here=$(cd "$(dirname "$0")" && pwd)
-cluster=$here/cluster.sh
-pool=thinproxy
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { echo "ok - $*"; }
 
-[ "$(id -u)" = 0 ] || fail "must run as root"
-
-dir=$(mktemp -d /tmp/thinproxy-ceph.XXXXXX)
-cleanup() {
-	if "$cluster" stop "$dir"; then
-		rm -rf "$dir"
-	else
-		echo "test-cluster: could not stop the cluster in $dir; left it there" >&2
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 t0=$(date +%s.%N)
-"$cluster" start "$dir" "$pool" || fail "cluster.sh start"
+start_cluster
 t1=$(date +%s.%N)
 boot=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
 echo "bootstrap: $boot s"
-eval "$("$cluster" env "$dir")"
 [ "$CEPH_CONF" = "$dir/ceph.conf" ] || fail "cluster.sh env: CEPH_CONF=$CEPH_CONF"
 
 ceph -s >/dev/null || fail "ceph -s as admin"
@@ -79,16 +60,9 @@ done
 	fail "namespace ls: $(adm namespace ls --format json "$pool")"
 
 # tenant keys, each in a file of its own, mode 0600
-mkkey() { # mkkey ID OSDCAP
-	(umask 077 && timeout 60 ceph auth get-or-create "client.$1" mon 'profile rbd' osd "$2" \
-		-o "$dir/client.$1.keyring")
-	chmod 0600 "$dir/client.$1.keyring"
-	[ "$(stat -c %a "$dir/client.$1.keyring")" = 600 ] || fail "client.$1.keyring not 0600"
-	grep -q "client.$1" "$dir/client.$1.keyring" || fail "client.$1.keyring has no key"
-}
-mkkey tenant-a "profile rbd pool=$pool namespace=A"
-mkkey tenant-b "profile rbd pool=$pool namespace=B"
-mkkey ro-a "profile rbd-read-only pool=$pool namespace=A"
+tenant_key client.tenant-a "profile rbd pool=$pool namespace=A"
+tenant_key client.tenant-b "profile rbd pool=$pool namespace=B"
+tenant_key client.ro-a "profile rbd-read-only pool=$pool namespace=A"
 ok "keys: tenant-a, tenant-b, ro-a"
 
 # tenant-a in its own namespace: list, open, write, read back

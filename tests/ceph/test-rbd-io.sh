@@ -14,41 +14,16 @@
 #     fast-diff), plain (layering only: no object map, no fast-diff), parent (for the
 #     clone test, which snapshots and clones it itself with the tenant's key), lock, dead,
 #     fence and ops (full features, for the one-writer tests); "img" in other
-set -euo pipefail
-
-here=$(cd "$(dirname "$0")" && pwd)
-cluster=$here/cluster.sh
-bin=$(realpath -e "${1:-${TP_BUILD:-build}/tests/ceph/test-rbd-io}")
-pool=thinproxy
+. "$(dirname "$0")/functions.sh"
+bin=$(test_program "${1-}")
 ns=tenant
 client=client.thinproxy-tenant
 
-fail() {
-	echo "test-rbd-io: $*" >&2
-	exit 1
-}
-[ "$(id -u)" = 0 ] || fail "must run as root"
-
-dir=$(mktemp -d /tmp/thinproxy-rbd-io.XXXXXX)
-cleanup() {
-	if "$cluster" stop "$dir"; then
-		rm -rf "$dir"
-	else
-		echo "test-rbd-io: could not stop the cluster in $dir; left it there" >&2
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-"$cluster" start "$dir" "$pool" || fail "cluster.sh start"
-eval "$("$cluster" env "$dir")"
-
+start_cluster
 adm() { timeout 60 rbd "$@"; }
 adm namespace create "$pool/$ns"
 adm namespace create "$pool/other"
-(umask 077 && timeout 60 ceph auth get-or-create "$client" mon 'profile rbd' \
-	osd "profile rbd pool=$pool namespace=$ns" -o "$dir/$client.keyring")
-[ "$(stat -c %a "$dir/$client.keyring")" = 600 ] || fail "$client.keyring not 0600"
+tenant_key "$client" "profile rbd pool=$pool namespace=$ns"
 
 full=layering,exclusive-lock,object-map,fast-diff,deep-flatten
 for img in rw zero trim fd parent lock dead fence ops; do

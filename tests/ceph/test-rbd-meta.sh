@@ -10,39 +10,14 @@
 #     key a tenant's nbdkit would have, which must not reach the metadata
 #
 # Run as root: make check-ceph, or tests/ceph/test-rbd-meta.sh build/tests/ceph/test-rbd-meta
-set -euo pipefail
-
-here=$(cd "$(dirname "$0")" && pwd)
-cluster=$here/cluster.sh
-bin=$(realpath -e "${1:-${TP_BUILD:-build}/tests/ceph/test-rbd-meta}")
-pool=thinproxy
+. "$(dirname "$0")/functions.sh"
+bin=$(test_program "${1-}")
 ns=alice
 client=client.thinproxy-$ns
 
-fail() {
-	echo "test-rbd-meta: $*" >&2
-	exit 1
-}
-[ "$(id -u)" = 0 ] || fail "must run as root"
-
-dir=$(mktemp -d /tmp/thinproxy-rbd-meta.XXXXXX)
-cleanup() {
-	if "$cluster" stop "$dir"; then
-		rm -rf "$dir"
-	else
-		echo "test-rbd-meta: could not stop the cluster in $dir; left it there" >&2
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-"$cluster" start "$dir" "$pool" || fail "cluster.sh start"
-eval "$("$cluster" env "$dir")"
-
+start_cluster
 timeout 60 rbd namespace create "$pool/$ns"
-(umask 077 && timeout 60 ceph auth get-or-create "$client" mon 'profile rbd' \
-	osd "profile rbd pool=$pool namespace=$ns" -o "$dir/$client.keyring")
-[ "$(stat -c %a "$dir/$client.keyring")" = 600 ] || fail "$client.keyring not 0600"
+tenant_key "$client" "profile rbd pool=$pool namespace=$ns"
 
 t0=$SECONDS
 RBD_META_TENANT_CLIENT=$client RBD_META_TENANT_KEYRING=$dir/$client.keyring \

@@ -6,31 +6,10 @@
 # failure. The program makes every namespace and image it needs itself.
 #
 # Run as root: make check-ceph, or tests/ceph/test-rbd-volumes.sh build/tests/ceph/test-rbd-volumes
-set -euo pipefail
+. "$(dirname "$0")/functions.sh"
+bin=$(test_program "${1-}")
 
-here=$(cd "$(dirname "$0")" && pwd)
-cluster=$here/cluster.sh
-bin=$(realpath -e "${1:-${TP_BUILD:-build}/tests/ceph/test-rbd-volumes}")
-
-fail() {
-	echo "test-rbd-volumes: $*" >&2
-	exit 1
-}
-[ "$(id -u)" = 0 ] || fail "must run as root"
-
-dir=$(mktemp -d /tmp/thinproxy-rbd-volumes.XXXXXX)
-cleanup() {
-	if "$cluster" stop "$dir"; then
-		rm -rf "$dir"
-	else
-		echo "test-rbd-volumes: could not stop the cluster in $dir; left it there" >&2
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-"$cluster" start "$dir" thinproxy || fail "cluster.sh start"
-eval "$("$cluster" env "$dir")"
+start_cluster
 t0=$SECONDS
 "$bin" || fail "$(basename "$bin") failed"
 echo "PASS test-rbd-volumes (tests $((SECONDS - t0)) s, total $SECONDS s)"

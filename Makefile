@@ -86,7 +86,8 @@ VM_PENDING :=
 VM_TESTS   := $(filter-out $(VM_PENDING),$(sort $(wildcard tests/vm/test-*.sh))) \
               $(sort $(wildcard tests/security/test-*.sh))
 # Ceph tests (issue 24), on the host: tests/ceph/test-*.sh, each starting a cluster of its
-# own; tests/ceph/test-NAME.c is a program that tests/ceph/test-NAME.sh runs against it.
+# own; tests/ceph/test-NAME.c is a program that tests/ceph/test-NAME.sh runs against it,
+# linked with tests/ceph/ceph-harness.c, which is no test of its own.
 CEPH_PROGRAMS := $(patsubst tests/ceph/%.c,$(BUILD)/tests/ceph/%,$(wildcard tests/ceph/test-*.c))
 CEPH_TESTS    := $(sort $(wildcard tests/ceph/test-*.sh))
 
@@ -104,7 +105,7 @@ GO_PROGRAMS := $(BUILD)/tests/snapshotter/conformance.test \
 GO_SOURCES := $(wildcard tests/unit/*.go tests/snapshotter/*.go tests/snapshotter/*/*.go bench/*/*.go)
 
 C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] api-process/*.c client/*.[ch] client/snapshotter/*.[ch] \
-                nbdkit-plugin/*.[ch] tests/unit/*.[ch] tests/vm/*.c tests/ceph/*.c bench/*.[ch] \
+                nbdkit-plugin/*.[ch] tests/unit/*.[ch] tests/vm/*.c tests/ceph/*.[ch] bench/*.[ch] \
                 fuzz/*.[ch])
 
 .PHONY: all check check-unit check-vm check-ceph check-format format deps demo clean install fuzz bench
@@ -253,8 +254,9 @@ LIBS_ceph-test-rbd-volumes := $(RBD_LIBS)
 # test-rbd-meta: the shared metadata in RADOS, run by tests/ceph/test-rbd-meta.sh.
 OBJS_ceph-test-rbd-meta := $(BUILD)/daemon/rbd-meta.o
 LIBS_ceph-test-rbd-meta := $(RBD_LIBS) -lpthread
-$(BUILD)/tests/ceph/test-%: $(BUILD)/tests/ceph/test-%.o $$(OBJS_ceph-test-$$*)
-	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS_ceph-test-$*)
+$(BUILD)/tests/ceph/test-%: $(BUILD)/tests/ceph/test-%.o $(BUILD)/tests/ceph/ceph-harness.o \
+                            $$(OBJS_ceph-test-$$*)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(LIBS_ceph-test-$*) $(RBD_LIBS)
 
 # Fuzz targets: fuzz/fuzz-NAME.c, built by clang with libFuzzer, ASan and UBSan and linked
 # with the sources FUZZ_SRCS_NAME and libraries FUZZ_LIBS_NAME; `make fuzz` runs each for

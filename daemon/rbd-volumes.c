@@ -42,6 +42,50 @@ static void snap_name(const char *name, char buf[static SNAP_NAME_MAX])
 	snprintf(buf, SNAP_NAME_MAX, "%s%s", RBD_VOLUME_SNAP_PREFIX, name);
 }
 
+/* One of librbd's listing calls: fill BUF's *MAX entries, or answer -ERANGE with the
+ * number it needs in *MAX. FROM is the ioctx or image it lists (both are pointers). */
+typedef int list_fn(void *from, void *buf, size_t *max);
+
+/* What LIST of FROM gives, starting with room for MAX entries of SIZE bytes and growing
+ * while librbd asks for more (what it lists may grow between two calls): *RET_N entries
+ * into *RET_BUF, which the caller frees after librbd's cleanup of the entries. */
+static int list_all(list_fn *list, void *from, size_t size, size_t max, void **ret_buf,
+                    size_t *ret_n)
+{
+	CLEANUP_FREE void *buf = NULL;
+	int r;
+
+	for (;;) {
+		free(buf);
+		buf = calloc(max, size);
+		if (buf == NULL)
+			return -ENOMEM;
+		r = list(from, buf, &max);
+		if (r != -ERANGE)
+			break;
+	}
+	if (r < 0)
+		return r;
+	*ret_buf = TAKE_PTR(buf);
+	*ret_n = max;
+	return 0;
+}
+
+static int list_images_of(void *io, void *images, size_t *max)
+{
+	return rbd_list2(io, images, max);
+}
+
+static int list_children_of(void *image, void *specs, size_t *max)
+{
+	return rbd_list_children3(image, specs, max);
+}
+
+static int list_watchers_of(void *image, void *watchers, size_t *max)
+{
+	return rbd_watchers_list(image, watchers, max);
+}
+
 /* Options for a new volume, plain or clone: format 2 (clone format 2), FEATURES. */
 static int new_options(bool clone, rbd_image_options_t *ret_opts)
 {
@@ -109,29 +153,18 @@ static int parent_of(rados_ioctx_t io, rbd_image_t image, char parent[static TP_
 /* The number of children of IMAGE's snapshot SNAP (trashed ones too: they still hold it). */
 static int count_children(rbd_image_t image, const char *snap, size_t *ret_n)
 {
-	rbd_linked_image_spec_t *specs = NULL;
-	size_t max = 4;
+	CLEANUP_FREE void *specs = NULL;
+	size_t n = 0;
 	int r;
 
 	r = rbd_snap_set(image, snap);
 	if (r < 0)
 		return r;
-	for (;;) {
-		free(specs);
-		specs = calloc(max, sizeof *specs);
-		if (specs == NULL) {
-			r = -ENOMEM;
-			break;
-		}
-		r = rbd_list_children3(image, specs, &max);
-		if (r != -ERANGE)
-			break;
-	}
+	r = list_all(list_children_of, image, sizeof(rbd_linked_image_spec_t), 4, &specs, &n);
 	if (r >= 0) {
-		*ret_n = max;
-		rbd_linked_image_spec_list_cleanup(specs, max);
+		*ret_n = n;
+		rbd_linked_image_spec_list_cleanup(specs, n);
 	}
-	free(specs);
 	/* Back to the image's head, where changes may be made. */
 	if (r >= 0)
 		r = rbd_snap_set(image, NULL);
@@ -325,33 +358,21 @@ int rbd_volume_commit(rados_ioctx_t io, const char *name)
 	return rbd_metadata_set(image, RBD_VOLUME_COMMITTED_KEY, "1");
 }
 
-/* Remove the snapshot "tp.NAME" that a crash left on any image of IO's namespace (one a
- * remove of NAME cut short after the image went, or a snapshot of NAME before its clone
- * was made). */
 /* The images of IO's namespace: *RET_N of them into *RET_IMAGES, which the caller gives
  * back with rbd_image_spec_list_cleanup and free. */
 static int list_images(rados_ioctx_t io, rbd_image_spec_t **ret_images, size_t *ret_n)
 {
-	CLEANUP_FREE rbd_image_spec_t *images = NULL;
-	size_t max = 32;
-	int r;
+	void *images;
+	int r = list_all(list_images_of, io, sizeof **ret_images, 32, &images, ret_n);
 
-	for (;;) {
-		free(images);
-		images = calloc(max, sizeof *images);
-		if (images == NULL)
-			return -ENOMEM;
-		r = rbd_list2(io, images, &max);
-		if (r != -ERANGE)
-			break;
-	}
-	if (r < 0)
-		return r;
-	*ret_images = TAKE_PTR(images);
-	*ret_n = max;
-	return 0;
+	if (r >= 0)
+		*ret_images = images;
+	return r;
 }
 
+/* Remove the snapshot "tp.NAME" that a crash left on any image of IO's namespace (one a
+ * remove of NAME cut short after the image went, or a snapshot of NAME before its clone
+ * was made). */
 static int drop_leftover_snaps(rados_ioctx_t io, const char *name)
 {
 	CLEANUP_FREE rbd_image_spec_t *images = NULL;
@@ -373,25 +394,16 @@ static int drop_leftover_snaps(rados_ioctx_t io, const char *name)
 /* The number of clients that have IMAGE open, this one included. */
 static int count_watchers(rbd_image_t image, size_t *ret_n)
 {
-	rbd_image_watcher_t *watchers = NULL;
-	size_t max = 4;
+	CLEANUP_FREE void *watchers = NULL;
+	size_t n = 0;
 	int r;
 
-	for (;;) {
-		free(watchers);
-		watchers = calloc(max, sizeof *watchers);
-		if (watchers == NULL)
-			return -ENOMEM;
-		r = rbd_watchers_list(image, watchers, &max);
-		if (r != -ERANGE)
-			break;
-	}
-	if (r >= 0) {
-		*ret_n = max;
-		rbd_watchers_list_cleanup(watchers, max);
-	}
-	free(watchers);
-	return r < 0 ? r : 0;
+	r = list_all(list_watchers_of, image, sizeof(rbd_image_watcher_t), 4, &watchers, &n);
+	if (r < 0)
+		return r;
+	rbd_watchers_list_cleanup(watchers, n);
+	*ret_n = n;
+	return 0;
 }
 
 int rbd_volume_remove(rados_ioctx_t io, const char *name)

@@ -18,73 +18,32 @@
 
 #include "../../daemon/ceph-auth.h"
 #include "../../daemon/log.h"
+#include "ceph-harness.h"
+#include "tp-cleanup.h"
 
 #define IMAGE_SIZE (UINT64_C(4) << 20)
 /* Owner of the keyrings: no such user on the host, as a tenant's nbdkit uid. */
 #define TENANT_UID 2000000000
 #define TENANT_GID 2000000001
 
-static const char *conf, *dir, *pool;
-
 /* The daemon's side: the module connected as client.admin. */
 static struct ceph_auth *admin(void)
 {
-	char keyring[4096];
 	struct ceph_auth *auth = NULL;
 	int r;
 
-	snprintf(keyring, sizeof keyring, "%s/admin.keyring", dir);
-	r = ceph_auth_connect(conf, "client.admin", keyring, pool, &auth);
+	r = ceph_auth_connect(ceph_cluster.conf, "client.admin", ceph_cluster.admin_keyring,
+	                      ceph_cluster.pool, &auth);
 	ck_assert_msg(r == 0, "ceph_auth_connect as client.admin: %s", strerror(-r));
 	return auth;
-}
-
-/* Connect as NAME with KEYRING; librados' return. */
-static int connect_as(const char *name, const char *keyring, rados_t *ret_cluster)
-{
-	rados_t cluster;
-	int r;
-
-	ck_assert_int_eq(rados_create2(&cluster, "ceph", name, 0), 0);
-	ck_assert_int_eq(rados_conf_read_file(cluster, conf), 0);
-	ck_assert_int_eq(rados_conf_set(cluster, "keyring", keyring), 0);
-	ck_assert_int_eq(rados_conf_set(cluster, "client_mount_timeout", "20"), 0);
-	r = rados_connect(cluster);
-	if (r < 0) {
-		rados_shutdown(cluster);
-		return r;
-	}
-	*ret_cluster = cluster;
-	return 0;
-}
-
-/* Connect as plain librados client.admin, for checks beside the module. */
-static rados_t admin_rados(void)
-{
-	char keyring[4096];
-	rados_t cluster;
-
-	snprintf(keyring, sizeof keyring, "%s/admin.keyring", dir);
-	ck_assert_int_eq(connect_as("client.admin", keyring, &cluster), 0);
-	return cluster;
-}
-
-/* An I/O context on the pool, namespace NS ("" is the default one). */
-static rados_ioctx_t ioctx_in(rados_t cluster, const char *ns)
-{
-	rados_ioctx_t io;
-
-	ck_assert_int_eq(rados_ioctx_create(cluster, pool, &io), 0);
-	rados_ioctx_set_namespace(io, ns);
-	return io;
 }
 
 /* Where TENANT's keyring goes: DIR/keys-TENANT/TENANT.keyring, the directory made. */
 static void keyring_path(const char *tenant, char *buf, size_t size)
 {
-	snprintf(buf, size, "%s/keys-%s", dir, tenant);
+	snprintf(buf, size, "%s/keys-%s", ceph_cluster.dir, tenant);
 	ck_assert(mkdir(buf, 0700) == 0 || errno == EEXIST);
-	snprintf(buf, size, "%s/keys-%s/%s.keyring", dir, tenant, tenant);
+	snprintf(buf, size, "%s/keys-%s/%s.keyring", ceph_cluster.dir, tenant, tenant);
 }
 
 /* Make TENANT's namespace and key (with READ), write its keyring into PATH; its key. */
@@ -103,32 +62,10 @@ static char *make_tenant(struct ceph_auth *auth, const char *tenant, const char 
 /* Make image NAME in IO (4 MiB, layering only) holding FILL in its first 4 KiB. */
 static void make_image(rados_ioctx_t io, const char *name, char fill)
 {
-	char buf[4096];
-	rbd_image_t image;
 	int order = 0;
 
-	memset(buf, fill, sizeof buf);
 	ck_assert_int_eq(rbd_create(io, name, IMAGE_SIZE, &order), 0);
-	ck_assert_int_eq(rbd_open(io, name, &image, NULL), 0);
-	ck_assert_int_eq(rbd_write(image, 0, sizeof buf, buf), sizeof buf);
-	ck_assert_int_eq(rbd_close(image), 0);
-}
-
-/* Open image NAME of IO read-only and check its first 4 KiB are FILL; librbd's return. */
-static int read_image(rados_ioctx_t io, const char *name, char fill)
-{
-	char buf[4096], want[4096];
-	rbd_image_t image;
-	int r;
-
-	r = rbd_open_read_only(io, name, &image, NULL);
-	if (r < 0)
-		return r;
-	memset(want, fill, sizeof want);
-	ck_assert_int_eq(rbd_read(image, 0, sizeof buf, buf), sizeof buf);
-	ck_assert(memcmp(buf, want, sizeof buf) == 0);
-	ck_assert_int_eq(rbd_close(image), 0);
-	return 0;
+	ceph_harness_fill(io, name, 0, 4096, fill);
 }
 
 /* The whole of file PATH, NUL-terminated. */
@@ -150,23 +87,23 @@ START_TEST(tenant_key_opens_own_namespace_only)
 {
 	struct ceph_auth *auth = admin();
 	char path[4096], buf[4096], back[4096];
-	rados_t admin_cluster = admin_rados(), cluster;
+	rados_t admin_cluster = ceph_harness_admin(), cluster;
 	rados_ioctx_t io;
 	rbd_image_t image;
 	int order = 0;
 
 	free(make_tenant(auth, "alpha", NULL, 0, path, sizeof path));
 	ck_assert_int_eq(ceph_auth_namespace_ensure(auth, "beta"), 0);
-	io = ioctx_in(admin_cluster, "beta");
+	io = ceph_harness_ioctx(admin_cluster, "beta");
 	make_image(io, "img", 'b');
 	rados_ioctx_destroy(io);
-	io = ioctx_in(admin_cluster, "");
+	io = ceph_harness_ioctx(admin_cluster, "");
 	make_image(io, "default-img", 'd');
 	rados_ioctx_destroy(io);
 
-	ck_assert_int_eq(connect_as("client.thinproxy.alpha", path, &cluster), 0);
+	ck_assert_int_eq(ceph_harness_connect("client.thinproxy.alpha", path, &cluster), 0);
 	/* its own namespace: create an image, write, read back */
-	io = ioctx_in(cluster, "alpha");
+	io = ceph_harness_ioctx(cluster, "alpha");
 	memset(buf, 'a', sizeof buf);
 	ck_assert_int_eq(rbd_create(io, "own", IMAGE_SIZE, &order), 0);
 	ck_assert_int_eq(rbd_open(io, "own", &image, NULL), 0);
@@ -178,14 +115,14 @@ START_TEST(tenant_key_opens_own_namespace_only)
 	rados_ioctx_destroy(io);
 
 	/* another tenant's namespace: no open, no create, no raw object */
-	io = ioctx_in(cluster, "beta");
+	io = ceph_harness_ioctx(cluster, "beta");
 	ck_assert_int_eq(rbd_open(io, "img", &image, NULL), -EPERM);
 	ck_assert_int_eq(rbd_open_read_only(io, "img", &image, NULL), -EPERM);
 	ck_assert_int_eq(rbd_create(io, "new", IMAGE_SIZE, &order), -EPERM);
 	ck_assert_int_eq(rados_write_full(io, "x", buf, sizeof buf), -EPERM);
 	rados_ioctx_destroy(io);
 	/* the pool's default namespace: the same */
-	io = ioctx_in(cluster, "");
+	io = ceph_harness_ioctx(cluster, "");
 	ck_assert_int_eq(rbd_open_read_only(io, "default-img", &image, NULL), -EPERM);
 	ck_assert_int_eq(rbd_create(io, "new", IMAGE_SIZE, &order), -EPERM);
 	ck_assert_int_eq(rados_write_full(io, "x", buf, sizeof buf), -EPERM);
@@ -193,8 +130,8 @@ START_TEST(tenant_key_opens_own_namespace_only)
 	rados_shutdown(cluster);
 
 	/* beta's image is as the admin left it */
-	io = ioctx_in(admin_cluster, "beta");
-	ck_assert_int_eq(read_image(io, "img", 'b'), 0);
+	io = ceph_harness_ioctx(admin_cluster, "beta");
+	ck_assert_int_eq(ceph_harness_holds(io, "img", 0, 'b'), 1);
 	rados_ioctx_destroy(io);
 	rados_shutdown(admin_cluster);
 	ceph_auth_close(auth);
@@ -208,7 +145,7 @@ static char *auth_get(const char *entity)
 	char cmd[256], *out = NULL, *status = NULL;
 	const char *cmds[] = {cmd};
 	size_t out_len = 0, status_len = 0;
-	rados_t cluster = admin_rados();
+	rados_t cluster = ceph_harness_admin();
 
 	snprintf(cmd, sizeof cmd,
 	         "{\"prefix\": \"auth get\", \"entity\": \"%s\", \"format\": \"json\"}", entity);
@@ -230,12 +167,12 @@ static void assert_gamma_caps(const char *read)
 	char more[256] = "", want[1024];
 
 	if (read != NULL)
-		snprintf(more, sizeof more, ", profile rbd-read-only pool=%s namespace=%s", pool,
-		         read);
+		snprintf(more, sizeof more, ", profile rbd-read-only pool=%s namespace=%s",
+		         ceph_cluster.pool, read);
 	snprintf(want, sizeof want,
 	         "\"caps\":{\"mon\":\"profile rbd\",\"osd\":\"profile rbd pool=%s "
 	         "namespace=gamma%s\"}}]",
-	         pool, more);
+	         ceph_cluster.pool, more);
 	ck_assert_msg(strstr(auth_get("client.thinproxy.gamma"), want) != NULL, "caps: %s, not %s",
 	              auth_get("client.thinproxy.gamma"), want);
 }
@@ -245,12 +182,12 @@ START_TEST(key_set_again_keeps_key_and_sets_read_namespaces)
 	struct ceph_auth *auth = admin();
 	const char *read[] = {"published"};
 	char path[4096], *key1, *key2 = NULL, *key3 = NULL, buf[4096];
-	rados_t admin_cluster = admin_rados(), cluster;
+	rados_t admin_cluster = ceph_harness_admin(), cluster;
 	rados_ioctx_t io;
 	rbd_image_t image;
 
 	ck_assert_int_eq(ceph_auth_namespace_ensure(auth, "published"), 0);
-	io = ioctx_in(admin_cluster, "published");
+	io = ceph_harness_ioctx(admin_cluster, "published");
 	make_image(io, "base", 'p');
 	rados_ioctx_destroy(io);
 	rados_shutdown(admin_cluster);
@@ -259,9 +196,9 @@ START_TEST(key_set_again_keeps_key_and_sets_read_namespaces)
 	ck_assert_int_eq(ceph_auth_key_set(auth, "gamma", NULL, 0, &key2), 0);
 	ck_assert_str_eq(key1, key2);
 	assert_gamma_caps(NULL);
-	ck_assert_int_eq(connect_as("client.thinproxy.gamma", path, &cluster), 0);
-	io = ioctx_in(cluster, "published");
-	ck_assert_int_eq(read_image(io, "base", 'p'), -EPERM);
+	ck_assert_int_eq(ceph_harness_connect("client.thinproxy.gamma", path, &cluster), 0);
+	io = ceph_harness_ioctx(cluster, "published");
+	ck_assert_int_eq(ceph_harness_holds(io, "base", 0, 'p'), -EPERM);
 	rados_ioctx_destroy(io);
 	rados_shutdown(cluster);
 
@@ -271,16 +208,16 @@ START_TEST(key_set_again_keeps_key_and_sets_read_namespaces)
 	ck_assert_int_eq(ceph_auth_key_set(auth, "gamma", read, 1, &key2), 0);
 	ck_assert_str_eq(key1, key2);
 	assert_gamma_caps("published");
-	ck_assert_int_eq(connect_as("client.thinproxy.gamma", path, &cluster), 0);
-	io = ioctx_in(cluster, "published");
-	ck_assert_int_eq(read_image(io, "base", 'p'), 0);
+	ck_assert_int_eq(ceph_harness_connect("client.thinproxy.gamma", path, &cluster), 0);
+	io = ceph_harness_ioctx(cluster, "published");
+	ck_assert_int_eq(ceph_harness_holds(io, "base", 0, 'p'), 1);
 	/* a read-write open fails already (librbd's open needs to write), a raw write too */
 	ck_assert_int_eq(rbd_open(io, "base", &image, NULL), -EPERM);
 	memset(buf, 'x', sizeof buf);
 	ck_assert_int_eq(rados_write_full(io, "x", buf, sizeof buf), -EPERM);
 	rados_ioctx_destroy(io);
 	/* and its own namespace is still its own */
-	io = ioctx_in(cluster, "gamma");
+	io = ceph_harness_ioctx(cluster, "gamma");
 	make_image(io, "own", 'g');
 	rados_ioctx_destroy(io);
 	rados_shutdown(cluster);
@@ -289,12 +226,12 @@ START_TEST(key_set_again_keeps_key_and_sets_read_namespaces)
 	ck_assert_int_eq(ceph_auth_key_set(auth, "gamma", NULL, 0, &key3), 0);
 	ck_assert_str_eq(key1, key3);
 	assert_gamma_caps(NULL);
-	ck_assert_int_eq(connect_as("client.thinproxy.gamma", path, &cluster), 0);
-	io = ioctx_in(cluster, "published");
-	ck_assert_int_eq(read_image(io, "base", 'p'), -EPERM);
+	ck_assert_int_eq(ceph_harness_connect("client.thinproxy.gamma", path, &cluster), 0);
+	io = ceph_harness_ioctx(cluster, "published");
+	ck_assert_int_eq(ceph_harness_holds(io, "base", 0, 'p'), -EPERM);
 	rados_ioctx_destroy(io);
-	io = ioctx_in(cluster, "gamma");
-	ck_assert_int_eq(read_image(io, "own", 'g'), 0);
+	io = ceph_harness_ioctx(cluster, "gamma");
+	ck_assert_int_eq(ceph_harness_holds(io, "own", 0, 'g'), 1);
 	rados_ioctx_destroy(io);
 	rados_shutdown(cluster);
 
@@ -357,13 +294,13 @@ START_TEST(removed_key_is_refused)
 	key = make_tenant(auth, "epsilon", NULL, 0, path, sizeof path);
 	snprintf(copy, sizeof copy, "%s.copy", path);
 	ck_assert_int_eq(ceph_auth_keyring_write(copy, "epsilon", key, 0, 0), 0);
-	ck_assert_int_eq(connect_as("client.thinproxy.epsilon", copy, &cluster), 0);
+	ck_assert_int_eq(ceph_harness_connect("client.thinproxy.epsilon", copy, &cluster), 0);
 	rados_shutdown(cluster);
 
 	ck_assert_int_eq(ceph_auth_key_remove(auth, "epsilon", path), 0);
 	ck_assert_int_eq(access(path, F_OK), -1);
 	ck_assert_int_eq(errno, ENOENT);
-	r = connect_as("client.thinproxy.epsilon", copy, &cluster);
+	r = ceph_harness_connect("client.thinproxy.epsilon", copy, &cluster);
 	ck_assert_int_eq(r, -EACCES);
 	/* twice is fine, with or without the file */
 	ck_assert_int_eq(ceph_auth_key_remove(auth, "epsilon", path), 0);
@@ -385,23 +322,23 @@ END_TEST
 START_TEST(namespace_ensure_twice_remove_only_when_empty)
 {
 	struct ceph_auth *auth = admin();
-	rados_t admin_cluster = admin_rados();
+	rados_t admin_cluster = ceph_harness_admin();
 	rados_ioctx_t io, pool_io;
 	bool exists = false;
 
 	ck_assert_int_eq(ceph_auth_namespace_ensure(auth, "zeta"), 0);
 	ck_assert_int_eq(ceph_auth_namespace_ensure(auth, "zeta"), 0);
-	pool_io = ioctx_in(admin_cluster, "");
+	pool_io = ceph_harness_ioctx(admin_cluster, "");
 	ck_assert_int_eq(rbd_namespace_exists(pool_io, "zeta", &exists), 0);
 	ck_assert(exists);
 
 	/* not empty: refused, the image still there and whole */
-	io = ioctx_in(admin_cluster, "zeta");
+	io = ceph_harness_ioctx(admin_cluster, "zeta");
 	make_image(io, "keep", 'z');
 	ck_assert_int_eq(ceph_auth_namespace_remove(auth, "zeta"), -EBUSY);
 	ck_assert_int_eq(rbd_namespace_exists(pool_io, "zeta", &exists), 0);
 	ck_assert(exists);
-	ck_assert_int_eq(read_image(io, "keep", 'z'), 0);
+	ck_assert_int_eq(ceph_harness_holds(io, "keep", 0, 'z'), 1);
 
 	/* empty: removed, and again is fine */
 	ck_assert_int_eq(rbd_remove(io, "keep"), 0);
@@ -424,7 +361,9 @@ START_TEST(monitor_refusal_is_returned_as_errno)
 
 	/* a tenant's key may not make keys: the monitor's refusal comes back as -EACCES */
 	key = make_tenant(auth, "eta", NULL, 0, path, sizeof path);
-	ck_assert_int_eq(ceph_auth_connect(conf, "client.thinproxy.eta", path, pool, &tenant), 0);
+	ck_assert_int_eq(ceph_auth_connect(ceph_cluster.conf, "client.thinproxy.eta", path,
+	                                   ceph_cluster.pool, &tenant),
+	                 0);
 	ck_assert_int_eq(ceph_auth_key_set(tenant, "theta", NULL, 0, &other), -EACCES);
 	ck_assert_int_eq(ceph_auth_key_set(tenant, "eta", NULL, 0, &other), -EACCES);
 	ck_assert_int_eq(ceph_auth_key_remove(tenant, "eta", NULL), -EACCES);
@@ -472,15 +411,14 @@ START_TEST(bad_names_refused_before_the_monitor)
 	    "0123456789012345678901234567890123456789012345678901234567890123",
 	};
 	struct ceph_auth *auth = admin(), *other = NULL;
-	rados_t admin_cluster = admin_rados();
+	rados_t admin_cluster = ceph_harness_admin();
 	char *before = auth_ls(admin_cluster), *after, *key = NULL, path[4096];
-	char keyring[4096];
-	rados_ioctx_t pool_io = ioctx_in(admin_cluster, "");
+	rados_ioctx_t pool_io = ceph_harness_ioctx(admin_cluster, "");
 	char ns_before[4096], ns_after[4096];
 	size_t len = sizeof ns_before;
 
 	ck_assert_int_eq(rbd_namespace_list(pool_io, ns_before, &len), (int)len);
-	snprintf(path, sizeof path, "%s/bad.keyring", dir);
+	snprintf(path, sizeof path, "%s/bad.keyring", ceph_cluster.dir);
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		const char *read[] = {"fine", bad[i]};
 
@@ -494,8 +432,8 @@ START_TEST(bad_names_refused_before_the_monitor)
 	ck_assert_ptr_null(key);
 	ck_assert_int_eq(access(path, F_OK), -1);
 	/* a pool name goes into caps too */
-	snprintf(keyring, sizeof keyring, "%s/admin.keyring", dir);
-	ck_assert_int_eq(ceph_auth_connect(conf, "client.admin", keyring, "p namespace=x", &other),
+	ck_assert_int_eq(ceph_auth_connect(ceph_cluster.conf, "client.admin",
+	                                   ceph_cluster.admin_keyring, "p namespace=x", &other),
 	                 -EINVAL);
 	ck_assert_ptr_null(other);
 
@@ -517,32 +455,16 @@ END_TEST
 
 int main(void)
 {
-	Suite *s = suite_create("ceph-auth");
-	TCase *tc = tcase_create("ceph-auth");
-	SRunner *sr;
-	int failed;
+	const TTest *tests[] = {
+	    tenant_key_opens_own_namespace_only,
+	    key_set_again_keeps_key_and_sets_read_namespaces,
+	    keyring_is_0600_owned_by_tenant_and_alone,
+	    removed_key_is_refused,
+	    namespace_ensure_twice_remove_only_when_empty,
+	    bad_names_refused_before_the_monitor,
+	    monitor_refusal_is_returned_as_errno,
+	};
 
-	conf = getenv("CEPH_CONF");
-	dir = getenv("CEPH_TEST_DIR");
-	pool = getenv("CEPH_TEST_POOL");
-	if (conf == NULL || dir == NULL || pool == NULL) {
-		fprintf(stderr, "test-ceph-auth: CEPH_CONF, CEPH_TEST_DIR and CEPH_TEST_POOL "
-		                "name the cluster: run tests/ceph/test-ceph-auth.sh\n");
-		return 2;
-	}
 	log_init("test-ceph-auth", false, LOG_DEBUG);
-	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, tenant_key_opens_own_namespace_only);
-	tcase_add_test(tc, key_set_again_keeps_key_and_sets_read_namespaces);
-	tcase_add_test(tc, keyring_is_0600_owned_by_tenant_and_alone);
-	tcase_add_test(tc, removed_key_is_refused);
-	tcase_add_test(tc, namespace_ensure_twice_remove_only_when_empty);
-	tcase_add_test(tc, bad_names_refused_before_the_monitor);
-	tcase_add_test(tc, monitor_refusal_is_returned_as_errno);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_VERBOSE);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return ceph_harness_run("ceph-auth", tests, ARRAY_SIZE(tests));
 }

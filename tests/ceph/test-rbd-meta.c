@@ -2,7 +2,7 @@
  * tests/ceph/test-rbd-meta.sh starts and describes in the environment: CEPH_CONF,
  * CEPH_TEST_DIR (with admin.keyring), CEPH_TEST_POOL, and RBD_META_TENANT_CLIENT and
  * RBD_META_TENANT_KEYRING (a tenant's key, caps `profile rbd` on its namespace
- * RBD_META_TENANT_NAMESPACE only). Without them the test is skipped.
+ * RBD_META_TENANT_NAMESPACE only).
  *
  * Two "hosts" are two connections of their own to the cluster, as two thinproxyd would
  * have. Each test uses keys of its own. */
@@ -15,22 +15,22 @@
 #include <string.h>
 
 #include "../../daemon/rbd-meta.h"
+#include "ceph-harness.h"
 #include "tp-cleanup.h"
 
 #define RACE_ROUNDS 200
 #define LIST_KEYS   1500
 
-static const char *conf, *dir, *pool, *tenant_client, *tenant_keyring, *tenant_ns;
+static const char *tenant_client, *tenant_keyring, *tenant_ns;
 
 /* A daemon's connection, as client.admin, or fail the test. */
 static struct rbd_meta *host(void)
 {
-	char keyring[4096];
 	struct rbd_meta *meta = NULL;
 	int r;
 
-	snprintf(keyring, sizeof keyring, "%s/admin.keyring", dir);
-	r = rbd_meta_connect(conf, "client.admin", keyring, pool, &meta);
+	r = rbd_meta_connect(ceph_cluster.conf, "client.admin", ceph_cluster.admin_keyring,
+	                     ceph_cluster.pool, &meta);
 	ck_assert_msg(r == 0, "rbd_meta_connect: %s", strerror(-r));
 	return meta;
 }
@@ -293,7 +293,9 @@ START_TEST(tenant_key_cannot_read_or_write_the_meta_object)
 	char buf[16];
 
 	ck_assert_int_eq(rbd_meta_put_new(a, "tenant/victim", "{\"uid\":1}"), 0);
-	ck_assert_int_eq(rbd_meta_connect(conf, tenant_client, tenant_keyring, pool, &t), 0);
+	ck_assert_int_eq(rbd_meta_connect(ceph_cluster.conf, tenant_client, tenant_keyring,
+	                                  ceph_cluster.pool, &t),
+	                 0);
 	ck_assert_int_eq(rbd_meta_get(t, "tenant/victim", &v), -EPERM);
 	ck_assert_int_eq(rbd_meta_list(t, "tenant/", RBD_META_PAGE, count_key, &s), -EPERM);
 	ck_assert_int_eq(rbd_meta_put_new(t, "tenant/mallory", "{\"uid\":0}"), -EPERM);
@@ -304,12 +306,8 @@ START_TEST(tenant_key_cannot_read_or_write_the_meta_object)
 	check_value(a, "tenant/victim", "{\"uid\":1}");
 	check_value(a, "tenant/mallory", NULL);
 	/* With its own librados too: the whole object, while its own namespace works. */
-	ck_assert_int_eq(rados_create2(&cluster, "ceph", tenant_client, 0), 0);
-	ck_assert_int_eq(rados_conf_read_file(cluster, conf), 0);
-	ck_assert_int_eq(rados_conf_set(cluster, "keyring", tenant_keyring), 0);
-	ck_assert_int_eq(rados_connect(cluster), 0);
-	ck_assert_int_eq(rados_ioctx_create(cluster, pool, &io), 0);
-	rados_ioctx_set_namespace(io, tenant_ns);
+	ck_assert_int_eq(ceph_harness_connect(tenant_client, tenant_keyring, &cluster), 0);
+	io = ceph_harness_ioctx(cluster, tenant_ns);
 	ck_assert_int_eq(rados_write_full(io, "mine", "x", 1), 0);
 	rados_ioctx_set_namespace(io, RBD_META_NAMESPACE);
 	ck_assert_int_eq(rados_read(io, RBD_META_OBJECT, buf, sizeof buf, 0), -EPERM);
@@ -324,36 +322,19 @@ END_TEST
 
 int main(void)
 {
-	Suite *s = suite_create("rbd-meta");
-	TCase *tc = tcase_create("rbd-meta");
-	SRunner *sr;
-	int failed;
+	const TTest *tests[] = {
+	    before_any_change_get_list_replace_and_remove_find_nothing,
+	    put_new_then_get_returns_the_value_and_a_second_put_is_eexist,
+	    racing_put_new_from_two_hosts_has_exactly_one_winner_each_time,
+	    replace_with_a_stale_value_fails_and_changes_nothing,
+	    remove_takes_the_key_only_if_its_value_is_the_expected_one,
+	    list_with_prefix_pages_over_more_than_one_page,
+	    rejects_invalid_keys_values_and_prefixes,
+	    tenant_key_cannot_read_or_write_the_meta_object,
+	};
 
-	conf = getenv("CEPH_CONF");
-	dir = getenv("CEPH_TEST_DIR");
-	pool = getenv("CEPH_TEST_POOL");
-	tenant_client = getenv("RBD_META_TENANT_CLIENT");
-	tenant_keyring = getenv("RBD_META_TENANT_KEYRING");
-	tenant_ns = getenv("RBD_META_TENANT_NAMESPACE");
-	if (conf == NULL || dir == NULL || pool == NULL || tenant_client == NULL ||
-	    tenant_keyring == NULL || tenant_ns == NULL) {
-		fprintf(stderr, "test-rbd-meta: no cluster (run tests/ceph/test-rbd-meta.sh), "
-		                "skipped\n");
-		return 77;
-	}
-	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, before_any_change_get_list_replace_and_remove_find_nothing);
-	tcase_add_test(tc, put_new_then_get_returns_the_value_and_a_second_put_is_eexist);
-	tcase_add_test(tc, racing_put_new_from_two_hosts_has_exactly_one_winner_each_time);
-	tcase_add_test(tc, replace_with_a_stale_value_fails_and_changes_nothing);
-	tcase_add_test(tc, remove_takes_the_key_only_if_its_value_is_the_expected_one);
-	tcase_add_test(tc, list_with_prefix_pages_over_more_than_one_page);
-	tcase_add_test(tc, rejects_invalid_keys_values_and_prefixes);
-	tcase_add_test(tc, tenant_key_cannot_read_or_write_the_meta_object);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	tenant_client = ceph_harness_env("RBD_META_TENANT_CLIENT");
+	tenant_keyring = ceph_harness_env("RBD_META_TENANT_KEYRING");
+	tenant_ns = ceph_harness_env("RBD_META_TENANT_NAMESPACE");
+	return ceph_harness_run("rbd-meta", tests, ARRAY_SIZE(tests));
 }

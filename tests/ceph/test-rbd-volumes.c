@@ -16,6 +16,8 @@
 
 #include "../../daemon/log.h"
 #include "../../daemon/rbd-volumes.h"
+#include "ceph-harness.h"
+#include "tp-cleanup.h"
 
 #define MIB  (UINT64_C(1) << 20)
 #define SIZE (64 * MIB)
@@ -23,23 +25,16 @@
 	(RBD_FEATURE_LAYERING | RBD_FEATURE_EXCLUSIVE_LOCK | RBD_FEATURE_OBJECT_MAP | \
 	 RBD_FEATURE_FAST_DIFF | RBD_FEATURE_DEEP_FLATTEN)
 
-static const char *conf, *dir, *pool;
 static rados_t cluster;
 
 /* Connect as client.admin and make namespace NS; an I/O context in it. */
 static rados_ioctx_t tenant_io(const char *ns)
 {
-	char keyring[4096];
 	rados_ioctx_t io;
 	int r;
 
-	snprintf(keyring, sizeof keyring, "%s/admin.keyring", dir);
-	ck_assert_int_eq(rados_create2(&cluster, "ceph", "client.admin", 0), 0);
-	ck_assert_int_eq(rados_conf_read_file(cluster, conf), 0);
-	ck_assert_int_eq(rados_conf_set(cluster, "keyring", keyring), 0);
-	ck_assert_int_eq(rados_conf_set(cluster, "client_mount_timeout", "20"), 0);
-	ck_assert_int_eq(rados_connect(cluster), 0);
-	ck_assert_int_eq(rados_ioctx_create(cluster, pool, &io), 0);
+	cluster = ceph_harness_admin();
+	io = ceph_harness_ioctx(cluster, "");
 	r = rbd_namespace_create(io, ns);
 	ck_assert_msg(r == 0, "namespace %s: %s", ns, strerror(-r));
 	rados_ioctx_set_namespace(io, ns);
@@ -59,34 +54,6 @@ static rbd_image_t open_image(rados_ioctx_t io, const char *name)
 
 	ck_assert_msg(r == 0, "open %s: %s", name, strerror(-r));
 	return image;
-}
-
-/* Write LEN bytes of FILL at OFFSET of image NAME. */
-static void fill(rados_ioctx_t io, const char *name, uint64_t offset, size_t len, char c)
-{
-	rbd_image_t image = open_image(io, name);
-	char *buf = malloc(len);
-
-	memset(buf, c, len);
-	ck_assert_int_eq(rbd_write(image, offset, len, buf), (ssize_t)len);
-	ck_assert_int_eq(rbd_flush(image), 0);
-	ck_assert_int_eq(rbd_close(image), 0);
-	free(buf);
-}
-
-/* Whether the 4 KiB at OFFSET of image NAME are all C. */
-static bool holds(rados_ioctx_t io, const char *name, uint64_t offset, char c)
-{
-	rbd_image_t image;
-	char buf[4096];
-	bool all = true;
-
-	ck_assert_int_eq(rbd_open_read_only(io, name, &image, NULL), 0);
-	ck_assert_int_eq(rbd_read(image, offset, sizeof buf, buf), (ssize_t)sizeof buf);
-	ck_assert_int_eq(rbd_close(image), 0);
-	for (size_t i = 0; i < sizeof buf; i++)
-		all = all && buf[i] == c;
-	return all;
 }
 
 /* The snapshots of image NAME, as "a,b," (sorted as librbd lists them). */
@@ -141,7 +108,7 @@ static void check_snapshot(rados_ioctx_t io, const char *origin, const char *chi
 	ck_assert_str_eq(v.parent, origin);
 	ck_assert(!v.committed);
 	ck_assert_uint_eq(v.size, SIZE);
-	ck_assert(holds(io, child, 0, 'a'));
+	ck_assert_int_eq(ceph_harness_holds(io, child, 0, 'a'), 1);
 }
 
 START_TEST(create_makes_image_of_size_with_all_features)
@@ -177,12 +144,12 @@ START_TEST(create_again_same_size_is_success_other_size_eexist)
 	struct rbd_volume v;
 
 	ck_assert_int_eq(rbd_volume_create(io, "vol", SIZE), 0);
-	fill(io, "vol", 0, 4096, 'a');
+	ceph_harness_fill(io, "vol", 0, 4096, 'a');
 	ck_assert_int_eq(rbd_volume_create(io, "vol", SIZE), 0);
 	ck_assert_int_eq(rbd_volume_create(io, "vol", 2 * SIZE), -EEXIST);
 	ck_assert_int_eq(rbd_volume_info(io, "vol", &v), 0);
 	ck_assert_uint_eq(v.size, SIZE);
-	ck_assert(holds(io, "vol", 0, 'a'));
+	ck_assert_int_eq(ceph_harness_holds(io, "vol", 0, 'a'), 1);
 	done(io);
 }
 END_TEST
@@ -192,17 +159,17 @@ START_TEST(snapshot_child_reads_origin_as_of_snapshot)
 	rados_ioctx_t io = tenant_io("snapshot");
 
 	ck_assert_int_eq(rbd_volume_create(io, "base", SIZE), 0);
-	fill(io, "base", 0, 4096, 'a');
+	ceph_harness_fill(io, "base", 0, 4096, 'a');
 	ck_assert_int_eq(rbd_volume_snapshot(io, "base", "child"), 0);
-	fill(io, "base", 0, 4096, 'b');
+	ceph_harness_fill(io, "base", 0, 4096, 'b');
 	check_snapshot(io, "base", "child");
 	/* and the child's writes are its own */
-	fill(io, "child", 0, 4096, 'c');
-	ck_assert(holds(io, "child", 0, 'c'));
-	ck_assert(holds(io, "base", 0, 'b'));
+	ceph_harness_fill(io, "child", 0, 4096, 'c');
+	ck_assert_int_eq(ceph_harness_holds(io, "child", 0, 'c'), 1);
+	ck_assert_int_eq(ceph_harness_holds(io, "base", 0, 'b'), 1);
 	/* a grandchild of the child */
 	ck_assert_int_eq(rbd_volume_snapshot(io, "child", "grand"), 0);
-	ck_assert(holds(io, "grand", 0, 'c'));
+	ck_assert_int_eq(ceph_harness_holds(io, "grand", 0, 'c'), 1);
 	/* a second run is a no-op; a name taken by an unrelated image is -EEXIST */
 	ck_assert_int_eq(rbd_volume_snapshot(io, "base", "child"), 0);
 	ck_assert_int_eq(rbd_volume_create(io, "other", SIZE), 0);
@@ -275,7 +242,7 @@ START_TEST(snapshot_after_crash_at_each_step_ends_the_same)
 	/* A committed origin: a clone copies its metadata, which snapshot() must clear even
 	 * when the crash came after the clone. */
 	ck_assert_int_eq(rbd_volume_create(io, "base", SIZE), 0);
-	fill(io, "base", 0, 4096, 'a');
+	ceph_harness_fill(io, "base", 0, 4096, 'a');
 	ck_assert_int_eq(rbd_volume_commit(io, "base"), 0);
 	for (int steps = 0; steps <= 3; steps++) {
 		snprintf(child, sizeof child, "child%d", steps);
@@ -302,13 +269,13 @@ START_TEST(remove_refuses_ebusy_with_children_and_loses_nothing)
 	char snaps[256];
 
 	ck_assert_int_eq(rbd_volume_create(io, "base", SIZE), 0);
-	fill(io, "base", 0, 4096, 'a');
+	ceph_harness_fill(io, "base", 0, 4096, 'a');
 	ck_assert_int_eq(rbd_volume_snapshot(io, "base", "child"), 0);
 	ck_assert_int_eq(rbd_volume_snapshot(io, "child", "grand"), 0);
 	ck_assert_int_eq(rbd_volume_remove(io, "base"), -EBUSY);
 	ck_assert_int_eq(rbd_volume_remove(io, "child"), -EBUSY);
-	ck_assert(holds(io, "base", 0, 'a'));
-	ck_assert(holds(io, "grand", 0, 'a'));
+	ck_assert_int_eq(ceph_harness_holds(io, "base", 0, 'a'), 1);
+	ck_assert_int_eq(ceph_harness_holds(io, "grand", 0, 'a'), 1);
 	check_snapshot(io, "base", "child");
 	snaps_of(io, "child", snaps, sizeof snaps);
 	ck_assert_str_eq(snaps, "tp.grand,");
@@ -374,7 +341,7 @@ START_TEST(remove_after_crash_at_each_step_finishes)
 	rbd_image_t image;
 
 	ck_assert_int_eq(rbd_volume_create(io, "base", SIZE), 0);
-	fill(io, "base", 0, 4096, 'a');
+	ceph_harness_fill(io, "base", 0, 4096, 'a');
 	ck_assert_int_eq(rbd_volume_create(io, "bystander", SIZE), 0);
 	for (int steps = 0; steps <= 4; steps++) {
 		snprintf(child, sizeof child, "child%d", steps);
@@ -388,7 +355,7 @@ START_TEST(remove_after_crash_at_each_step_finishes)
 		ck_assert(!exists(io, child));
 		snaps_of(io, "base", snaps, sizeof snaps);
 		ck_assert_str_eq(snaps, "");
-		ck_assert(holds(io, "base", 0, 'a'));
+		ck_assert_int_eq(ceph_harness_holds(io, "base", 0, 'a'), 1);
 		ck_assert_int_eq(rbd_volume_remove(io, child), 0);
 	}
 	/* a snapshot() cut short before its clone, undone by remove() */
@@ -445,7 +412,7 @@ START_TEST(resize_grows_only)
 	struct rbd_volume v;
 
 	ck_assert_int_eq(rbd_volume_create(io, "vol", SIZE), 0);
-	fill(io, "vol", SIZE - 4096, 4096, 'z');
+	ceph_harness_fill(io, "vol", SIZE - 4096, 4096, 'z');
 	ck_assert_int_eq(rbd_volume_resize(io, "vol", 2 * SIZE), 0);
 	ck_assert_int_eq(rbd_volume_info(io, "vol", &v), 0);
 	ck_assert_uint_eq(v.size, 2 * SIZE);
@@ -453,9 +420,9 @@ START_TEST(resize_grows_only)
 	ck_assert_int_eq(rbd_volume_resize(io, "vol", SIZE), -EINVAL);
 	ck_assert_int_eq(rbd_volume_info(io, "vol", &v), 0);
 	ck_assert_uint_eq(v.size, 2 * SIZE);
-	ck_assert(holds(io, "vol", SIZE - 4096, 'z'));
-	fill(io, "vol", 2 * SIZE - 4096, 4096, 'y');
-	ck_assert(holds(io, "vol", 2 * SIZE - 4096, 'y'));
+	ck_assert_int_eq(ceph_harness_holds(io, "vol", SIZE - 4096, 'z'), 1);
+	ceph_harness_fill(io, "vol", 2 * SIZE - 4096, 4096, 'y');
+	ck_assert_int_eq(ceph_harness_holds(io, "vol", 2 * SIZE - 4096, 'y'), 1);
 	ck_assert_int_eq(rbd_volume_resize(io, "missing", SIZE), -ENOENT);
 	done(io);
 }
@@ -471,9 +438,9 @@ START_TEST(usage_grows_with_data_and_counts_a_clones_own_only)
 	ck_assert_int_eq(rbd_volume_usage(io, "base", &base), 0);
 	ck_assert_uint_eq(base, 0);
 	/* three 4 MiB objects touched: with fast-diff, whole objects are counted */
-	fill(io, "base", 0, MIB, 'a');
-	fill(io, "base", 16 * MIB, 4096, 'a');
-	fill(io, "base", 32 * MIB + 4096, 4096, 'a');
+	ceph_harness_fill(io, "base", 0, MIB, 'a');
+	ceph_harness_fill(io, "base", 16 * MIB, 4096, 'a');
+	ceph_harness_fill(io, "base", 32 * MIB + 4096, 4096, 'a');
 	ck_assert_int_eq(rbd_volume_usage(io, "base", &base), 0);
 	ck_assert_uint_eq(base, 12 * MIB);
 
@@ -481,7 +448,7 @@ START_TEST(usage_grows_with_data_and_counts_a_clones_own_only)
 	ck_assert_int_eq(rbd_volume_usage(io, "child", &child), 0);
 	ck_assert_uint_eq(child, 0);
 	/* one write into an object of the parent copies that object up, and only it */
-	fill(io, "child", 16 * MIB, 4096, 'c');
+	ceph_harness_fill(io, "child", 16 * MIB, 4096, 'c');
 	ck_assert_int_eq(rbd_volume_usage(io, "child", &child), 0);
 	ck_assert_uint_eq(child, 4 * MIB);
 	ck_assert_int_eq(rbd_volume_usage(io, "base", &base), 0);
@@ -489,7 +456,7 @@ START_TEST(usage_grows_with_data_and_counts_a_clones_own_only)
 
 	/* without fast-diff (an image made by hand, layering only): the OSDs' extents */
 	ck_assert_int_eq(rbd_create2(io, "plain", SIZE, RBD_FEATURE_LAYERING, &order), 0);
-	fill(io, "plain", 0, 8192, 'p');
+	ceph_harness_fill(io, "plain", 0, 8192, 'p');
 	ck_assert_int_eq(rbd_volume_usage(io, "plain", &plain), 0);
 	ck_assert_uint_ge(plain, 8192);
 	ck_assert_uint_lt(plain, 4 * MIB);
@@ -567,7 +534,7 @@ START_TEST(changes_while_another_client_holds_the_lock)
 	snaps_of(io, "vol", snaps, sizeof snaps);
 	ck_assert_str_eq(snaps, "tp.left,");
 	ck_assert_int_eq(rbd_close(writer), 0);
-	ck_assert(holds(io, "vol", 0, 'a'));
+	ck_assert_int_eq(ceph_harness_holds(io, "vol", 0, 'a'), 1);
 	ck_assert_int_eq(rbd_volume_remove(io, "vol"), 0);
 	ck_assert(!exists(io, "vol"));
 	done(io);
@@ -604,40 +571,24 @@ END_TEST
 
 int main(void)
 {
-	Suite *s = suite_create("rbd-volumes");
-	TCase *tc = tcase_create("rbd-volumes");
-	SRunner *sr;
-	int failed;
+	const TTest *tests[] = {
+	    create_makes_image_of_size_with_all_features,
+	    create_again_same_size_is_success_other_size_eexist,
+	    snapshot_child_reads_origin_as_of_snapshot,
+	    snapshot_is_protected_and_child_a_format_2_clone,
+	    snapshot_after_crash_at_each_step_ends_the_same,
+	    remove_refuses_ebusy_with_children_and_loses_nothing,
+	    remove_child_then_parent_leaves_no_snapshots,
+	    remove_after_crash_at_each_step_finishes,
+	    remove_refuses_a_snapshot_not_ours,
+	    commit_sets_flag_twice_fine_and_refuses_resize,
+	    resize_grows_only,
+	    usage_grows_with_data_and_counts_a_clones_own_only,
+	    list_shows_sizes_parents_and_committed,
+	    changes_while_another_client_holds_the_lock,
+	    bad_names_einval_before_ceph,
+	};
 
-	conf = getenv("CEPH_CONF");
-	dir = getenv("CEPH_TEST_DIR");
-	pool = getenv("CEPH_TEST_POOL");
-	if (conf == NULL || dir == NULL || pool == NULL) {
-		fprintf(stderr, "test-rbd-volumes: CEPH_CONF, CEPH_TEST_DIR and CEPH_TEST_POOL "
-		                "name the cluster: run tests/ceph/test-rbd-volumes.sh\n");
-		return 2;
-	}
 	log_init("test-rbd-volumes", false, LOG_DEBUG);
-	tcase_set_timeout(tc, 120);
-	tcase_add_test(tc, create_makes_image_of_size_with_all_features);
-	tcase_add_test(tc, create_again_same_size_is_success_other_size_eexist);
-	tcase_add_test(tc, snapshot_child_reads_origin_as_of_snapshot);
-	tcase_add_test(tc, snapshot_is_protected_and_child_a_format_2_clone);
-	tcase_add_test(tc, snapshot_after_crash_at_each_step_ends_the_same);
-	tcase_add_test(tc, remove_refuses_ebusy_with_children_and_loses_nothing);
-	tcase_add_test(tc, remove_child_then_parent_leaves_no_snapshots);
-	tcase_add_test(tc, remove_after_crash_at_each_step_finishes);
-	tcase_add_test(tc, remove_refuses_a_snapshot_not_ours);
-	tcase_add_test(tc, commit_sets_flag_twice_fine_and_refuses_resize);
-	tcase_add_test(tc, resize_grows_only);
-	tcase_add_test(tc, usage_grows_with_data_and_counts_a_clones_own_only);
-	tcase_add_test(tc, list_shows_sizes_parents_and_committed);
-	tcase_add_test(tc, changes_while_another_client_holds_the_lock);
-	tcase_add_test(tc, bad_names_einval_before_ceph);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_VERBOSE);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return ceph_harness_run("rbd-volumes", tests, ARRAY_SIZE(tests));
 }

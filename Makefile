@@ -4,6 +4,7 @@
 #   make check           unit tests (Check), the Ceph tests, then the guest integration tests
 #   make check SANITIZE=1  the same, built with ASan+UBSan into build/san
 #   make check-ceph      the Ceph tests alone (tests/ceph), each on a one-node cluster of its own
+#   make check-linkage   no program links librbd or librados (run by check)
 #   make demo            the main job, narrated (in the test guest where the host lacks dm-thin)
 #   make fuzz            libFuzzer targets (clang) into build/fuzz, each run FUZZ_SECONDS (60)
 #   make bench           benchmarks in the test guest and on the host (bench/run; not a test)
@@ -108,7 +109,7 @@ C_SOURCES  := $(wildcard include/*.h daemon/*.[ch] api-process/*.c client/*.[ch]
                 nbdkit-plugin/*.[ch] tests/unit/*.[ch] tests/vm/*.c tests/ceph/*.[ch] bench/*.[ch] \
                 fuzz/*.[ch])
 
-.PHONY: all check check-unit check-vm check-ceph check-format format deps demo clean install fuzz bench
+.PHONY: all check check-unit check-vm check-ceph check-format check-linkage format deps demo clean install fuzz bench
 all: $(PROGRAMS) $(UNIT_TESTS) $(VM_PROGRAMS) $(CEPH_PROGRAMS) $(GO_PROGRAMS)
 
 $(DAEMON): $(DAEMON_OBJS)
@@ -309,7 +310,7 @@ deps:
 	@.ci/deps
 
 check: deps
-	@$(MAKE) --no-print-directory all check-format
+	@$(MAKE) --no-print-directory all check-format check-linkage
 	@TP_BUILD=$(abspath $(BUILD)) tests/check $(UNIT_TESTS) $(CEPH_TESTS) $(VM_TESTS)
 
 check-unit: all
@@ -321,6 +322,15 @@ check-vm: all
 # One cluster at a time: tests/check runs the scripts in turn.
 check-ceph: all
 	@TP_BUILD=$(abspath $(BUILD)) tests/check $(CEPH_TESTS)
+
+# No program links librbd or librados while the RBD backend is not wired (RBD_PENDING):
+# they would cost every tenant's nbdkit start, dm-thin ones included, about 54 ms.
+check-linkage: $(PROGRAMS)
+	@bad=; for p in $(PROGRAMS); do \
+		readelf -d $$p | grep -Eq 'NEEDED.*\[lib(rbd|rados)\.' && bad="$$bad $$p"; \
+	done; \
+	[ -z "$$bad" ] || { echo "check-linkage: linked with librbd or librados:$$bad"; exit 1; }; \
+	echo "check-linkage: no program links librbd or librados"
 
 check-format:
 	@clang-format --dry-run -Werror $(C_SOURCES) && echo "clang-format: every file conforms"

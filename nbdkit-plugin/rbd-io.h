@@ -63,10 +63,11 @@ struct rbd_io {
  * the image lapses (osd_client_watch_timeout on the OSDs, 30 s by default), and an open
  * meanwhile waits in librbd for it to answer, whatever T->lock_wait says: it then
  * blocklists the dead holder's address and takes the lock over. A holder that was only
- * stopped or cut off is blocklisted the same way: its later writes never reach the
- * image, but librbd may still answer them as done (it did in two runs of four), so a
- * plugin that was stopped must not trust what it wrote afterwards. An image without
- * exclusive-lock is opened without a lock, and nothing stops a second writer. */
+ * stopped or cut off is blocklisted the same way: its later writes fail with ESHUTDOWN
+ * (the OSDs' answer to a blocklisted client), and none reaches the image. That answer
+ * is the OSDs' own because librbd's cache is off: every write returns when the OSDs have
+ * it. An image without exclusive-lock is opened without a lock, and nothing stops a
+ * second writer. */
 int rbd_io_open(const struct rbd_io_target *t, bool read_only, struct rbd_io *ret_r);
 
 /* Close the image and the connection and set *R to all zero. Any number of times, also
@@ -76,8 +77,9 @@ void rbd_io_close(struct rbd_io *r);
 /* Read COUNT bytes at OFFSET into BUF. */
 int rbd_io_pread(const struct rbd_io *r, void *buf, uint32_t count, uint64_t offset);
 
-/* Write COUNT bytes of BUF at OFFSET; with FUA, on the OSDs' disks when it returns (a
- * flush after it: librbd 16 has no per-write FUA that bypasses its cache). */
+/* Write COUNT bytes of BUF at OFFSET. It returns when the OSDs have committed it (no
+ * librbd cache, see rbd_io_open); with FUA, a flush follows as well, so that FUA stays
+ * true if a cache is ever turned on. */
 int rbd_io_pwrite(const struct rbd_io *r, const void *buf, uint32_t count, uint64_t offset,
                   bool fua);
 

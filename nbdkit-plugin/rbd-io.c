@@ -56,6 +56,7 @@ static int take_lock(rbd_image_t image, unsigned wait)
 int rbd_io_open(const struct rbd_io_target *t, bool read_only, struct rbd_io *ret_r)
 {
 	struct rbd_io r = {.read_only = read_only};
+	rbd_image_info_t info;
 	uint64_t features, flags;
 	int e;
 
@@ -94,7 +95,7 @@ int rbd_io_open(const struct rbd_io_target *t, bool read_only, struct rbd_io *re
 		r.image = NULL;
 		goto fail;
 	}
-	e = rbd_get_size(r.image, &r.size);
+	e = rbd_stat(r.image, &info, sizeof info);
 	if (e == 0)
 		e = rbd_get_features(r.image, &features);
 	if (e == 0)
@@ -105,6 +106,8 @@ int rbd_io_open(const struct rbd_io_target *t, bool read_only, struct rbd_io *re
 	}
 	if (e < 0)
 		goto fail;
+	r.size = info.size;
+	r.object_size = info.obj_size;
 	r.fast_diff =
 	    (features & RBD_FEATURE_FAST_DIFF) != 0 && (flags & RBD_FLAG_FAST_DIFF_INVALID) == 0;
 	*ret_r = r;
@@ -349,6 +352,10 @@ int rbd_io_extents(const struct rbd_io *r, uint64_t count, uint64_t offset, rbd_
 		return -1;
 	if (count == 0)
 		return 0;
+	/* At most RBD_IO_EXTENTS_OBJECTS objects, the first one counted whole: each is a
+	 * request to an OSD, and a client may ask for the map of a whole image. */
+	if (count > RBD_IO_EXTENTS_OBJECTS * r->object_size - offset % r->object_size)
+		count = RBD_IO_EXTENTS_OBJECTS * r->object_size - offset % r->object_size;
 	if (r->fast_diff) {
 		/* The object map says which objects exist without asking any OSD; only
 		 * those are then asked which of their bytes were written. librbd reads the

@@ -42,10 +42,11 @@ struct rbd_io {
 	rados_t cluster;
 	rados_ioctx_t ioctx;
 	rbd_image_t image;
-	uint64_t size;  /* at open */
-	bool read_only; /* opened read-only: librbd refuses writes with EROFS */
-	bool locked;    /* holds the image's exclusive lock, in manual mode */
-	bool fast_diff; /* the image has a valid fast-diff map at open: extents read it */
+	uint64_t size;        /* at open */
+	uint64_t object_size; /* the image's RADOS objects' size, 4 MiB by default */
+	bool read_only;       /* opened read-only: librbd refuses writes with EROFS */
+	bool locked;          /* holds the image's exclusive lock, in manual mode */
+	bool fast_diff;       /* the image has a valid fast-diff map at open: extents read it */
 };
 
 /* Connect as T->client and open T->image, read-only if READ_ONLY, into *RET_R. Errors
@@ -97,8 +98,13 @@ int rbd_io_trim(const struct rbd_io *r, uint32_t count, uint64_t offset, bool fu
 int rbd_io_flush(const struct rbd_io *r);
 
 /* Map [OFFSET, OFFSET+COUNT) into data and holes: call FN(ARG, offset, length, data) for
- * consecutive ranges that cover it, in order, data and holes alternating. FN returns 0 to
- * go on, or -1 with errno set to stop, and then so does this function.
+ * consecutive ranges that cover it from OFFSET, in order, data and holes alternating. FN
+ * returns 0 to go on, or -1 with errno set to stop, and then so does this function.
+ *
+ * The ranges end after at most RBD_IO_EXTENTS_OBJECTS objects (the one OFFSET is in and
+ * those after it), short of OFFSET+COUNT if that lies further: each object may cost a
+ * request to an OSD, and a client may ask for a whole image. The caller asks again from
+ * where they ended; NBD lets a block status reply describe less than was asked.
  *
  * Data is what rbd_diff_iterate2 says the image and its parents (include_parent) have
  * written since they were created, and its granularity is librbd's: each object that
@@ -107,6 +113,7 @@ int rbd_io_flush(const struct rbd_io *r);
  * an object after its end, are holes. Where the image has fast-diff, its object map
  * first finds the objects that exist, and only those are asked for their ends; without
  * it, every object in the range is asked. */
+#define RBD_IO_EXTENTS_OBJECTS 64
 typedef int (*rbd_io_extent_fn)(void *arg, uint64_t offset, uint64_t length, bool data);
 int rbd_io_extents(const struct rbd_io *r, uint64_t count, uint64_t offset, rbd_io_extent_fn fn,
                    void *arg);

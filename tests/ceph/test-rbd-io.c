@@ -2,9 +2,9 @@
  * tests/ceph/test-rbd-io.sh starts and describes in the environment: RBD_IO_CONF,
  * RBD_IO_CLIENT and RBD_IO_KEYRING (the tenant's cephx key, whose caps reach only its
  * namespace), RBD_IO_POOL, RBD_IO_NAMESPACE (the tenant's, with the images rw, zero,
- * trim, fd, plain, parent, lock, dead, fence and ops, 64 MiB, 4 MiB objects) and
- * RBD_IO_OTHER_NAMESPACE (another tenant's, with "img"). Without them it fails at once,
- * naming the one that is missing.
+ * trim, fd, plain, parent, lock, dead, fence and ops, 64 MiB, and wide and widefd, 1 GiB;
+ * 4 MiB objects) and RBD_IO_OTHER_NAMESPACE (another tenant's, with "img"). Without them
+ * it fails at once, naming the one that is missing.
  *
  * Everything goes through the tenant's key, as the plugin would; only the clone test
  * calls librbd itself, to snapshot and clone. */
@@ -371,6 +371,56 @@ START_TEST(extents_show_written_ranges_without_fast_diff)
 }
 END_TEST
 
+/* Extents of IMAGE (WIDE bytes, 256 objects) stop after RBD_IO_EXTENTS_OBJECTS objects
+ * however much is asked, and asking again from there goes on. */
+#define WIDE (256 * OBJECT)
+static void check_bounded_extents(const char *image, bool fast_diff)
+{
+	const uint64_t bound = RBD_IO_EXTENTS_OBJECTS * OBJECT, at = 100 * OBJECT + 7;
+	struct rbd_io r;
+	struct extents e = {0};
+	char c = 'w';
+
+	ck_assert_msg(open_in(ns, image, false, &r) == 0, "open %s: %s", image, strerror(errno));
+	ck_assert_uint_eq(r.size, WIDE);
+	ck_assert_uint_eq(r.object_size, OBJECT);
+	ck_assert(r.fast_diff == fast_diff);
+	ck_assert_int_eq(rbd_io_pwrite(&r, &c, 1, at, false), 0);
+	/* The whole image asked: one hole, RBD_IO_EXTENTS_OBJECTS objects long. */
+	ck_assert_int_eq(rbd_io_extents(&r, WIDE, 0, add_extent, &e), 0);
+	ck_assert_uint_eq(e.n, 1);
+	ck_assert(!e.v[0].data);
+	ck_assert_uint_eq(e.v[0].length, bound);
+	/* From inside an object: to the end of the bound'th object counted from it. The
+	 * written byte's object is data from its start to the byte's end. */
+	e.n = 0;
+	ck_assert_int_eq(rbd_io_extents(&r, WIDE - bound - 5, bound + 5, add_extent, &e), 0);
+	ck_assert_uint_eq(e.n, 3);
+	ck_assert(!e.v[0].data && e.v[1].data && !e.v[2].data);
+	ck_assert_uint_eq(e.v[0].offset, bound + 5);
+	ck_assert_uint_eq(e.v[1].offset, 100 * OBJECT);
+	ck_assert_uint_eq(e.v[1].length, 8);
+	ck_assert_uint_eq(e.v[2].offset + e.v[2].length, 2 * bound);
+	/* Less than the bound asked: exactly that. */
+	e.n = 0;
+	ck_assert_int_eq(rbd_io_extents(&r, 3 * OBJECT, WIDE - 3 * OBJECT, add_extent, &e), 0);
+	ck_assert_uint_eq(e.n, 1);
+	ck_assert_uint_eq(e.v[0].offset + e.v[0].length, WIDE);
+	rbd_io_close(&r);
+}
+
+START_TEST(extents_stop_after_a_bounded_number_of_objects_with_fast_diff)
+{
+	check_bounded_extents("widefd", true);
+}
+END_TEST
+
+START_TEST(extents_stop_after_a_bounded_number_of_objects_without_fast_diff)
+{
+	check_bounded_extents("wide", false);
+}
+END_TEST
+
 START_TEST(clone_reads_its_parents_data_and_maps_it)
 {
 	struct rbd_io p, c;
@@ -715,6 +765,8 @@ int main(void)
 	    flush_and_fua_write_succeed,
 	    extents_show_written_ranges_with_fast_diff,
 	    extents_show_written_ranges_without_fast_diff,
+	    extents_stop_after_a_bounded_number_of_objects_with_fast_diff,
+	    extents_stop_after_a_bounded_number_of_objects_without_fast_diff,
 	    clone_reads_its_parents_data_and_maps_it,
 	    read_only_open_refuses_writes_with_erofs,
 	    another_namespace_is_refused_with_eperm,

@@ -13,7 +13,8 @@
 #     exclusive-lock, object-map, fast-diff, deep-flatten), fd (the same, named for its
 #     fast-diff), plain (layering only: no object map, no fast-diff), parent (for the
 #     clone test, which snapshots and clones it itself with the tenant's key), lock, dead,
-#     fence and ops (full features, for the one-writer tests); "img" in other
+#     fence and ops (full features, for the one-writer tests); wide (1 GiB, layering only)
+#     and widefd (1 GiB, full features), for the extents' bound; "img" in other
 . "$(dirname "$0")/functions.sh"
 bin=$(test_program "${1-}")
 ns=tenant
@@ -30,6 +31,8 @@ for img in rw zero trim fd parent lock dead fence ops; do
 	adm create --size 64M --image-feature "$full" "$pool/$ns/$img"
 done
 adm create --size 64M --image-feature layering "$pool/$ns/plain"
+adm create --size 1G --image-feature layering "$pool/$ns/wide"
+adm create --size 1G --image-feature "$full" "$pool/$ns/widefd"
 adm create --size 64M "$pool/other/img"
 
 RBD_IO_CONF=$CEPH_CONF RBD_IO_CLIENT=$client RBD_IO_KEYRING=$dir/$client.keyring \

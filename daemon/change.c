@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "change.h"
+#include "fault.h"
 #include "log.h"
 #include "pool.h"
 #include "store.h"
@@ -55,18 +56,6 @@ static struct {
 	struct store *store;
 	struct pool *pool;
 } chg;
-
-/* Fault injection for the crash tests: THINPROXY_FAULT=STEP kills the daemon at STEP
- * the way kill -9 would, with no chance to clean up. */
-static void fault_point(const char *step)
-{
-	const char *want = getenv("THINPROXY_FAULT");
-
-	if (want != NULL && strcmp(want, step) == 0) {
-		log_warning("fault injection: killing the daemon at %s", step);
-		kill(getpid(), SIGKILL);
-	}
-}
 
 /* Timing */
 

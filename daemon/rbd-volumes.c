@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "fault.h"
 #include "rbd-volumes.h"
 #include "tp-cleanup.h"
 #include "tp-rules.h"
@@ -322,6 +323,7 @@ int rbd_volume_snapshot(rados_ioctx_t io, const char *origin, const char *name)
 	if (!protected && (r = rbd_snap_protect(image, snap)) < 0 && r != -EBUSY)
 		return r;
 	rbd_close(TAKE_PTR(image));
+	fault_point("rbd-after-snapshot-protect");
 
 	r = new_options(true, &opts);
 	if (r < 0)
@@ -331,6 +333,7 @@ int rbd_volume_snapshot(rados_ioctx_t io, const char *origin, const char *name)
 		r = check_clone(io, name, origin, snap);
 	if (r < 0)
 		return r;
+	fault_point("rbd-after-snapshot-clone");
 
 	/* A clone starts with its parent's image metadata, and so a committed origin's flag:
 	 * the child is a new, writable volume. */

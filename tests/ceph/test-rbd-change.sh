@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# tests/ceph/test-rbd-change.sh [TEST-BINARY]: the RBD pool's change protocol
+# (daemon/rbd-change.c, issue 24) against a real one-node cluster (tests/ceph/cluster.sh):
+# this script starts it, runs test-rbd-change with it (CEPH_CONF, CEPH_TEST_DIR,
+# CEPH_TEST_POOL), and stops the cluster and removes its directory at the end, also on
+# failure. The program makes every namespace and volume it needs itself.
+#
+# Run as root: make check-ceph, or tests/ceph/test-rbd-change.sh build/tests/ceph/test-rbd-change
+. "$(dirname "$0")/functions.sh"
+bin=$(test_program "${1-}")
+
+start_cluster
+t0=$SECONDS
+"$bin" || fail "$(basename "$bin") failed"
+echo "PASS test-rbd-change (tests $((SECONDS - t0)) s, total $SECONDS s)"

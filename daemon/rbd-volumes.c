@@ -72,6 +72,8 @@ static int list_all(list_fn *list, void *from, size_t size, size_t max, void **r
 	return 0;
 }
 
+/* librbd's listings, typed for list_all: called through a pointer of another type, they
+ * would be undefined behaviour. */
 static int list_images_of(void *io, void *images, size_t *max)
 {
 	return rbd_list2(io, images, max);
@@ -162,14 +164,15 @@ static int count_children(rbd_image_t image, const char *snap, size_t *ret_n)
 	if (r < 0)
 		return r;
 	r = list_all(list_children_of, image, sizeof(rbd_linked_image_spec_t), 4, &specs, &n);
-	if (r >= 0) {
-		*ret_n = n;
-		rbd_linked_image_spec_list_cleanup(specs, n);
-	}
+	if (r < 0)
+		return r;
+	rbd_linked_image_spec_list_cleanup(specs, n);
 	/* Back to the image's head, where changes may be made. */
-	if (r >= 0)
-		r = rbd_snap_set(image, NULL);
-	return r < 0 ? r : 0;
+	r = rbd_snap_set(image, NULL);
+	if (r < 0)
+		return r;
+	*ret_n = n;
+	return 0;
 }
 
 /* IMAGE's snapshots, in *RET_SNAPS and *RET_N (free with rbd_snap_list_end and free). */

@@ -53,6 +53,48 @@ static int take_lock(rbd_image_t image, unsigned wait)
 	}
 }
 
+/* Is option NAME of the list V (N of them) VALUE, or, where PART, does it contain it? */
+static bool option_is(const rbd_config_option_t *v, int n, const char *name, const char *value,
+                      bool part)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(v[i].name, name) == 0)
+			return part ? strstr(v[i].value, value) != NULL
+			            : strcmp(v[i].value, value) == 0;
+	return false;
+}
+
+/* Whether IMAGE, as configured in the end, answers writes only when the OSDs have them:
+ * 0, -EINVAL if not, or librbd's error. The pool's and the image's own settings (`rbd
+ * config pool|image set`, which the tenant's key may write) apply over the client's, and
+ * could turn librbd's cache or the persistent write-back cache (pwl_cache) back on. */
+static int check_uncached(rbd_image_t image)
+{
+	rbd_config_option_t *v = NULL;
+	int n = 256, e;
+
+	for (;;) {
+		rbd_config_option_t *grown = realloc(v, (size_t)n * sizeof *v);
+
+		if (grown == NULL) {
+			free(v);
+			return -ENOMEM;
+		}
+		v = grown;
+		e = rbd_config_image_list(image, v, &n);
+		if (e != -ERANGE)
+			break;
+	}
+	if (e == 0) {
+		if (!option_is(v, n, "rbd_cache", "false", false) ||
+		    option_is(v, n, "rbd_plugins", "pwl_cache", true))
+			e = -EINVAL;
+		rbd_config_image_list_cleanup(v, n);
+	}
+	free(v);
+	return e;
+}
+
 int rbd_io_open(const struct rbd_io_target *t, bool read_only, struct rbd_io *ret_r)
 {
 	struct rbd_io r = {.read_only = read_only};
@@ -72,11 +114,14 @@ int rbd_io_open(const struct rbd_io_target *t, bool read_only, struct rbd_io *re
 		e = rados_conf_set(r.cluster, "keyring", t->keyring);
 	/* No cache in librbd, whatever the file says: a write is answered when the OSDs
 	 * have it, and they refuse a holder that was fenced. librbd 16.2's default cache
-	 * (write-around) answers a write before it is sent, and a holder that had been
+	 * (write-around) answers a write before the OSDs have, and a holder that had been
 	 * stopped past its watch got writes the OSDs had refused answered as done, in 3 of
-	 * 7 runs; without it, in none of 11. */
+	 * 7 runs; without it, in none of 11. No persistent write-back cache either. What
+	 * the pool or image may say over this is checked once open (check_uncached). */
 	if (e == 0)
 		e = rados_conf_set(r.cluster, "rbd_cache", "false");
+	if (e == 0)
+		e = rados_conf_set(r.cluster, "rbd_plugins", "");
 	if (e == 0)
 		e = rados_connect(r.cluster);
 	if (e < 0)
@@ -95,7 +140,9 @@ int rbd_io_open(const struct rbd_io_target *t, bool read_only, struct rbd_io *re
 		r.image = NULL;
 		goto fail;
 	}
-	e = rbd_stat(r.image, &info, sizeof info);
+	e = check_uncached(r.image);
+	if (e == 0)
+		e = rbd_stat(r.image, &info, sizeof info);
 	if (e == 0)
 		e = rbd_get_features(r.image, &features);
 	if (e == 0)

@@ -51,7 +51,9 @@ struct rbd_io {
 
 /* Connect as T->client and open T->image, read-only if READ_ONLY, into *RET_R. Errors
  * are librbd's: EPERM where the client's caps do not reach the namespace, ENOENT for an
- * image that is not there. Nothing is left open on failure.
+ * image that is not there; and EINVAL for an image whose own or whose pool's settings
+ * turn a cache in librbd on (rbd_cache, or the pwl_cache plugin): every write must be
+ * answered by the OSDs. Nothing is left open on failure.
  *
  * One writer across hosts: a read-write open of an image with the exclusive-lock
  * feature (every image thinproxy makes) takes its lock in manual mode and holds it until

@@ -1,10 +1,10 @@
 /* Tests for nbdkit-plugin/rbd-io.c against a real one-node Ceph cluster, which
- * tests/ceph/test-rbd-io.sh starts and describes in the environment: RBD_IO_CONF,
- * RBD_IO_CLIENT and RBD_IO_KEYRING (the tenant's cephx key, whose caps reach only its
- * namespace), RBD_IO_POOL, RBD_IO_NAMESPACE (the tenant's, with the images rw, zero,
- * trim, fd, plain, parent, lock, dead, fence and ops, 64 MiB, and wide and widefd, 1 GiB;
- * 4 MiB objects) and RBD_IO_OTHER_NAMESPACE (another tenant's, with "img"). Without them
- * it fails at once, naming the one that is missing.
+ * tests/ceph/test-rbd-io.sh starts and describes in the environment: CEPH_CONF and
+ * CEPH_TEST_POOL (ceph-harness.h), RBD_IO_CLIENT and RBD_IO_KEYRING (the tenant's cephx
+ * key, whose caps reach only its namespace), RBD_IO_NAMESPACE (the tenant's, with the
+ * images rw, zero, trim, fd, plain, parent, lock, dead, fence, ops and cached, 64 MiB, and
+ * wide and widefd, 1 GiB; 4 MiB objects) and RBD_IO_OTHER_NAMESPACE (another tenant's,
+ * with "img"). Without them it fails at once, naming the one that is missing.
  *
  * Everything goes through the tenant's key, as the plugin would; only the clone test
  * calls librbd itself, to snapshot and clone. */
@@ -30,7 +30,7 @@
 #define IMAGE_SIZE  (64 * MiB)
 #define MAX_EXTENTS 64
 
-static const char *conf, *client, *keyring, *pool, *ns, *other_ns;
+static const char *client, *keyring, *ns, *other_ns;
 
 /* A deterministic pseudo-random stream (xorshift64*). */
 static uint64_t next(uint64_t *s)
@@ -53,10 +53,10 @@ static void fill(uint64_t *s, char *buf, size_t n)
 static int open_waiting(const char *namespace, const char *image, bool read_only,
                         unsigned lock_wait, struct rbd_io *ret_r)
 {
-	struct rbd_io_target t = {.conf = conf,
+	struct rbd_io_target t = {.conf = ceph_cluster.conf,
 	                          .client = client,
 	                          .keyring = keyring,
-	                          .pool = pool,
+	                          .pool = ceph_cluster.pool,
 	                          .namespace = namespace,
 	                          .image = image,
 	                          .lock_wait = lock_wait};
@@ -73,8 +73,8 @@ static int open_in(const char *namespace, const char *image, bool read_only, str
 /* Open the tenant's IMAGE, or fail the test. */
 static void open_image(const char *image, bool read_only, struct rbd_io *ret_r)
 {
-	ck_assert_msg(open_in(ns, image, read_only, ret_r) == 0, "open %s/%s/%s: %s", pool, ns,
-	              image, strerror(errno));
+	ck_assert_msg(open_in(ns, image, read_only, ret_r) == 0, "open %s/%s/%s: %s",
+	              ceph_cluster.pool, ns, image, strerror(errno));
 	ck_assert_uint_eq(ret_r->size, IMAGE_SIZE);
 	ck_assert(ret_r->read_only == read_only);
 }
@@ -478,6 +478,18 @@ START_TEST(read_only_open_refuses_writes_with_erofs)
 }
 END_TEST
 
+START_TEST(an_image_configured_to_cache_writes_is_refused_with_einval)
+{
+	struct rbd_io r;
+
+	/* The script set rbd_cache true on image "cached" itself (rbd config image set). */
+	ck_assert_int_eq(open_in(ns, "cached", false, &r), -1);
+	ck_assert_int_eq(errno, EINVAL);
+	ck_assert_int_eq(open_in(ns, "cached", true, &r), -1);
+	ck_assert_int_eq(errno, EINVAL);
+}
+END_TEST
+
 START_TEST(another_namespace_is_refused_with_eperm)
 {
 	struct rbd_io r;
@@ -710,7 +722,7 @@ START_TEST(stopped_holder_is_fenced_and_its_later_writes_are_refused)
 	struct rbd_io r;
 	int to_child[2], to_parent[2], status;
 	char c = 0, got = 0;
-	int err = 0;
+	int err[2] = {0, 0};
 	pid_t pid;
 
 	ck_assert_int_eq(pipe2(to_child, O_CLOEXEC), 0);
@@ -728,9 +740,11 @@ START_TEST(stopped_holder_is_fenced_and_its_later_writes_are_refused)
 			_exit(1);
 		if (write(to_parent[1], &d, 1) != 1 || read(to_child[0], &d, 1) != 1)
 			_exit(1);
+		/* A plain write first: it is the one a cache would answer early. */
 		d = 'x';
-		err = rbd_io_pwrite(&h, &d, 1, 0, true) < 0 ? errno : 0;
-		if (write(to_parent[1], &err, sizeof err) != sizeof err)
+		err[0] = rbd_io_pwrite(&h, &d, 1, 0, false) < 0 ? errno : 0;
+		err[1] = rbd_io_pwrite(&h, &d, 1, 0, true) < 0 ? errno : 0;
+		if (write(to_parent[1], err, sizeof err) != sizeof err)
 			_exit(1);
 		_exit(0);
 	}
@@ -742,12 +756,14 @@ START_TEST(stopped_holder_is_fenced_and_its_later_writes_are_refused)
 	ck_assert_int_eq(rbd_io_pwrite(&r, &c, 1, 0, true), 0);
 	ck_assert_int_eq(kill(pid, SIGCONT), 0);
 	ck_assert_int_eq(write(to_child[1], &c, 1), 1);
-	ck_assert_int_eq(read(to_parent[0], &err, sizeof err), sizeof err);
+	ck_assert_int_eq(read(to_parent[0], err, sizeof err), sizeof err);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	/* Refused, in the OSDs' words for a blocklisted client: with librbd's cache on, it
 	 * was answered done in 3 runs of 7. And it never reaches the image. */
-	ck_assert_msg(err == ESHUTDOWN, "the fenced holder's write was answered: %s",
-	              strerror(err));
+	ck_assert_msg(err[0] == ESHUTDOWN, "the fenced holder's write was answered: %s",
+	              strerror(err[0]));
+	ck_assert_msg(err[1] == ESHUTDOWN, "the fenced holder's FUA write was answered: %s",
+	              strerror(err[1]));
 	ck_assert_int_eq(rbd_io_pread(&r, &got, 1, 0), 0);
 	ck_assert_int_eq(got, 'n');
 	rbd_io_close(&r);
@@ -769,6 +785,7 @@ int main(void)
 	    extents_stop_after_a_bounded_number_of_objects_without_fast_diff,
 	    clone_reads_its_parents_data_and_maps_it,
 	    read_only_open_refuses_writes_with_erofs,
+	    an_image_configured_to_cache_writes_is_refused_with_einval,
 	    another_namespace_is_refused_with_eperm,
 	    missing_image_is_enoent,
 	    requests_past_the_end_fail,
@@ -781,10 +798,8 @@ int main(void)
 	    stopped_holder_is_fenced_and_its_later_writes_are_refused,
 	};
 
-	conf = ceph_harness_env("RBD_IO_CONF");
 	client = ceph_harness_env("RBD_IO_CLIENT");
 	keyring = ceph_harness_env("RBD_IO_KEYRING");
-	pool = ceph_harness_env("RBD_IO_POOL");
 	ns = ceph_harness_env("RBD_IO_NAMESPACE");
 	other_ns = ceph_harness_env("RBD_IO_OTHER_NAMESPACE");
 	return ceph_harness_run("rbd-io", tests, ARRAY_SIZE(tests));

@@ -14,7 +14,8 @@
 #     fast-diff), plain (layering only: no object map, no fast-diff), parent (for the
 #     clone test, which snapshots and clones it itself with the tenant's key), lock, dead,
 #     fence and ops (full features, for the one-writer tests); wide (1 GiB, layering only)
-#     and widefd (1 GiB, full features), for the extents' bound; "img" in other
+#     and widefd (1 GiB, full features), for the extents' bound; cached (full features,
+#     its own setting rbd_cache true), which must be refused; "img" in other
 . "$(dirname "$0")/functions.sh"
 bin=$(test_program "${1-}")
 ns=tenant
@@ -34,6 +35,8 @@ adm create --size 64M --image-feature layering "$pool/$ns/plain"
 adm create --size 1G --image-feature layering "$pool/$ns/wide"
 adm create --size 1G --image-feature "$full" "$pool/$ns/widefd"
 adm create --size 64M "$pool/other/img"
+adm create --size 64M --image-feature "$full" "$pool/$ns/cached"
+adm config image set "$pool/$ns/cached" rbd_cache true
 
-RBD_IO_CONF=$CEPH_CONF RBD_IO_CLIENT=$client RBD_IO_KEYRING=$dir/$client.keyring \
-	RBD_IO_POOL=$pool RBD_IO_NAMESPACE=$ns RBD_IO_OTHER_NAMESPACE=other "$bin"
+RBD_IO_CLIENT=$client RBD_IO_KEYRING=$dir/$client.keyring RBD_IO_NAMESPACE=$ns \
+	RBD_IO_OTHER_NAMESPACE=other "$bin"

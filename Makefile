@@ -297,6 +297,9 @@ OBJS_bench-meta := $(BUILD)/daemon/pool.o $(BUILD)/daemon/thin-metadata.o $(BUIL
 LIBS_bench-meta := $(call pc,--libs,devmapper libnbd)
 OBJS_bench-broker := $(BUILD)/daemon/broker.o $(BUILD)/daemon/log.o
 LIBS_bench-broker := -lpthread
+OBJS_bench-rbd-change := $(BUILD)/daemon/rbd-change.o $(BUILD)/daemon/rbd-volumes.o \
+                         $(BUILD)/daemon/rbd-meta.o $(BUILD)/daemon/log.o
+LIBS_bench-rbd-change := $(call pc,--libs,json-c) $(RBD_LIBS)
 # bench-thinproxyd: the daemon with the unit tests' stand-in for pool.c, so that its API
 # runs on a host without dm-thin.
 $(BUILD)/bench/bench-thinproxyd: $(filter-out %/pool.o,$(DAEMON_OBJS)) $(BUILD)/tests/unit/fake-pool.o

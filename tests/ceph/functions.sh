@@ -17,6 +17,14 @@ fail() {
 # for test NAME.
 test_program() { realpath -e "${1:-${TP_BUILD:-build}/tests/ceph/$test_name}"; }
 
+# run_program [NAME=VALUE...]: the test's program, $bin, with NAME=VALUE added to its
+# environment; its failure fails the test, else the PASS line says how long it took.
+run_program() {
+	local t0=$SECONDS
+	env "$@" "$bin" || fail "$(basename "$bin") failed"
+	echo "PASS $test_name (tests $((SECONDS - t0)) s, total $SECONDS s)"
+}
+
 # start_cluster: the test's cluster in a new directory $dir, with the RBD pool $pool;
 # CEPH_CONF, CEPH_TEST_DIR and CEPH_TEST_POOL name it. When the test exits, however it
 # exits, the cluster is stopped and $dir removed (or kept, and said so, if its daemons

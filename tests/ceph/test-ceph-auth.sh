@@ -10,6 +10,4 @@
 bin=$(test_program "${1-}")
 
 start_cluster
-t0=$SECONDS
-"$bin" || fail "$(basename "$bin") failed"
-echo "PASS test-ceph-auth (tests $((SECONDS - t0)) s, total $SECONDS s)"
+run_program

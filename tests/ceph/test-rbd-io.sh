@@ -38,5 +38,5 @@ adm create --size 64M "$pool/other/img"
 adm create --size 64M --image-feature "$full" "$pool/$ns/cached"
 adm config image set "$pool/$ns/cached" rbd_cache true
 
-RBD_IO_CLIENT=$client RBD_IO_KEYRING=$dir/$client.keyring RBD_IO_NAMESPACE=$ns \
-	RBD_IO_OTHER_NAMESPACE=other "$bin"
+run_program RBD_IO_CLIENT=$client RBD_IO_KEYRING=$dir/$client.keyring RBD_IO_NAMESPACE=$ns \
+	RBD_IO_OTHER_NAMESPACE=other

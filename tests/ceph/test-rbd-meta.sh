@@ -19,7 +19,5 @@ start_cluster
 timeout 60 rbd namespace create "$pool/$ns"
 tenant_key "$client" "profile rbd pool=$pool namespace=$ns"
 
-t0=$SECONDS
-RBD_META_TENANT_CLIENT=$client RBD_META_TENANT_KEYRING=$dir/$client.keyring \
-	RBD_META_TENANT_NAMESPACE=$ns "$bin" || fail "$(basename "$bin") failed"
-echo "PASS test-rbd-meta (tests $((SECONDS - t0)) s, total $SECONDS s)"
+run_program RBD_META_TENANT_CLIENT=$client RBD_META_TENANT_KEYRING=$dir/$client.keyring \
+	RBD_META_TENANT_NAMESPACE=$ns

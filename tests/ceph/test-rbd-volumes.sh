@@ -10,6 +10,4 @@
 bin=$(test_program "${1-}")
 
 start_cluster
-t0=$SECONDS
-"$bin" || fail "$(basename "$bin") failed"
-echo "PASS test-rbd-volumes (tests $((SECONDS - t0)) s, total $SECONDS s)"
+run_program

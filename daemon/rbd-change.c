@@ -82,7 +82,7 @@ static int parse_fields(json_object *j, struct intent *i)
 	const char *op;
 
 	if (j == NULL || !json_object_object_get_ex(j, "op", &m) ||
-	    !name_member(j, "host", i->host))
+	    !json_object_is_type(m, json_type_string) || !name_member(j, "host", i->host))
 		return -EINVAL;
 	op = json_object_get_string(m);
 	if (strcmp(op, "create") == 0) {
@@ -100,7 +100,11 @@ static int parse_fields(json_object *j, struct intent *i)
 	} else {
 		return -EINVAL;
 	}
-	i->making = json_object_object_get_ex(j, "making", &m) && json_object_get_boolean(m);
+	if (json_object_object_get_ex(j, "making", &m)) {
+		if (!json_object_is_type(m, json_type_boolean))
+			return -EINVAL;
+		i->making = json_object_get_boolean(m);
+	}
 	return 0;
 }
 
@@ -350,9 +354,11 @@ static int settle(const struct rbd_change_ctx *c, const struct intent *i)
 			r = rbd_volume_remove(c->io, i->volume);
 		break;
 	case OP_REMOVE:
+		/* Refused before any change (children, clients, a snapshot not ours): the
+		 * volume stays, as a remove that was refused at once would leave it. */
 		r = rbd_volume_remove(c->io, i->volume);
-		stays = r == -EBUSY;
-		if (r == -EBUSY || r == -ENOENT)
+		stays = r == -EBUSY || r == -ENOTEMPTY;
+		if (stays || r == -ENOENT)
 			r = 0;
 		break;
 	}

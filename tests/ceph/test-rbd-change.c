@@ -233,6 +233,45 @@ START_TEST(a_record_this_version_cannot_read_is_left_alone)
 	ck_assert_int_eq(records(&h), 1);
 	ck_assert_int_eq(rbd_meta_remove(h.meta, "intent/t5/v", "{\"op\":\"grow\",\"host\":\"a\"}"),
 	                 0);
+	/* Nor does a record of the wrong types bring the start down. */
+	ck_assert_int_eq(rbd_meta_put_new(h.meta, "intent/t5/w", "{\"op\":null,\"host\":\"a\"}"),
+	                 0);
+	ck_assert_int_eq(rbd_meta_put_new(h.meta, "intent/t5/x",
+	                                  "{\"op\":\"remove\",\"host\":\"a\",\"making\":\"no\"}"),
+	                 0);
+	ck_assert_int_eq(rbd_change_recover(&h.c, &settled), 0);
+	ck_assert_uint_eq(settled, 0);
+	ck_assert_int_eq(records(&h), 2);
+	ck_assert_int_eq(rbd_meta_remove(h.meta, "intent/t5/w", "{\"op\":null,\"host\":\"a\"}"), 0);
+	ck_assert_int_eq(rbd_meta_remove(h.meta, "intent/t5/x",
+	                                 "{\"op\":\"remove\",\"host\":\"a\",\"making\":\"no\"}"),
+	                 0);
+	host_down(&h);
+}
+END_TEST
+
+START_TEST(a_crashed_remove_the_pool_now_refuses_settles_to_the_volume_staying)
+{
+	const char *rec = "{\"op\":\"remove\",\"host\":\"a\"}";
+	struct host h;
+	struct rbd_volume v;
+	rbd_image_t image;
+	unsigned settled = 99;
+
+	host_up(&h, "a");
+	make_namespace(&h, "t7");
+	ck_assert_int_eq(rbd_change_create(&h.c, "t7", "v", SIZE), 0);
+	/* A snapshot not named as ours: rbd_volume_remove refuses (ENOTEMPTY) at once. */
+	rados_ioctx_set_namespace(h.io, "t7");
+	ck_assert_int_eq(rbd_open(h.io, "v", &image, NULL), 0);
+	ck_assert_int_eq(rbd_snap_create(image, "x"), 0);
+	rbd_close(image);
+	/* Host a's remove of v, killed right after its record. */
+	ck_assert_int_eq(rbd_meta_put_new(h.meta, "intent/t7/v", rec), 0);
+	ck_assert_int_eq(rbd_change_recover(&h.c, &settled), 0);
+	ck_assert_uint_eq(settled, 1);
+	ck_assert_int_eq(records(&h), 0);
+	ck_assert(exists(&h, "t7", "v", &v));
 	host_down(&h);
 }
 END_TEST
@@ -434,6 +473,7 @@ int main(void)
 	    remove_with_children_is_ebusy_and_changes_nothing,
 	    another_hosts_change_makes_the_volume_ebusy_until_that_host_settles_it,
 	    a_record_this_version_cannot_read_is_left_alone,
+	    a_crashed_remove_the_pool_now_refuses_settles_to_the_volume_staying,
 	    two_hosts_creating_one_volume_have_one_winner,
 	    a_host_killed_at_each_step_of_a_create_loses_and_leaks_nothing,
 	    a_host_killed_at_each_step_of_a_snapshot_loses_and_leaks_nothing,
